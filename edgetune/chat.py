@@ -1,0 +1,76 @@
+"""Chat with a GGUF on the CPU through llama-cpp-python, streaming tokens as they come.
+
+The prompt format comes from the file's own chat template (edgetune writes the template the
+model was trained with). A file without one (a base model) is driven as plain text completion.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from edgetune.errors import EdgetuneError
+from edgetune.quantize import check_gguf_file
+
+# Written into models fine-tuned on alpaca data, so llama.cpp, Ollama and our chat use that format.
+ALPACA_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
+)
+
+
+class ChatSession:
+    def __init__(self, gguf: str | Path, system: str = "", threads: int = 0, n_ctx: int = 2048):
+        from llama_cpp import Llama
+
+        self.path = Path(gguf)
+        check_gguf_file(self.path)
+        try:
+            self.llm = Llama(model_path=str(self.path), n_ctx=n_ctx, verbose=False,
+                             n_threads=threads or os.cpu_count() or 1)
+        except Exception as e:
+            raise EdgetuneError(f"{self.path}: llama.cpp could not load it ({str(e).splitlines()[0]})") from None
+        self.has_template = bool(self.llm.metadata.get("tokenizer.chat_template"))
+        self.template_name = "from the file" if self.has_template else "none (plain completion)"
+        self.system = system
+        self.messages: list[dict] = []
+        self.last_stats = ""
+        self.stop_requested = False
+
+    def clear(self) -> None:
+        self.messages = []
+
+    def stop(self) -> None:
+        self.stop_requested = True
+
+    def send(self, text: str, temperature: float = 0.7, top_p: float = 0.95, max_tokens: int = 256,
+             seed: int | None = None) -> Iterator[str]:
+        """Yield the reply piece by piece; the finished reply joins the history."""
+        self.stop_requested = False
+        self.messages.append({"role": "user", "content": text})
+        history = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
+        kwargs = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens, stream=True)
+        if seed is not None:
+            kwargs["seed"] = seed
+        if self.has_template:
+            stream = self.llm.create_chat_completion(messages=history, **kwargs)
+            pieces = (c["choices"][0]["delta"].get("content") or "" for c in stream)
+        else:
+            prompt = "".join(f"{m['content']}\n" for m in history)
+            stream = self.llm.create_completion(prompt, **kwargs)
+            pieces = (c["choices"][0]["text"] for c in stream)
+        reply, n, t0 = [], 0, time.perf_counter()
+        for piece in pieces:
+            if self.stop_requested:
+                break
+            n += 1
+            reply.append(piece)
+            yield piece
+        seconds = time.perf_counter() - t0
+        self.messages.append({"role": "assistant", "content": "".join(reply)})
+        self.last_stats = f"{n} tokens, {n / seconds if seconds > 0 else 0:.1f} tok/s"

@@ -1,0 +1,251 @@
+"""The command line: one verb per pipeline step, plus run/demo/chat. `edgetune` alone opens the TUI."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgetune.errors import EdgetuneError
+from edgetune.events import Event
+
+EPILOG = """Examples:
+
+  edgetune                                  open the terminal UI
+  edgetune demo                             the whole pipeline on the built-in demo, headless
+  edgetune data inspect data.jsonl          validate a dataset, show its format and token lengths
+  edgetune train --recipe recipes/demo.yaml fine-tune (QLoRA on CUDA, LoRA on CPU)
+  edgetune run --recipe recipes/demo.yaml   train, merge, convert, quantize and smoke-test
+  edgetune convert runs/demo/merged out.gguf --outtype f16
+  edgetune quantize out.gguf out-Q4_K_M.gguf --type Q4_K_M
+  edgetune chat runs/demo/gguf/demo-Q4_K_M.gguf
+"""
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, epilog=EPILOG, rich_markup_mode=None,
+                  help="From a dataset and a base model to a tested, quantized GGUF that runs on a CPU.")
+data_app = typer.Typer(help="Dataset tools.")
+app.add_typer(data_app, name="data")
+STATE = {"debug": False}
+
+
+class CliRenderer:
+    """Renders core events as log lines and one progress line per phase."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._open_line = False
+
+    def __call__(self, e: Event) -> None:
+        if e.kind == "progress":
+            parts = [f"[{e.phase}]"]
+            if e.step is not None and e.total:
+                width = 24
+                filled = int(width * min(e.step, e.total) / e.total)
+                parts.append(f"{'#' * filled}{'.' * (width - filled)} {e.step}/{e.total}")
+            for label, value, fmt in (("loss", e.loss, ".4f"), ("eval", e.eval_loss, ".4f"), ("lr", e.lr, ".2e"),
+                                      ("tok/s", e.tokens_per_s, ".0f"), ("mem MiB", e.memory_mb, ".0f")):
+                if value is not None:
+                    parts.append(f"{label} {value:{fmt}}")
+            if e.eta_s is not None:
+                parts.append(f"eta {int(e.eta_s) // 60}:{int(e.eta_s) % 60:02d}")
+            if e.message and e.phase != "train":
+                parts.append(e.message)
+            line = "  ".join(parts)
+            if self.tty:
+                self.stream.write("\r\x1b[2K" + line[: os.get_terminal_size().columns - 1])
+                self._open_line = True
+            elif e.loss is not None or e.eval_loss is not None or (e.step or 0) == (e.total or -1):
+                self.stream.write(line + "\n")
+        else:
+            if self._open_line:
+                self.stream.write("\n")
+                self._open_line = False
+            if e.message:
+                self.stream.write(f"[{e.phase}] {e.message}\n")
+        self.stream.flush()
+
+
+def _fail(e: Exception) -> None:
+    if STATE["debug"]:
+        raise e
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2)
+
+
+def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str], data: Optional[str]):
+    from edgetune import recipe as recipe_mod
+    r = recipe_mod.load(recipe) if recipe else recipe_mod.Recipe()
+    if name:
+        r.name = name
+    if base:
+        r.base = base
+    if data:
+        r.data.path = data
+    return recipe_mod.validate(r, str(recipe or "options"))
+
+
+@app.callback(invoke_without_command=True)
+def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+    STATE["debug"] = debug
+    if ctx.invoked_subcommand is None:
+        from edgetune.tui.app import run_app
+        run_app()
+
+
+@data_app.command("inspect")
+def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpaca, chat or text"),
+                 skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and count them."),
+                 tokenizer: str = typer.Option("demo", help="Model whose tokenizer counts tokens."),
+                 max_length: int = typer.Option(512), show: int = typer.Option(3, help="Rows to preview.")):
+    """Validate a dataset: format, row count, a preview, token lengths, bad rows."""
+    try:
+        from edgetune import data as data_mod
+        from edgetune.base import resolve_base
+        from edgetune.train import load_tokenizer
+        ds = data_mod.load_dataset(file, format, "skip" if skip_bad else "error")
+        tok = load_tokenizer(resolve_base(tokenizer, CliRenderer()))
+        examples = data_mod.render(ds, tok)
+        stats = data_mod.token_stats(data_mod.tokenize(examples, tok, max_length), max_length)
+    except EdgetuneError as e:
+        _fail(e)
+    typer.echo(f"{file}: format {ds.format}, {len(ds.rows)} rows, {len(ds.skipped)} skipped")
+    for s in ds.skipped[:10]:
+        typer.echo(f"  skipped {s}")
+    typer.echo(f"tokens: {stats.summary()}")
+    peak = max(c for _, c in stats.histogram) or 1
+    for upper, count in stats.histogram:
+        typer.echo(f"  <= {upper:6d} {'#' * int(30 * count / peak)} {count}")
+    for ex in examples[:show]:
+        typer.echo(f"--- {ex.where}\n{ex.prompt}{ex.completion}")
+
+
+@app.command()
+def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default: built-in defaults)."),
+          name: Optional[str] = None, base: Optional[str] = None, data: Optional[str] = None):
+    """Fine-tune: QLoRA on a CUDA GPU, LoRA on the CPU. Leaves runs/<name>/adapter/."""
+    from edgetune import pipeline
+    try:
+        r = _load_recipe(recipe, name, base, data)
+        pipeline.run(r, CliRenderer(), until="train")
+    except EdgetuneError as e:
+        _fail(e)
+    typer.echo(f"adapter: {pipeline.Run(r).adapter}")
+
+
+@app.command()
+def run(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML."), name: Optional[str] = None,
+        base: Optional[str] = None, data: Optional[str] = None,
+        until: str = typer.Option("smoke", help="Stop after: train, merge, convert, quantize, smoke."),
+        force: bool = typer.Option(False, help="Redo every step.")):
+    """Train, merge, convert, quantize and smoke-test in one go (resumes a stopped run)."""
+    _run_pipeline(_load_recipe_or_fail(recipe, name, base, data), until, force)
+
+
+def _load_recipe_or_fail(recipe, name, base, data):
+    try:
+        return _load_recipe(recipe, name, base, data)
+    except EdgetuneError as e:
+        _fail(e)
+
+
+def _run_pipeline(r, until: str = "smoke", force: bool = False) -> None:
+    from edgetune import pipeline
+    try:
+        pipeline.run(r, CliRenderer(), until=until, force=force)
+    except EdgetuneError as e:
+        report = pipeline.Run(r).dir / "report.md"
+        if report.exists():
+            typer.echo(report.read_text())
+        _fail(e)
+    report = pipeline.Run(r).dir / "report.md"
+    if report.exists():
+        typer.echo(report.read_text())
+    typer.echo(f"run folder: {pipeline.Run(r).dir}")
+
+
+@app.command()
+def demo(headless: bool = typer.Option(False, "--headless", help="No UI even in a terminal."),
+         force: bool = typer.Option(False, help="Redo every step.")):
+    """The built-in demo end to end: the TUI in a terminal, else headless with its report."""
+    from edgetune import recipe as recipe_mod
+    path = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
+    r = recipe_mod.load(path) if path.exists() else recipe_mod.validate(recipe_mod.Recipe(name="demo"))
+    if not headless and sys.stdin.isatty() and sys.stdout.isatty():
+        from edgetune.tui.app import run_app
+        run_app(recipe=r, autostart=True)
+        return
+    _run_pipeline(r, force=force)
+
+
+@app.command()
+def merge(base: str, adapter: Path, out: Path):
+    """Merge a PEFT adapter into the 16/32-bit base (never the 4-bit one), shard by shard."""
+    from edgetune import merge as merge_mod
+    from edgetune.base import resolve_base
+    try:
+        merge_mod.merge(resolve_base(base), adapter, out, CliRenderer())
+    except EdgetuneError as e:
+        _fail(e)
+
+
+@app.command()
+def convert(model_dir: Path, out: Path, outtype: str = typer.Option("f16", help="f32, f16, bf16 or q8_0")):
+    """Convert a Hugging Face model folder to GGUF with edgetune's converter."""
+    from edgetune.convert import convert_hf_to_gguf
+    try:
+        convert_hf_to_gguf(model_dir, out, outtype, CliRenderer())
+    except EdgetuneError as e:
+        _fail(e)
+
+
+@app.command()
+def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", help="Q8_0, Q6_K, Q5_K_M, Q4_K_M, ..."),
+             threads: int = 0):
+    """Quantize an F16/BF16/F32 GGUF with llama.cpp's quantizer."""
+    from edgetune.quantize import quantize as q
+    try:
+        info = q(src, dst, type, threads, CliRenderer())
+    except EdgetuneError as e:
+        _fail(e)
+    typer.echo(f"{dst}: {info['bytes'] / 2**20:.1f} MiB, {info['bits_per_weight']:.2f} bits/weight")
+
+
+@app.command()
+def smoke(recipe: Optional[Path] = typer.Option(None, help="Recipe of the run to smoke-test."),
+          name: Optional[str] = None):
+    """Smoke-test a run's GGUF files with llama.cpp against its merged HF model."""
+    r = _load_recipe_or_fail(recipe, name, None, None)
+    _run_pipeline(r, until="smoke")
+
+
+@app.command()
+def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temperature: float = 0.7,
+         top_p: float = 0.95, max_tokens: int = 256, threads: int = 0):
+    """Chat with a GGUF on the CPU (tokens stream as they come; empty line or Ctrl-D quits)."""
+    from edgetune.chat import ChatSession
+    try:
+        session = ChatSession(gguf, system=system, threads=threads)
+    except EdgetuneError as e:
+        _fail(e)
+    typer.echo(f"{gguf.name}: template {session.template_name}. Empty line quits.")
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        for piece in session.send(line, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
+            typer.echo(piece, nl=False)
+        typer.echo(f"\n  [{session.last_stats}]")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)

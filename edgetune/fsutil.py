@@ -1,0 +1,49 @@
+"""Writes that never leave a half-written file at a final path: temp file, fsync, rename."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `final`; on success fsync it and rename it over `final`.
+
+    On any error the temp file is removed and `final` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(final: str | os.PathLike, text: str) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(final: str | os.PathLike, obj) -> None:
+    write_text(final, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def cache_dir() -> Path:
+    """Where edgetune keeps what it builds once (demo base model, imported GGUF bases)."""
+    root = os.environ.get("EDGETUNE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgetune"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,219 @@
+"""A recipe: everything a run needs, as one YAML file. Defaults are the seed guide's QLoRA recipe.
+
+Loading checks every key and type and names the offending field; the resolved recipe is written
+into the run folder, so `edgetune run --recipe runs/<name>/recipe.yaml` replays a run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edgetune.errors import EdgetuneError
+
+TARGET_PRESETS = {
+    "qv": ["q_proj", "v_proj"],
+    "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+QUANT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1", "Q4_K_M", "Q4_K_S", "Q4_0", "Q4_1",
+               "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "IQ4_NL", "IQ4_XS", "F16", "BF16")
+
+
+@dataclass
+class DataSpec:
+    path: str = "demo"  # "demo", a local file, or a datasets hub id
+    format: str = "auto"  # auto | alpaca | chat | text
+    eval_split: float = 0.1
+    max_length: int = 512
+    on_bad_row: str = "error"  # error | skip
+    completion_only: bool = True  # loss on the response only
+    packing: bool = True
+
+
+@dataclass
+class TrainSpec:
+    method: str = "auto"  # auto (CUDA -> qlora, CPU -> lora) | qlora | lora
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: str = "all-linear"  # qv | attn | all-linear | comma-separated module names
+    lr: float = 2e-4
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 4
+    grad_accum: int = 4  # effective batch 16
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.01
+    max_grad_norm: float = 0.3
+    gradient_checkpointing: bool = True
+    save_steps: int = 50
+    eval_steps: int = 50
+    logging_steps: int = 5
+    seed: int = 0
+    dtype: str = "auto"  # auto | bf16 | fp16 | fp32
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ExportSpec:
+    outtype: str = "f16"  # the unquantized GGUF: f32 | f16 | bf16 | q8_0
+    quants: list[str] = field(default_factory=lambda: ["Q8_0", "Q4_K_M"])
+
+
+@dataclass
+class SmokeSpec:
+    prompts: int = 8  # held-out prompts answered by every GGUF
+    max_tokens: int = 48
+    threads: int = 0  # 0: all cores
+    min_agreement: float = 0.5  # greedy answers equal to HF's, fraction, for a pass (F16/Q8_0)
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    base: str = "demo"  # demo | gemma3-270m | HF folder | .gguf file | hub id
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    export: ExportSpec = field(default_factory=ExportSpec)
+    smoke: SmokeSpec = field(default_factory=SmokeSpec)
+    runs_dir: str = "runs"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _build(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise EdgetuneError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise EdgetuneError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, where: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value or {}, where)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise EdgetuneError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(typing.get_args(hint)[0], v, where) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise EdgetuneError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EdgetuneError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML reads 2e-4 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise EdgetuneError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EdgetuneError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise EdgetuneError(f"{where}: expected text, got {value!r}")
+        return str(value)
+    return value
+
+
+def validate(r: Recipe, where: str = "recipe") -> Recipe:
+    """Reject values that cannot work, naming the field."""
+    def bad(field_name: str, why: str):
+        raise EdgetuneError(f"{where}: {field_name} {why}")
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", r.name):
+        bad("name", f"{r.name!r} must be letters, digits, '.', '_' or '-' (it names the run folder)")
+    if r.data.format not in ("auto", "alpaca", "chat", "text"):
+        bad("data.format", f"{r.data.format!r} is not one of auto, alpaca, chat, text")
+    if not 0 <= r.data.eval_split < 1:
+        bad("data.eval_split", f"{r.data.eval_split} must be in [0, 1)")
+    if r.data.max_length < 16:
+        bad("data.max_length", f"{r.data.max_length} must be at least 16")
+    if r.data.on_bad_row not in ("error", "skip"):
+        bad("data.on_bad_row", f"{r.data.on_bad_row!r} must be error or skip")
+    t = r.train
+    if t.method not in ("auto", "qlora", "lora"):
+        bad("train.method", f"{t.method!r} is not one of auto, qlora, lora")
+    if t.rank < 1:
+        bad("train.rank", f"{t.rank} must be at least 1")
+    if t.alpha <= 0:
+        bad("train.alpha", f"{t.alpha} must be positive")
+    if not 0 <= t.dropout < 1:
+        bad("train.dropout", f"{t.dropout} must be in [0, 1)")
+    if not 0 < t.lr < 1:
+        bad("train.lr", f"{t.lr} must be in (0, 1)")
+    if t.epochs <= 0 and t.max_steps <= 0:
+        bad("train.epochs", f"{t.epochs} must be positive (or set max_steps)")
+    for name in ("batch_size", "grad_accum", "save_steps", "eval_steps", "logging_steps"):
+        if getattr(t, name) < 1:
+            bad(f"train.{name}", f"{getattr(t, name)} must be at least 1")
+    if t.scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
+        bad("train.scheduler", f"{t.scheduler!r} is not one of cosine, linear, constant, constant_with_warmup")
+    if not 0 <= t.warmup_ratio < 1:
+        bad("train.warmup_ratio", f"{t.warmup_ratio} must be in [0, 1)")
+    if t.dtype not in ("auto", "bf16", "fp16", "fp32"):
+        bad("train.dtype", f"{t.dtype!r} is not one of auto, bf16, fp16, fp32")
+    if t.max_grad_norm <= 0:
+        bad("train.max_grad_norm", f"{t.max_grad_norm} must be positive")
+    target_modules(t.targets, where)
+    if r.export.outtype not in ("f32", "f16", "bf16", "q8_0"):
+        bad("export.outtype", f"{r.export.outtype!r} is not one of f32, f16, bf16, q8_0")
+    for q in r.export.quants:
+        if q.upper() not in QUANT_TYPES:
+            bad("export.quants", f"{q!r} is not one of {', '.join(QUANT_TYPES)}")
+    r.export.quants = [q.upper() for q in r.export.quants]
+    if r.smoke.prompts < 0 or r.smoke.max_tokens < 1:
+        bad("smoke", "prompts must be >= 0 and max_tokens >= 1")
+    return r
+
+
+def target_modules(targets: str, where: str = "recipe") -> list[str] | str:
+    if targets in TARGET_PRESETS:
+        return TARGET_PRESETS[targets]
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    if not names or not all(re.fullmatch(r"[A-Za-z0-9_.]+", n) for n in names):
+        raise EdgetuneError(f"{where}: train.targets {targets!r} must be qv, attn, all-linear or module names")
+    return names
+
+
+def from_dict(values: dict, where: str = "recipe") -> Recipe:
+    return validate(_build(Recipe, values or {}, where), where)
+
+
+def load(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgetuneError(f"{path}: recipe file not found")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise EdgetuneError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    return from_dict(values or {}, str(path))
+
+
+def run_dir(r: Recipe) -> Path:
+    return Path(r.runs_dir) / r.name

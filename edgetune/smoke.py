@@ -1,0 +1,226 @@
+"""Smoke test: does each GGUF we wrote answer like the model we trained, judged by llama.cpp itself?
+
+For every GGUF (on the CPU, through llama-cpp-python):
+  answers      greedy answers to held-out prompts; exact-match accuracy vs the dataset and agreement
+               with the merged HF model's own greedy answers; generation must stop at EOS
+  perplexity   on the eval rows under the GGUF and under HF
+  logits NMSE  GGUF vs HF logits on the same tokens (the F16 file must be < 1e-4 to be our model)
+  tokenizer    llama.cpp token ids == HF token ids on tricky strings
+  speed        prompt and generation tokens/s
+A file fails when its logits are not finite, its answers are empty, or it is far from HF.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.data import Example
+from edgetune.errors import EdgetuneError
+from edgetune.events import Callback, Event, ignore
+
+PARITY_STRINGS = [
+    "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
+    "new\nlines\n\n\nand more", "digits 1234567890 3.14159", "Ünïcödé café naïve façade",
+    "日本語のテキスト", "emoji 🙂🚀 mixed", "punctuation!?;:—\"quotes\" 'single'", "   ",
+    "CamelCase snake_case kebab-case", "https://example.com/path?q=1&x=2",
+]
+NMSE_LIMIT_F16 = 1e-4  # the unquantized file must be our model
+NMSE_LIMIT_8BIT = 5e-3
+PPL_RATIO_LIMIT = 1.5  # quantized perplexity / HF perplexity
+
+
+@dataclass
+class Reference:
+    """What the HF model says, computed once and compared against every GGUF."""
+
+    prompt_ids: list[list[int]]
+    answers: list[str]
+    expected: list[str]
+    eval_ids: list[list[int]]
+    logits: list[np.ndarray]
+    perplexity: float
+    parity_ids: list[list[int]]
+    eos_id: int | None
+    special_strings: list[str]
+
+
+def _norm(s: str) -> str:
+    return s.strip()
+
+
+def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n_prompts: int,
+                 on_event: Callback = ignore) -> Reference:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    model.eval()
+    prompts = [e for e in examples if e.prompt][:n_prompts]
+    prompt_ids = [prompt_token_ids(tok, e.prompt) for e in prompts]
+    answers = [hf_generate(model, tok, ids, max_tokens) for ids in prompt_ids]
+    eval_ids = [prompt_token_ids(tok, e.prompt) + tok(e.completion, add_special_tokens=False)["input_ids"]
+                + ([tok.eos_token_id] if tok.eos_token_id is not None else []) for e in examples[:n_prompts]]
+    eval_ids = [ids[:512] for ids in eval_ids if len(ids) > 1]
+    logits = []
+    with torch.no_grad():
+        for ids in eval_ids:
+            logits.append(model(torch.tensor([ids])).logits[0].float().numpy())
+    specials = [s for s in (tok.eos_token, tok.bos_token) if s]
+    parity_texts = PARITY_STRINGS + [f"{s}text{s} more" for s in specials]
+    parity_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in parity_texts]
+    on_event(Event("smoke", "log", f"HF reference: {len(prompt_ids)} prompts, {len(eval_ids)} eval rows"))
+    return Reference(prompt_ids, answers, [_norm(e.completion) for e in prompts], eval_ids, logits,
+                     perplexity(logits, eval_ids), parity_ids, tok.eos_token_id, parity_texts)
+
+
+def prompt_token_ids(tok, prompt: str) -> list[int]:
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    bos = tok.bos_token_id
+    if bos is not None and (not ids or ids[0] != bos) and tok("a")["input_ids"][:1] == [bos]:
+        ids = [bos] + ids
+    return ids
+
+
+def hf_generate(model, tok, ids: list[int], max_tokens: int) -> str:
+    import torch
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    return _norm(tok.decode(out[0][len(ids):], skip_special_tokens=True))
+
+
+def perplexity(logits: list[np.ndarray], ids: list[list[int]]) -> float:
+    nll, n = 0.0, 0
+    for lg, seq in zip(logits, ids):
+        lg = lg[: len(seq) - 1].astype(np.float64)
+        lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
+        nll += float((lse - lg[np.arange(len(seq) - 1), seq[1:]]).sum())
+        n += len(seq) - 1
+    return math.exp(nll / max(n, 1))
+
+
+def nmse(ours: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    num = sum(float(((a.astype(np.float64) - b) ** 2).sum()) for a, b in zip(ours, ref))
+    den = sum(float((b.astype(np.float64) ** 2).sum()) for b in ref)
+    return num / max(den, 1e-30)
+
+
+def _llama(path: Path, n_ctx: int, threads: int):
+    from llama_cpp import Llama
+    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0,
+                 n_threads=threads or os.cpu_count() or 1, n_batch=min(512, n_ctx))
+
+
+def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int = 0,
+               on_event: Callback = ignore) -> dict:
+    """All smoke measures for one GGUF file, and its verdict."""
+    from edgetune.quantize import bits_per_weight, check_gguf_file
+
+    path = Path(path)
+    check_gguf_file(path)
+    n_ctx = max([len(x) for x in ref.eval_ids + ref.prompt_ids] + [64]) + max_tokens + 8
+    llm = _llama(path, n_ctx, threads)
+    ftype = llm.metadata.get("general.file_type", "")
+    row: dict = {"file": path.name, "path": str(path), "bytes": path.stat().st_size,
+                 "bits_per_weight": round(bits_per_weight(path), 3)}
+
+    # Logits and perplexity on the eval rows.
+    logits = []
+    t0, n_prompt = time.perf_counter(), 0
+    for ids in ref.eval_ids:
+        llm.reset()
+        llm.eval(ids)
+        logits.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+        n_prompt += len(ids)
+    prompt_s = time.perf_counter() - t0
+    finite = all(np.isfinite(lg).all() for lg in logits)
+    row["finite"] = bool(finite)
+    row["nmse"] = nmse(logits, ref.logits) if finite else float("inf")
+    row["perplexity"] = perplexity(logits, ref.eval_ids) if finite else float("inf")
+    row["hf_perplexity"] = ref.perplexity
+    row["prompt_tokens_per_s"] = n_prompt / prompt_s if prompt_s > 0 else None
+
+    # Greedy answers; they must stop at EOS rather than run to max_tokens.
+    answers, stopped, n_gen, gen_s = [], 0, 0, 0.0
+    for ids in ref.prompt_ids:
+        llm.reset()
+        t0 = time.perf_counter()
+        out = llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, top_k=1)
+        gen_s += time.perf_counter() - t0
+        choice = out["choices"][0]
+        answers.append(_norm(choice["text"]))
+        stopped += choice.get("finish_reason") == "stop"
+        n_gen += out["usage"]["completion_tokens"]
+    row["answers"] = answers
+    row["gen_tokens_per_s"] = n_gen / gen_s if gen_s > 0 else None
+    row["stopped_at_eos"] = stopped
+    n = max(len(answers), 1)
+    row["agreement"] = sum(a == b for a, b in zip(answers, ref.answers)) / n
+    row["accuracy"] = sum(a == b for a, b in zip(answers, ref.expected)) / n
+    row["empty_answers"] = sum(not a for a in answers)
+
+    # Tokenizer parity and metadata.
+    mismatches = []
+    for text, want in zip(ref.special_strings, ref.parity_ids):
+        got = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if got != want:
+            mismatches.append(text)
+    row["tokenizer_mismatches"] = mismatches
+    row["eos_id"] = llm.token_eos()
+    row["eos_matches"] = ref.eos_id is None or llm.token_eos() == ref.eos_id
+    row["chat_template"] = bool(llm.metadata.get("tokenizer.chat_template"))
+    row["file_type"] = ftype
+    del llm
+
+    problems = []
+    if not finite:
+        problems.append("logits are not finite")
+    if answers and row["empty_answers"] == len(answers):
+        problems.append("every answer is empty")
+    exact = _is_unquantized(path, ftype)
+    limit = NMSE_LIMIT_F16 if exact else NMSE_LIMIT_8BIT if _is_8bit(path, ftype) else None
+    if finite and limit is not None and row["nmse"] > limit:
+        problems.append(f"logits NMSE {row['nmse']:.2e} > {limit:g}")
+    if finite and limit is None and row["perplexity"] > PPL_RATIO_LIMIT * ref.perplexity:
+        problems.append(f"perplexity {row['perplexity']:.2f} > {PPL_RATIO_LIMIT}x HF's {ref.perplexity:.2f}")
+    if mismatches:
+        problems.append(f"tokenizer differs from HF on {len(mismatches)} strings (first {mismatches[0]!r})")
+    if not row["eos_matches"]:
+        problems.append(f"EOS id {row['eos_id']} != HF {ref.eos_id}")
+    row["problems"] = problems
+    row["passed"] = not problems
+    on_event(Event("smoke", "metric", f"{path.name}: {'PASS' if row['passed'] else 'FAIL'} "
+                   f"ppl {row['perplexity']:.3f} (HF {ref.perplexity:.3f}), nmse {row['nmse']:.2e}, "
+                   f"agree {row['agreement']:.0%}, acc {row['accuracy']:.0%}, "
+                   f"{row['gen_tokens_per_s'] or 0:.0f} tok/s", data=row))
+    return row
+
+
+def _is_unquantized(path: Path, ftype) -> bool:
+    return ftype in (0, 1, 32) or any(t in path.name.upper() for t in ("-F16", "-F32", "-BF16"))
+
+
+def _is_8bit(path: Path, ftype) -> bool:
+    return ftype == 7 or "Q8_0" in path.name.upper()
+
+
+def smoke(ggufs: list[Path], ref: Reference, max_tokens: int, threads: int = 0,
+          on_event: Callback = ignore) -> list[dict]:
+    on_event(Event("smoke", "start", f"smoke-testing {len(ggufs)} GGUF files", total=len(ggufs)))
+    rows = []
+    for i, path in enumerate(ggufs, 1):
+        rows.append(check_gguf(path, ref, max_tokens, threads, on_event))
+        on_event(Event("smoke", "progress", Path(path).name, step=i, total=len(ggufs)))
+    return rows
+
+
+def require_pass(rows: list[dict]) -> None:
+    failed = [r for r in rows if not r["passed"]]
+    if failed:
+        raise EdgetuneError("; ".join(f"{r['path']}: {', '.join(r['problems'])}" for r in failed))

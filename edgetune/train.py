@@ -1,0 +1,319 @@
+"""Fine-tuning: QLoRA (NF4 + double quant, bf16 compute, paged AdamW) on CUDA, LoRA on the CPU.
+
+Built on PEFT + TRL + transformers. Writes into the run folder:
+  adapter/            PEFT adapter + tokenizer
+  checkpoints/        trainer checkpoints (a rerun resumes from the last one)
+  train_log.jsonl     one JSON object per logged step (loss, lr, eval_loss, tokens/s)
+  train.json          summary: parameters, steps, final losses, perplexity, time
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetune import data as data_mod
+from edgetune.errors import EdgetuneError
+from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
+from edgetune.fsutil import write_json
+from edgetune.recipe import Recipe, TrainSpec, target_modules
+
+
+@dataclass
+class Plan:
+    method: str  # qlora | lora
+    device: str  # cuda | cpu
+    dtype: str  # bf16 | fp16 | fp32
+
+
+def plan(spec: TrainSpec) -> Plan:
+    """Device auto: CUDA -> QLoRA in bf16 (fp16 where bf16 is missing); CPU -> LoRA in fp32."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    method = spec.method if spec.method != "auto" else ("qlora" if cuda else "lora")
+    dtype = spec.dtype
+    if dtype == "auto":
+        dtype = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    return Plan(method, "cuda" if cuda else "cpu", dtype)
+
+
+def load_tokenizer(base: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def _torch_dtype(name: str):
+    import torch
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def load_model(base: str, p: Plan, trust_remote_code: bool = False):
+    """The base for training: 4-bit NF4 for QLoRA, 16/32-bit for LoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs = dict(dtype=_torch_dtype(p.dtype), trust_remote_code=trust_remote_code)
+    if p.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if p.dtype != "fp16" else torch.float16,
+        )
+        kwargs["device_map"] = {"": _local_device(p)}
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    if p.method == "qlora":
+        keep_4bit_layout_trainable(model)
+    return model
+
+
+def _local_device(p: Plan):
+    if p.device == "cuda":
+        return int(os.environ.get("LOCAL_RANK", 0))
+    return "cpu"
+
+
+def keep_4bit_layout_trainable(model) -> int:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for inference at the first
+    no-grad forward, for good; backward through the repacked layout is silently wrong. Turn it off."""
+    import bitsandbytes as bnb
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+def build_datasets(recipe: Recipe, tokenizer, on_event: Callback = ignore):
+    """Tokenized train/eval `datasets.Dataset`s plus the rendered eval examples and token stats."""
+    import datasets
+
+    ds = data_mod.load_dataset(_dataset_source(recipe.data.path), recipe.data.format, recipe.data.on_bad_row)
+    examples = data_mod.render(ds, tokenizer)
+    train_ex, eval_ex = data_mod.split(examples, recipe.data.eval_split, recipe.train.seed)
+    train_rows = data_mod.tokenize(train_ex, tokenizer, recipe.data.max_length, recipe.data.completion_only)
+    eval_rows = data_mod.tokenize(eval_ex, tokenizer, recipe.data.max_length, recipe.data.completion_only)
+    stats = data_mod.token_stats(train_rows + eval_rows, recipe.data.max_length)
+    msg = f"{ds.source}: {ds.format}, {len(train_rows)} train / {len(eval_rows)} eval; {stats.summary()}"
+    if ds.skipped:
+        msg += f"; skipped {len(ds.skipped)} bad rows (first: {ds.skipped[0]})"
+    on_event(Event("data", "log", msg, data={"skipped": len(ds.skipped), "format": ds.format}))
+
+    def to_ds(rows):
+        rows = [r for r in rows if any(r["completion_mask"])]
+        return datasets.Dataset.from_dict({
+            "input_ids": [r["input_ids"] for r in rows],
+            "completion_mask": [r["completion_mask"] for r in rows],
+        })
+
+    train_ds = to_ds(train_rows)
+    if len(train_ds) == 0:
+        raise EdgetuneError(f"{ds.source}: no training rows left after the eval split")
+    eval_ds = to_ds(eval_rows) if eval_rows else None
+    return train_ds, eval_ds, eval_ex, stats, ds
+
+
+def _dataset_source(path: str) -> str:
+    if path == "demo":
+        from edgetune.demo import demo_dataset_path
+        return str(demo_dataset_path())
+    return path
+
+
+def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path: Path, tokens_per_step: float):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.t0 = None
+            self.first_step = 0
+            self.nan = False
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.time()
+            self.first_step = state.global_step
+            on_event(Event("train", "start", f"training {state.max_steps} steps", step=state.global_step,
+                           total=state.max_steps))
+
+        def on_step_end(self, args, state, control, **kw):
+            if cancel is not None and cancel.cancelled:
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            elapsed = time.time() - (self.t0 or time.time())
+            done = state.global_step - self.first_step
+            rate = done / elapsed if elapsed > 0 and done else None
+            record = {"step": state.global_step, "epoch": state.epoch, **{k: v for k, v in logs.items()
+                                                                          if isinstance(v, (int, float))}}
+            if rate:
+                record["tokens_per_s"] = rate * tokens_per_step
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            loss = logs.get("loss")
+            if loss is not None and not math.isfinite(loss):
+                self.nan = True
+                control.should_training_stop = True
+            on_event(Event(
+                "train", "progress", step=state.global_step, total=state.max_steps, loss=loss,
+                eval_loss=logs.get("eval_loss"), lr=logs.get("learning_rate"),
+                tokens_per_s=record.get("tokens_per_s"),
+                eta_s=(state.max_steps - state.global_step) / rate if rate else None,
+                memory_mb=_memory_mb(),
+            ))
+
+    return Progress()
+
+
+def _memory_mb() -> float:
+    import torch
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except Exception:
+        return 0.0
+
+
+def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: CancelToken | None = None) -> Path:
+    """Fine-tune `recipe.base` on `recipe.data`; return the adapter folder. Resumes from checkpoints."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from trl import SFTConfig, SFTTrainer
+
+    from edgetune.base import resolve_base
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t = recipe.train
+    base = resolve_base(recipe.base, on_event)
+    p = plan(t)
+    if p.method == "qlora" and p.device == "cpu":
+        on_event(Event("train", "log", "QLoRA on the CPU: slow; bitsandbytes NF4 on CPU, for testing"))
+    tokenizer = load_tokenizer(base, t.trust_remote_code)
+    train_ds, eval_ds, _, stats, ds = build_datasets(recipe, tokenizer, on_event)
+    if ds.format == "alpaca":  # the GGUF then carries the format the model was trained on
+        from edgetune.chat import ALPACA_CHAT_TEMPLATE
+        tokenizer.chat_template = ALPACA_CHAT_TEMPLATE
+
+    torch.manual_seed(t.seed)
+    model = load_model(base, p, t.trust_remote_code)
+    if p.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+    lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
+                      target_modules=_present_targets(model, target_modules(t.targets)))
+    model = get_peft_model(model, lora)
+    trainable, total = model.get_nb_trainable_parameters()
+    on_event(Event("train", "log", f"{p.method} on {p.device} ({p.dtype}), r={t.rank} alpha={t.alpha} "
+                   f"targets={t.targets}: trainable {trainable:,} / {total:,} params "
+                   f"({100 * trainable / total:.2f}%)", data={"trainable": trainable, "total": total}))
+
+    ckpt_dir = run_dir / "checkpoints"
+    resume = _last_checkpoint(ckpt_dir)
+    steps_per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * t.grad_accum)))
+    planned_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
+    tokens_per_step = sum(len(x) for x in train_ds["input_ids"]) / steps_per_epoch
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of all steps
+        lr_scheduler_type=t.scheduler,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=min(t.save_steps, planned_steps),
+        save_total_limit=2,
+        eval_strategy="steps" if eval_ds is not None else "no",
+        eval_steps=min(t.eval_steps, planned_steps),
+        bf16=p.dtype == "bf16",
+        fp16=p.dtype == "fp16",
+        use_cpu=p.device == "cpu",
+        optim="paged_adamw_32bit" if p.method == "qlora" and p.device == "cuda" else "adamw_torch",
+        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        max_length=recipe.data.max_length,
+        packing=recipe.data.packing,
+        completion_only_loss=recipe.data.completion_only,
+        seed=t.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+    log_path = run_dir / "train_log.jsonl"
+    progress = _progress_callback(on_event, cancel, log_path, tokens_per_step)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, callbacks=[progress])
+    if resume:
+        on_event(Event("train", "log", f"resuming from {resume.name}"))
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if progress.nan:
+        raise EdgetuneError(f"{run_dir}: training stopped, the loss became NaN/inf at step "
+                            f"{trainer.state.global_step} (try a lower train.lr)")
+    if cancel is not None and cancel.cancelled:
+        raise Cancelled(f"training cancelled at step {trainer.state.global_step}; rerun to resume")
+
+    summary = {"method": p.method, "device": p.device, "dtype": p.dtype, "base": recipe.base, "base_path": base,
+               "trainable_params": trainable, "total_params": total, "steps": trainer.state.global_step,
+               "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
+               "format": ds.format, "train_rows": len(train_ds), "eval_rows": len(eval_ds) if eval_ds is not None else 0,
+               "tokens": stats.__dict__}
+    if eval_ds is not None:
+        metrics = trainer.evaluate()
+        summary["eval_loss"] = metrics["eval_loss"]
+        summary["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
+        on_event(Event("train", "metric", f"eval loss {metrics['eval_loss']:.4f}, "
+                       f"perplexity {summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
+    adapter_dir = run_dir / "adapter"
+    tmp = run_dir / "adapter.tmp"
+    trainer.model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, adapter_dir)
+    write_json(run_dir / "train.json", summary)
+    on_event(Event("train", "done", f"adapter saved: {adapter_dir}", data=summary))
+    return adapter_dir
+
+
+def _present_targets(model, wanted: list[str]) -> list[str]:
+    """Keep the preset's module names that exist in this model; none at all is a user error."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    present = [w for w in wanted if w in names]
+    if not present:
+        raise EdgetuneError(f"train.targets: none of {wanted} exist in this model "
+                            f"(linear layers here: {sorted(n for n in names if 'proj' in n)[:12]})")
+    return present
+
+
+def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    if not ckpt_dir.is_dir():
+        return None
+    done = [d for d in ckpt_dir.glob("checkpoint-*") if (d / "trainer_state.json").is_file()]
+    return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    import shutil
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

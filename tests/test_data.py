@@ -1,0 +1,134 @@
+import json
+
+import pytest
+
+from edgetune import data
+from edgetune.errors import EdgetuneError
+
+ALPACA = [{"instruction": "Say hi", "input": "", "output": "hi"},
+          {"instruction": "Add", "input": "1 2", "output": "3"}]
+CHAT = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hello"}]}]
+TEXT = [{"text": "some plain text"}, {"text": "more text"}]
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("rows,fmt", [(ALPACA, "alpaca"), (CHAT, "chat"), (TEXT, "text")])
+@pytest.mark.parametrize("kind", ["jsonl", "json", "csv", "parquet"])
+def test_every_file_type_and_format(tmp_path, rows, fmt, kind):
+    path = tmp_path / f"d.{kind}"
+    if kind == "jsonl":
+        write_jsonl(path, rows)
+    elif kind == "json":
+        path.write_text(json.dumps(rows))
+    elif kind == "csv":
+        import csv
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    ds = data.load_dataset(path)
+    assert ds.format == fmt
+    assert len(ds.rows) == len(rows)
+
+
+def test_alpaca_renders_seed_template(tiny_base, tmp_path):
+    from edgetune.train import load_tokenizer
+    ds = data.load_dataset(write_jsonl(tmp_path / "a.jsonl", ALPACA))
+    ex = data.render(ds, load_tokenizer(str(tiny_base)))
+    assert ex[0].prompt == "### Instruction:\nSay hi\n\n### Response:\n"
+    assert ex[1].prompt == "### Instruction:\nAdd\n\n### Input:\n1 2\n\n### Response:\n"
+    assert ex[1].completion == "3"
+
+
+def test_chat_renders_with_template_and_masks_prompt(tiny_base, tmp_path):
+    from edgetune.train import load_tokenizer
+    tok = load_tokenizer(str(tiny_base))
+    ds = data.load_dataset(write_jsonl(tmp_path / "c.jsonl", CHAT))
+    ex = data.render(ds, tok)[0]
+    assert ex.prompt.endswith("<|im_start|>assistant\n") and "Be brief." in ex.prompt
+    assert ex.completion.startswith("Hello")
+    row = data.tokenize([ex], tok, 256)[0]
+    n_prompt = len(tok(ex.prompt, add_special_tokens=False)["input_ids"])
+    assert row["completion_mask"][:n_prompt] == [0] * n_prompt
+    assert all(row["completion_mask"][n_prompt:])
+    assert row["input_ids"][-1] == tok.eos_token_id
+
+
+def test_truncation_counted(tiny_base, tmp_path):
+    from edgetune.train import load_tokenizer
+    tok = load_tokenizer(str(tiny_base))
+    rows = [{"instruction": "x " * 200, "output": "y"}, {"instruction": "short", "output": "z"}]
+    ds = data.load_dataset(write_jsonl(tmp_path / "t.jsonl", rows))
+    tokens = data.tokenize(data.render(ds, tok), tok, 64)
+    stats = data.token_stats(tokens, 64)
+    assert stats.truncated == 1 and max(len(t["input_ids"]) for t in tokens) == 64
+
+
+def test_format_override(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "t", "instruction": "i", "output": "o"}])
+    assert data.load_dataset(path).format == "alpaca"
+    assert data.load_dataset(path, fmt="text").format == "text"
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n', "d.jsonl:2: malformed JSON"),
+    ('{"instruction": "a"}\n', "d.jsonl:1: missing field 'output'"),
+    ('{"instruction": "a", "output": 3}\n', "d.jsonl:1: field 'output' must be a string, got int"),
+    ('{"instruction": "a", "output": "  "}\n', "d.jsonl:1: field 'output' is empty"),
+    ('[1, 2]\n', "d.jsonl:1: expected a JSON object, got list"),
+    ('{"foo": 1}\n', "d.jsonl:1: cannot tell the format"),
+    ('\n\n  \n', "no rows"),
+    ('{"messages": [{"role": "wizard", "content": "x"}]}\n', "d.jsonl:1: messages[0].role 'wizard'"),
+    ('{"messages": [{"role": "user", "content": "x"}]}\n', "d.jsonl:1: no assistant turn"),
+    ('{"messages": []}\n', "d.jsonl:1: field 'messages' must be a non-empty list"),
+    ('{"text": ""}\n', "d.jsonl:1: field 'text' is empty"),
+])
+def test_bad_rows_name_file_line_and_field(tmp_path, content, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text(content)
+    with pytest.raises(EdgetuneError) as e:
+        data.load_dataset(path)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_skip_bad_rows_counts_them(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n{"instruction": "c", "output": "d"}\n')
+    ds = data.load_dataset(path, on_bad_row="skip")
+    assert len(ds.rows) == 2 and len(ds.skipped) == 1 and "d.jsonl:2" in ds.skipped[0]
+
+
+def test_file_level_errors(tmp_path):
+    cases = {"empty.jsonl": b"", "bin.jsonl": b'{"text": "ok"}\n{"text": "\xff\xfe"}\n', "x.txt": b"hello"}
+    expect = {"empty.jsonl": "file is empty", "bin.jsonl": "bin.jsonl:2: not UTF-8", "x.txt": "unknown dataset type"}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(EdgetuneError, match=expect[name]):
+            data.load_dataset(tmp_path / name)
+    with pytest.raises(EdgetuneError, match="no such file"):
+        data.load_dataset(tmp_path / "missing.jsonl")
+    (tmp_path / "bad.csv").write_text("instruction,,output\na,b,c\n")
+    with pytest.raises(EdgetuneError, match="bad.csv:1: bad CSV header"):
+        data.load_dataset(tmp_path / "bad.csv")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(EdgetuneError, match="not a readable Parquet"):
+        data.load_dataset(tmp_path / "bad.parquet")
+
+
+def test_split_is_deterministic_and_keeps_an_eval_row():
+    items = list(range(20))
+    a = data.split(items, 0.1, seed=3)
+    assert a == data.split(items, 0.1, seed=3)
+    assert len(a[1]) == 2 and sorted(a[0] + a[1]) == items
+    assert len(data.split(items[:5], 0.01)[1]) == 1
