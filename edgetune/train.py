@@ -29,6 +29,15 @@ class Plan:
     dtype: str  # bf16 | fp16 | fp32
 
 
+def quiet_libraries() -> None:
+    """Progress bars of datasets/transformers would garble the CLI and TUI; events replace them."""
+    import datasets
+    import transformers
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def plan(spec: TrainSpec) -> Plan:
     """Device auto: CUDA -> QLoRA in bf16 (fp16 where bf16 is missing); CPU -> LoRA in fp32."""
     import torch
@@ -190,10 +199,12 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     """Fine-tune `recipe.base` on `recipe.data`; return the adapter folder. Resumes from checkpoints."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from edgetune.base import resolve_base
 
+    quiet_libraries()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = recipe.train
@@ -261,6 +272,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     progress = _progress_callback(on_event, cancel, log_path, tokens_per_step)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                          processing_class=tokenizer, callbacks=[progress])
+    trainer.remove_callback(PrinterCallback)  # our events are the progress display
     if resume:
         on_event(Event("train", "log", f"resuming from {resume.name}"))
     t0 = time.time()

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 def tiny_base(tmp_path_factory):
     """A 2-layer Llama (hidden 64) with a locally trained byte-level BPE tokenizer and chat template."""
     from edgetune.demo import build_demo_base
-    return build_demo_base(tmp_path_factory.mktemp("tiny") / "base", steps=40, tiny=True)
+    return build_demo_base(tmp_path_factory.mktemp("tiny") / "base", steps=200, tiny=True)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def tiny_recipe(tiny_base, demo_jsonl, tmp_path):
     return from_dict({
         "name": "t", "base": str(tiny_base), "runs_dir": str(tmp_path / "runs"),
         "data": {"path": str(demo_jsonl), "max_length": 64, "eval_split": 0.1},
-        "train": {"lr": 3e-3, "epochs": 1, "max_steps": 12, "batch_size": 8, "grad_accum": 1, "save_steps": 6,
+        "train": {"lr": 1e-2, "epochs": 1, "max_steps": 12, "batch_size": 8, "grad_accum": 1, "save_steps": 6,
                   "eval_steps": 6, "logging_steps": 2, "gradient_checkpointing": False, "rank": 8, "alpha": 16},
         "export": {"quants": ["Q8_0", "Q4_K_M"]},
         "smoke": {"prompts": 4, "max_tokens": 8},

@@ -1,0 +1,107 @@
+import json
+
+import pytest
+import torch
+
+from edgetune import train
+from edgetune.events import CancelToken, Cancelled
+from edgetune.recipe import run_dir
+
+
+def _losses(run):
+    rows = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r], rows
+
+
+def test_lora_loss_falls_and_adapter_changes_output(tiny_recipe, tiny_base):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    events = []
+    adapter = train.train(tiny_recipe, run_dir(tiny_recipe), events.append)
+    losses, _ = _losses(run_dir(tiny_recipe))
+    assert len(losses) >= 4 and losses[-1] < losses[0] * 0.8
+    summary = json.loads((run_dir(tiny_recipe) / "train.json").read_text())
+    assert summary["method"] == "lora" and summary["steps"] == 12 and 0 < summary["trainable_params"] < summary["total_params"]
+    assert summary["eval_loss"] > 0 and summary["eval_perplexity"] > 1
+    assert any(e.kind == "progress" and e.loss is not None for e in events)
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer.json").is_file()
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_base))
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        before = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, str(adapter))
+        after = tuned(ids).logits
+    assert not torch.allclose(before, after, atol=1e-4)
+
+
+def test_cancel_then_resume_continues_from_checkpoint(tiny_recipe):
+    cancel = CancelToken()
+
+    def stop_at_step_6(e):
+        if e.phase == "train" and e.step is not None and e.step >= 6:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        train.train(tiny_recipe, run_dir(tiny_recipe), stop_at_step_6, cancel)
+    ckpts = sorted((run_dir(tiny_recipe) / "checkpoints").glob("checkpoint-*"))
+    assert ckpts and not (run_dir(tiny_recipe) / "adapter").exists()
+    stopped_at = int(ckpts[-1].name.split("-")[1])
+    assert 6 <= stopped_at < 12
+
+    messages = []
+    train.train(tiny_recipe, run_dir(tiny_recipe), lambda e: messages.append(e.message))
+    assert any(m.startswith("resuming from checkpoint-") for m in messages)
+    _, rows = _losses(run_dir(tiny_recipe))
+    steps = [r["step"] for r in rows if "loss" in r]
+    # The log is continuous: steps before the stop, then the resumed steps after it, no restart at 1.
+    assert steps == sorted(steps) and steps[-1] == 12 and steps.count(2) == 1
+    assert json.loads((run_dir(tiny_recipe) / "train.json").read_text())["steps"] == 12
+
+
+def test_qlora_on_cpu_trains_linear4bit(tiny_recipe):
+    import bitsandbytes as bnb
+
+    p = train.Plan("qlora", "cpu", "bf16")
+    model = train.load_model(str(tiny_recipe.base), p)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.weight.quant_type == "nf4" for m in layers)
+    assert all(m.support_avx512bf16_for_cpu is False for m in layers)
+
+    tiny_recipe.train.method = "qlora"
+    tiny_recipe.train.dtype = "bf16"
+    tiny_recipe.train.max_steps = 4
+    adapter = train.train(tiny_recipe, run_dir(tiny_recipe))
+    summary = json.loads((run_dir(tiny_recipe) / "train.json").read_text())
+    assert summary["method"] == "qlora" and summary["steps"] == 4
+    from safetensors.torch import load_file
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())
+
+
+def test_qlora_gradients_survive_an_eval_pass(tiny_base):
+    """bitsandbytes on AVX512-BF16 CPUs repacks 4-bit weights at the first no-grad forward and then
+    backpropagates wrongly without an error; our loader turns the repack off. Compare the LoRA
+    gradients after an eval pass with those of a fresh model."""
+    from peft import LoraConfig, get_peft_model
+
+    def lora_grads(eval_first: bool):
+        torch.manual_seed(0)
+        model = train.load_model(str(tiny_base), train.Plan("qlora", "cpu", "bf16"))
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights="gaussian"))
+        ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12]])
+        if eval_first:
+            model.eval()
+            with torch.no_grad():
+                model(ids)
+        model.train()
+        model(ids, labels=ids).loss.backward()
+        return {n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref, after_eval = lora_grads(False), lora_grads(True)
+    assert ref.keys() == after_eval.keys() and ref
+    for name in ref:
+        rel = (ref[name] - after_eval[name]).norm() / ref[name].norm().clamp_min(1e-12)
+        assert rel < 0.05, f"{name}: gradient off by {rel:.0%} after an eval pass"
