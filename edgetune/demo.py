@@ -144,7 +144,7 @@ def build_demo_base(out_dir: Path | None = None, steps: int = 600, on_event: Cal
         ids += tokenizer(doc, add_special_tokens=False)["input_ids"] + [sep]
     seq = 128
     data = torch.tensor(ids[: len(ids) // seq * seq]).view(-1, seq)
-    batch = 32
+    batch = 16
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))

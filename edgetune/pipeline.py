@@ -82,7 +82,6 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     from edgetune import merge as merge_mod
     from edgetune import quantize as quantize_mod
     from edgetune import train as train_mod
-    from edgetune.convert import convert_hf_to_gguf
 
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
@@ -113,6 +112,7 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
          lambda: merge_mod.merge(base_path, r.adapter, r.merged, on_event))
     if until == "merge":
         return {}
+    from edgetune.convert import convert_hf_to_gguf
     step("convert", [r.unquantized],
          lambda: convert_hf_to_gguf(r.merged, r.unquantized, recipe.export.outtype, on_event,
                                     metadata={"general.name": recipe.name}))

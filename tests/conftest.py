@@ -26,13 +26,32 @@ def demo_jsonl(tmp_path_factory):
 
 @pytest.fixture
 def tiny_recipe(tiny_base, demo_jsonl, tmp_path):
-    """A recipe that trains the tiny base for a few seconds."""
+    """A recipe that trains the tiny base for a few seconds, in this test's own folder."""
+    return make_recipe(tiny_base, demo_jsonl, tmp_path / "runs")
+
+
+def make_recipe(base, data_path, runs_dir, **overrides):
     from edgetune.recipe import from_dict
-    return from_dict({
-        "name": "t", "base": str(tiny_base), "runs_dir": str(tmp_path / "runs"),
-        "data": {"path": str(demo_jsonl), "max_length": 64, "eval_split": 0.1},
+    values = {
+        "name": "t", "base": str(base), "runs_dir": str(runs_dir),
+        "data": {"path": str(data_path), "max_length": 64, "eval_split": 0.1},
         "train": {"lr": 1e-2, "epochs": 1, "max_steps": 12, "batch_size": 8, "grad_accum": 1, "save_steps": 6,
                   "eval_steps": 6, "logging_steps": 2, "gradient_checkpointing": False, "rank": 8, "alpha": 16},
         "export": {"quants": ["Q8_0", "Q4_K_M"]},
         "smoke": {"prompts": 4, "max_tokens": 8},
-    })
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            values[key].update(value)
+        else:
+            values[key] = value
+    return from_dict(values)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_base, demo_jsonl, tmp_path_factory):
+    """A tiny run trained once per session: (recipe, run folder with adapter/)."""
+    from edgetune import pipeline
+    r = make_recipe(tiny_base, demo_jsonl, tmp_path_factory.mktemp("shared_runs"))
+    pipeline.run(r, until="train")
+    return r, pipeline.Run(r).dir
