@@ -47,3 +47,8 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def is_main_process() -> bool:
+    """True except on the non-zero ranks of a multi-process (accelerate/torchrun) launch."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from edgetune import recipe as recipe_mod
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Event, ignore
-from edgetune.fsutil import write_json, write_text
+from edgetune.fsutil import is_main_process, write_json, write_text
 from edgetune.recipe import Recipe
 
 STEPS = ("train", "merge", "convert", "quantize", "smoke")
@@ -50,6 +50,8 @@ class Run:
             return {}
 
     def mark(self, step: str, fingerprint: str, seconds: float) -> None:
+        if not is_main_process():
+            return
         state = self.state()
         state[step] = {"fingerprint": fingerprint, "seconds": round(seconds, 1), "finished": time.time()}
         write_json(self.state_path, state)
@@ -87,7 +89,8 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
     r = Run(recipe)
     r.dir.mkdir(parents=True, exist_ok=True)
-    write_text(r.dir / "recipe.yaml", recipe.to_yaml())
+    if is_main_process():
+        write_text(r.dir / "recipe.yaml", recipe.to_yaml())
     if force:
         r.state_path.unlink(missing_ok=True)
 
@@ -105,8 +108,8 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
 
     step("train", [r.adapter / "adapter_config.json"],
          lambda: train_mod.train(recipe, r.dir, on_event, cancel))
-    if until == "train":
-        return {}
+    if until == "train" or not is_main_process():
+        return {}  # under a multi-process launch only rank 0 goes past training
     base_path = _trained_base(r)
     step("merge", [r.merged / "config.json"],
          lambda: merge_mod.merge(base_path, r.adapter, r.merged, on_event))

@@ -18,7 +18,7 @@ from pathlib import Path
 from edgetune import data as data_mod
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
-from edgetune.fsutil import write_json
+from edgetune.fsutil import is_main_process, write_json
 from edgetune.recipe import Recipe, TrainSpec, target_modules
 
 
@@ -166,8 +166,10 @@ def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path:
             record = {"step": state.global_step, "epoch": state.epoch, **{k: v for k, v in logs.items()
                                                                           if isinstance(v, (int, float))}}
             if rate:
-                record["tokens_per_s"] = rate * tokens_per_step
-            with open(log_path, "a", encoding="utf-8") as f:
+                record["tokens_per_s"] = rate * tokens_per_step * args.world_size
+            # Other ranks of a multi-process launch keep their own log, to check they agree.
+            path = log_path if state.is_world_process_zero else log_path.with_suffix(f".rank{args.process_index}.jsonl")
+            with open(path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             loss = logs.get("loss")
             if loss is not None and not math.isfinite(loss):
@@ -295,6 +297,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         on_event(Event("train", "metric", f"eval loss {metrics['eval_loss']:.4f}, "
                        f"perplexity {summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
     adapter_dir = run_dir / "adapter"
+    if not trainer.is_world_process_zero():
+        return adapter_dir
     tmp = run_dir / "adapter.tmp"
     trainer.model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
