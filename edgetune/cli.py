@@ -11,8 +11,8 @@ import typer
 from edgetune.errors import EdgetuneError
 from edgetune.events import Event
 
-EPILOG = """Examples:
-
+EPILOG = """\b
+Examples:
   edgetune                                  open the terminal UI
   edgetune demo                             the whole pipeline on the built-in demo, headless
   edgetune data inspect data.jsonl          validate a dataset, show its format and token lengths

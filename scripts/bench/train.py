@@ -1,0 +1,128 @@
+"""Training throughput: `edgetune train` against the seed guide's recipe, same model, data and steps.
+
+The seed recipe is TRL's SFTTrainer with the guide's arguments: the formatted text as one field,
+padding to the longest row of each batch, no packing, loss on every token. edgetune tokenizes
+itself, masks the prompt (loss on the response), and packs rows padding-free (no cross-row
+attention). Runs alternate (seed, ours, seed, ours, ...) in fresh processes; each reports
+non-padding tokens/s, peak RSS and final eval loss. Prints ratios ours/seed.
+
+    .venv/bin/python scripts/bench/train.py --quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def make_data(path: Path, n: int) -> Path:
+    """Demo rows with varied lengths (1 to 40 filler words of context), like real instruction data."""
+    import random
+    from edgetune.demo import task_example, TASKS, WORDS
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        for i in range(n):
+            instruction, _, answer = task_example(TASKS[i % len(TASKS)], rng)
+            context = " ".join(rng.choice(WORDS) for _ in range(rng.choice([0, 2, 5, 10, 40])))
+            f.write(json.dumps({"instruction": instruction, "input": context, "output": answer}) + "\n")
+    return path
+
+
+def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
+    import torch
+    from edgetune import recipe as R, train
+    from edgetune.data import alpaca_prompt
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    r = R.from_dict({"name": kind, "base": base, "runs_dir": out,
+                     "data": {"path": data, "max_length": 256, "eval_split": 0.1},
+                     "train": {"max_steps": steps, "lr": 2e-3, "batch_size": 8, "grad_accum": 2, "logging_steps": 5,
+                               "save_steps": 10_000, "eval_steps": 10_000, "gradient_checkpointing": False}})
+    tok = train.load_tokenizer(base)
+    train_ds, eval_ds, _, _, _ = train.build_datasets(r, tok)
+    real_tokens_per_row = None
+    if kind == "ours":
+        t0 = time.time()
+        train.train(r, Path(out) / kind)
+        seconds = time.time() - t0
+        summary = json.loads((Path(out) / kind / "train.json").read_text())
+        # Non-padding tokens trained on: every token of the rows seen.
+        rows_seen = steps * 16
+        eval_loss = summary["eval_loss"]
+    else:
+        from peft import LoraConfig, get_peft_model
+        from trl import SFTConfig, SFTTrainer
+        import datasets
+        from edgetune import data as D
+        ds = D.load_dataset(data)
+        texts = [alpaca_prompt(x.record["instruction"], x.record.get("input") or "") + x.record["output"] + tok.eos_token
+                 for x in ds.rows]
+        train_ex, eval_ex = D.split(texts, 0.1, 0)
+        model = train.load_model(base, train.plan(r.train))
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                                 target_modules=R.TARGET_PRESETS["all-linear"]))
+        args = SFTConfig(output_dir=str(Path(out) / kind), max_steps=steps, per_device_train_batch_size=8,
+                         gradient_accumulation_steps=2, learning_rate=2e-3, weight_decay=0.01, warmup_steps=0.03,
+                         lr_scheduler_type="cosine", logging_steps=5, save_strategy="no", bf16=False, use_cpu=True,
+                         max_grad_norm=0.3, max_length=256, packing=False, report_to="none", disable_tqdm=True,
+                         gradient_checkpointing=False, completion_only_loss=False)
+        trainer = SFTTrainer(model=model, args=args, processing_class=tok,
+                             train_dataset=datasets.Dataset.from_dict({"text": train_ex}),
+                             eval_dataset=datasets.Dataset.from_dict({"text": eval_ex}))
+        t0 = time.time()
+        trainer.train()
+        seconds = time.time() - t0
+        eval_loss = trainer.evaluate()["eval_loss"]
+        rows_seen = steps * 16
+    lengths = [len(x) for x in train_ds["input_ids"]]
+    mean_len = sum(lengths) / len(lengths)
+    return {"kind": kind, "seconds": seconds, "tokens_per_s": rows_seen * mean_len / seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "eval_loss": eval_loss}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a few steps, tiny demo base (a minute or two)")
+    ap.add_argument("--base", default="demo")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--_one", nargs=5, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a._one:
+        kind, base, data, steps, out = a._one
+        print(json.dumps(one_run(kind, base, data, int(steps), out)))
+        return
+    from edgetune.base import resolve_base
+    base = resolve_base(a.base)
+    steps = a.steps or (20 if a.quick else 100)
+    repeats = a.repeats or (1 if a.quick else 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_data(Path(tmp) / "bench.jsonl", 1200)
+        results = {"seed": [], "ours": []}
+        for i in range(repeats):
+            for kind in ("seed", "ours"):
+                out = subprocess.run([sys.executable, __file__, "--_one", kind, base, str(data), str(steps),
+                                      str(Path(tmp) / f"r{i}")], capture_output=True, text=True)
+                if out.returncode:
+                    sys.exit(out.stderr[-3000:])
+                results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    best = {k: max(v, key=lambda x: x["tokens_per_s"]) for k, v in results.items()}
+    print(f"base {a.base}, {steps} steps x {repeats} alternating runs, batch 8 x accum 2, "
+          f"{os.environ.get('BENCH_THREADS', '2')} threads, machine: {os.cpu_count()} cores")
+    print(f"{'':8}{'tok/s':>10}{'peak RSS MB':>14}{'eval loss':>12}")
+    for k in ("seed", "ours"):
+        b = best[k]
+        print(f"{k:8}{b['tokens_per_s']:>10.0f}{b['peak_rss_mb']:>14.0f}{b['eval_loss']:>12.4f}")
+    print(f"ratio ours/seed: throughput {best['ours']['tokens_per_s'] / best['seed']['tokens_per_s']:.2f}x, "
+          f"peak RSS {best['ours']['peak_rss_mb'] / best['seed']['peak_rss_mb']:.2f}x")
+    print("note: eval losses differ in kind (seed: every token; ours: response tokens only)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from edgetune.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_verbs_and_examples():
+    out = runner.invoke(app, ["--help"]).output
+    for verb in ("train", "run", "demo", "merge", "convert", "quantize", "smoke", "chat", "data"):
+        assert verb in out
+    assert "edgetune data inspect data.jsonl" in out
+
+
+def test_data_inspect(tiny_base, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"instruction": "Say hi", "output": "hi"}) + "\n" + '{"instruction": "x"}\n')
+    result = runner.invoke(app, ["data", "inspect", str(path), "--tokenizer", str(tiny_base), "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert "format alpaca, 1 rows, 1 skipped" in result.output and "d.jsonl:2: missing field 'output'" in result.output
+    assert "### Instruction:\nSay hi" in result.output
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train: {rank: 0}\n")
+    proc = subprocess.run([sys.executable, "-m", "edgetune", "train", "--recipe", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {path}: train.rank 0 must be at least 1"
+    bad = tmp_path / "d.jsonl"
+    bad.write_text('{"instruction": "a", "output": 1}\n')
+    proc = subprocess.run([sys.executable, "-m", "edgetune", "data", "inspect", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{bad}:1: field 'output' must be a string, got int" in proc.stderr
