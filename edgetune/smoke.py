@@ -224,3 +224,50 @@ def require_pass(rows: list[dict]) -> None:
     failed = [r for r in rows if not r["passed"]]
     if failed:
         raise EdgetuneError("; ".join(f"{r['path']}: {', '.join(r['problems'])}" for r in failed))
+
+
+QUICK_PROMPT = "### Instruction:\nWhat is the last word of: red fox tiger\n\n### Response:\n"
+
+
+def quick_check(path: str | Path, lora: Path | None = None, prompt: str = QUICK_PROMPT, max_tokens: int = 32,
+                threads: int = 0) -> dict:
+    """Loads in llama.cpp (with `lora` applied if given), finite logits, a non-empty greedy answer,
+    and whether it stopped at EOS. With `lora`, also that the adapter really changed the logits
+    (llama.cpp reports a failed adapter load by a falsy pointer, not an error)."""
+    from llama_cpp import Llama
+
+    from edgetune.quantize import check_gguf_file
+
+    path = Path(path)
+    check_gguf_file(path)
+    if lora is not None:
+        check_gguf_file(Path(lora))
+    kwargs = dict(n_ctx=256, logits_all=True, verbose=False, seed=0, n_threads=threads or os.cpu_count() or 1)
+    row: dict = {"file": str(lora or path), "problems": []}
+    try:
+        llm = Llama(model_path=str(path), lora_path=str(lora) if lora else None, **kwargs)
+    except Exception as e:
+        row["problems"].append(f"llama.cpp could not load it ({str(e).splitlines()[0]})")
+        row["passed"] = False
+        return row
+    ids = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    llm.eval(ids)
+    logits = np.array(llm.scores[len(ids) - 1], dtype=np.float32)
+    if not np.isfinite(logits).all():
+        row["problems"].append("logits are not finite")
+    llm.reset()
+    out = llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, top_k=1)
+    row["answer"] = out["choices"][0]["text"].strip()
+    row["stopped_at_eos"] = out["choices"][0].get("finish_reason") == "stop"
+    if not row["answer"] and not row["stopped_at_eos"]:
+        row["problems"].append("empty answer")
+    del llm
+    if lora is not None:
+        plain = Llama(model_path=str(path), **kwargs)
+        plain.eval(ids)
+        base_logits = np.array(plain.scores[len(ids) - 1], dtype=np.float32)
+        if np.allclose(base_logits, logits, atol=1e-6):
+            row["problems"].append("the adapter did not change the logits (not applied?)")
+        del plain
+    row["passed"] = not row["problems"]
+    return row

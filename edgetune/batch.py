@@ -1,0 +1,259 @@
+"""Batch conversion: every PEFT LoRA adapter under a folder -> GGUF files, one row per adapter.
+
+Two outputs per adapter:
+  merged  base + adapter -> one quantized model GGUF per quant type, in a single streaming pass:
+          each base tensor is read once from safetensors, the adapter's scaled B @ A is added in
+          fp32 where it applies, and the tensor goes straight into the GGUF (no merged copy on
+          disk, never the whole model in memory). K-quants then go through llama.cpp.
+  lora    a GGUF LoRA adapter (llama.cpp's adapter format) to load beside the base GGUF, which
+          is converted once per base.
+
+Adapters are grouped by base; each base is resolved and (for lora mode) converted once. A
+manifest in OUT records what is done, so a rerun skips it. One bad adapter fails its own row.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from edgetune.errors import EdgetuneError
+from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
+from edgetune.fsutil import write_json, write_text
+
+MODES = ("merged", "lora", "both")
+DIRECT_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}  # written in the pass itself
+
+
+def find_adapters(root: str | Path) -> list[Path]:
+    """Folders at or under `root` holding an adapter_config.json, sorted."""
+    root = Path(root)
+    if not root.exists():
+        raise EdgetuneError(f"{root}: no such folder")
+    if (root / "adapter_config.json").is_file():
+        return [root]
+    return sorted(p.parent for p in root.rglob("adapter_config.json"))
+
+
+def adapter_base(adapter: Path, base_override: str | None = None) -> str:
+    if base_override:
+        return base_override
+    try:
+        config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise EdgetuneError(f"{adapter}/adapter_config.json: unreadable ({e})") from None
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise EdgetuneError(f"{adapter}/adapter_config.json: no base_model_name_or_path (pass --base)")
+    return base
+
+
+def slug(adapter: Path, root: Path) -> str:
+    rel = adapter.relative_to(root) if adapter != root else Path(adapter.name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(rel)).strip("-") or "adapter"
+
+
+class Manifest:
+    """OUT/manifest.json: per adapter, the outputs done and the fingerprint of their inputs."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / "manifest.json"
+        try:
+            self.entries = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.entries = {}
+
+    def done(self, key: str, fingerprint: str) -> bool:
+        e = self.entries.get(key)
+        return bool(e) and e.get("fingerprint") == fingerprint and all(Path(p).exists() for p in e.get("files", []))
+
+    def record(self, key: str, fingerprint: str, files: list[str]) -> None:
+        self.entries[key] = {"fingerprint": fingerprint, "files": files, "finished": time.time()}
+        write_json(self.path, self.entries)
+
+
+def _fingerprint(adapter: Path, base: str, quants: list[str], mode: str) -> str:
+    import hashlib
+    h = hashlib.sha256(f"{base}|{','.join(quants)}|{mode}".encode())
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        p = adapter / name
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def convert_merged(base_dir: Path, adapter: Path, out_dir: Path, name: str, quants: list[str],
+                   threads: int = 0, on_event: Callback = ignore) -> list[str]:
+    """Base + adapter -> GGUF per quant type, in one streaming pass over the base tensors."""
+    from edgetune.convert import convert_hf_to_gguf
+    from edgetune.merge import LoraDeltas
+    from edgetune.quantize import quantize
+
+    deltas = LoraDeltas(adapter)
+    names = _tensor_names(base_dir)
+    deltas.check_complete(names)
+    direct = [q for q in quants if q in DIRECT_TYPES]
+    kquants = [q for q in quants if q not in DIRECT_TYPES]
+    files = []
+    # K-quants need a 16-bit source: F16 if asked for, else a temporary one.
+    passes = direct + (["F16"] if kquants and "F16" not in direct else [])
+    for q in passes:
+        out = out_dir / f"{name}-{q}.gguf"
+        convert_hf_to_gguf(base_dir, out, DIRECT_TYPES[q], on_event, tensor_transform=deltas.apply,
+                           metadata={"general.name": name})
+        if q in direct:
+            files.append(str(out))
+    if kquants:
+        src = out_dir / f"{name}-F16.gguf"
+        for q in kquants:
+            files.append(quantize(src, out_dir / f"{name}-{q}.gguf", q, threads, on_event)["path"])
+        if "F16" not in direct:
+            src.unlink(missing_ok=True)
+    return files
+
+
+def _tensor_names(base_dir: Path) -> set[str]:
+    from safetensors import safe_open
+    from edgetune.merge import safetensors_shards
+    names: set[str] = set()
+    for shard in safetensors_shards(base_dir):
+        with safe_open(str(shard), framework="pt") as f:
+            names |= set(f.keys())
+    return names
+
+
+def run_batch(adapters: str | Path | list, out_dir: str | Path, quants: list[str], mode: str = "merged",
+              on_event: Callback = ignore, cancel: CancelToken | None = None, base: str | None = None,
+              jobs: int = 1, threads: int = 0, smoke: bool = True) -> list[dict]:
+    """Convert every adapter; return one row per adapter (status ok/skipped/failed, files, error)."""
+    from edgetune.base import resolve_base
+    from edgetune.quantize import FTYPES
+
+    if mode not in MODES:
+        raise EdgetuneError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    quants = [q.upper() for q in quants]
+    for q in quants:
+        if q not in FTYPES:
+            raise EdgetuneError(f"quant type {q!r} is not one of {', '.join(FTYPES)}")
+    if isinstance(adapters, (list, tuple)):
+        paths, root = [Path(a) for a in adapters], None
+    else:
+        root = Path(adapters)
+        paths = find_adapters(root)
+    if not paths:
+        raise EdgetuneError(f"{adapters}: no PEFT adapters found (folders with adapter_config.json)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out_dir)
+    rows = [{"adapter": str(p), "name": slug(p, root) if root else p.name, "status": "pending", "files": [],
+             "error": "", "seconds": 0.0} for p in paths]
+
+    # Group by base so each base is resolved (and for lora mode converted) once.
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        try:
+            row["base"] = adapter_base(Path(row["adapter"]), base)
+            groups.setdefault(row["base"], []).append(row)
+        except EdgetuneError as e:
+            row.update(status="failed", error=str(e))
+    on_event(Event("batch", "start", f"{len(rows)} adapters, {len(groups)} bases, mode {mode}, "
+                   f"quants {','.join(quants)}", total=len(rows)))
+
+    for base_spec, group in groups.items():
+        try:
+            base_dir = Path(resolve_base(base_spec, on_event))
+            from edgetune.merge import base_folder
+            base_dir = base_folder(str(base_dir))
+        except EdgetuneError as e:
+            for row in group:
+                row.update(status="failed", error=str(e))
+            continue
+        base_gguf = None
+
+        def do(row: dict) -> None:
+            nonlocal base_gguf
+            if cancel is not None and cancel.cancelled:
+                row["status"] = "cancelled"
+                return
+            adapter = Path(row["adapter"])
+            key = row["name"]
+            fp = _fingerprint(adapter, str(base_dir), quants, mode)
+            if manifest.done(key, fp):
+                row.update(status="skipped", files=manifest.entries[key]["files"])
+                on_event(Event("batch", "progress", f"{key}: up to date", data=dict(row)))
+                return
+            t0 = time.time()
+            row["status"] = "running"
+            on_event(Event("batch", "progress", f"{key}: converting", data=dict(row)))
+            try:
+                files = []
+                if mode in ("merged", "both"):
+                    files += convert_merged(base_dir, adapter, out_dir, key, quants, threads, on_event)
+                if mode in ("lora", "both"):
+                    from edgetune.convert import convert_lora_to_gguf
+                    files.append(str(convert_lora_to_gguf(adapter, base_dir, out_dir / f"{key}-lora-F16.gguf",
+                                                          "f16", on_event)))
+                if smoke:
+                    row["smoke"] = smoke_outputs(files, base_gguf_for(base_dir) if mode != "merged" else None,
+                                                 threads)
+                manifest.record(key, fp, files)
+                row.update(status="ok", files=files)
+            except Cancelled:
+                row["status"] = "cancelled"
+            except EdgetuneError as e:
+                row.update(status="failed", error=str(e))
+            row["seconds"] = round(time.time() - t0, 1)
+            on_event(Event("batch", "progress", f"{key}: {row['status']}", data=dict(row)))
+
+        def base_gguf_for(base_dir: Path) -> Path:
+            nonlocal base_gguf
+            if base_gguf is None:
+                from edgetune.convert import convert_hf_to_gguf
+                target = out_dir / f"base-{re.sub(r'[^A-Za-z0-9._-]+', '-', base_dir.name)}-F16.gguf"
+                if not target.exists():
+                    convert_hf_to_gguf(base_dir, target, "f16", on_event)
+                base_gguf = target
+            return base_gguf
+
+        if mode != "merged":
+            try:
+                base_gguf_for(base_dir)
+            except EdgetuneError as e:
+                for row in group:
+                    row.update(status="failed", error=str(e))
+                continue
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            list(pool.map(do, group))
+
+    write_json(out_dir / "batch.json", rows)
+    write_text(out_dir / "batch.md", batch_report(rows))
+    on_event(Event("batch", "done", f"{sum(r['status'] in ('ok', 'skipped') for r in rows)}/{len(rows)} adapters "
+                   f"converted", data={"rows": rows}))
+    return rows
+
+
+def smoke_outputs(files: list[str], base_gguf: Path | None, threads: int = 0) -> list[dict]:
+    """Each produced file loads in llama.cpp, answers something and stops; LoRA files load beside the base."""
+    from edgetune.smoke import quick_check
+    results = []
+    for f in files:
+        if f.endswith("-lora-F16.gguf") or "-lora-" in Path(f).name:
+            results.append(quick_check(base_gguf, lora=Path(f), threads=threads))
+        else:
+            results.append(quick_check(Path(f), threads=threads))
+    failed = [r for r in results if not r["passed"]]
+    if failed:
+        raise EdgetuneError(f"{failed[0]['file']}: smoke test failed ({'; '.join(failed[0]['problems'])})")
+    return results
+
+
+def batch_report(rows: list[dict]) -> str:
+    lines = ["| adapter | base | status | files | seconds | error |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        files = ", ".join(Path(f).name for f in r["files"])
+        lines.append(f"| {r['name']} | {r.get('base', '')} | {r['status']} | {files} | {r['seconds']} | "
+                     f"{r['error'].replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
