@@ -21,6 +21,7 @@ Examples:
   edgetune convert runs/demo/merged out.gguf --outtype f16
   edgetune quantize out.gguf out-Q4_K_M.gguf --type Q4_K_M
   edgetune chat runs/demo/gguf/demo-Q4_K_M.gguf
+  edgetune batch adapters/ --quant Q4_K_M,Q8_0 --out gguf/
 """
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, epilog=EPILOG, rich_markup_mode=None,
@@ -241,6 +242,31 @@ def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temp
         for piece in session.send(line, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
             typer.echo(piece, nl=False)
         typer.echo(f"\n  [{session.last_stats}]")
+
+
+@app.command()
+def batch(adapters: Path, out: Path = typer.Option(..., "--out", help="Output folder (holds manifest.json)."),
+          quant: str = typer.Option("Q4_K_M", "--quant", help="Comma-separated: Q4_K_M,Q8_0,F16,..."),
+          mode: str = typer.Option("merged", help="merged (base+adapter per quant), lora (GGUF adapter), both"),
+          base: Optional[str] = typer.Option(None, help="Base for every adapter (default: each adapter's own)."),
+          jobs: int = typer.Option(1, help="Adapters converted at once."), threads: int = 0,
+          no_smoke: bool = typer.Option(False, "--no-smoke", help="Skip the llama.cpp check of each file.")):
+    """Convert every PEFT adapter under a folder to GGUF; one row per adapter, a rerun resumes."""
+    from edgetune.batch import run_batch
+    render = CliRenderer()
+
+    def on_event(e: Event) -> None:
+        if e.phase == "batch" or e.kind in ("start", "done") and e.phase in ("quantize",):
+            render(e)
+
+    try:
+        rows = run_batch(adapters, out, [q.strip() for q in quant.split(",") if q.strip()], mode, on_event,
+                         base=base, jobs=jobs, threads=threads, smoke=not no_smoke)
+    except EdgetuneError as e:
+        _fail(e)
+    typer.echo((out / "batch.md").read_text())
+    if any(r["status"] not in ("ok", "skipped") for r in rows):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -311,7 +311,9 @@ def tokenize(examples: Iterable[Example], tokenizer, max_length: int, completion
     eos = tokenizer.eos_token_id
     bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
     for ex in examples:
-        prompt_ids = bos + tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else bos[:]
+        prompt_ids = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
+        if bos and prompt_ids[:1] != bos:  # a chat template may already have written the BOS text
+            prompt_ids = bos + prompt_ids
         completion_ids = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
         if eos is not None and (not completion_ids or completion_ids[-1] != eos):
             completion_ids.append(eos)
