@@ -89,11 +89,11 @@ def convert_merged(base_dir: Path, adapter: Path, out_dir: Path, name: str, quan
                    threads: int = 0, on_event: Callback = ignore) -> list[str]:
     """Base + adapter -> GGUF per quant type, in one streaming pass over the base tensors."""
     from edgetune.convert import convert_hf_to_gguf
-    from edgetune.merge import LoraDeltas
+    from edgetune.merge import LoraDeltas, tensor_names
     from edgetune.quantize import quantize
 
     deltas = LoraDeltas(adapter)
-    names = _tensor_names(base_dir)
+    names = tensor_names(base_dir)
     deltas.check_complete(names)
     direct = [q for q in quants if q in DIRECT_TYPES]
     kquants = [q for q in quants if q not in DIRECT_TYPES]
@@ -113,16 +113,6 @@ def convert_merged(base_dir: Path, adapter: Path, out_dir: Path, name: str, quan
         if "F16" not in direct:
             src.unlink(missing_ok=True)
     return files
-
-
-def _tensor_names(base_dir: Path) -> set[str]:
-    from safetensors import safe_open
-    from edgetune.merge import safetensors_shards
-    names: set[str] = set()
-    for shard in safetensors_shards(base_dir):
-        with safe_open(str(shard), framework="pt") as f:
-            names |= set(f.keys())
-    return names
 
 
 def run_batch(adapters: str | Path | list, out_dir: str | Path, quants: list[str], mode: str = "merged",

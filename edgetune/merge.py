@@ -141,6 +141,20 @@ def safetensors_shards(folder: Path) -> list[Path]:
     return shards
 
 
+def tensor_names(folder: Path) -> set[str]:
+    """Every tensor name in the folder's safetensors shards (reads headers only)."""
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    for shard in safetensors_shards(folder):
+        try:
+            with safe_open(str(shard), framework="pt") as f:
+                names |= set(f.keys())
+        except Exception as e:
+            raise EdgetuneError(f"{shard}: unreadable safetensors ({str(e).splitlines()[0]})") from None
+    return names
+
+
 def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Callback = ignore) -> Path:
     """Write base + adapter as a new HF folder at `out_dir` (built beside it, then renamed)."""
     from safetensors import safe_open
@@ -153,12 +167,8 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shards = safetensors_shards(base_dir)
-    names: set[str] = set()
-    total = 0
-    for shard in shards:
-        with safe_open(str(shard), framework="pt") as f:
-            names |= set(f.keys())
-            total += len(list(f.keys()))
+    names = tensor_names(base_dir)
+    total = len(names)
     deltas.check_complete(names)
     on_event(Event("merge", "start", f"merging {len(deltas.pairs)} LoRA pairs into {base_dir}", total=total))
     done = 0
