@@ -17,7 +17,7 @@ from pathlib import Path
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import cache_dir
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "3"
 WORDS = (
     "apple river stone cloud green quiet bright tiger window garden yellow silver orange summer winter "
     "forest candle mirror rabbit castle pencil bottle ladder rocket planet button hammer jacket kitten "
@@ -26,7 +26,7 @@ WORDS = (
     "shadow temple umbrella valley wagon zebra blue red black white small large happy slow fast cold warm "
     "soft loud old young tall short dark light sweet sour brave calm eager gentle honest jolly kind lucky"
 ).split()
-TASKS = ("last", "first", "reverse", "twice")
+TASKS = ("last", "twice")
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -57,15 +57,16 @@ def corpus(n_docs: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     docs = []
     for _ in range(n_docs):
-        if rng.random() < 0.8:
+        if rng.random() < 0.9:
             _, prefix, answer = task_example(rng.choice(TASKS), rng)
-            docs.append(f"{prefix} {answer}.")
+            # Half the answers start a line, so the base knows those words' line-start tokens too.
+            docs.append(f"{prefix} {answer}." if rng.random() < 0.5 else f"{prefix}\n{answer}")
         else:
             docs.append(" ".join(_pick(rng, rng.randint(4, 9))) + ".")
     return docs
 
 
-def write_dataset(path: Path, n_rows: int = 400, seed: int = 1) -> Path:
+def write_dataset(path: Path, n_rows: int = 2000, seed: int = 1) -> Path:
     """The demo instruction dataset (alpaca JSONL). Seeds differ from the corpus's on purpose."""
     rng = random.Random(seed)
     lines = []
@@ -110,7 +111,7 @@ def demo_config(vocab_size: int, tiny: bool = False):
     """The demo base's shape; `tiny` is a faster one for tests."""
     from transformers import LlamaConfig
 
-    hidden, inter, layers, heads, kv = (64, 128, 2, 2, 1) if tiny else (192, 512, 4, 4, 2)
+    hidden, inter, layers, heads, kv = (64, 128, 2, 2, 1) if tiny else (128, 384, 4, 4, 2)
     return LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=512, rope_theta=10000.0,
@@ -118,7 +119,7 @@ def demo_config(vocab_size: int, tiny: bool = False):
     )
 
 
-def build_demo_base(out_dir: Path | None = None, steps: int = 600, on_event: Callback = ignore,
+def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Callback = ignore,
                     tiny: bool = False) -> Path:
     """Build (once) and return the demo base model folder (HF format, safetensors, tokenizer)."""
     import torch
@@ -142,9 +143,9 @@ def build_demo_base(out_dir: Path | None = None, steps: int = 600, on_event: Cal
     ids: list[int] = []
     for doc in docs:
         ids += tokenizer(doc, add_special_tokens=False)["input_ids"] + [sep]
-    seq = 128
+    seq = 64
     data = torch.tensor(ids[: len(ids) // seq * seq]).view(-1, seq)
-    batch = 16
+    batch = 32
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))

@@ -91,8 +91,11 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     r.dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         write_text(r.dir / "recipe.yaml", recipe.to_yaml())
-    if force:
+    if force:  # redo everything, training included: drop its checkpoints too
+        import shutil
         r.state_path.unlink(missing_ok=True)
+        shutil.rmtree(r.dir / "checkpoints", ignore_errors=True)
+        (r.dir / "train_log.jsonl").unlink(missing_ok=True)
 
     def step(name: str, outputs: list[Path], fn) -> None:
         if cancel is not None:

@@ -1,0 +1,112 @@
+"""The whole spine on a tiny model: train -> merge -> convert -> quantize -> smoke, judged by llama.cpp."""
+import json
+
+import pytest
+
+from conftest import make_recipe
+from edgetune import pipeline
+from edgetune.errors import EdgetuneError
+from edgetune.events import CancelToken, Cancelled
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_base, demo_jsonl, tmp_path_factory):
+    r = make_recipe(tiny_base, demo_jsonl, tmp_path_factory.mktemp("pipe"),
+                    train={"max_steps": 30}, export={"quants": ["Q8_0", "Q4_K_M"]})
+    events = []
+    summary = pipeline.run(r, events.append)
+    return r, summary, events
+
+
+def test_every_step_produces_its_output(finished_run):
+    r, summary, events = finished_run
+    run = pipeline.Run(r)
+    for path in (run.adapter / "adapter_config.json", run.merged / "config.json", run.gguf("F16"),
+                 run.gguf("Q8_0"), run.gguf("Q4_K_M"), run.dir / "smoke.json", run.dir / "report.md",
+                 run.gguf_dir / "Modelfile", run.gguf_dir / "README.md", run.dir / "recipe.yaml"):
+        assert path.exists(), path
+    assert [e.phase for e in events if e.kind == "done" and e.phase in pipeline.STEPS][-5:] == list(pipeline.STEPS)
+    assert run.gguf("Q4_K_M").stat().st_size < run.gguf("Q8_0").stat().st_size < run.gguf("F16").stat().st_size
+
+
+def test_f16_gguf_is_the_trained_model(finished_run):
+    _, summary, _ = finished_run
+    f16 = next(f for f in summary["files"] if f["file"].endswith("-F16.gguf"))
+    assert f16["passed"], f16["problems"]
+    assert f16["nmse"] < 1e-4
+    assert f16["tokenizer_mismatches"] == [] and f16["eos_matches"] and f16["chat_template"]
+    assert f16["agreement"] >= 0.75  # greedy answers equal HF's (ties may flip one at F16)
+    assert abs(f16["perplexity"] / f16["hf_perplexity"] - 1) < 1e-3
+    for f in summary["files"]:
+        assert f["passed"], (f["file"], f["problems"])
+        assert f["prompt_tokens_per_s"] > 0 and f["gen_tokens_per_s"] > 0
+
+
+def test_report_and_modelfile(finished_run):
+    r, summary, _ = finished_run
+    run = pipeline.Run(r)
+    report = (run.dir / "report.md").read_text()
+    assert "Held-out accuracy" in report and "t-Q4_K_M.gguf" in report and "| pass |" in report
+    modelfile = (run.gguf_dir / "Modelfile").read_text()
+    assert "FROM ./t-Q4_K_M.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "### Instruction" in modelfile
+
+
+def test_rerun_skips_everything(finished_run):
+    r, _, _ = finished_run
+    events = []
+    pipeline.run(r, events.append)
+    skipped = [e.phase for e in events if e.kind == "skip"]
+    assert skipped == list(pipeline.STEPS)
+
+
+def test_changing_quants_redoes_only_quantize_and_smoke(finished_run):
+    r, _, _ = finished_run
+    r.export.quants = ["Q8_0", "Q5_K_M"]
+    events = []
+    pipeline.run(r, events.append)
+    skipped = [e.phase for e in events if e.kind == "skip"]
+    assert skipped == ["train", "merge", "convert"]
+    assert pipeline.Run(r).gguf("Q5_K_M").exists()
+
+
+def test_a_broken_gguf_fails_the_smoke_test(finished_run, tmp_path):
+    from edgetune import smoke as smoke_mod
+    from edgetune.pipeline import eval_examples
+    from transformers import AutoTokenizer
+    import gguf
+    import numpy as np
+
+    r, _, _ = finished_run
+    run = pipeline.Run(r)
+    # Rewrite the F16 file with one weight matrix zeroed: it still loads, but it is not our model.
+    reader = gguf.GGUFReader(str(run.gguf("F16")))
+    broken = tmp_path / "broken-F16.gguf"
+    import shutil
+    shutil.copy(run.gguf("F16"), broken)
+    target = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
+    with open(broken, "r+b") as f:
+        f.seek(reader.data_offset + int(target.data_offset))
+        f.write(np.zeros(int(target.n_bytes), dtype=np.uint8).tobytes())
+    tok = AutoTokenizer.from_pretrained(str(run.merged))
+    ref = smoke_mod.hf_reference(run.merged, eval_examples(r, tok), 8, 4)
+    row = smoke_mod.check_gguf(broken, ref, 8)
+    assert not row["passed"] and any("NMSE" in p for p in row["problems"])
+    with pytest.raises(EdgetuneError, match="broken-F16.gguf: logits NMSE"):
+        smoke_mod.require_pass([row])
+
+
+def test_cancel_between_steps_keeps_what_is_done(tiny_base, demo_jsonl, tmp_path):
+    r = make_recipe(tiny_base, demo_jsonl, tmp_path, train={"max_steps": 4})
+    cancel = CancelToken()
+
+    def stop_after_merge(e):
+        if e.phase == "merge" and e.kind == "done" and e.message.startswith("merge:"):
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        pipeline.run(r, stop_after_merge, cancel)
+    run = pipeline.Run(r)
+    assert (run.merged / "config.json").exists() and not run.gguf("F16").exists()
+    state = json.loads(run.state_path.read_text())
+    assert set(state) == {"train", "merge"}
