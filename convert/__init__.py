@@ -1,0 +1,4 @@
+"""HF -> GGUF and PEFT adapter -> GGUF, on the official gguf package. Imported as edgetune.convert."""
+from .hf_to_gguf import SUPPORTED_ARCHITECTURES, convert_hf_to_gguf, load_arch, tensor_name_map
+
+__all__ = ["SUPPORTED_ARCHITECTURES", "convert_hf_to_gguf", "load_arch", "tensor_name_map"]

@@ -1,0 +1,16 @@
+"""Qwen3 (Qwen3ForCausalLM): NeoX RoPE, per-head RMSNorm on q and k, explicit head_dim."""
+from __future__ import annotations
+
+import gguf
+
+from .base import Arch
+
+
+class Qwen3(Arch):
+    gguf_arch = gguf.MODEL_ARCH.QWEN3
+    hf_names = ("Qwen3ForCausalLM",)
+
+    def add_hparams(self, w: gguf.GGUFWriter) -> None:
+        super().add_hparams(w)
+        w.add_key_length(self.head_dim)  # Qwen3's head_dim is not hidden / heads in general
+        w.add_value_length(self.head_dim)

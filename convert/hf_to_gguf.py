@@ -1,0 +1,137 @@
+"""HF model folder -> GGUF (F32, F16, BF16 or Q8_0), streaming one tensor at a time.
+
+Two passes over the safetensors: the first only reads headers (names, shapes) to write the GGUF
+header and tensor index; the second reads, transforms and writes each tensor's data in the same
+order. Peak memory is about the largest tensor, whatever the model size. The file is written
+beside its final path and renamed only when complete.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import gguf
+import numpy as np
+
+from edgetune.errors import EdgetuneError
+from edgetune.events import Callback, Event, ignore
+from edgetune.fsutil import atomic_path
+
+from .arch import ARCHITECTURES, Arch
+from .model_folder import ModelFolder
+from .tokenizer import add_tokenizer
+
+OUTTYPES = {  # outtype -> (GGML type for 2-D weights, llama_ftype written as general.file_type)
+    "f32": (gguf.GGMLQuantizationType.F32, 0),
+    "f16": (gguf.GGMLQuantizationType.F16, 1),
+    "bf16": (gguf.GGMLQuantizationType.BF16, 32),
+    "q8_0": (gguf.GGMLQuantizationType.Q8_0, 7),
+}
+SUPPORTED_ARCHITECTURES = {name: cls.gguf_arch.name.lower() for name, cls in ARCHITECTURES.items()}
+
+TensorTransform = Callable[[str, "torch.Tensor"], "torch.Tensor"]  # noqa: F821
+
+
+def load_arch(folder: ModelFolder) -> Arch:
+    name = folder.architecture
+    cls = ARCHITECTURES.get(name)
+    if cls is None:
+        raise EdgetuneError(f"{folder.path}/config.json: architecture '{name}' is not supported "
+                            f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+    return cls(folder.text_config(), str(folder.path))
+
+
+def tensor_name_map(model_dir) -> Callable[[str], str | None]:
+    """HF tensor name -> GGUF tensor name for this model (None: not written)."""
+    return load_arch(ModelFolder(model_dir)).gguf_name
+
+
+def _target_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:
+    if len(shape) < 2:
+        return gguf.GGMLQuantizationType.F32  # norms and biases stay F32, as llama.cpp expects
+    qtype = OUTTYPES[outtype][0]
+    if qtype == gguf.GGMLQuantizationType.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
+        return gguf.GGMLQuantizationType.F16  # rows not a multiple of the block size
+    return qtype
+
+
+def _encode(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return data.astype(np.float32, copy=False)
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return data.astype(np.float16)
+    return gguf.quants.quantize(data.astype(np.float32, copy=False), qtype)
+
+
+def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    n = int(np.prod(shape))
+    return n // block * type_size
+
+
+def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Callback = ignore,
+                       tensor_transform: TensorTransform | None = None, metadata: dict | None = None) -> Path:
+    """Write `model_dir` as a GGUF at `out_path`; `tensor_transform(hf_name, tensor)` may change
+    any weight first (the batch tool adds LoRA deltas there)."""
+    import torch
+
+    outtype = outtype.lower()
+    if outtype not in OUTTYPES:
+        raise EdgetuneError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+    folder = ModelFolder(model_dir)
+    arch = load_arch(folder)
+    out_path = Path(out_path)
+
+    # Pass 1: names, shapes and types from the safetensors headers only.
+    plan = []
+    for hf_name in folder.names():
+        gguf_name = arch.gguf_name(hf_name)
+        if gguf_name is None:
+            if arch.name_map.get_name(hf_name, try_suffixes=(".weight", ".bias")) is None and \
+                    not hf_name.endswith(("rotary_emb.inv_freq", "lm_head.weight")):
+                raise EdgetuneError(f"{folder.path}: tensor '{hf_name}' has no GGUF name for {arch.arch_name}")
+            continue
+        shape = folder.shape(hf_name)
+        if gguf_name == "token_embd.weight":
+            n_vocab = shape[0]
+        plan.append((hf_name, gguf_name, shape, _target_type(gguf_name, shape, outtype)))
+    on_event(Event("convert", "start", f"{folder.path} -> {out_path.name} ({arch.arch_name}, {outtype}, "
+                   f"{len(plan)} tensors)", total=len(plan)))
+
+    w = gguf.GGUFWriter(None, arch.arch_name)
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name((metadata or {}).get("general.name") or folder.path.name)
+    for key, value in (metadata or {}).items():
+        if key != "general.name":
+            w.add_string(key, str(value))
+    arch.add_hparams(w)
+    w.add_file_type(OUTTYPES[outtype][1])
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    add_tokenizer(w, folder.path, n_vocab)
+    for hf_name, gguf_name, shape, qtype in plan:
+        w.add_tensor_info(gguf_name, shape, np.dtype(np.float32), _nbytes(shape, qtype), raw_dtype=qtype)
+
+    # Pass 2: each tensor's data, in the order of the index.
+    order = {hf: i for i, (hf, *_rest) in enumerate(plan)}
+    pending: dict[int, np.ndarray] = {}
+    next_index = 0
+    with atomic_path(out_path) as tmp:
+        w.write_header_to_file(tmp)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for hf_name, tensor in folder.tensors():
+            if hf_name not in order:
+                continue
+            if tensor_transform is not None:
+                tensor = tensor_transform(hf_name, tensor)
+            data = arch.modify(hf_name, tensor.to(torch.float32)).numpy()
+            i = order[hf_name]
+            pending[i] = _encode(data, plan[i][3])
+            while next_index in pending:  # shards may list tensors in another order than the index
+                w.write_tensor_data(pending.pop(next_index))
+                on_event(Event("convert", "progress", plan[next_index][1], step=next_index + 1, total=len(plan)))
+                next_index += 1
+        w.close()
+    size = out_path.stat().st_size
+    on_event(Event("convert", "done", f"{out_path}: {size / 2**20:.1f} MiB", data={"path": str(out_path), "bytes": size}))
+    return out_path

@@ -1,0 +1,65 @@
+"""An HF model folder, read lazily: its config and its tensors one at a time from safetensors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from edgetune.errors import EdgetuneError
+
+
+class ModelFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        config_path = self.path / "config.json"
+        if not config_path.is_file():
+            raise EdgetuneError(f"{self.path}: no config.json (not a Hugging Face model folder)")
+        try:
+            self.config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise EdgetuneError(f"{config_path}: not valid JSON ({e})") from None
+        self.shards = sorted(self.path.glob("*.safetensors"))
+        if not self.shards:
+            if any(self.path.glob("*.bin")) or any(self.path.glob("*.pt")):
+                raise EdgetuneError(f"{self.path}: only pickle weights (*.bin); convert reads safetensors only "
+                                    "(pickle files can run code when loaded)")
+            raise EdgetuneError(f"{self.path}: no *.safetensors weights")
+        self._index: dict[str, Path] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        from safetensors import safe_open
+        for shard in self.shards:
+            try:
+                with safe_open(str(shard), framework="pt") as f:
+                    for name in f.keys():
+                        self._index[name] = shard
+                        self._shapes[name] = tuple(f.get_slice(name).get_shape())
+            except Exception as e:
+                raise EdgetuneError(f"{shard}: unreadable safetensors ({str(e).splitlines()[0]})") from None
+
+    @property
+    def architecture(self) -> str:
+        archs = self.config.get("architectures") or []
+        if not archs:
+            raise EdgetuneError(f"{self.path}/config.json: no 'architectures' field")
+        return archs[0]
+
+    def text_config(self) -> dict:
+        """The language model's own settings (multimodal configs nest them under text_config)."""
+        return {**self.config, **(self.config.get("text_config") or {})}
+
+    def names(self) -> list[str]:
+        return list(self._index)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
+        """(name, tensor) one at a time, shard by shard; a shard is opened once."""
+        from safetensors import safe_open
+        for shard in self.shards:
+            with safe_open(str(shard), framework="pt") as f:
+                for name in f.keys():
+                    try:
+                        yield name, f.get_tensor(name)
+                    except Exception as e:
+                        raise EdgetuneError(f"{shard}: cannot read tensor {name} ({str(e).splitlines()[0]})") from None
