@@ -42,6 +42,10 @@ class ChatSession:
         self.last_stats = ""
         self.stop_requested = False
 
+    def close(self) -> None:
+        """Free llama.cpp's model now (its finalizer fails if left to interpreter shutdown)."""
+        self.llm.close()
+
     def clear(self) -> None:
         self.messages = []
 

@@ -242,6 +242,7 @@ def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temp
         for piece in session.send(line, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
             typer.echo(piece, nl=False)
         typer.echo(f"\n  [{session.last_stats}]")
+    session.close()
 
 
 @app.command()

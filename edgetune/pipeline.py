@@ -87,6 +87,7 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
 
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
+    train_mod.quiet_libraries()
     r = Run(recipe)
     r.dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
@@ -193,7 +194,7 @@ def report(r: Run, summary: dict) -> str:
              f"{train['seconds']}s; trainable {train['trainable_params']:,} of {train['total_params']:,} params",
              f"- eval loss {train.get('eval_loss', float('nan')):.4f}, perplexity "
              f"{train.get('eval_perplexity', float('nan')):.3f}", "",
-             f"Held-out accuracy (exact match, {len(summary['expected'])} prompts): base "
+             f"Perplexity is on the held-out responses. Held-out accuracy (exact match, {len(summary['expected'])} prompts): base "
              f"{summary['base']['accuracy']:.0%} -> fine-tuned (HF) {summary['hf']['accuracy']:.0%}", "",
              "| file | size MiB | bits/w | ppl (HF {:.3f}) | logits NMSE | agree HF | accuracy | stops at EOS "
              "| prompt tok/s | gen tok/s | verdict |".format(summary["hf"]["perplexity"]),

@@ -42,6 +42,7 @@ class Reference:
     answers: list[str]
     expected: list[str]
     eval_ids: list[list[int]]
+    eval_masks: list[list[int]]  # 1 on the tokens perplexity is measured on (the responses)
     logits: list[np.ndarray]
     perplexity: float
     parity_ids: list[list[int]]
@@ -64,9 +65,15 @@ def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n
     prompts = [e for e in examples if e.prompt][:n_prompts]
     prompt_ids = [prompt_token_ids(tok, e.prompt) for e in prompts]
     answers = [hf_generate(model, tok, ids, max_tokens) for ids in prompt_ids]
-    eval_ids = [prompt_token_ids(tok, e.prompt) + tok(e.completion, add_special_tokens=False)["input_ids"]
-                + ([tok.eos_token_id] if tok.eos_token_id is not None else []) for e in examples[:n_prompts]]
-    eval_ids = [ids[:512] for ids in eval_ids if len(ids) > 1]
+    eval_ids, eval_masks = [], []
+    for e in examples[:n_prompts]:
+        prompt = prompt_token_ids(tok, e.prompt) if e.prompt else []
+        answer = tok(e.completion, add_special_tokens=False)["input_ids"] + \
+            ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+        ids = (prompt + answer)[:512]
+        if len(ids) > 1:
+            eval_ids.append(ids)
+            eval_masks.append(([0] * len(prompt) + [1] * len(answer))[:512] if prompt else [1] * len(ids))
     logits = []
     with torch.no_grad():
         for ids in eval_ids:
@@ -75,8 +82,8 @@ def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n
     parity_texts = PARITY_STRINGS + [f"{s}text{s} more" for s in specials]
     parity_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in parity_texts]
     on_event(Event("smoke", "log", f"HF reference: {len(prompt_ids)} prompts, {len(eval_ids)} eval rows"))
-    return Reference(prompt_ids, answers, [_norm(e.completion) for e in prompts], eval_ids, logits,
-                     perplexity(logits, eval_ids), parity_ids, tok.eos_token_id, parity_texts)
+    return Reference(prompt_ids, answers, [_norm(e.completion) for e in prompts], eval_ids, eval_masks, logits,
+                     perplexity(logits, eval_ids, eval_masks), parity_ids, tok.eos_token_id, parity_texts)
 
 
 def prompt_token_ids(tok, prompt: str) -> list[int]:
@@ -95,13 +102,16 @@ def hf_generate(model, tok, ids: list[int], max_tokens: int) -> str:
     return _norm(tok.decode(out[0][len(ids):], skip_special_tokens=True))
 
 
-def perplexity(logits: list[np.ndarray], ids: list[list[int]]) -> float:
+def perplexity(logits: list[np.ndarray], ids: list[list[int]], masks: list[list[int]] | None = None) -> float:
+    """exp(mean NLL) of each next token, over the positions where `masks` is 1 (all when None)."""
     nll, n = 0.0, 0
-    for lg, seq in zip(logits, ids):
+    for k, (lg, seq) in enumerate(zip(logits, ids)):
         lg = lg[: len(seq) - 1].astype(np.float64)
         lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
-        nll += float((lse - lg[np.arange(len(seq) - 1), seq[1:]]).sum())
-        n += len(seq) - 1
+        token_nll = lse - lg[np.arange(len(seq) - 1), seq[1:]]
+        keep = np.array(masks[k][1:], dtype=bool) if masks is not None else np.ones(len(seq) - 1, dtype=bool)
+        nll += float(token_nll[keep].sum())
+        n += int(keep.sum())
     return math.exp(nll / max(n, 1))
 
 
@@ -142,7 +152,7 @@ def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int =
     finite = all(np.isfinite(lg).all() for lg in logits)
     row["finite"] = bool(finite)
     row["nmse"] = nmse(logits, ref.logits) if finite else float("inf")
-    row["perplexity"] = perplexity(logits, ref.eval_ids) if finite else float("inf")
+    row["perplexity"] = perplexity(logits, ref.eval_ids, ref.eval_masks) if finite else float("inf")
     row["hf_perplexity"] = ref.perplexity
     row["prompt_tokens_per_s"] = n_prompt / prompt_s if prompt_s > 0 else None
 
