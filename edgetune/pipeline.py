@@ -222,7 +222,7 @@ def write_modelfile(r: Run) -> None:
     target = r.gguf(r.recipe.export.quants[-1]) if r.recipe.export.quants else r.unquantized
     stops = [s for s in {tok.eos_token, "<|im_end|>" if "<|im_end|>" in tok.get_vocab() else None} if s]
     lines = [f"FROM ./{target.name}"]
-    if _is_alpaca(r.recipe):
+    if _is_alpaca(r):
         lines.append('TEMPLATE """### Instruction:\n{{ .Prompt }}\n\n### Response:\n"""')
     elif "<|im_start|>" in tok.get_vocab():
         lines.append('TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
@@ -234,11 +234,15 @@ def write_modelfile(r: Run) -> None:
             f"(LoRA r={t.rank}, alpha={t.alpha}, targets {t.targets}, lr {t.lr}, {t.epochs} epochs).", "",
             "Files:", ""] + [f"- `{p.name}` ({p.stat().st_size / 2**20:.1f} MiB)" for p in
                              sorted(r.gguf_dir.glob("*.gguf"))] + [
-            "", "Prompt format: " + ("`### Instruction:\\n...\\n\\n### Response:\\n`" if _is_alpaca(r.recipe)
+            "", "Prompt format: " + ("`### Instruction:\\n...\\n\\n### Response:\\n`" if _is_alpaca(r)
                                       else "the chat template stored in the GGUF"),
             "", f"Run: `ollama create {r.recipe.name} -f Modelfile`, or `edgetune chat {target.name}`."]
     write_text(r.gguf_dir / "README.md", "\n".join(card) + "\n")
 
 
-def _is_alpaca(recipe: Recipe) -> bool:
-    return recipe.data.path == "demo" or recipe.data.format == "alpaca"
+def _is_alpaca(r: Run) -> bool:
+    """Trained on alpaca rows (the format detected at training time, recorded in train.json)."""
+    try:
+        return json.loads((r.dir / "train.json").read_text()).get("format") == "alpaca"
+    except (FileNotFoundError, json.JSONDecodeError):
+        return r.recipe.data.format == "alpaca"

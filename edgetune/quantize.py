@@ -24,7 +24,9 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0,
              on_event: Callback = ignore) -> dict:
     """Quantize `src` to `dst` as `qtype`; return {path, type, bytes, bits_per_weight, seconds}."""
     import llama_cpp
+    import llama_cpp._logger
 
+    llama_cpp._logger.set_verbose(False)  # llama.cpp would print every tensor onto the terminal
     qtype = qtype.upper()
     if qtype not in FTYPES:
         raise EdgetuneError(f"quant type {qtype!r} is not one of {', '.join(FTYPES)}")
