@@ -4,6 +4,7 @@ add-BOS/EOS flags and the chat template."""
 from __future__ import annotations
 
 import json
+import re
 
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
             return
     if (folder / "tokenizer.model").is_file() and not _is_byte_level(folder):
         _add_sentencepiece(w, folder, n_vocab)
+    elif (folder / "tokenizer.json").is_file() and _is_metaspace(folder):
+        _add_sentencepiece_from_json(w, folder, n_vocab)
     elif (folder / "tokenizer.json").is_file():
         _add_bpe(w, folder, n_vocab)
     else:
@@ -50,6 +53,48 @@ def _is_byte_level(folder: Path) -> bool:
     if not (folder / "tokenizer.json").is_file():
         return False
     return "ByteLevel" in json.dumps(_tokenizer_json(folder).get("pre_tokenizer") or {})
+
+
+def _is_metaspace(folder: Path) -> bool:
+    tj = _tokenizer_json(folder)
+    return "Metaspace" in json.dumps([tj.get("pre_tokenizer"), tj.get("normalizer"), tj.get("decoder")])
+
+
+def _add_sentencepiece_from_json(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
+    """A SentencePiece-style BPE saved only as tokenizer.json (no tokenizer.model): llama.cpp's SPM
+    tokenizer merges by highest score, so each merged piece scores minus its merge rank."""
+    tj = _tokenizer_json(folder)
+    model = tj.get("model") or {}
+    if model.get("type") != "BPE":
+        raise EdgetuneError(f"{folder}/tokenizer.json: SentencePiece model type {model.get('type')!r} is not "
+                            "supported (BPE only)")
+    rank = {}
+    for k, m in enumerate(model.get("merges", [])):
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        rank.setdefault(a + b, k)
+    tok = _hf_tokenizer(folder)
+    added = {t.content: t for t in tok.added_tokens_decoder.values()}
+    by_id = {i: t for t, i in tok.get_vocab().items()}
+    unk = model.get("unk_token")
+    tokens, scores, types = [], [], []
+    for i in range(n_vocab):
+        text = by_id.get(i)
+        tokens.append(text if text is not None else f"[PAD{i}]")
+        scores.append(-float(rank[text]) if text in rank else 0.0)
+        types.append(gguf.TokenType.UNUSED if text is None
+                     else gguf.TokenType.UNKNOWN if text == unk
+                     else (gguf.TokenType.CONTROL if added[text].special else gguf.TokenType.USER_DEFINED)
+                     if text in added
+                     else gguf.TokenType.BYTE if re.fullmatch(r"<0x[0-9A-F]{2}>", text)
+                     else gguf.TokenType.NORMAL)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    prepend = json.dumps(tj.get("pre_tokenizer")) + json.dumps(tj.get("normalizer"))
+    w.add_add_space_prefix('"prepend_scheme": "never"' not in prepend and ("Prepend" in prepend or "first" in prepend
+                                                                          or "always" in prepend))
 
 
 def bpe_pre_name(tokenizer_json: dict, where: str) -> str:
