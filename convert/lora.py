@@ -30,15 +30,15 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
         raise EdgetuneError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
     deltas = LoraDeltas(adapter_dir)
     where = Path(adapter_dir)
+    embedding = [n for n, e in deltas.pairs.items() if e["kind"] == "embedding"]
+    if embedding:
+        raise EdgetuneError(f"{where}: target module {embedding[0].rsplit('.', 2)[-2]} (an embedding) is not "
+                            "supported in a GGUF LoRA adapter; use the merged mode")
     if deltas.full:
         raise EdgetuneError(f"{where}: modules_to_save ({', '.join(sorted(deltas.full))[:80]}) cannot go in a GGUF "
                             "LoRA adapter; use the merged mode")
     if deltas.fan_in_fan_out:
         raise EdgetuneError(f"{where}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported")
-    embedding = [n for n, e in deltas.pairs.items() if e["kind"] == "embedding"]
-    if embedding:
-        raise EdgetuneError(f"{where}: target module {embedding[0].rsplit('.', 2)[-2]} (an embedding) is not "
-                            "supported in a GGUF LoRA adapter; use the merged mode")
     folder = ModelFolder(base_dir)
     arch = load_arch(folder)
     alpha = float(deltas.config.get("lora_alpha", 8))

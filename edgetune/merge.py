@@ -66,7 +66,9 @@ class LoraDeltas:
                 entry["kind"] = "embedding" if which.startswith("embedding") else "linear"
                 entry[which[-1]] = tensor
                 continue
-            m = re.fullmatch(r"(.+)\.modules_to_save(?:\.[^.]+)?\.(weight|bias)", name)
+            # modules_to_save copies, and the whole embedding PEFT saves when one is targeted
+            m = re.fullmatch(r"(.+)\.modules_to_save(?:\.[^.]+)?\.(weight|bias)", name) or \
+                re.fullmatch(r"(.+)\.base_layer\.(weight|bias)", name)
             if m:
                 self.full[f"{m.group(1)}.{m.group(2)}"] = tensor
                 continue
@@ -98,7 +100,7 @@ class LoraDeltas:
         import torch
         if name in self.full:
             self.applied.add(name)
-            return self.full[name].to(tensor.dtype)
+            tensor = self.full[name].to(tensor.dtype)
         if name not in self.pairs:
             return tensor
         d = self.delta(name)

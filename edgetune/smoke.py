@@ -255,8 +255,8 @@ QUICK_PROMPT = "### Instruction:\nWhat is the last word of: red fox tiger\n\n###
 
 def quick_check(path: str | Path, lora: Path | None = None, prompt: str = QUICK_PROMPT, max_tokens: int = 32,
                 threads: int = 0) -> dict:
-    """Loads in llama.cpp (with `lora` applied if given), finite logits, a non-empty greedy answer,
-    and whether it stopped at EOS. With `lora`, also that the adapter really changed the logits
+    """Loads in llama.cpp (with `lora` applied if given), finite logits, generates; records the greedy
+    answer and whether it stopped at EOS (reported, not required: an adapter need not answer this prompt). With `lora`, also that the adapter really changed the logits
     (llama.cpp reports a failed adapter load by a falsy pointer, not an error)."""
     from llama_cpp import Llama
 
@@ -282,9 +282,8 @@ def quick_check(path: str | Path, lora: Path | None = None, prompt: str = QUICK_
     llm.reset()
     out = llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, top_k=1)
     row["answer"] = out["choices"][0]["text"].strip()
+    row["generated_tokens"] = out["usage"]["completion_tokens"]
     row["stopped_at_eos"] = out["choices"][0].get("finish_reason") == "stop"
-    if not row["answer"] and not row["stopped_at_eos"]:
-        row["problems"].append("empty answer")
     del llm
     if lora is not None:
         plain = Llama(model_path=str(path), **kwargs)
