@@ -19,7 +19,7 @@ KNOWN_PRE = {
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
     _GPT2_REGEX: "gpt-2",
 }
-SOURCE_FILE = "edgetune_source.json"  # written by edgetune.models.import_gguf_base
+from edgetune.models import SOURCE_FILE  # written by import_gguf_base
 
 
 def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:

