@@ -172,8 +172,10 @@ def demo(headless: bool = typer.Option(False, "--headless", help="No UI even in 
          force: bool = typer.Option(False, help="Redo every step.")):
     """The built-in demo end to end: the TUI in a terminal, else headless with its report."""
     from edgetune import recipe as recipe_mod
-    path = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
-    r = recipe_mod.load(path) if path.exists() else recipe_mod.validate(recipe_mod.Recipe(name="demo"))
+    try:
+        r = recipe_mod.demo()
+    except EdgetuneError as e:
+        _fail(e)
     if not headless and sys.stdin.isatty() and sys.stdout.isatty():
         from edgetune.tui.app import run_app
         run_app(recipe=r, autostart=True)

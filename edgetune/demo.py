@@ -122,12 +122,12 @@ def demo_config(vocab_size: int, tiny: bool = False):
 def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Callback = ignore,
                     tiny: bool = False) -> Path:
     """Build (once) and return the demo base model folder (HF format, safetensors, tokenizer)."""
-    import torch
-    from transformers import LlamaForCausalLM
-
     out_dir = Path(out_dir) if out_dir else cache_dir() / f"demo-v{DEMO_VERSION}" / "base"
     if (out_dir / "model.safetensors").exists():
         return out_dir
+    import torch
+    from transformers import LlamaForCausalLM
+
     on_event(Event("data", "start", "building the demo base model (once, about a minute)"))
     torch.manual_seed(0)
     docs = corpus(4_000 if tiny else 40_000)

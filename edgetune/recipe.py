@@ -71,7 +71,6 @@ class SmokeSpec:
     prompts: int = 8  # held-out prompts answered by every GGUF
     max_tokens: int = 48
     threads: int = 0  # 0: all cores
-    min_agreement: float = 0.5  # greedy answers equal to HF's, fraction, for a pass (F16/Q8_0)
 
 
 @dataclass
@@ -217,3 +216,11 @@ def load(path: str | Path) -> Recipe:
 
 def run_dir(r: Recipe) -> Path:
     return Path(r.runs_dir) / r.name
+
+
+def demo() -> Recipe:
+    """The built-in demo recipe (recipes/demo.yaml in the checkout)."""
+    path = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"
+    if not path.is_file():
+        raise EdgetuneError(f"{path}: the demo recipe is missing (install edgetune from its checkout: pip install -e .)")
+    return load(path)

@@ -1,0 +1,32 @@
+"""Wizard step 5: everything chosen, as the recipe that will run (and can replay it)."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import Label, Static
+
+from edgetune import recipe as recipe_mod
+
+from .wizard import WizardScreen
+
+
+class SummaryScreen(WizardScreen):
+    step = 4
+
+    def body(self) -> ComposeResult:
+        r = self.app.recipe
+        t = r.train
+        yield Label("Summary", classes="title")
+        yield Static(
+            f"base      {r.base}\n"
+            f"dataset   {r.data.path} ({r.data.format}, max {r.data.max_length} tokens, "
+            f"{r.data.eval_split:.0%} held out)\n"
+            f"training  {t.method}, r={t.rank} alpha={t.alpha} targets={t.targets}, lr {t.lr:g}, "
+            f"{t.epochs:g} epochs, batch {t.batch_size}x{t.grad_accum}\n"
+            f"export    F16 + {', '.join(r.export.quants)}\n"
+            f"output    {recipe_mod.run_dir(r)}/", id="summary-text")
+        yield Static("Run writes recipe.yaml into the run folder: `edgetune run --recipe` replays it.",
+                     classes="hint")
+
+    def next_screen(self):
+        from .run import RunScreen
+        return RunScreen(self.app.recipe)
