@@ -94,16 +94,15 @@ class ChatScreen(Screen):
             return
         self.app.call_from_thread(self._loaded, sessions)
 
-    def _loaded(self, sessions) -> None:
+    async def _loaded(self, sessions) -> None:
         for s in self.sessions:
             s.close()
         self.sessions = sessions
         box = self.query_one("#transcripts", Horizontal)
-        for t in list(self.query(Transcript)):
-            t.remove()
+        await box.remove_children()
         for i, s in enumerate(sessions):
             t = Transcript(id=f"t{i}")
-            box.mount(t)
+            await box.mount(t)
             t.add("model:", f"{s.path.name} loaded (template: {s.template_name})")
         self.error("")
         self.query_one("#message", Input).focus()
