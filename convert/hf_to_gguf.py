@@ -46,6 +46,29 @@ def tensor_name_map(model_dir) -> Callable[[str], str | None]:
     return load_arch(ModelFolder(model_dir)).gguf_name
 
 
+def needs_qk_permute(model_dir) -> bool:
+    """True when the GGUF stores q/k rows in another order than HF (llama's RoPE layout): a LoRA
+    adapter's B matrices for q_proj/k_proj then need `load_arch(...).lora_b_modify`."""
+    arch = load_arch(ModelFolder(model_dir))
+    return arch.permutes_rows("model.layers.0.self_attn.q_proj.weight")
+
+
+def _add_metadata(w: gguf.GGUFWriter, key: str, value) -> None:
+    """One extra general.* KV, keeping its JSON type (bool, int, float, string, list of strings)."""
+    if not key.startswith("general."):
+        raise EdgetuneError(f"metadata key {key!r}: only general.* keys may be added")
+    if isinstance(value, bool):
+        w.add_bool(key, value)
+    elif isinstance(value, int):
+        w.add_int64(key, value) if abs(value) >= 2**31 else w.add_int32(key, value)
+    elif isinstance(value, float):
+        w.add_float32(key, value)
+    elif isinstance(value, (list, tuple)):
+        w.add_array(key, [str(v) for v in value])
+    elif value is not None:
+        w.add_string(key, str(value))
+
+
 def _target_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:
     if len(shape) < 2:
         return gguf.GGMLQuantizationType.F32  # norms and biases stay F32, as llama.cpp expects
@@ -85,25 +108,27 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     # Pass 1: names, shapes and types from the safetensors headers only.
     plan = []
     for hf_name in folder.names():
+        if arch.dropped(hf_name):
+            continue
         gguf_name = arch.gguf_name(hf_name)
         if gguf_name is None:
-            if arch.name_map.get_name(hf_name, try_suffixes=(".weight", ".bias")) is None and \
-                    not hf_name.endswith(("rotary_emb.inv_freq", "lm_head.weight")):
-                raise EdgetuneError(f"{folder.path}: tensor '{hf_name}' has no GGUF name for {arch.arch_name}")
-            continue
+            raise EdgetuneError(f"{folder.shard_of(hf_name)}: tensor '{hf_name}' has no GGUF name for "
+                                f"{arch.arch_name} (a {folder.architecture} this converter does not know?)")
         shape = folder.shape(hf_name)
-        if gguf_name == "token_embd.weight":
-            n_vocab = shape[0]
         plan.append((hf_name, gguf_name, shape, _target_type(gguf_name, shape, outtype)))
+    embedding = [shape for _hf, gguf_name, shape, _q in plan if gguf_name == "token_embd.weight"]
+    if not embedding:
+        raise EdgetuneError(f"{folder.path}: no token embedding tensor (model.embed_tokens.weight) in the safetensors")
+    n_vocab = embedding[0][0]
     on_event(Event("convert", "start", f"{folder.path} -> {out_path.name} ({arch.arch_name}, {outtype}, "
                    f"{len(plan)} tensors)", total=len(plan)))
 
     w = gguf.GGUFWriter(None, arch.arch_name)
     w.add_type(gguf.GGUFType.MODEL)
-    w.add_name((metadata or {}).get("general.name") or folder.path.name)
-    for key, value in (metadata or {}).items():
-        if key != "general.name":
-            w.add_string(key, str(value))
+    metadata = dict(metadata or {})
+    w.add_name(str(metadata.pop("general.name", None) or folder.path.name))
+    for key, value in metadata.items():
+        _add_metadata(w, key, value)
     arch.add_hparams(w)
     w.add_file_type(OUTTYPES[outtype][1])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)

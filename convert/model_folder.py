@@ -50,6 +50,9 @@ class ModelFolder:
     def names(self) -> list[str]:
         return list(self._index)
 
+    def shard_of(self, name: str) -> Path:
+        return self._index[name]
+
     def shape(self, name: str) -> tuple[int, ...]:
         return self._shapes[name]
 

@@ -1,6 +1,6 @@
-"""Tokenizer export: byte-level BPE (tokenizer.json), SentencePiece (tokenizer.model), or, for a
-model imported from a GGUF, the original file's tokenizer copied verbatim. Plus special tokens,
-add-BOS/EOS flags and the chat template."""
+"""Tokenizer export: byte-level BPE (tokenizer.json), SentencePiece BPE (tokenizer.model, or a
+tokenizer.json of that kind as transformers 5 saves it), plus special tokens, add-BOS/EOS flags
+and the chat template."""
 from __future__ import annotations
 
 import json
@@ -19,60 +19,63 @@ KNOWN_PRE = {
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
     _GPT2_REGEX: "gpt-2",
 }
-from edgetune.models import SOURCE_FILE  # written by import_gguf_base
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
-    source = folder / SOURCE_FILE
-    if source.is_file():
-        gguf_path = Path(json.loads(source.read_text())["gguf"])
-        if gguf_path.is_file():
-            copy_tokenizer_from_gguf(w, gguf_path)
-            _add_chat_template(w, folder)
-            return
-    if (folder / "tokenizer.model").is_file() and not _is_byte_level(folder):
-        _add_sentencepiece(w, folder, n_vocab)
-    elif (folder / "tokenizer.json").is_file() and _is_metaspace(folder):
-        _add_sentencepiece_from_json(w, folder, n_vocab)
-    elif (folder / "tokenizer.json").is_file():
-        _add_bpe(w, folder, n_vocab)
+    """Vocabulary, merges or scores, special token ids, add-BOS/EOS flags and chat template."""
+    kind = tokenizer_kind(folder)
+    tok = _hf_tokenizer(folder)  # transformers' view: ids, added tokens, what it prepends/appends
+    if kind == "spm-model":
+        _add_sentencepiece(w, folder, tok, n_vocab)
+    elif kind == "spm-json":
+        _add_sentencepiece_from_json(w, folder, tok, n_vocab)
     else:
-        raise EdgetuneError(f"{folder}: no tokenizer.json or tokenizer.model")
-    _add_special(w, folder, n_vocab)
+        _add_bpe(w, folder, tok, n_vocab)
+    _add_special(w, tok, n_vocab)
     _add_chat_template(w, folder)
+
+
+def tokenizer_kind(folder: Path) -> str:
+    """"bpe" (byte-level, GPT-2 style), "spm-model" (tokenizer.model) or "spm-json" (a SentencePiece
+    BPE that only comes as tokenizer.json: Metaspace or a ' ' -> '▁' normalizer, byte fallback)."""
+    has_model = (folder / "tokenizer.model").is_file()
+    if not (folder / "tokenizer.json").is_file():
+        if has_model:
+            return "spm-model"
+        raise EdgetuneError(f"{folder}: no tokenizer.json or tokenizer.model")
+    tj = _tokenizer_json(folder)
+    model = tj.get("model") or {}
+    if "ByteLevel" in json.dumps(tj.get("pre_tokenizer") or {}):
+        return "bpe"
+    if has_model:
+        return "spm-model"
+    sentencepiece_like = model.get("byte_fallback") or "\u2581" in json.dumps(
+        [tj.get("normalizer"), tj.get("pre_tokenizer")], ensure_ascii=False) or "Metaspace" in json.dumps(tj)
+    if model.get("type") == "BPE" and sentencepiece_like:
+        return "spm-json"
+    raise EdgetuneError(f"{folder}/tokenizer.json: a {model.get('type')} tokenizer without a byte-level or "
+                        "SentencePiece pre-tokenizer is not supported (byte-level BPE and SentencePiece BPE are)")
 
 
 def _tokenizer_json(folder: Path) -> dict:
     try:
         return json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EdgetuneError(f"{folder}/tokenizer.json: unreadable ({e})") from None
 
 
-def _is_byte_level(folder: Path) -> bool:
-    if not (folder / "tokenizer.json").is_file():
-        return False
-    return "ByteLevel" in json.dumps(_tokenizer_json(folder).get("pre_tokenizer") or {})
-
-
-def _is_metaspace(folder: Path) -> bool:
-    tj = _tokenizer_json(folder)
-    return "Metaspace" in json.dumps([tj.get("pre_tokenizer"), tj.get("normalizer"), tj.get("decoder")])
-
-
-def _add_sentencepiece_from_json(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
+def _add_sentencepiece_from_json(w: gguf.GGUFWriter, folder: Path, tok, n_vocab: int) -> None:
     """A SentencePiece-style BPE saved only as tokenizer.json (no tokenizer.model): llama.cpp's SPM
-    tokenizer merges by highest score, so each merged piece scores minus its merge rank."""
+    tokenizer merges the adjacent pair whose result scores highest, so a piece made by merge k
+    scores -k (HF applies the lowest-ranked merge first). Pieces no merge makes score below all."""
     tj = _tokenizer_json(folder)
     model = tj.get("model") or {}
-    if model.get("type") != "BPE":
-        raise EdgetuneError(f"{folder}/tokenizer.json: SentencePiece model type {model.get('type')!r} is not "
-                            "supported (BPE only)")
-    rank = {}
+    rank: dict[str, int] = {}
     for k, m in enumerate(model.get("merges", [])):
         a, b = m.split(" ", 1) if isinstance(m, str) else m
         rank.setdefault(a + b, k)
-    tok = _hf_tokenizer(folder)
+    never_merged = -float(len(rank) + 1)
     added = {t.content: t for t in tok.added_tokens_decoder.values()}
     by_id = {i: t for t, i in tok.get_vocab().items()}
     unk = model.get("unk_token")
@@ -80,18 +83,20 @@ def _add_sentencepiece_from_json(w: gguf.GGUFWriter, folder: Path, n_vocab: int)
     for i in range(n_vocab):
         text = by_id.get(i)
         tokens.append(text if text is not None else f"[PAD{i}]")
-        scores.append(-float(rank[text]) if text in rank else 0.0)
+        scores.append(-float(rank[text]) if text in rank else 0.0 if text is None or len(text) == 1 else never_merged)
         types.append(gguf.TokenType.UNUSED if text is None
                      else gguf.TokenType.UNKNOWN if text == unk
                      else (gguf.TokenType.CONTROL if added[text].special else gguf.TokenType.USER_DEFINED)
                      if text in added
-                     else gguf.TokenType.BYTE if re.fullmatch(r"<0x[0-9A-F]{2}>", text)
+                     else gguf.TokenType.BYTE if _BYTE_PIECE.fullmatch(text)
                      else gguf.TokenType.NORMAL)
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
     w.add_token_types(types)
+    # Metaspace(prepend_scheme first/always) or a Prepend normalizer add SentencePiece's dummy prefix;
+    # Gemma's plain ' ' -> '▁' replacement does not.
     prepend = json.dumps(tj.get("pre_tokenizer")) + json.dumps(tj.get("normalizer"))
     w.add_add_space_prefix('"prepend_scheme": "never"' not in prepend and ("Prepend" in prepend or "first" in prepend
                                                                           or "always" in prepend))
@@ -120,13 +125,14 @@ def _hf_tokenizer(folder: Path):
         raise EdgetuneError(f"{folder}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
 
 
-def _add_bpe(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
+def _add_bpe(w: gguf.GGUFWriter, folder: Path, tok, n_vocab: int) -> None:
     tj = _tokenizer_json(folder)
     model = tj.get("model") or {}
     if model.get("type") != "BPE":
         raise EdgetuneError(f"{folder}/tokenizer.json: model type {model.get('type')!r} is not BPE")
     pre = bpe_pre_name(tj, str(folder))
-    tok = _hf_tokenizer(folder)
+    if '"add_prefix_space": true' in json.dumps(tj.get("pre_tokenizer")):
+        raise EdgetuneError(f"{folder}/tokenizer.json: ByteLevel add_prefix_space=true has no llama.cpp equivalent")
     vocab = tok.get_vocab()
     added = {t.content: t for t in tok.added_tokens_decoder.values()}
     by_id = {i: t for t, i in vocab.items()}
@@ -151,42 +157,53 @@ def _add_bpe(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
     w.add_token_merges(merges)
 
 
-def _add_sentencepiece(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
-    from sentencepiece import SentencePieceProcessor
-    sp = SentencePieceProcessor()
+# sentencepiece's ModelProto.SentencePiece.Type -> GGUF token type
+_SPM_TYPES = {1: gguf.TokenType.NORMAL, 2: gguf.TokenType.UNKNOWN, 3: gguf.TokenType.CONTROL,
+              4: gguf.TokenType.USER_DEFINED, 5: gguf.TokenType.UNUSED, 6: gguf.TokenType.BYTE}
+
+
+def _add_sentencepiece(w: gguf.GGUFWriter, folder: Path, tok, n_vocab: int) -> None:
+    from sentencepiece import sentencepiece_model_pb2
+    proto = sentencepiece_model_pb2.ModelProto()
     try:
-        sp.Load(str(folder / "tokenizer.model"))
+        proto.ParseFromString((folder / "tokenizer.model").read_bytes())
     except Exception as e:
         raise EdgetuneError(f"{folder}/tokenizer.model: not a SentencePiece model ({e})") from None
-    tokens, scores, types = [], [], []
-    for i in range(sp.vocab_size()):
-        tokens.append(sp.IdToPiece(i))
-        scores.append(sp.GetScore(i))
-        types.append(gguf.TokenType.UNKNOWN if sp.IsUnknown(i) else gguf.TokenType.CONTROL if sp.IsControl(i)
-                     else gguf.TokenType.UNUSED if sp.IsUnused(i) else gguf.TokenType.BYTE if sp.IsByte(i)
-                     else gguf.TokenType.NORMAL)
+    if proto.trainer_spec.model_type != 2:  # 1 unigram, 2 BPE: llama.cpp's SPM tokenizer merges like BPE
+        raise EdgetuneError(f"{folder}/tokenizer.model: only SentencePiece BPE models are supported "
+                            f"(this one is model_type {proto.trainer_spec.model_type})")
+    tokens = [p.piece for p in proto.pieces]
+    scores = [p.score for p in proto.pieces]
+    types = [_SPM_TYPES.get(p.type, gguf.TokenType.NORMAL) for p in proto.pieces]
     # Tokens added on top of the SentencePiece model (tokenizer.json / added_tokens.json).
-    tok = _hf_tokenizer(folder)
     for token_id, t in sorted(tok.added_tokens_decoder.items()):
+        if token_id >= n_vocab:
+            continue
         if token_id < len(tokens):
             if t.special:
                 types[token_id] = gguf.TokenType.CONTROL
             continue
-        while len(tokens) < token_id:
-            tokens.append(f"[PAD{len(tokens)}]"); scores.append(-1000.0); types.append(gguf.TokenType.UNUSED)  # noqa: E702
-        tokens.append(t.content); scores.append(-1000.0)  # noqa: E702
+        _pad_vocab(tokens, scores, types, token_id)
+        tokens.append(t.content)
+        scores.append(-1000.0)
         types.append(gguf.TokenType.CONTROL if t.special else gguf.TokenType.USER_DEFINED)
-    while len(tokens) < n_vocab:
-        tokens.append(f"[PAD{len(tokens)}]"); scores.append(-1000.0); types.append(gguf.TokenType.UNUSED)  # noqa: E702
+    _pad_vocab(tokens, scores, types, n_vocab)  # the embedding may have more rows than the tokenizer
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
+    w.add_token_list(tokens[:n_vocab])
+    w.add_token_scores(scores[:n_vocab])
+    w.add_token_types(types[:n_vocab])
+    w.add_add_space_prefix(proto.normalizer_spec.add_dummy_prefix)
 
 
-def _add_special(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
-    tok = _hf_tokenizer(folder)
+def _pad_vocab(tokens: list, scores: list, types: list, size: int) -> None:
+    while len(tokens) < size:
+        tokens.append(f"[PAD{len(tokens)}]")
+        scores.append(-1000.0)
+        types.append(gguf.TokenType.UNUSED)
+
+
+def _add_special(w: gguf.GGUFWriter, tok, n_vocab: int) -> None:
     for kind in ("bos", "eos", "unk", "pad"):
         token_id = getattr(tok, f"{kind}_token_id", None)
         if token_id is not None and token_id < n_vocab:
@@ -213,25 +230,3 @@ def _add_chat_template(w: gguf.GGUFWriter, folder: Path) -> None:
             raise EdgetuneError(f"{folder}/tokenizer_config.json: not valid JSON ({e})") from None
     if template:
         w.add_chat_template(template)
-
-
-def copy_tokenizer_from_gguf(w: gguf.GGUFWriter, path: Path) -> None:
-    """Every tokenizer.* key of an existing GGUF, as it is (an imported base keeps its exact vocab)."""
-    reader = gguf.GGUFReader(str(path), "r")
-    for field in reader.fields.values():
-        if not field.name.startswith("tokenizer.") or field.name == "tokenizer.chat_template":
-            continue
-        kind = field.types[0]
-        if kind == gguf.GGUFValueType.ARRAY:
-            sub = field.types[-1]
-            if sub == gguf.GGUFValueType.STRING:
-                values = [bytes(field.parts[i]) for i in field.data]
-            else:
-                values = [field.parts[i].tolist()[0] for i in field.data]
-            w.add_key_value(field.name, values, kind, sub_type=sub)
-        elif kind == gguf.GGUFValueType.STRING:
-            w.add_key_value(field.name, bytes(field.parts[field.data[0]]).decode("utf-8"), kind)
-        else:
-            w.add_key_value(field.name, field.parts[field.data[0]].tolist()[0], kind)
-
-

@@ -63,13 +63,21 @@ class Arch:
         if scaling not in (None, "default"):
             raise EdgetuneError(f"{self.where}/config.json: rope scaling '{scaling}' is not supported yet")
 
-    def gguf_name(self, hf_name: str) -> str | None:
-        """The GGUF tensor name for an HF tensor name, or None when the tensor is dropped."""
+    def dropped(self, hf_name: str) -> bool:
+        """Tensors llama.cpp does not want: RoPE caches, and lm_head when it is the embedding."""
         if hf_name.endswith(("rotary_emb.inv_freq", ".attn.masked_bias", ".attn.bias")):
-            return None
-        if hf_name == "lm_head.weight" and self.tied_embeddings:
+            return True
+        return hf_name == "lm_head.weight" and self.tied_embeddings
+
+    def gguf_name(self, hf_name: str) -> str | None:
+        """The GGUF tensor name for an HF tensor name; None when it is dropped or unknown."""
+        if self.dropped(hf_name):
             return None
         return self.name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+
+    def permutes_rows(self, hf_name: str) -> bool:
+        """Whether `modify` reorders this weight's output rows (so a LoRA B needs `lora_b_modify`)."""
+        return False
 
     def modify(self, hf_name: str, tensor):
         """Architecture quirks applied to an HF tensor before writing (permutations, offsets)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gguf
 
+from edgetune.errors import EdgetuneError
+
 from .base import Arch, rope_theta
 
 
@@ -17,6 +19,13 @@ class Gemma3(Arch):
 
     def add_hparams(self, w: gguf.GGUFWriter) -> None:
         c = self.cfg
+        # llama.cpp scales attention by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 62-layer
+        # 27B; any other query_pre_attn_scalar would load fine and give wrong logits.
+        scalar = c.get("query_pre_attn_scalar", self.head_dim)
+        expected = self.hidden // self.n_head if self.n_layers == 62 else self.head_dim
+        if scalar != expected:
+            raise EdgetuneError(f"{self.where}/config.json: query_pre_attn_scalar {scalar} is not what llama.cpp "
+                                f"assumes for this model ({expected})")
         w.add_context_length(c.get("max_position_embeddings", 131072))
         w.add_embedding_length(self.hidden)
         w.add_feed_forward_length(self.need("intermediate_size"))

@@ -21,6 +21,9 @@ class Llama(Arch):
             return self.n_kv
         return None
 
+    def permutes_rows(self, hf_name: str) -> bool:
+        return self._permute_heads(hf_name) is not None
+
     def modify(self, hf_name: str, tensor):
         heads = self._permute_heads(hf_name)
         return permute_rotary(tensor, heads) if heads else tensor

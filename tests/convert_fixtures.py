@@ -1,0 +1,92 @@
+"""Helpers for the converter tests: tiny models (from arch_models), their logits in llama.cpp and
+in transformers, and variants of a model folder (sharded weights, other tokenizer layouts)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from arch_models import build  # noqa: F401  (re-exported: one builder for every converter test)
+
+
+def llama_logits(path, token_lists, n_ctx: int = 256):
+    """(Llama, [logits per prompt]) from llama.cpp on one thread."""
+    from llama_cpp import Llama
+    llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=1)
+    out = []
+    for ids in token_lists:
+        llm.reset()
+        llm.eval(ids)
+        out.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+    return llm, out
+
+
+def hf_logits(model_dir, token_lists):
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    with torch.no_grad():
+        return [model(torch.tensor([ids])).logits[0].numpy() for ids in token_lists]
+
+
+def vocab_only(path):
+    from llama_cpp import Llama
+    return Llama(model_path=str(path), n_ctx=64, vocab_only=True, verbose=False)
+
+
+def gguf_fields(path) -> dict:
+    """Every scalar or string KV of a GGUF file, read back with gguf's own reader."""
+    import gguf
+    reader = gguf.GGUFReader(str(path))
+    out = {}
+    for field in reader.fields.values():
+        if field.types and field.types[0] != gguf.GGUFValueType.ARRAY:
+            out[field.name] = field.contents()
+    return out
+
+
+def gguf_tensors(path) -> dict:
+    import gguf
+    return {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+
+
+def copy_model(model_dir: Path, dest: Path) -> Path:
+    shutil.copytree(model_dir, dest)
+    return dest
+
+
+def reshard(model_dir: Path, dest: Path, max_shard_size: str = "40KB") -> Path:
+    """The same model saved as several safetensors shards with a model.safetensors.index.json."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.save_pretrained(dest, max_shard_size=max_shard_size)
+    for f in model_dir.iterdir():
+        if "token" in f.name or f.name.startswith("chat_template"):
+            shutil.copy(f, dest / f.name)
+    return dest
+
+
+def with_spm_model_file(model_dir: Path, dest: Path) -> Path:
+    """A SentencePiece model folder that carries tokenizer.model (as hub checkpoints do) beside
+    transformers' tokenizer.json; the converter must take the vocabulary from tokenizer.model."""
+    copy_model(model_dir, dest)
+    shutil.copy(model_dir.parent / "spm" / "sp.model", dest / "tokenizer.model")
+    return dest
+
+
+def with_gemma_style_tokenizer(model_dir: Path, dest: Path) -> Path:
+    """A SentencePiece BPE written the way Gemma's tokenizer.json is: a ' ' -> '▁' normalizer and a
+    split on spaces instead of Metaspace, so no dummy prefix."""
+    copy_model(model_dir, dest)
+    tj = json.loads((dest / "tokenizer.json").read_text())
+    tj["normalizer"] = {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}
+    tj["pre_tokenizer"] = {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious",
+                           "invert": False}
+    tj["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"},
+        {"type": "Fuse"}]}
+    (dest / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
+    return dest
