@@ -125,7 +125,7 @@ def test_real_tiny_run_through_the_ui_shows_the_smoke_table(tiny_recipe):
             await wait_until(pilot, lambda: run.finished, seconds=300)
             assert str(run.query_one("#error").render()) == ""
             assert run.query_one("#smoke").row_count == 3
-            states = [str(run.query_one("#steps").get_cell(s, "state")) for s in ("train", "merge", "convert",
+            states = [run.query_one("#steps").state(s) for s in ("train", "merge", "convert",
                                                                                   "quantize", "smoke")]
             assert states == ["done"] * 5
     asyncio.run(go())

@@ -1,7 +1,7 @@
 """The edgetune terminal UI: a wizard from dataset to GGUF, a live run view, chat and batch screens.
 
-Everything heavy runs in thread workers; the core posts progress through edgetune.events, which
-the screens receive via `call_from_thread`. The core never imports Textual.
+Everything heavy runs in thread workers; the core reports progress through edgetune.events, which
+the screens receive on the UI thread via `call_from_thread`. The core never imports Textual.
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from textual.app import App
 from textual.binding import Binding
 
 from edgetune import recipe as recipe_mod
+from edgetune.events import CancelToken
 from edgetune.recipe import Recipe
 
-Runner = Callable  # pipeline.run's signature: (recipe, on_event, cancel) -> dict
+Runner = Callable  # (recipe, on_event, cancel) -> smoke summary dict, as pipeline.run
 
 
 def default_runner(recipe, on_event, cancel):
@@ -22,23 +23,34 @@ def default_runner(recipe, on_event, cancel):
     return pipeline.run(recipe, on_event, cancel)
 
 
+def default_chat_session(path: str, system: str = ""):
+    from edgetune.chat import ChatSession
+    return ChatSession(path, system=system)
+
+
 class EdgetuneApp(App):
     TITLE = "edgetune"
     SUB_TITLE = "dataset + base model -> tested GGUF for the CPU"
     CSS_PATH = "styles.tcss"
     BINDINGS = [
-        Binding("q", "quit_app", "Quit"),
+        Binding("q", "quit", "Quit"),
         Binding("question_mark,f1", "help", "Help"),
         Binding("ctrl+t", "chat", "Chat"),
         Binding("ctrl+b", "batch", "Batch"),
     ]
 
-    def __init__(self, recipe: Recipe | None = None, autostart: bool = False, runner: Runner | None = None):
+    def __init__(self, recipe: Recipe | None = None, autostart: bool = False, runner: Runner | None = None,
+                 chat_session: Callable | None = None):
         super().__init__()
         self.recipe = copy.deepcopy(recipe) if recipe else starting_recipe()
         self.autostart = autostart
         self.runner = runner or default_runner
-        self.running = False  # a pipeline or batch run is in progress: quitting asks first
+        self.chat_session = chat_session or default_chat_session  # (path, system) -> ChatSession-like
+        self.running_tokens: set[CancelToken] = set()  # runs in progress: quitting asks, then cancels them
+
+    @property
+    def running(self) -> bool:
+        return bool(self.running_tokens)
 
     def on_mount(self) -> None:
         if self.autostart:
@@ -50,17 +62,21 @@ class EdgetuneApp(App):
 
     def action_help(self) -> None:
         from .screens.help import HelpScreen
-        self.push_screen(HelpScreen())
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
 
-    def action_chat(self, gguf: str = "") -> None:
+    def action_chat(self, gguf: str = "", compare_with: str = "") -> None:
         from .screens.chat import ChatScreen
-        self.push_screen(ChatScreen(gguf))
+        if not isinstance(self.screen, ChatScreen):
+            self.push_screen(ChatScreen(gguf, compare_with))
 
     def action_batch(self) -> None:
         from .screens.batch import BatchScreen
-        self.push_screen(BatchScreen())
+        if not isinstance(self.screen, BatchScreen):
+            self.push_screen(BatchScreen())
 
-    def action_quit_app(self) -> None:
+    async def action_quit(self) -> None:
+        """Quit (q, Ctrl+Q); during a run, ask first, then cancel it so its thread stops at a safe point."""
         if not self.running:
             self.exit()
             return
@@ -68,9 +84,12 @@ class EdgetuneApp(App):
 
         def answered(yes: bool | None) -> None:
             if yes:
+                for token in list(self.running_tokens):
+                    token.cancel()
                 self.exit()
-        self.push_screen(ConfirmScreen("A run is in progress. Quit anyway? (finished steps are kept; training "
-                                       "resumes from its last checkpoint)"), answered)
+        if not isinstance(self.screen, ConfirmScreen):
+            self.push_screen(ConfirmScreen("A run is in progress. Quit anyway? Finished steps are kept; training "
+                                           "resumes from its last checkpoint."), answered)
 
 
 def starting_recipe() -> Recipe:

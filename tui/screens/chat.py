@@ -1,42 +1,39 @@
 """Chat with any GGUF on the CPU, streamed; or two GGUFs side by side on the same prompt."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from edgetune.errors import EdgetuneError
 
-
-class Transcript(VerticalScroll):
-    """One column of the conversation; the reply being streamed is the last Static."""
-
-    def add(self, who: str, text: str = "") -> Static:
-        line = Static(f"[b]{who}[/b] {text}", classes=f"msg msg-{who.rstrip(':')}")
-        self.mount(line)
-        self.scroll_end(animate=False)
-        return line
+from ..display import one_line
+from ..threads import deliver
+from ..widgets.transcript import Transcript
 
 
 class ChatScreen(Screen):
     BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+s", "stop", "Stop"),
                 Binding("ctrl+l", "clear", "Clear"), Binding("ctrl+y", "copy", "Copy reply")]
 
-    def __init__(self, gguf: str = ""):
+    def __init__(self, gguf: str = "", compare_with: str = ""):
         super().__init__()
-        self.initial = gguf
+        self.initial = (gguf, compare_with)
         self.sessions: list = []
         self.replies: list[str] = []
-        self.busy = False
+        self.streaming = 0  # replies still coming
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(classes="row"):
-            yield Input(value=self.initial, id="gguf", placeholder="model.gguf")
-            yield Input(id="gguf2", placeholder="compare with… (optional)")
+            yield Input(value=self.initial[0], id="gguf", placeholder="model.gguf")
+            yield Input(value=self.initial[1], id="gguf2", placeholder="compare with… (optional)")
+            yield Button("Browse", id="browse")
             yield Button("Load", id="load")
         with Horizontal(classes="row"):
             yield Input(id="system", placeholder="system prompt (optional)")
@@ -48,7 +45,7 @@ class ChatScreen(Screen):
             yield Input("256", id="max_tokens", classes="num")
         with Horizontal(id="transcripts"):
             yield Transcript(id="t0")
-        yield Static("", id="error", classes="error")
+        yield Static("load a GGUF file (from a run's gguf/ folder, or any)", id="error", classes="error")
         with Horizontal(classes="row"):
             yield Input(id="message", placeholder="type a message and press Enter")
             yield Button("Stop", id="stop")
@@ -57,12 +54,18 @@ class ChatScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        if self.initial:
+        if self.initial[0]:
             self.load()
+        else:
+            self.query_one("#gguf", Input).focus()
+
+    def on_unmount(self) -> None:
+        for s in self.sessions:
+            s.stop()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        action = {"load": self.load, "stop": self.action_stop, "clear": self.action_clear,
-                  "copy": self.action_copy}.get(event.button.id)
+        action = {"load": self.load, "browse": self.browse, "stop": self.action_stop,
+                  "clear": self.action_clear, "copy": self.action_copy}.get(event.button.id)
         if action:
             action()
 
@@ -72,105 +75,141 @@ class ChatScreen(Screen):
         elif event.input.id in ("gguf", "gguf2"):
             self.load()
 
-    def error(self, message: str) -> None:
+    def status(self, message: str) -> None:
         self.query_one("#error", Static).update(message)
 
+    def browse(self) -> None:
+        from .file_picker import FilePickerScreen
+
+        def picked(path: str | None) -> None:
+            if path:
+                self.query_one("#gguf", Input).value = path
+                self.load()
+        start = self.query_one("#gguf", Input).value.strip() or ("runs" if Path("runs").is_dir() else ".")
+        self.app.push_screen(FilePickerScreen("Choose a GGUF file", start, (".gguf",)), picked)
+
     def load(self) -> None:
-        paths = [self.query_one("#gguf", Input).value.strip(), self.query_one("#gguf2", Input).value.strip()]
+        paths = [self.query_one(f"#{i}", Input).value.strip() for i in ("gguf", "gguf2")]
         paths = [p for p in paths if p]
         if not paths:
-            self.error("type the path of a .gguf file")
+            self.status("type the path of a .gguf file")
             return
-        self.error("loading…")
+        if self.streaming:
+            self.status("a reply is still coming: Stop it first")
+            return
+        self.status("loading…")
         self._load(paths, self.query_one("#system", Input).value)
 
     @work(thread=True, exclusive=True, group="chat-load")
     def _load(self, paths: list[str], system: str) -> None:
-        from edgetune.chat import ChatSession
+        sessions = []
         try:
-            sessions = [ChatSession(p, system=system) for p in paths]
+            for p in paths:
+                sessions.append(self.app.chat_session(p, system))
         except EdgetuneError as e:
-            self.app.call_from_thread(self.error, str(e))
+            _close(sessions)
+            deliver(self.app, self.status, str(e))
             return
-        self.app.call_from_thread(self._loaded, sessions)
+        except Exception as e:
+            _close(sessions)
+            deliver(self.app, self.status, one_line(e))
+            return
+        deliver(self.app, self._loaded, sessions)
 
     async def _loaded(self, sessions) -> None:
-        for s in self.sessions:
-            s.close()
+        _close(self.sessions)
         self.sessions = sessions
         box = self.query_one("#transcripts", Horizontal)
         await box.remove_children()
         for i, s in enumerate(sessions):
-            t = Transcript(id=f"t{i}")
+            t = Transcript(title=Path(s.path).name, id=f"t{i}")
             await box.mount(t)
-            t.add("model:", f"{s.path.name} loaded (template: {s.template_name})")
-        self.error("")
+            t.add("model:", f"{Path(s.path).name} loaded; prompt template {s.template_name}")
+        self.status("")
         self.query_one("#message", Input).focus()
 
     def _params(self) -> dict:
         try:
-            return {"temperature": float(self.query_one("#temperature", Input).value),
-                    "top_p": float(self.query_one("#top_p", Input).value),
-                    "max_tokens": int(self.query_one("#max_tokens", Input).value)}
+            params = {"temperature": float(self.query_one("#temperature", Input).value),
+                      "top_p": float(self.query_one("#top_p", Input).value),
+                      "max_tokens": int(self.query_one("#max_tokens", Input).value)}
         except ValueError:
-            raise EdgetuneError("chat: temperature and top-p must be numbers, max a whole number") from None
+            raise EdgetuneError("chat: temp and top-p must be numbers, max a whole number") from None
+        if params["temperature"] < 0 or not 0 < params["top_p"] <= 1 or params["max_tokens"] < 1:
+            raise EdgetuneError("chat: temp >= 0, 0 < top-p <= 1 and max >= 1")
+        return params
 
     def send(self, text: str) -> None:
-        if not text.strip() or self.busy:
+        if not text.strip() or self.streaming:
             return
         if not self.sessions:
-            self.error("load a GGUF first")
+            self.status("load a GGUF first")
             return
         try:
             params = self._params()
         except EdgetuneError as e:
-            self.error(str(e))
+            self.status(str(e))
             return
-        self.error("")
+        self.status("")
         self.query_one("#message", Input).value = ""
-        self.busy = True
+        system = self.query_one("#system", Input).value
         self.replies = [""] * len(self.sessions)
+        self.streaming = len(self.sessions)
         for i, session in enumerate(self.sessions):
+            session.system = system  # takes effect on this turn, no reload needed
             t = self.query_one(f"#t{i}", Transcript)
             t.add("you:", text)
-            self._stream(i, session, t.add("model:"), text, params)
+            self._stream(i, session, t, t.add("model:"), text, params)
 
     @work(thread=True, group="chat-stream")
-    def _stream(self, i: int, session, line: Static, text: str, params: dict) -> None:
+    def _stream(self, i: int, session, transcript: Transcript, line: Static, text: str, params: dict) -> None:
+        error = ""
         try:
             for piece in session.send(text, **params):
                 self.replies[i] += piece
-                self.app.call_from_thread(line.update, f"[b]model:[/b] {_escape(self.replies[i])}")
-        except Exception as e:
-            self.app.call_from_thread(self.error, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        self.app.call_from_thread(self._finished, i, line, session.last_stats)
+                deliver(self.app, transcript.show_reply, line, self.replies[i])
+        except Exception as e:  # llama.cpp failing mid-reply: say so in one line, keep the screen
+            error = one_line(e)
+        deliver(self.app, self._finished, transcript, line, i, session.last_stats, error)
 
-    def _finished(self, i: int, line: Static, stats: str) -> None:
-        line.update(f"[b]model:[/b] {_escape(self.replies[i])}\n[dim]{stats}[/dim]")
-        if all(s.last_stats for s in self.sessions):
-            self.busy = False
+    def _finished(self, transcript: Transcript, line: Static, i: int, stats: str, error: str) -> None:
+        transcript.show_reply(line, self.replies[i], stats)
+        self.streaming = max(0, self.streaming - 1)
+        if not self.is_attached and not self.streaming:  # the user left while it was streaming
+            _close(self.sessions)
+            self.sessions = []
+        elif error:
+            self.status(error)
 
     def action_stop(self) -> None:
         for s in self.sessions:
             s.stop()
-        self.busy = False
 
     def action_clear(self) -> None:
+        if self.streaming:
+            self.status("a reply is still coming: Stop it first")
+            return
         for s in self.sessions:
             s.clear()
         for t in self.query(Transcript):
             t.remove_children()
+        self.replies = []
 
     def action_copy(self) -> None:
-        if self.replies:
+        if self.replies and self.replies[0]:
             self.app.copy_to_clipboard(self.replies[0])
-            self.error("reply copied")
+            self.status("last reply copied to the clipboard")
 
     def action_back(self) -> None:
         self.action_stop()
+        if not self.streaming:  # else the last reply to finish closes them
+            _close(self.sessions)
+            self.sessions = []
         self.app.pop_screen()
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
-    return escape(text)
+def _close(sessions: list) -> None:
+    for s in sessions:
+        close = getattr(s, "close", None)
+        if close:
+            close()

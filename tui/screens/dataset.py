@@ -1,8 +1,9 @@
-"""Wizard step 2: the dataset: path, detected format, a preview rendered with the template,
-token lengths, and bad rows named by file and line."""
+"""Wizard step 2: the dataset: path or file picker, detected format, a preview rendered with the
+template, token lengths, and bad rows named by file and line."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
@@ -11,43 +12,73 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, S
 
 from edgetune.errors import EdgetuneError
 
+from ..display import base_label, one_line
+from ..threads import deliver
 from ..widgets.histogram import Histogram
 from .wizard import WizardScreen
 
 # transformers resolves its lazy imports unsafely when two threads import at once: one check at a time.
 _INSPECT_LOCK = threading.Lock()
-FORMATS = [("auto-detect", "auto"), ("alpaca", "alpaca"), ("chat (messages)", "chat"), ("text", "text")]
+FORMATS = [("auto-detect", "auto"), ("alpaca", "alpaca"), ("chat", "chat"), ("text", "text")]
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+PREVIEW_ROWS = 5
 
 
 class DatasetScreen(WizardScreen):
     step = 1
 
+    def __init__(self):
+        super().__init__()
+        self.examples: list = []
+        self.checked: tuple | None = None  # the values last checked: a change event repeating them is ignored
+
     def body(self) -> ComposeResult:
         d = self.app.recipe.data
         yield Label("Dataset", classes="title")
-        yield Static("JSONL, JSON, CSV or Parquet; alpaca, chat or text rows. 'demo' is the built-in one.",
+        yield Static("JSONL/JSON/CSV/Parquet with alpaca, chat or text rows; 'demo' is built in.",
                      classes="hint")
         with Horizontal(classes="row"):
             yield Input(value=d.path, id="path", placeholder="path/to/data.jsonl or demo")
+            yield Button("Browse", id="browse")
             yield Select(FORMATS, value=d.format, allow_blank=False, id="format")
             yield Button("Check", id="check")
         yield Checkbox("Skip bad rows (count them) instead of stopping", value=d.on_bad_row == "skip", id="skip")
         yield Static("", id="summary", classes="hint")
-        yield DataTable(id="preview", zebra_stripes=True)
+        yield Static("", id="skipped", classes="error")
+        yield DataTable(id="preview", zebra_stripes=True, cursor_type="row")
+        yield Static("", id="rendered")
         yield Histogram(id="histogram")
 
     def on_mount(self) -> None:
-        table = self.query_one("#preview", DataTable)
-        table.add_columns("row", "prompt", "response")
+        self.query_one("#preview", DataTable).add_columns("row", "prompt", "response")
+        self.check()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "check":
-            self.check()
+            self.check(force=True)
+        elif event.button.id == "browse":
+            self.browse()
         else:
             super().on_button_pressed(event)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.check(force=True)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "format":
+            self.check()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         self.check()
+
+    def browse(self) -> None:
+        from .file_picker import FilePickerScreen
+
+        def picked(path: str | None) -> None:
+            if path:
+                self.query_one("#path", Input).value = path
+                self.check()
+        self.app.push_screen(FilePickerScreen("Choose a dataset file", self._values()[0], DATA_SUFFIXES), picked)
 
     def _values(self) -> tuple[str, str, str]:
         path = self.query_one("#path", Input).value.strip()
@@ -55,54 +86,68 @@ class DatasetScreen(WizardScreen):
         skip = "skip" if self.query_one("#skip", Checkbox).value else "error"
         return path, str(fmt), skip
 
-    def check(self) -> None:
+    def check(self, force: bool = False) -> None:
+        values = (*self._values(), self.app.recipe.base)
+        if values == self.checked and not force:
+            return
+        self.checked = values
         self.show_error("")
-        self.query_one("#summary", Static).update("checking…")
-        self.inspect(*self._values())
+        self.query_one("#skipped", Static).update("")
+        base = self.app.recipe.base
+        slow = " (the demo base is built once, a few minutes)" if base == "demo" and not _demo_base_ready() else ""
+        self.query_one("#summary", Static).update(f"checking with the {base_label(base)} tokenizer…{slow}")
+        self.inspect(*values)
 
     @work(thread=True, exclusive=True, group="inspect")
-    def inspect(self, path: str, fmt: str, on_bad_row: str) -> None:
+    def inspect(self, path: str, fmt: str, on_bad_row: str, base: str) -> None:
         with _INSPECT_LOCK:
-            self._inspect(path, fmt, on_bad_row)
-
-    def _inspect(self, path: str, fmt: str, on_bad_row: str) -> None:
-        from edgetune import data as data_mod
-        from edgetune.base import resolve_base
-        from edgetune.train import _dataset_source, load_tokenizer
-        try:
-            ds = data_mod.load_dataset(_dataset_source(path or "demo"), fmt, on_bad_row)
-            tok = load_tokenizer(resolve_base(self.app.recipe.base))
-            examples = data_mod.render(ds, tok)
-            max_len = self.app.recipe.data.max_length
-            stats = data_mod.token_stats(data_mod.tokenize(examples, tok, max_len), max_len)
-        except EdgetuneError as e:
-            self.app.call_from_thread(self._failed, str(e))
-            return
-        except Exception as e:  # a bug, but the UI must not die: show it on one line
-            self.app.call_from_thread(self._failed, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-            return
-        self.app.call_from_thread(self._show, ds, examples[:5], stats)
+            try:
+                result = _inspect(path, fmt, on_bad_row, base, self.app.recipe.data.max_length)
+            except EdgetuneError as e:
+                deliver(self.app, self._failed, str(e))
+            except Exception as e:  # a bug, but the UI must not die: one line
+                deliver(self.app, self._failed, one_line(e))
+            else:
+                deliver(self.app, self._show, *result)
 
     def _failed(self, message: str) -> None:
         self.query_one("#summary", Static).update("")
+        self.query_one("#preview", DataTable).clear()
+        self.query_one("#rendered", Static).update("")
+        self.query_one("#histogram", Histogram).update("")
         self.show_error(message)
 
     def _show(self, ds, examples, stats) -> None:
-        skipped = f", {len(ds.skipped)} bad rows skipped (first: {ds.skipped[0]})" if ds.skipped else ""
-        self.query_one("#summary", Static).update(f"{ds.format}: {len(ds.rows)} rows{skipped}\n{stats.summary()}")
+        self.examples = examples
+        self.query_one("#summary", Static).update(
+            f"format {ds.format}: {len(ds.rows)} rows, {len(ds.skipped)} skipped\n{stats.summary()}")
+        self.query_one("#skipped", Static).update(
+            "\n".join(f"skipped {_short_where(s)}" for s in ds.skipped[:5])
+            + (f"\n… and {len(ds.skipped) - 5} more" if len(ds.skipped) > 5 else ""))
         table = self.query_one("#preview", DataTable)
         table.clear()
-        flat = lambda s, n: s.replace("\n", "⏎")[:n]  # noqa: E731
-        for ex in examples:
-            table.add_row(ex.where.rsplit("/", 1)[-1], flat(ex.prompt, 44), flat(ex.completion, 24))
+        for i, ex in enumerate(examples):
+            table.add_row(_short_where(ex.where), _flat(_prompt_body(ex.prompt), 40), _flat(ex.completion, 20), key=str(i))
+        self._render_example(0)
         self.query_one("#histogram", Histogram).show(stats.histogram, "tokens per row")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self._render_example(int(event.row_key.value))
+
+    def _render_example(self, i: int) -> None:
+        if i < len(self.examples):
+            from rich.text import Text
+            ex = self.examples[i]
+            text = Text(ex.prompt, style="dim")
+            text.append(ex.completion, style="bold")
+            self.query_one("#rendered", Static).update(text)
 
     def apply(self) -> None:
         path, fmt, skip = self._values()
         if not path:
             raise EdgetuneError("dataset: type a file path (or demo)")
-        from pathlib import Path
-        if path != "demo" and not Path(path).expanduser().exists() and "/" not in path:
+        if path != "demo" and not Path(path).expanduser().exists() and path.count("/") != 1:
             raise EdgetuneError(f"{path}: no such file")
         d = self.app.recipe.data
         d.path, d.format, d.on_bad_row = path, fmt, skip
@@ -110,3 +155,36 @@ class DatasetScreen(WizardScreen):
     def next_screen(self):
         from .training import TrainingScreen
         return TrainingScreen()
+
+
+def _inspect(path: str, fmt: str, on_bad_row: str, base: str, max_length: int):
+    from edgetune import data as data_mod
+    from edgetune.base import resolve_base
+    from edgetune.train import _dataset_source, load_tokenizer
+
+    ds = data_mod.load_dataset(_dataset_source(path or "demo"), fmt, on_bad_row)
+    tok = load_tokenizer(resolve_base(base))
+    examples = data_mod.render(ds, tok)
+    stats = data_mod.token_stats(data_mod.tokenize(examples, tok, max_length), max_length)
+    return ds, examples[:PREVIEW_ROWS], stats
+
+
+def _demo_base_ready() -> bool:
+    from edgetune.demo import DEMO_VERSION
+    from edgetune.fsutil import cache_dir
+    return (cache_dir() / f"demo-v{DEMO_VERSION}" / "base" / "model.safetensors").exists()
+
+
+def _short_where(where: str) -> str:
+    """'/long/path/data.jsonl:12: why' -> 'data.jsonl:12: why' (the line number is what matters)."""
+    return where.rsplit("/", 1)[-1]
+
+
+def _prompt_body(prompt: str) -> str:
+    """The part of a rendered prompt that differs between rows (the template's header is the same)."""
+    return prompt.removeprefix("### Instruction:\n")
+
+
+def _flat(text: str, width: int) -> str:
+    text = text.replace("\n", "⏎")
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -10,8 +10,8 @@ from edgetune.errors import EdgetuneError
 
 from .wizard import WizardScreen
 
-OFFERED = [("Q8_0", "8.5 bits/w, near lossless"), ("Q6_K", "6.6 bits/w"), ("Q5_K_M", "5.7 bits/w"),
-           ("Q4_K_M", "4.9 bits/w, the usual CPU choice"), ("Q4_0", "4.5 bits/w, fastest")]
+OFFERED = {"Q8_0": "8.5 bits/w, near lossless", "Q6_K": "6.6 bits/w", "Q5_K_M": "5.7 bits/w",
+           "Q4_K_M": "4.9 bits/w, the usual CPU choice", "Q4_0": "4.5 bits/w, fastest to decode"}
 
 
 class ExportScreen(WizardScreen):
@@ -19,23 +19,39 @@ class ExportScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         r = self.app.recipe
+        offered = {**OFFERED, **{q: "from the recipe" for q in r.export.quants if q not in OFFERED}}
+        self.offered = list(offered)
         yield Label("Export", classes="title")
-        yield Static("An F16 GGUF is always written; each type below is quantized from it and smoke-tested.",
-                     classes="hint")
-        yield SelectionList(*[(f"{q:7} {text}", q, q in r.export.quants) for q, text in OFFERED], id="quants")
+        yield Static(f"An {r.export.outtype.upper()} GGUF is always written; each type ticked below is "
+                     "quantized from it and smoke-tested.", classes="hint")
+        yield SelectionList(*[(f"{q:7} {text}", q, q in r.export.quants) for q, text in offered.items()],
+                            id="quants")
         with Horizontal(classes="field"):
             yield Label("run name", classes="field-label")
             yield Input(value=r.name, id="name", classes="field-input")
+            yield Static("names the run folder", classes="field-help")
         with Horizontal(classes="field"):
             yield Label("runs folder", classes="field-label")
             yield Input(value=r.runs_dir, id="runs_dir", classes="field-input")
+            yield Static("", id="out-dir", classes="field-help")
+
+    def on_mount(self) -> None:
+        self._show_out_dir()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._show_out_dir()
+
+    def _show_out_dir(self) -> None:
+        name = self.query_one("#name", Input).value.strip() or "?"
+        runs = self.query_one("#runs_dir", Input).value.strip() or "runs"
+        self.query_one("#out-dir", Static).update(f"output: {runs}/{name}/gguf/")
 
     def apply(self) -> None:
-        quants = list(self.query_one("#quants", SelectionList).selected)
+        ticked = set(self.query_one("#quants", SelectionList).selected)
+        quants = [q for q in self.offered if q in ticked]  # in the list's order, not the order ticked
         if not quants:
-            raise EdgetuneError("export: pick at least one quant type")
-        r = self.app.recipe
-        values = r.to_dict()
+            raise EdgetuneError("export: tick at least one quant type (space ticks)")
+        values = self.app.recipe.to_dict()
         values["name"] = self.query_one("#name", Input).value.strip()
         values["runs_dir"] = self.query_one("#runs_dir", Input).value.strip() or "runs"
         values["export"]["quants"] = quants

@@ -2,22 +2,23 @@
 done, the smoke-test table with buttons to chat with any produced GGUF."""
 from __future__ import annotations
 
-import time
+import json
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import Button, Footer, Header, RichLog, Static, TabbedContent, TabPane
 
 from edgetune.errors import EdgetuneError
 from edgetune.events import Cancelled, CancelToken, Event
 
+from ..display import base_label, one_line, shown_path
+from ..threads import deliver
 from ..widgets.loss_chart import LossChart
 from ..widgets.smoke_table import SmokeTable
-
-STEPS = ("train", "merge", "convert", "quantize", "smoke")
+from ..widgets.step_table import StepTable
 
 
 class RunScreen(Screen):
@@ -27,142 +28,176 @@ class RunScreen(Screen):
         super().__init__()
         self.recipe = recipe
         self.cancel_token = CancelToken()
-        self.started: dict[str, float] = {}
         self.finished = False
+        self.summary: dict | None = None
 
     def compose(self) -> ComposeResult:
+        r = self.recipe
         yield Header()
-        yield Static(f"run [b]{self.recipe.name}[/b]: {self.recipe.base} on {self.recipe.data.path}",
-                     id="run-title")
+        yield Static(f"run [b]{r.name}[/b]: {base_label(r.base)} on {base_label(r.data.path)}", id="run-title")
         with TabbedContent(initial="progress"):
             with TabPane("Progress", id="progress"):
                 with Horizontal():
-                    yield DataTable(id="steps", show_cursor=False)
+                    yield StepTable(id="steps")
                     with Vertical(id="live"):
-                        yield Static("", id="metrics")
+                        yield Static("waiting for the first step…", id="metrics")
                         yield LossChart(id="chart")
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False)
             with TabPane("Results", id="results"):
-                yield Static("", id="accuracy")
+                yield Static("results appear when the smoke test has run", id="accuracy")
                 yield SmokeTable(id="smoke")
                 with Horizontal(classes="nav"):
-                    yield Button("Chat with selected", id="chat", disabled=True)
-                    yield Button("Show folder", id="folder", disabled=True)
+                    yield Button("Chat", id="chat", disabled=True)
+                    yield Button("Compare with F16", id="compare", disabled=True)
+                    yield Button("Output folder", id="folder", disabled=True)
         yield Static("", id="error", classes="error")
         with Horizontal(classes="nav"):
+            yield Static("", id="status", classes="hint")
             yield Button("Cancel", id="cancel", variant="error")
+            yield Button("Run again", id="again", variant="primary")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#steps", DataTable)
-        for column in ("step", "state", "time"):
-            table.add_column(column, key=column)
-        for name in STEPS:
-            table.add_row(name, "pending", "", key=name)
-        self.app.running = True
+        self.query_one("#again", Button).display = False
+        self.set_interval(1.0, self.query_one(StepTable).tick)
+        self.start()
+
+    def start(self) -> None:
+        """(Re)start the pipeline; a rerun resumes: finished steps are skipped, training continues."""
+        self.cancel_token = CancelToken()
+        self.app.running_tokens.add(self.cancel_token)
+        self.finished = False
+        self.query_one(StepTable).reset()
+        self.query_one("#chart", LossChart).clear()
+        self.query_one("#error", Static).update("")
+        self.query_one("#status", Static).update("")
+        self.query_one("#again", Button).display = False
+        cancel = self.query_one("#cancel", Button)
+        cancel.display, cancel.disabled = True, False
+        self.query_one(TabbedContent).active = "progress"
         self.run_pipeline()
 
     @work(thread=True, exclusive=True, group="pipeline")
     def run_pipeline(self) -> None:
-        post = lambda e: self.app.call_from_thread(self.handle_event, e)  # noqa: E731
+        post = lambda e: deliver(self.app, self.handle_event, e)  # noqa: E731
         try:
             summary = self.app.runner(self.recipe, post, self.cancel_token)
-            self.app.call_from_thread(self.done, summary, None)
+            deliver(self.app, self.done, summary, None)
         except Cancelled as e:
-            self.app.call_from_thread(self.done, None, f"stopped: {e}; finished steps are kept, run again to resume")
-        except EdgetuneError as e:
-            self.app.call_from_thread(self.done, self._smoke_summary(), str(e))
-        except Exception as e:  # a bug: still one line here; the log has the type
-            self.app.call_from_thread(self.done, None, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            hint = "" if "resume" in str(e) else "; finished steps are kept, run again to resume"
+            deliver(self.app, self.done, None, f"stopped: {e}{hint}")
+        except EdgetuneError as e:  # a failed smoke test still has its table
+            deliver(self.app, self.done, self._smoke_summary(), str(e))
+        except Exception as e:  # a bug: still one line here
+            deliver(self.app, self.done, None, one_line(e))
 
-    def _smoke_summary(self):
-        import json
+    def _smoke_summary(self) -> dict | None:
         from edgetune.pipeline import Run
         path = Run(self.recipe).dir / "smoke.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def _set_step(self, name: str, state: str) -> None:
-        if name not in STEPS:
-            return
-        table = self.query_one("#steps", DataTable)
-        elapsed = ""
-        if state == "running":
-            self.started[name] = time.time()
-        elif name in self.started:
-            elapsed = f"{time.time() - self.started[name]:.1f}s"
-        table.update_cell(name, "state", state)
-        table.update_cell(name, "time", elapsed)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
 
     def handle_event(self, e: Event) -> None:
-        log = self.query_one("#log-view", RichLog)
+        steps = self.query_one(StepTable)
         if e.kind == "start" and e.message == e.phase:
-            self._set_step(e.phase, "running")
+            steps.set_state(e.phase, "running")
         elif e.kind == "skip":
-            self._set_step(e.phase, "skipped")
+            steps.set_state(e.phase, "skipped")
         elif e.kind == "done" and e.message.startswith(f"{e.phase}: "):
-            self._set_step(e.phase, "done")
-        if e.kind == "progress" and e.phase == "train":
-            if e.loss is not None or e.eval_loss is not None:
+            steps.set_state(e.phase, "done")
+        if e.kind == "progress":
+            self.query_one("#metrics", Static).update(metrics_line(e))
+            if e.phase == "train" and (e.loss is not None or e.eval_loss is not None):
                 self.query_one("#chart", LossChart).add(e.step or 0, e.loss, e.eval_loss)
-            parts = [f"step {e.step}/{e.total}"]
-            for label, value, fmt in (("loss", e.loss, ".4f"), ("eval", e.eval_loss, ".4f"), ("lr", e.lr, ".2e"),
-                                      ("tok/s", e.tokens_per_s, ".0f"), ("mem MiB", e.memory_mb, ".0f")):
-                if value is not None:
-                    parts.append(f"{label} {value:{fmt}}")
-            if e.eta_s is not None:
-                parts.append(f"ETA {int(e.eta_s) // 60}:{int(e.eta_s) % 60:02d}")
-            self.query_one("#metrics", Static).update("  ".join(parts))
-        elif e.kind == "progress" and e.step and e.total:
-            self.query_one("#metrics", Static).update(f"{e.phase}: {e.step}/{e.total} {e.message}")
-        if e.kind != "progress" and e.message:
-            log.write(f"[{e.phase}] {e.message}")
+            if e.phase == "train" and e.eval_loss is not None:
+                self.query_one("#log-view", RichLog).write(f"[train] step {e.step}: eval loss {e.eval_loss:.4f}")
+        elif e.message:
+            self.query_one("#log-view", RichLog).write(f"[{e.phase}] {e.message}")
 
     def done(self, summary: dict | None, error: str | None) -> None:
-        self.app.running = False
+        self.app.running_tokens.discard(self.cancel_token)
         self.finished = True
-        self.query_one("#cancel", Button).disabled = True
+        self.query_one("#cancel", Button).display = False
+        self.query_one("#again", Button).display = bool(error)
         if error:
+            self.query_one("#status", Static).update("")
             self.query_one("#error", Static).update(error)
-            for name in STEPS:
-                table = self.query_one("#steps", DataTable)
-                if str(table.get_cell(name, "state")) == "running":
-                    self._set_step(name, "stopped" if error.startswith("stopped") else "failed")
+            self.query_one(StepTable).stop_running("stopped" if error.startswith("stopped") else "failed")
+        else:
+            self.query_one("#status", Static).update(f"done; files in {shown_path(self._run().gguf_dir)}/")
         if summary:
-            self.query_one("#accuracy", Static).update(
-                f"held-out accuracy: base {summary['base']['accuracy']:.0%} -> fine-tuned "
-                f"{summary['hf']['accuracy']:.0%} (HF); HF perplexity {summary['hf']['perplexity']:.3f}")
+            self.summary = summary
+            self.query_one("#accuracy", Static).update(accuracy_line(summary))
             self.query_one("#smoke", SmokeTable).show(summary["files"])
-            self.query_one("#chat", Button).disabled = False
-            self.query_one("#folder", Button).disabled = False
+            for name in ("chat", "compare", "folder"):
+                self.query_one(f"#{name}", Button).disabled = False
             self.query_one(TabbedContent).active = "results"
+            self.query_one("#smoke", SmokeTable).focus()
+
+    def _run(self):
+        from edgetune.pipeline import Run
+        return Run(self.recipe)
 
     def action_cancel(self) -> None:
         if self.finished:
-            self.app.pop_screen() if len(self.app.screen_stack) > 2 else None
+            if len(self.app.screen_stack) > 2:  # came from the wizard: back to its summary
+                self.app.pop_screen()
+            return
+        if self.cancel_token.cancelled:
             return
         from .confirm import ConfirmScreen
 
         def answered(yes: bool | None) -> None:
-            if yes:
+            if yes and not self.finished:
                 self.cancel_token.cancel()
-                self.query_one("#error", Static).update("stopping at a safe point…")
+                self.query_one("#status", Static).update("stopping at a safe point…")
                 self.query_one("#cancel", Button).disabled = True
-        self.app.push_screen(ConfirmScreen("Cancel the run? Finished steps are kept; training stops after its "
-                                           "current step and saves a checkpoint."), answered)
+        self.app.push_screen(ConfirmScreen("Cancel the run? Finished steps are kept; training stops at its next "
+                                           "log step and saves a checkpoint."), answered)
 
-    def action_chat_selected(self) -> None:
+    def _selected_file(self) -> str | None:
         table = self.query_one("#smoke", SmokeTable)
         if table.row_count == 0:
-            return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        self.app.action_chat(key)
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def action_chat_selected(self) -> None:
+        path = self._selected_file()
+        if path:
+            self.app.action_chat(path)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
             self.action_cancel()
+        elif event.button.id == "again":
+            self.start()
         elif event.button.id == "chat":
             self.action_chat_selected()
+        elif event.button.id == "compare" and self.summary:
+            first, selected = self.summary["files"][0]["path"], self._selected_file()
+            other = selected if selected != first else self.summary["files"][-1]["path"]
+            self.app.action_chat(first, other)
         elif event.button.id == "folder":
-            from edgetune.pipeline import Run
-            self.query_one("#error", Static).update(f"output folder: {Run(self.recipe).gguf_dir.resolve()}")
+            self.query_one("#status", Static).update(f"output folder: {self._run().gguf_dir.resolve()}")
+
+
+def metrics_line(e: Event) -> str:
+    """The live numbers of one progress event, e.g. 'train 12/90  loss 1.2345  lr 2.00e-04  ETA 0:41'."""
+    parts = [f"{e.phase} {e.step}/{e.total}" if e.step is not None and e.total else e.phase]
+    for label, value, fmt in (("loss", e.loss, ".4f"), ("eval", e.eval_loss, ".4f"), ("lr", e.lr, ".2e"),
+                              ("tok/s", e.tokens_per_s, ".0f"), ("mem MiB", e.memory_mb, ".0f")):
+        if value is not None:
+            parts.append(f"{label} {value:{fmt}}")
+    if e.eta_s is not None:
+        parts.append(f"ETA {int(e.eta_s) // 60}:{int(e.eta_s) % 60:02d}")
+    if e.message and e.phase != "train":
+        parts.append(e.message)
+    return "  ".join(parts)
+
+
+def accuracy_line(summary: dict) -> str:
+    return (f"accuracy on {len(summary['expected'])} held-out prompts: base {summary['base']['accuracy']:.0%} -> "
+            f"fine-tuned {summary['hf']['accuracy']:.0%}; HF perplexity {summary['hf']['perplexity']:.3f}")

@@ -1,21 +1,26 @@
-"""Wizard step 3: training settings, with the seed guide's defaults and a line of help each."""
+"""Wizard step 3: training settings, with a line of help each; bad values are named inline as typed."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
 from edgetune import recipe as recipe_mod
 from edgetune.errors import EdgetuneError
 
 from .wizard import WizardScreen
 
-FIELDS = [  # (recipe attribute, label, help)
-    ("rank", "rank r", "LoRA rank: capacity of the update (8-64; 16 is the usual start)"),
-    ("alpha", "alpha", "scaling; often 2 x rank"),
-    ("epochs", "epochs", "passes over the data (1-5; fewer is often better)"),
-    ("lr", "learning rate", "LoRA takes higher rates than full fine-tuning (1e-5 .. 3e-4)"),
+METHODS = [("auto", "auto"), ("QLoRA (4-bit base)", "qlora"), ("LoRA (16/32-bit)", "lora")]
+TARGETS = [("q,v", "qv"), ("attention q,k,v,o", "attn"), ("all linear layers", "all-linear")]
+FIELDS = [  # (section, attribute, label, help)
+    ("train", "rank", "rank r", "update capacity; 8-64, 16 is the usual start"),
+    ("train", "alpha", "alpha", "update scale; often 2 x rank"),
+    ("train", "epochs", "epochs", "passes over the data; 1-5, fewer is often better"),
+    ("train", "lr", "learning rate", "LoRA wants 1e-5..3e-4 (tiny models more)"),
+    ("data", "max_length", "max length", "tokens per row; longer rows are cut"),
+    ("train", "seed", "seed", "same seed, same data split and run"),
 ]
+NUMBER_TYPES = {"rank": int, "alpha": int, "max_length": int, "seed": int, "epochs": float, "lr": float}
 
 
 class TrainingScreen(WizardScreen):
@@ -23,52 +28,70 @@ class TrainingScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         from edgetune.train import plan
-        t = self.app.recipe.train
+        r = self.app.recipe
         p = plan(recipe_mod.TrainSpec())
         yield Label("Training", classes="title")
-        yield Static(f"Detected: {p.device.upper()} -> auto means {p.method.upper()} in {p.dtype}.", classes="hint")
+        yield Static(f"Detected {p.device.upper()}: auto means {p.method.upper()} in {p.dtype}.", classes="hint")
         with Horizontal(classes="field"):
             yield Label("method", classes="field-label")
-            yield Select([("auto (QLoRA on CUDA, LoRA on CPU)", "auto"), ("QLoRA (4-bit NF4 base)", "qlora"),
-                          ("LoRA (16/32-bit base)", "lora")], value=t.method, allow_blank=False, id="method")
+            yield Select(METHODS, value=r.train.method, allow_blank=False, id="method", classes="field-select")
+            yield Static("QLoRA needs CUDA; LoRA runs anywhere", classes="field-help")
         with Horizontal(classes="field"):
             yield Label("targets", classes="field-label")
-            yield Select([("q,v (small)", "qv"), ("attention q,k,v,o", "attn"), ("all linear layers", "all-linear")],
-                         value=t.targets if t.targets in recipe_mod.TARGET_PRESETS else "all-linear",
-                         allow_blank=False, id="targets")
-        for attr, label, help_text in FIELDS + [("max_length", "max length", "tokens per row; longer rows are cut")]:
-            value = getattr(self.app.recipe.data if attr == "max_length" else t, attr)
+            yield Select(TARGETS, value=r.train.targets if r.train.targets in recipe_mod.TARGET_PRESETS
+                         else "all-linear", allow_blank=False, id="targets", classes="field-select")
+            yield Static("layers that get adapters; all is best", classes="field-help")
+        for section, attr, label, help_text in FIELDS:
             with Horizontal(classes="field"):
                 yield Label(label, classes="field-label")
-                yield Input(value=str(value), id=f"f-{attr}", classes="field-input")
+                yield Input(value=_shown(getattr(getattr(r, section), attr)), id=f"f-{attr}", classes="field-input")
                 yield Static(help_text, classes="field-help")
+        with Horizontal(classes="row"):
+            yield Button("Seed defaults", id="defaults")
+            yield Static("the seed guide's LoRA settings: r 16, alpha 32, 3 epochs, lr 2e-4", classes="field-help")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        try:
+            self.settings()
+            self.show_error("")
+        except EdgetuneError as e:
+            self.show_error(str(e))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "defaults":
+            t, d = recipe_mod.TrainSpec(), recipe_mod.DataSpec()
+            for section, attr, *_ in FIELDS:
+                self.query_one(f"#f-{attr}", Input).value = _shown(getattr(t if section == "train" else d, attr))
+            self.query_one("#method", Select).value = t.method
+            self.query_one("#targets", Select).value = t.targets
+        else:
+            super().on_button_pressed(event)
+
+    def settings(self) -> recipe_mod.Recipe:
+        """The recipe with this screen's values, validated (EdgetuneError names the bad field)."""
+        values = self.app.recipe.to_dict()
+        values["train"]["method"] = self.query_one("#method", Select).value
+        values["train"]["targets"] = self.query_one("#targets", Select).value
+        for section, attr, *_ in FIELDS:
+            text = self.query_one(f"#f-{attr}", Input).value.strip()
+            values[section][attr] = _number(text, NUMBER_TYPES[attr], f"{section}.{attr}")
+        return recipe_mod.from_dict(values, "settings")
 
     def apply(self) -> None:
-        r = self.app.recipe
-        values = {"method": self.query_one("#method", Select).value,
-                  "targets": self.query_one("#targets", Select).value}
-        for attr, *_ in FIELDS + [("max_length",)]:
-            values[attr] = self.query_one(f"#f-{attr}", Input).value.strip()
-        train = {k: v for k, v in values.items() if k != "max_length"}
-        for k in ("rank", "alpha"):
-            train[k] = _int(train[k], f"train.{k}")
-        try:
-            train["epochs"], train["lr"] = float(train["epochs"]), float(train["lr"])
-        except ValueError:
-            raise EdgetuneError("train: epochs and learning rate must be numbers") from None
-        updated = recipe_mod.from_dict({**r.to_dict(), "train": {**r.to_dict()["train"], **train},
-                                        "data": {**r.to_dict()["data"],
-                                                 "max_length": _int(values["max_length"], "data.max_length")}},
-                                       "settings")
-        self.app.recipe = updated
+        self.app.recipe = self.settings()
 
     def next_screen(self):
         from .export import ExportScreen
         return ExportScreen()
 
 
-def _int(text: str, name: str) -> int:
+def _number(text: str, kind: type, name: str):
     try:
-        return int(text)
+        return kind(text)
     except ValueError:
-        raise EdgetuneError(f"settings: {name} {text!r} must be a whole number") from None
+        what = "a whole number" if kind is int else "a number"
+        raise EdgetuneError(f"settings: {name} {text!r} must be {what}") from None
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

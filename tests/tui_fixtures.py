@@ -1,0 +1,88 @@
+"""Stand-ins for the slow parts behind the TUI: a pipeline runner, a chat session, a smoke summary."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from edgetune.events import Cancelled, Event
+
+FAKE_SUMMARY = {
+    "prompts": ["p"] * 4, "expected": ["x"] * 4, "base": {"answers": [""] * 4, "accuracy": 0.0},
+    "hf": {"answers": ["x"] * 4, "accuracy": 1.0, "perplexity": 1.5},
+    "files": [{"file": f"my-run-{q}.gguf", "path": f"runs/my-run/gguf/my-run-{q}.gguf", "bytes": int(2**20 * mib),
+               "bits_per_weight": bits, "perplexity": ppl, "agreement": agree, "accuracy": acc,
+               "gen_tokens_per_s": tps, "passed": passed, "problems": [] if passed else ["answers differ"]}
+              for q, mib, bits, ppl, agree, acc, tps, passed in (
+                  ("F16", 2.1, 16.0, 1.50, 1.0, 1.0, 900.0, True),
+                  ("Q8_0", 1.2, 8.5, 1.51, 1.0, 1.0, 1400.0, True),
+                  ("Q4_K_M", 0.8, 5.2, 1.63, 0.75, 0.75, 1800.0, False))],
+}
+
+
+class FakeRunner:
+    """Stands in for pipeline.run: records the recipe, emits a run's events, returns a summary.
+    wait_for_cancel: after training's progress it waits (up to 10 s) for the token, as training does."""
+
+    def __init__(self, wait_for_cancel: bool = False, steps: int = 30):
+        self.recipe = None
+        self.wait_for_cancel = wait_for_cancel
+        self.steps = steps
+
+    def __call__(self, recipe, on_event, cancel):
+        self.recipe = recipe
+        on_event(Event("train", "start", "train"))
+        on_event(Event("train", "log", "lora on cpu (fp32), 2 examples"))
+        for step in range(1, self.steps + 1):
+            loss = 3.0 / (1 + step / 4) + 0.05 * (step % 3)
+            on_event(Event("train", "progress", step=step, total=self.steps, loss=loss, lr=2e-4 * (1 - step / 40),
+                           tokens_per_s=1234.0, eta_s=float(self.steps - step), memory_mb=512.0,
+                           eval_loss=loss + 0.2 if step % 10 == 0 else None))
+        if self.wait_for_cancel:
+            for _ in range(200):
+                if cancel.cancelled:
+                    raise Cancelled("training cancelled at step 3; rerun to resume")
+                time.sleep(0.05)
+        on_event(Event("train", "done", "train: 1.0s"))
+        on_event(Event("merge", "skip", "merge: up to date"))
+        for phase in ("convert", "quantize", "smoke"):
+            on_event(Event(phase, "start", phase))
+            on_event(Event(phase, "done", f"{phase}: 0.1s"))
+        return FAKE_SUMMARY
+
+
+class FakeChatSession:
+    """A ChatSession that answers by echoing, piece by piece."""
+
+    def __init__(self, path: str, system: str = ""):
+        self.path = Path(path)
+        self.system = system
+        self.template_name = "from the file"
+        self.last_stats = ""
+        self.stopped = threading.Event()
+
+    def send(self, text, temperature=0.7, top_p=0.95, max_tokens=256):
+        self.stopped.clear()
+        words = f"{self.path.stem} says: {text}".split()
+        for i, word in enumerate(words[:max_tokens]):
+            if self.stopped.is_set():
+                break
+            yield (" " if i else "") + word
+        self.last_stats = f"{min(len(words), max_tokens)} tokens, 100.0 tok/s"
+
+    def stop(self):
+        self.stopped.set()
+
+    def clear(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def write_fake_adapters(root: Path, names=("alpha", "beta")) -> Path:
+    """Folders that look like PEFT adapters to the scan (an adapter_config.json each)."""
+    for name in names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "adapter_config.json").write_text('{"base_model_name_or_path": "demo"}')
+    return root

@@ -1,0 +1,30 @@
+"""How paths and errors read on screen: short, one line, stable across machines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def shown_path(path: str | Path) -> str:
+    """Relative to the working folder when inside it, else with ~ for home."""
+    p = Path(path).expanduser().resolve()
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return prefix + str(rel) if str(rel) != "." else (prefix.rstrip("/") or ".")
+    return str(p)
+
+
+def one_line(e: BaseException) -> str:
+    """An unexpected exception as one line (type and first line): the UI never shows a traceback."""
+    first = (str(e).splitlines() or [""])[0][:200]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def base_label(base: str) -> str:
+    """A base model as a short name: built-ins and hub ids as typed, local paths by their last part."""
+    from edgetune.base import BUILTIN
+    if base in BUILTIN or not Path(base).expanduser().exists():
+        return base
+    return Path(base).name
