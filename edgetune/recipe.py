@@ -32,7 +32,9 @@ class DataSpec:
     max_length: int = 512
     on_bad_row: str = "error"  # error | skip
     completion_only: bool = True  # loss on the response only
-    packing: bool = True
+    # auto: pack rows padding-free on CUDA (flash-attention varlen kernels make it cheap);
+    # elsewhere pad batches of similar-length rows (packing costs quadratic attention on CPU).
+    packing: str = "auto"  # auto | true | false
 
 
 @dataclass
@@ -131,7 +133,9 @@ def _coerce(hint, value, where: str):
             raise EdgetuneError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        if isinstance(value, bool):  # packing: true/false
+            return str(value).lower()
+        if not isinstance(value, (str, int, float)):
             raise EdgetuneError(f"{where}: expected text, got {value!r}")
         return str(value)
     return value
@@ -150,6 +154,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("data.eval_split", f"{r.data.eval_split} must be in [0, 1)")
     if r.data.max_length < 16:
         bad("data.max_length", f"{r.data.max_length} must be at least 16")
+    if r.data.packing not in ("auto", "true", "false"):
+        bad("data.packing", f"{r.data.packing!r} must be auto, true or false")
     if r.data.on_bad_row not in ("error", "skip"):
         bad("data.on_bad_row", f"{r.data.on_bad_row!r} must be error or skip")
     t = r.train

@@ -8,6 +8,7 @@ Built on PEFT + TRL + transformers. Writes into the run folder:
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -71,6 +72,8 @@ def load_model(base: str, p: Plan, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     kwargs = dict(dtype=_torch_dtype(p.dtype), trust_remote_code=trust_remote_code)
+    if p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        kwargs["attn_implementation"] = "flash_attention_2"  # varlen kernels: packing without cross-row attention
     if p.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -122,6 +125,7 @@ def build_datasets(recipe: Recipe, tokenizer, on_event: Callback = ignore):
         return datasets.Dataset.from_dict({
             "input_ids": [r["input_ids"] for r in rows],
             "completion_mask": [r["completion_mask"] for r in rows],
+            "length": [len(r["input_ids"]) for r in rows],  # for length-grouped batches
         })
 
     train_ds = to_ds(train_rows)
@@ -237,6 +241,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * t.grad_accum)))
     planned_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     tokens_per_step = sum(len(x) for x in train_ds["input_ids"]) / steps_per_epoch
+    packing = use_packing(recipe.data.packing, p)
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=t.epochs,
@@ -262,7 +267,10 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         gradient_checkpointing=t.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         max_length=recipe.data.max_length,
-        packing=recipe.data.packing,
+        packing=packing,
+        # Without packing, batches of similar lengths waste little on padding.
+        train_sampling_strategy="random" if packing else "group_by_length",
+        length_column_name="length",
         completion_only_loss=recipe.data.completion_only,
         seed=t.seed,
         report_to="none",
@@ -306,6 +314,14 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     write_json(run_dir / "train.json", summary)
     on_event(Event("train", "done", f"adapter saved: {adapter_dir}", data=summary))
     return adapter_dir
+
+
+def use_packing(setting: str, p: Plan) -> bool:
+    """Padding-free packing pays off only with varlen attention kernels (flash-attention on CUDA);
+    on the CPU it turns each batch into one long sequence with quadratic attention."""
+    if setting != "auto":
+        return setting == "true"
+    return p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None
 
 
 def _present_targets(model, wanted: list[str]) -> list[str]:

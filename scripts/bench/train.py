@@ -62,14 +62,14 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
                                "save_steps": 10_000, "eval_steps": 10_000, "gradient_checkpointing": False}})
     tok = train.load_tokenizer(base)
     train_ds, eval_ds, _, _, _ = train.build_datasets(r, tok)
-    real_tokens_per_row = None
     if kind == "ours":
-        t0 = time.time()
         train.train(r, Path(out) / kind)
-        seconds = time.time() - t0
+        run = Path(out) / kind
+        seconds = json.loads((run / "train.json").read_text())["seconds"]  # trainer.train() alone, as below
+        log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+        tokens = max(x.get("num_tokens", 0) for x in log)
         from peft import PeftModel
-        model = PeftModel.from_pretrained(train.load_model(base, train.plan(r.train)), str(Path(out) / kind / "adapter"))
-        rows_seen = steps * 16
+        model = PeftModel.from_pretrained(train.load_model(base, train.plan(r.train)), str(run / "adapter"))
     else:
         from peft import LoraConfig, get_peft_model
         from trl import SFTConfig, SFTTrainer
@@ -93,11 +93,10 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
         t0 = time.time()
         trainer.train()
         seconds = time.time() - t0
-        rows_seen = steps * 16
+        tokens = max(x.get("num_tokens", 0) for x in trainer.state.log_history)
     eval_loss = response_loss(model, eval_ds)
-    lengths = [len(x) for x in train_ds["input_ids"]]
-    mean_len = sum(lengths) / len(lengths)
-    return {"kind": kind, "seconds": seconds, "tokens_per_s": rows_seen * mean_len / seconds,
+    # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
+    return {"kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "eval_loss": eval_loss}
 
 
