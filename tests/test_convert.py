@@ -247,3 +247,21 @@ def test_more_user_errors(tiny, tmp_path):
     with pytest.raises(EdgetuneError, match="query_pre_attn_scalar 99"):
         convert_hf_to_gguf(scaled, tmp_path / "x.gguf")
     assert list(tmp_path.glob("*x.gguf*")) == []
+
+
+def test_gemma3_sliding_window_and_per_layer_rope(tiny, tmp_path):
+    """A sliding layer then a global one, window 4, a prompt of 30+ tokens: the window, the
+    layer pattern and the two RoPE bases all show in the logits."""
+    import json
+    from transformers import AutoTokenizer
+    model_dir = fx.copy_model(tiny("gemma3"), tmp_path / "swa")
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(sliding_window=4, layer_types=["sliding_attention", "full_attention"])
+    (model_dir / "config.json").write_text(json.dumps(config))
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tokens = [tok(" ".join(PROMPTS * 3))["input_ids"]]
+    assert len(tokens[0]) > 30
+    llm, ours = llama_logits(convert_hf_to_gguf(model_dir, tmp_path / "swa.gguf", "f32"), tokens)
+    err = nmse(ours, hf_logits(model_dir, tokens))
+    llm.close()
+    assert err < 1e-6, f"NMSE {err:.2e}"
