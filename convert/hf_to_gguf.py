@@ -27,7 +27,7 @@ OUTTYPES = {  # outtype -> (GGML type for 2-D weights, llama_ftype written as ge
     "bf16": (gguf.GGMLQuantizationType.BF16, 32),
     "q8_0": (gguf.GGMLQuantizationType.Q8_0, 7),
 }
-SUPPORTED_ARCHITECTURES = {name: cls.gguf_arch.name.lower() for name, cls in ARCHITECTURES.items()}
+SUPPORTED_ARCHITECTURES = {name: gguf.MODEL_ARCH_NAMES[cls.gguf_arch] for name, cls in ARCHITECTURES.items()}
 
 TensorTransform = Callable[[str, "torch.Tensor"], "torch.Tensor"]  # noqa: F821
 
