@@ -1,42 +1,9 @@
 """The terminal UI driven with Pilot: wizard, run (fake and real), chat, errors, cancel."""
 import asyncio
-import json
-import threading
 
-import pytest
+from tui_fixtures import FakeRunner
 
-from edgetune.events import Cancelled, Event
 from edgetune.tui.app import EdgetuneApp
-
-FAKE_SUMMARY = {
-    "prompts": ["p"], "expected": ["x"], "base": {"answers": [""], "accuracy": 0.0},
-    "hf": {"answers": ["x"], "accuracy": 1.0, "perplexity": 1.5},
-    "files": [{"file": f"my-run-{q}.gguf", "path": f"/runs/my-run-{q}.gguf", "bytes": 2**20 * n,
-               "bits_per_weight": b, "perplexity": 1.5, "agreement": 1.0, "accuracy": 1.0,
-               "gen_tokens_per_s": 900.0, "passed": True, "problems": []}
-              for q, n, b in (("F16", 2, 16.0), ("Q8_0", 1, 8.5), ("Q4_K_M", 1, 4.9))],
-}
-
-
-class FakeRunner:
-    """Stands in for pipeline.run: records the recipe, emits a few events, returns a summary."""
-
-    def __init__(self, wait_for_cancel=False):
-        self.recipe = None
-        self.wait_for_cancel = wait_for_cancel
-
-    def __call__(self, recipe, on_event, cancel):
-        self.recipe = recipe
-        on_event(Event("train", "start", "train"))
-        for step in range(1, 4):
-            on_event(Event("train", "progress", step=step, total=3, loss=2.0 / step, lr=1e-3, tokens_per_s=100.0))
-        if self.wait_for_cancel:
-            for _ in range(200):
-                if cancel.cancelled:
-                    raise Cancelled("training cancelled at step 3; rerun to resume")
-                threading.Event().wait(0.05)
-        on_event(Event("train", "done", "train: 1.0s"))
-        return FAKE_SUMMARY
 
 
 async def wait_until(pilot, condition, seconds=60.0):
@@ -151,4 +118,70 @@ def test_chat_streams_an_answer(tiny_base, tmp_path):
             assert any("tok/s" in t for t in texts)
             assert chat.replies[0].strip() != ""
             chat.sessions[0].close()
+    asyncio.run(go())
+
+
+def test_batch_rows_fail_one_by_one(tmp_path, monkeypatch):
+    """Adapters whose base cannot be found fail their own row; the screen reports and stays usable."""
+    from tui_fixtures import write_fake_adapters
+    monkeypatch.chdir(tmp_path)
+    write_fake_adapters(tmp_path / "adapters")
+    (tmp_path / "adapters" / "beta" / "adapter_config.json").write_text('{"base_model_name_or_path": "no/such-base"}')
+    (tmp_path / "adapters" / "alpha" / "adapter_config.json").write_text("{}")
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.action_batch()
+            await pilot.pause()
+            batch = app.screen
+            batch.query_one("#folder").value = "adapters"
+            batch.start()
+            await wait_until(pilot, lambda: not app.running)
+            table = batch.query_one("#rows")
+            assert [str(table.get_cell(k, "status")) for k in ("alpha", "beta")] == ["failed", "failed"]
+            assert "no base_model_name_or_path" in str(table.get_cell("alpha", "files / error"))
+            assert "0/2 adapters converted" in str(batch.query_one("#error").render())
+    asyncio.run(go())
+
+
+def test_batch_without_the_engine_still_lists_adapters(tmp_path, monkeypatch):
+    import sys
+    from tui_fixtures import write_fake_adapters
+    monkeypatch.chdir(tmp_path)
+    write_fake_adapters(tmp_path / "adapters")
+    monkeypatch.setitem(sys.modules, "edgetune.batch", None)  # import edgetune.batch -> ImportError
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.action_batch()
+            await pilot.pause()
+            batch = app.screen
+            batch.query_one("#folder").value = "adapters"
+            await pilot.click("#run")
+            await pilot.pause()
+            assert batch.query_one("#rows").row_count == 2
+            assert "batch conversion engine not installed" in str(batch.query_one("#error").render())
+    asyncio.run(go())
+
+
+def test_quitting_during_a_run_asks_then_cancels():
+    runner = FakeRunner(wait_for_cancel=True)
+
+    async def go():
+        app = EdgetuneApp(runner=runner, autostart=True)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: app.running)
+            await pilot.press("q")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "ConfirmScreen"
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.running and not runner.cancelled.cancelled
+            await pilot.press("q")
+            await pilot.pause()
+            await pilot.press("y")
+            await pilot.pause()
+            assert runner.cancelled.cancelled
     asyncio.run(go())

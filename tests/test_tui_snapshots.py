@@ -1,43 +1,138 @@
-"""Snapshots of every screen at 80x24 and 120x40 (pytest-textual-snapshot; --snapshot-update to renew)."""
+"""Snapshots of every TUI screen at 80x24 and 120x40 (pytest-textual-snapshot; --snapshot-update to accept).
+
+Everything that varies between machines is pinned: the working folder (paths show relative to it),
+step durations (the step table's clock), the pipeline and chat sessions (fakes with fixed output)."""
+import json
+
 import pytest
+from tui_fixtures import FakeChatSession, FakeRunner, write_fake_adapters
 
 from edgetune.tui.app import EdgetuneApp
 
-SIZES = [(80, 24), (120, 40)]
-SUMMARY = {
-    "prompts": ["p"], "expected": ["x"], "base": {"answers": [""], "accuracy": 0.0},
-    "hf": {"answers": ["x"], "accuracy": 1.0, "perplexity": 1.5},
-    "files": [{"file": f"my-run-{q}.gguf", "path": f"/runs/my-run-{q}.gguf", "bytes": 2**20 * n,
-               "bits_per_weight": b, "perplexity": 1.5, "agreement": 1.0, "accuracy": 1.0,
-               "gen_tokens_per_s": 900.0, "passed": True, "problems": []}
-              for q, n, b in (("F16", 2, 16.0), ("Q8_0", 1, 8.5), ("Q4_K_M", 1, 4.9))],
-}
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
 
-def quiet_runner(recipe, on_event, cancel):
-    return SUMMARY
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("edgetune.tui.widgets.step_table.clock", lambda: 0.0)
+    return tmp_path
 
 
-def screen_setup(name):
+def app(**kwargs) -> EdgetuneApp:
+    return EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession, **kwargs)
+
+
+async def settle(pilot, condition=lambda: True, seconds: float = 60.0) -> None:
+    """Let workers finish and the screen repaint before the snapshot."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            break
+        await pilot.pause(0.05)
+    else:
+        raise AssertionError("the screen did not settle")
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+
+
+def push(screen_factory, condition=lambda app: True):
     async def run_before(pilot):
-        from edgetune.tui.screens import batch, chat, dataset, export, help, summary, training
-        app = pilot.app
-        screens = {"dataset": dataset.DatasetScreen, "training": training.TrainingScreen,
-                   "export": export.ExportScreen, "summary": summary.SummaryScreen, "chat": chat.ChatScreen,
-                   "batch": batch.BatchScreen, "help": help.HelpScreen}
-        if name in screens:
-            await app.push_screen(screens[name]())
-        if name == "run":
-            for _ in range(60):
-                if getattr(app.screen, "finished", False):
-                    break
-                await pilot.pause(0.05)
-        await pilot.pause()
+        await pilot.app.push_screen(screen_factory())
+        await settle(pilot, lambda: condition(pilot.app))
     return run_before
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("name", ["base", "dataset", "training", "export", "summary", "run", "chat", "batch", "help"])
-def test_screen_snapshot(snap_compare, name, size):
-    app = EdgetuneApp(runner=quiet_runner, autostart=name == "run")
-    assert snap_compare(app, terminal_size=size, run_before=screen_setup(name))
+@pytest.mark.parametrize("size", SIZES)
+def test_base_model_screen(snap_compare, workdir, size):
+    assert snap_compare(app(), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dataset_screen_with_a_skipped_row(snap_compare, workdir, tiny_base, size):
+    rows = [{"instruction": f"Say this word twice: w{i}", "input": "", "output": f"w{i} w{i}"} for i in range(6)]
+    lines = [json.dumps(r) for r in rows[:3]] + ['{"instruction": "no output here"}'] + [json.dumps(r) for r in rows[3:]]
+    (workdir / "data.jsonl").write_text("\n".join(lines) + "\n")
+    a = app()
+    a.recipe.base = str(tiny_base)
+    a.recipe.data.path, a.recipe.data.on_bad_row = "data.jsonl", "skip"
+    from edgetune.tui.screens.dataset import DatasetScreen
+    done = lambda app: "format alpaca" in str(app.screen.query_one("#summary").render())  # noqa: E731
+    assert snap_compare(a, terminal_size=size, run_before=push(DatasetScreen, done))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_training_screen(snap_compare, workdir, size):
+    from edgetune.tui.screens.training import TrainingScreen
+    assert snap_compare(app(), terminal_size=size, run_before=push(TrainingScreen))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_export_screen(snap_compare, workdir, size):
+    from edgetune.tui.screens.export import ExportScreen
+    assert snap_compare(app(), terminal_size=size, run_before=push(ExportScreen))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_summary_screen(snap_compare, workdir, size):
+    from edgetune.tui.screens.summary import SummaryScreen
+    assert snap_compare(app(), terminal_size=size, run_before=push(SummaryScreen))
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("tab", ["results", "progress"])
+def test_run_screen_finished(snap_compare, workdir, size, tab):
+    async def run_before(pilot):
+        await settle(pilot, lambda: getattr(pilot.app.screen, "finished", False))
+        from textual.widgets import TabbedContent
+        pilot.app.screen.query_one(TabbedContent).active = tab
+        await settle(pilot)
+    assert snap_compare(app(autostart=True), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chat_screen_comparing_two_files(snap_compare, workdir, size):
+    from edgetune.tui.screens.chat import ChatScreen
+
+    async def run_before(pilot):
+        await pilot.app.push_screen(ChatScreen("a-Q8_0.gguf", "a-Q4_K_M.gguf"))
+        chat = pilot.app.screen
+        await settle(pilot, lambda: len(chat.sessions) == 2)
+        chat.query_one("#message").value = "What is the last word of: red fox"
+        await pilot.press("enter")
+        await settle(pilot, lambda: chat.streaming == 0 and all(chat.replies))
+    assert snap_compare(app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_batch_screen_after_a_scan(snap_compare, workdir, size):
+    write_fake_adapters(workdir / "adapters")
+    from edgetune.tui.screens.batch import BatchScreen
+
+    async def run_before(pilot):
+        await pilot.app.push_screen(BatchScreen())
+        pilot.app.screen.query_one("#folder").value = "adapters"
+        pilot.app.screen.scan()
+        await settle(pilot)
+    assert snap_compare(app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(snap_compare, workdir, size):
+    assert snap_compare(app(), terminal_size=size, press=["f1"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_file_picker(snap_compare, workdir, monkeypatch, size):
+    project = workdir / "project"  # the tree's root label: a fixed name
+    (project / "data").mkdir(parents=True)
+    for name in ("train.jsonl", "notes.txt", "eval.csv"):
+        (project / name).write_text("x")
+    monkeypatch.chdir(project)
+    from edgetune.tui.screens.file_picker import FilePickerScreen
+    from edgetune.tui.widgets.path_tree import PathTree
+
+    def ready(app):
+        tree = app.screen.query(PathTree)
+        return bool(tree) and tree.first().root.children
+    assert snap_compare(app(), terminal_size=size, run_before=push(
+        lambda: FilePickerScreen("Choose a dataset file", ".", (".jsonl", ".csv")), ready))

@@ -26,11 +26,12 @@ class FakeRunner:
 
     def __init__(self, wait_for_cancel: bool = False, steps: int = 30):
         self.recipe = None
+        self.cancelled = None  # the run's CancelToken
         self.wait_for_cancel = wait_for_cancel
         self.steps = steps
 
     def __call__(self, recipe, on_event, cancel):
-        self.recipe = recipe
+        self.recipe, self.cancelled = recipe, cancel
         on_event(Event("train", "start", "train"))
         on_event(Event("train", "log", "lora on cpu (fp32), 2 examples"))
         for step in range(1, self.steps + 1):

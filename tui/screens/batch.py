@@ -42,7 +42,7 @@ class BatchScreen(Screen):
                 yield Input("gguf-out", id="out", placeholder="output folder")
         yield DataTable(id="rows", zebra_stripes=True, show_cursor=False)
         yield Static("choose a folder: every folder under it holding adapter_config.json is one row",
-                     id="error", classes="error")
+                     id="error", classes="status")
         with Horizontal(classes="nav"):
             yield Button("Convert all", id="run", variant="primary")
             yield Button("Cancel", id="cancel", disabled=True)
@@ -68,8 +68,10 @@ class BatchScreen(Screen):
         if event.input.id == "folder":
             self.scan()
 
-    def status(self, message: str) -> None:
-        self.query_one("#error", Static).update(message)
+    def status(self, message: str, error: bool = False) -> None:
+        line = self.query_one("#error", Static)
+        line.update(message)
+        line.set_class(error, "error")
 
     def browse(self) -> None:
         from .file_picker import FilePickerScreen
@@ -87,15 +89,15 @@ class BatchScreen(Screen):
         folder = self.query_one("#folder", Input).value.strip()
         self.adapters = []
         if not folder:
-            self.status("type or browse to a folder of adapters")
+            self.status("type or browse to a folder of adapters", error=True)
             return []
         try:
             self.adapters = find_adapters(folder)
         except EdgetuneError as e:
-            self.status(str(e))
+            self.status(str(e), error=True)
             return []
         if not self.adapters:
-            self.status(f"{folder}: no PEFT adapters found (folders with adapter_config.json)")
+            self.status(f"{folder}: no PEFT adapters found (folders with adapter_config.json)", error=True)
             return []
         for a in self.adapters:
             name = adapter_name(a, Path(folder))
@@ -109,11 +111,11 @@ class BatchScreen(Screen):
         try:
             from edgetune.batch import run_batch
         except ImportError:
-            self.status(NOT_INSTALLED)
+            self.status(NOT_INSTALLED, error=True)
             return
         quants = list(self.query_one("#quants", SelectionList).selected)
         if not quants:
-            self.status("tick at least one quant type (space ticks)")
+            self.status("tick at least one quant type (space ticks)", error=True)
             return
         self.cancel_token = CancelToken()
         self.app.running_tokens.add(self.cancel_token)
@@ -130,12 +132,12 @@ class BatchScreen(Screen):
         try:
             rows = run_batch(folder, out, quants, mode, post, self.cancel_token)
             good = sum(r["status"] in ("ok", "skipped") for r in rows)
-            message = f"{good}/{len(rows)} adapters converted into {out}/ (batch.md lists them)"
+            message, failed = f"{good}/{len(rows)} adapters converted into {out}/ (batch.md lists them)", good < len(rows)
         except EdgetuneError as e:
-            message = str(e)
+            message, failed = str(e), True
         except Exception as e:
-            message = one_line(e)
-        deliver(self.app, self._finished, message)
+            message, failed = one_line(e), True
+        deliver(self.app, self._finished, message, failed)
 
     def handle_event(self, e: Event) -> None:
         if e.phase == "batch" and e.kind == "progress" and "name" in e.data:
@@ -153,15 +155,15 @@ class BatchScreen(Screen):
         else:  # a row the scan did not list (the folder changed meanwhile)
             table.add_row(row["name"], row["status"], detail, key=row["name"])
 
-    def _finished(self, message: str) -> None:
+    def _finished(self, message: str, failed: bool) -> None:
         self.app.running_tokens.discard(self.cancel_token)
-        self.status(message)
+        self.status(message, error=failed)
         self.query_one("#run", Button).disabled = False
         self.query_one("#cancel", Button).disabled = True
 
     def action_back(self) -> None:
         if self.app.running and self.cancel_token in self.app.running_tokens:
-            self.status("a batch is running: Cancel it first")
+            self.status("a batch is running: Cancel it first", error=True)
             return
         self.app.pop_screen()
 

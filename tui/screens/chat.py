@@ -35,17 +35,17 @@ class ChatScreen(Screen):
             yield Input(value=self.initial[1], id="gguf2", placeholder="compare with… (optional)")
             yield Button("Browse", id="browse")
             yield Button("Load", id="load")
-        with Horizontal(classes="row"):
-            yield Input(id="system", placeholder="system prompt (optional)")
+        with Horizontal(classes="params"):
+            yield Input(id="system", placeholder="system prompt (optional)", compact=True)
             yield Label("temp", classes="small-label")
-            yield Input("0.7", id="temperature", classes="num")
+            yield Input("0.7", id="temperature", classes="num", compact=True)
             yield Label("top-p", classes="small-label")
-            yield Input("0.95", id="top_p", classes="num")
+            yield Input("0.95", id="top_p", classes="num", compact=True)
             yield Label("max", classes="small-label")
-            yield Input("256", id="max_tokens", classes="num")
+            yield Input("256", id="max_tokens", classes="num", compact=True)
         with Horizontal(id="transcripts"):
             yield Transcript(id="t0")
-        yield Static("load a GGUF file (from a run's gguf/ folder, or any)", id="error", classes="error")
+        yield Static("load a GGUF file (from a run's gguf/ folder, or any)", id="error", classes="status")
         with Horizontal(classes="row"):
             yield Input(id="message", placeholder="type a message and press Enter")
             yield Button("Stop", id="stop")
@@ -75,8 +75,10 @@ class ChatScreen(Screen):
         elif event.input.id in ("gguf", "gguf2"):
             self.load()
 
-    def status(self, message: str) -> None:
-        self.query_one("#error", Static).update(message)
+    def status(self, message: str, error: bool = False) -> None:
+        line = self.query_one("#error", Static)
+        line.update(message)
+        line.set_class(error, "error")
 
     def browse(self) -> None:
         from .file_picker import FilePickerScreen
@@ -92,10 +94,10 @@ class ChatScreen(Screen):
         paths = [self.query_one(f"#{i}", Input).value.strip() for i in ("gguf", "gguf2")]
         paths = [p for p in paths if p]
         if not paths:
-            self.status("type the path of a .gguf file")
+            self.status("type the path of a .gguf file", error=True)
             return
         if self.streaming:
-            self.status("a reply is still coming: Stop it first")
+            self.status("a reply is still coming: Stop it first", error=True)
             return
         self.status("loading…")
         self._load(paths, self.query_one("#system", Input).value)
@@ -108,11 +110,11 @@ class ChatScreen(Screen):
                 sessions.append(self.app.chat_session(p, system))
         except EdgetuneError as e:
             _close(sessions)
-            deliver(self.app, self.status, str(e))
+            deliver(self.app, self.status, str(e), True)
             return
         except Exception as e:
             _close(sessions)
-            deliver(self.app, self.status, one_line(e))
+            deliver(self.app, self.status, one_line(e), True)
             return
         deliver(self.app, self._loaded, sessions)
 
@@ -143,12 +145,12 @@ class ChatScreen(Screen):
         if not text.strip() or self.streaming:
             return
         if not self.sessions:
-            self.status("load a GGUF first")
+            self.status("load a GGUF first", error=True)
             return
         try:
             params = self._params()
         except EdgetuneError as e:
-            self.status(str(e))
+            self.status(str(e), error=True)
             return
         self.status("")
         self.query_one("#message", Input).value = ""
@@ -179,7 +181,7 @@ class ChatScreen(Screen):
             _close(self.sessions)
             self.sessions = []
         elif error:
-            self.status(error)
+            self.status(error, error=True)
 
     def action_stop(self) -> None:
         for s in self.sessions:
@@ -187,7 +189,7 @@ class ChatScreen(Screen):
 
     def action_clear(self) -> None:
         if self.streaming:
-            self.status("a reply is still coming: Stop it first")
+            self.status("a reply is still coming: Stop it first", error=True)
             return
         for s in self.sessions:
             s.clear()

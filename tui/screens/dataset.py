@@ -51,7 +51,11 @@ class DatasetScreen(WizardScreen):
 
     def on_mount(self) -> None:
         self.query_one("#preview", DataTable).add_columns("row", "prompt", "response")
-        self.check()
+        if self.app.recipe.base == "demo" and not _demo_base_ready():  # minutes of work: only when asked
+            self.query_one("#summary", Static).update("Check loads the demo tokenizer (the demo base is built "
+                                                      "once, a few minutes)")
+        else:
+            self.check()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "check":
@@ -65,11 +69,12 @@ class DatasetScreen(WizardScreen):
         self.check(force=True)
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "format":
+        if event.select.id == "format" and self.checked is not None:
             self.check()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
-        self.check()
+        if self.checked is not None:
+            self.check()
 
     def browse(self) -> None:
         from .file_picker import FilePickerScreen
@@ -121,7 +126,9 @@ class DatasetScreen(WizardScreen):
         self.examples = examples
         self.query_one("#summary", Static).update(
             f"format {ds.format}: {len(ds.rows)} rows, {len(ds.skipped)} skipped\n{stats.summary()}")
-        self.query_one("#skipped", Static).update(
+        skipped = self.query_one("#skipped", Static)
+        skipped.display = bool(ds.skipped)
+        skipped.update(
             "\n".join(f"skipped {_short_where(s)}" for s in ds.skipped[:5])
             + (f"\n… and {len(ds.skipped) - 5} more" if len(ds.skipped) > 5 else ""))
         table = self.query_one("#preview", DataTable)
@@ -182,7 +189,7 @@ def _short_where(where: str) -> str:
 
 def _prompt_body(prompt: str) -> str:
     """The part of a rendered prompt that differs between rows (the template's header is the same)."""
-    return prompt.removeprefix("### Instruction:\n")
+    return prompt.removeprefix("### Instruction:\n").removesuffix("\n\n### Response:\n")
 
 
 def _flat(text: str, width: int) -> str:

@@ -28,11 +28,11 @@ class ExportScreen(WizardScreen):
                             id="quants")
         with Horizontal(classes="field"):
             yield Label("run name", classes="field-label")
-            yield Input(value=r.name, id="name", classes="field-input")
+            yield Input(value=r.name, id="name", classes="field-input", compact=True)
             yield Static("names the run folder", classes="field-help")
         with Horizontal(classes="field"):
             yield Label("runs folder", classes="field-label")
-            yield Input(value=r.runs_dir, id="runs_dir", classes="field-input")
+            yield Input(value=r.runs_dir, id="runs_dir", classes="field-input", compact=True)
             yield Static("", id="out-dir", classes="field-help")
 
     def on_mount(self) -> None:

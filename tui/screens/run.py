@@ -199,5 +199,5 @@ def metrics_line(e: Event) -> str:
 
 
 def accuracy_line(summary: dict) -> str:
-    return (f"accuracy on {len(summary['expected'])} held-out prompts: base {summary['base']['accuracy']:.0%} -> "
-            f"fine-tuned {summary['hf']['accuracy']:.0%}; HF perplexity {summary['hf']['perplexity']:.3f}")
+    return (f"held-out accuracy ({len(summary['expected'])} prompts): base {summary['base']['accuracy']:.0%} -> "
+            f"fine-tuned {summary['hf']['accuracy']:.0%}; HF ppl {summary['hf']['perplexity']:.3f}")

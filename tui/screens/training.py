@@ -11,7 +11,8 @@ from edgetune.errors import EdgetuneError
 from .wizard import WizardScreen
 
 METHODS = [("auto", "auto"), ("QLoRA (4-bit base)", "qlora"), ("LoRA (16/32-bit)", "lora")]
-TARGETS = [("q,v", "qv"), ("attention q,k,v,o", "attn"), ("all linear layers", "all-linear")]
+METHOD_NAMES = {"qlora": "QLoRA", "lora": "LoRA"}
+TARGETS = [("q,v", "qv"), ("q,k,v,o", "attn"), ("all linear", "all-linear")]
 FIELDS = [  # (section, attribute, label, help)
     ("train", "rank", "rank r", "update capacity; 8-64, 16 is the usual start"),
     ("train", "alpha", "alpha", "update scale; often 2 x rank"),
@@ -31,24 +32,25 @@ class TrainingScreen(WizardScreen):
         r = self.app.recipe
         p = plan(recipe_mod.TrainSpec())
         yield Label("Training", classes="title")
-        yield Static(f"Detected {p.device.upper()}: auto means {p.method.upper()} in {p.dtype}.", classes="hint")
+        yield Static(f"Detected {p.device.upper()}: auto means {METHOD_NAMES.get(p.method, p.method)} in {p.dtype}.", classes="hint")
         with Horizontal(classes="field"):
             yield Label("method", classes="field-label")
-            yield Select(METHODS, value=r.train.method, allow_blank=False, id="method", classes="field-select")
+            yield Select(METHODS, value=r.train.method, allow_blank=False, id="method", classes="field-select", compact=True)
             yield Static("QLoRA needs CUDA; LoRA runs anywhere", classes="field-help")
         with Horizontal(classes="field"):
             yield Label("targets", classes="field-label")
             yield Select(TARGETS, value=r.train.targets if r.train.targets in recipe_mod.TARGET_PRESETS
-                         else "all-linear", allow_blank=False, id="targets", classes="field-select")
+                         else "all-linear", allow_blank=False, id="targets", classes="field-select", compact=True)
             yield Static("layers that get adapters; all is best", classes="field-help")
         for section, attr, label, help_text in FIELDS:
             with Horizontal(classes="field"):
                 yield Label(label, classes="field-label")
-                yield Input(value=_shown(getattr(getattr(r, section), attr)), id=f"f-{attr}", classes="field-input")
+                yield Input(value=_shown(getattr(getattr(r, section), attr)), id=f"f-{attr}", classes="field-input",
+                            compact=True)
                 yield Static(help_text, classes="field-help")
-        with Horizontal(classes="row"):
-            yield Button("Seed defaults", id="defaults")
-            yield Static("the seed guide's LoRA settings: r 16, alpha 32, 3 epochs, lr 2e-4", classes="field-help")
+        with Horizontal(classes="field"):
+            yield Button("Seed defaults", id="defaults", compact=True, classes="field-label")
+            yield Static("r 16, alpha 32, 3 epochs, lr 2e-4: the seed guide's LoRA recipe", classes="field-help")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         try:
