@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from edgetune.errors import EdgetuneError
 
 
 @contextlib.contextmanager
@@ -25,6 +29,14 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, final)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        free = shutil.disk_usage(final.parent).free
+        # numpy's tofile reports a short write without an errno: a nearly empty disk says why.
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "written" in str(e)):
+            raise EdgetuneError(f"{final}: no space left on the device ({free / 2**20:.1f} MiB free); "
+                                "the partial file was removed") from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
