@@ -62,5 +62,8 @@ class StepTable(DataTable):
 
 
 def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
+    """'0.4s' for quick steps (most after training), '12:05' for long ones."""
+    if seconds < 60:
+        return f"{max(0.0, seconds):.1f}s"
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
