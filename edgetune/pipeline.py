@@ -110,6 +110,7 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
         r.mark(name, r.fingerprint(name), time.time() - t0)
         on_event(Event(name, "done", f"{name}: {time.time() - t0:.1f}s", data={"seconds": time.time() - t0}))
 
+    drop_stale_checkpoints(r, on_event)
     step("train", [r.adapter / "adapter_config.json"],
          lambda: train_mod.train(recipe, r.dir, on_event, cancel))
     if until == "train" or not is_main_process():
@@ -139,6 +140,22 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     return summary
 
 
+def drop_stale_checkpoints(r: Run, on_event: Callback) -> None:
+    """Checkpoints resume only the training they were made by: when the base, data or training
+    settings changed, start over rather than continue another run's optimizer state."""
+    import shutil
+    ckpt = r.dir / "checkpoints"
+    stamp = ckpt / "edgetune-fingerprint"
+    if not is_main_process():
+        return
+    if ckpt.is_dir() and (not stamp.is_file() or stamp.read_text() != r.fingerprint("train")):
+        shutil.rmtree(ckpt)
+        (r.dir / "train_log.jsonl").unlink(missing_ok=True)
+        on_event(Event("train", "log", "settings changed since the last checkpoints: training starts over"))
+    ckpt.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(r.fingerprint("train"))
+
+
 def _trained_base(r: Run) -> str:
     try:
         return json.loads((r.dir / "train.json").read_text())["base_path"]
@@ -148,9 +165,9 @@ def _trained_base(r: Run) -> str:
 
 def eval_examples(recipe: Recipe, tokenizer) -> list:
     from edgetune import data as data_mod
-    from edgetune.train import _dataset_source
+    from edgetune.train import dataset_source
 
-    ds = data_mod.load_dataset(_dataset_source(recipe.data.path), recipe.data.format, recipe.data.on_bad_row)
+    ds = data_mod.load_dataset(dataset_source(recipe.data.path), recipe.data.format, recipe.data.on_bad_row)
     _, evals = data_mod.split(data_mod.render(ds, tokenizer), recipe.data.eval_split, recipe.train.seed)
     return evals
 

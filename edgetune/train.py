@@ -109,7 +109,7 @@ def build_datasets(recipe: Recipe, tokenizer, on_event: Callback = ignore):
     """Tokenized train/eval `datasets.Dataset`s plus the rendered eval examples and token stats."""
     import datasets
 
-    ds = data_mod.load_dataset(_dataset_source(recipe.data.path), recipe.data.format, recipe.data.on_bad_row)
+    ds = data_mod.load_dataset(dataset_source(recipe.data.path), recipe.data.format, recipe.data.on_bad_row)
     examples = data_mod.render(ds, tokenizer)
     train_ex, eval_ex = data_mod.split(examples, recipe.data.eval_split, recipe.train.seed)
     train_rows = data_mod.tokenize(train_ex, tokenizer, recipe.data.max_length, recipe.data.completion_only)
@@ -135,7 +135,8 @@ def build_datasets(recipe: Recipe, tokenizer, on_event: Callback = ignore):
     return train_ds, eval_ds, eval_ex, stats, ds
 
 
-def _dataset_source(path: str) -> str:
+def dataset_source(path: str) -> str:
+    """The file behind a recipe's data.path ('demo' is the built-in dataset, generated once)."""
     if path == "demo":
         from edgetune.demo import demo_dataset_path
         return str(demo_dataset_path())

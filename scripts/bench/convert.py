@@ -5,8 +5,11 @@ ships its own top-level `gguf` module, which would overwrite the official one, s
 virtualenv of its own that this script creates once under ~/.cache/edgetune/bench/. Runs
 alternate in fresh processes; each reports wall time and its own peak RSS. Prints ratios.
 
-    .venv/bin/python scripts/bench/convert.py --quick          # demo base (seconds)
-    .venv/bin/python scripts/bench/convert.py                  # Gemma 3 270M
+    .venv/bin/python scripts/bench/convert.py --quick          # Gemma 3 270M, one run each
+    .venv/bin/python scripts/bench/convert.py                  # Gemma 3 270M, three runs each
+
+The model must have a tokenizer the reference recognises (it keys pre-tokenizers on a hash of
+known vocabularies), so the locally trained demo tokenizer cannot be used here.
 """
 from __future__ import annotations
 
@@ -68,13 +71,13 @@ def largest_tensor_mb(model_dir: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="the demo base instead of Gemma 3 270M")
-    ap.add_argument("--model", default=None, help="demo, gemma3-270m or an HF folder")
+    ap.add_argument("--quick", action="store_true", help="one run each instead of three")
+    ap.add_argument("--model", default="gemma3-270m", help="gemma3-270m or an HF folder")
     ap.add_argument("--repeats", type=int, default=None)
     a = ap.parse_args()
     from edgetune.base import resolve_base
-    model = Path(resolve_base(a.model or ("demo" if a.quick else "gemma3-270m")))
-    repeats = a.repeats or (2 if a.quick else 3)
+    model = Path(resolve_base(a.model))
+    repeats = a.repeats or (1 if a.quick else 3)
     ref = ref_python()
     results = {"reference": [], "edgetune": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -167,9 +167,9 @@ class DatasetScreen(WizardScreen):
 def _inspect(path: str, fmt: str, on_bad_row: str, base: str, max_length: int):
     from edgetune import data as data_mod
     from edgetune.base import resolve_base
-    from edgetune.train import _dataset_source, load_tokenizer
+    from edgetune.train import dataset_source, load_tokenizer
 
-    ds = data_mod.load_dataset(_dataset_source(path or "demo"), fmt, on_bad_row)
+    ds = data_mod.load_dataset(dataset_source(path or "demo"), fmt, on_bad_row)
     tok = load_tokenizer(resolve_base(base))
     examples = data_mod.render(ds, tok)
     stats = data_mod.token_stats(data_mod.tokenize(examples, tok, max_length), max_length)
