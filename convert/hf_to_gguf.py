@@ -86,6 +86,25 @@ def _encode(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     return gguf.quants.quantize(data.astype(np.float32, copy=False), qtype)
 
 
+CHUNK_ELEMENTS = 1 << 22  # elements converted at a time: bounds the fp32 temporaries of big tensors
+
+
+def encode_tensor(tensor, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    """A torch tensor as the GGUF bytes of `qtype`, converted in row chunks so the fp32 copy of a
+    large embedding never exists whole."""
+    import torch
+    if tensor.dim() < 2 or tensor.numel() <= CHUNK_ELEMENTS:
+        return _encode(tensor.to(torch.float32).numpy(), qtype)
+    rows = max(1, CHUNK_ELEMENTS // int(np.prod(tensor.shape[1:])))
+    out = None
+    for start in range(0, tensor.shape[0], rows):
+        part = _encode(tensor[start:start + rows].to(torch.float32).numpy(), qtype)
+        if out is None:
+            out = np.empty((tensor.shape[0], *part.shape[1:]), dtype=part.dtype)
+        out[start:start + len(part)] = part
+    return out
+
+
 def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     n = int(np.prod(shape))
@@ -149,9 +168,10 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
                 continue
             if tensor_transform is not None:
                 tensor = tensor_transform(hf_name, tensor)
-            data = arch.modify(hf_name, tensor.to(torch.float32)).numpy()
+            # Matrices are only permuted (exact in any dtype); 1-D tensors get arithmetic (gemma's +1).
+            tensor = arch.modify(hf_name, tensor if tensor.dim() >= 2 else tensor.to(torch.float32))
             i = order[hf_name]
-            pending[i] = _encode(data, plan[i][3])
+            pending[i] = encode_tensor(tensor, plan[i][3])
             while next_index in pending:  # shards may list tensors in another order than the index
                 w.write_tensor_data(pending.pop(next_index))
                 on_event(Event("convert", "progress", plan[next_index][1], step=next_index + 1, total=len(plan)))

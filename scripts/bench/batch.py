@@ -1,6 +1,7 @@
 """Merged GGUF from base + adapter: edgetune's single streaming pass against PEFT's
 merge_and_unload + save_pretrained + convert, same base and adapter, F16 output.
-Each run is a fresh process reporting wall time, peak RSS and bytes written (wchar).
+Each run is a fresh process reporting wall time, peak RSS (VmHWM: ru_maxrss would carry over
+the parent's high-water mark across exec) and bytes written (wchar).
 
     .venv/bin/python scripts/bench/batch.py --quick          # demo base
     .venv/bin/python scripts/bench/batch.py                  # Gemma 3 270M
@@ -36,7 +37,7 @@ else:
     del model, merged
     convert_hf_to_gguf(out + "/merged", out + "/m-F16.gguf", "f16")
 io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
-print("BENCH", json.dumps({"seconds": time.time() - t0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print("BENCH", json.dumps({"seconds": time.time() - t0, "rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024,
                            "written_mb": int(io["wchar"]) / 2**20}))
 """
 

@@ -97,7 +97,7 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     eval_loss = response_loss(model, eval_ds)
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
     return {"kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "eval_loss": eval_loss}
+            "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, "eval_loss": eval_loss}
 
 
 def main() -> None:
