@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from edgetune.errors import EdgetuneError
-from edgetune.events import Event
+from edgetune.events import Event, progress_line
 
 EPILOG = """\b
 Examples:
@@ -41,20 +41,11 @@ class CliRenderer:
 
     def __call__(self, e: Event) -> None:
         if e.kind == "progress":
-            parts = [f"[{e.phase}]"]
+            bar = ""
             if e.step is not None and e.total:
-                width = 24
-                filled = int(width * min(e.step, e.total) / e.total)
-                parts.append(f"{'#' * filled}{'.' * (width - filled)} {e.step}/{e.total}")
-            for label, value, fmt in (("loss", e.loss, ".4f"), ("eval", e.eval_loss, ".4f"), ("lr", e.lr, ".2e"),
-                                      ("tok/s", e.tokens_per_s, ".0f"), ("mem MiB", e.memory_mb, ".0f")):
-                if value is not None:
-                    parts.append(f"{label} {value:{fmt}}")
-            if e.eta_s is not None:
-                parts.append(f"eta {int(e.eta_s) // 60}:{int(e.eta_s) % 60:02d}")
-            if e.message and e.phase != "train":
-                parts.append(e.message)
-            line = "  ".join(parts)
+                filled = int(24 * min(e.step, e.total) / e.total)
+                bar = f"{'#' * filled}{'.' * (24 - filled)} "
+            line = f"[{e.phase}] {bar}{progress_line(e)}"
             if self.tty:
                 self.stream.write("\r\x1b[2K" + line[: os.get_terminal_size().columns - 1])
                 self._open_line = True

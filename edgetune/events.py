@@ -35,6 +35,21 @@ class Event:
 Callback = Callable[[Event], None]
 
 
+def progress_line(e: Event) -> str:
+    """The live numbers of a progress event, e.g. 'train 12/90  loss 1.2345  lr 2.00e-04  ETA 0:41'.
+    The CLI and the TUI both render progress with it."""
+    parts = [f"{e.phase} {e.step}/{e.total}" if e.step is not None and e.total else e.phase]
+    for label, value, fmt in (("loss", e.loss, ".4f"), ("eval", e.eval_loss, ".4f"), ("lr", e.lr, ".2e"),
+                              ("tok/s", e.tokens_per_s, ".0f"), ("mem MiB", e.memory_mb, ".0f")):
+        if value is not None:
+            parts.append(f"{label} {value:{fmt}}")
+    if e.eta_s is not None:
+        parts.append(f"ETA {int(e.eta_s) // 60}:{int(e.eta_s) % 60:02d}")
+    if e.message and e.phase != "train":
+        parts.append(e.message)
+    return "  ".join(parts)
+
+
 def ignore(_event: Event) -> None:
     """A callback that drops everything, for callers that do not render progress."""
 

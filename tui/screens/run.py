@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, RichLog, Static, TabbedContent, TabPane
 
 from edgetune.errors import EdgetuneError
-from edgetune.events import Cancelled, CancelToken, Event
+from edgetune.events import Cancelled, CancelToken, Event, progress_line
 
 from ..display import base_label, one_line, shown_path
 from ..threads import deliver
@@ -109,7 +109,7 @@ class RunScreen(Screen):
         elif e.kind == "done" and e.message.startswith(f"{e.phase}: "):
             steps.set_state(e.phase, "done")
         if e.kind == "progress":
-            self.query_one("#metrics", Static).update(metrics_line(e))
+            self.query_one("#metrics", Static).update(progress_line(e))
             if e.phase == "train" and (e.loss is not None or e.eval_loss is not None):
                 self.query_one("#chart", LossChart).add(e.step or 0, e.loss, e.eval_loss)
             if e.phase == "train" and e.eval_loss is not None:
@@ -184,18 +184,7 @@ class RunScreen(Screen):
             self.query_one("#status", Static).update(f"output folder: {self._run().gguf_dir.resolve()}")
 
 
-def metrics_line(e: Event) -> str:
-    """The live numbers of one progress event, e.g. 'train 12/90  loss 1.2345  lr 2.00e-04  ETA 0:41'."""
-    parts = [f"{e.phase} {e.step}/{e.total}" if e.step is not None and e.total else e.phase]
-    for label, value, fmt in (("loss", e.loss, ".4f"), ("eval", e.eval_loss, ".4f"), ("lr", e.lr, ".2e"),
-                              ("tok/s", e.tokens_per_s, ".0f"), ("mem MiB", e.memory_mb, ".0f")):
-        if value is not None:
-            parts.append(f"{label} {value:{fmt}}")
-    if e.eta_s is not None:
-        parts.append(f"ETA {int(e.eta_s) // 60}:{int(e.eta_s) % 60:02d}")
-    if e.message and e.phase != "train":
-        parts.append(e.message)
-    return "  ".join(parts)
+
 
 
 def accuracy_line(summary: dict) -> str:
