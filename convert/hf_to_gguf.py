@@ -7,6 +7,7 @@ beside its final path and renamed only when complete.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -89,6 +90,21 @@ def _encode(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
 CHUNK_ELEMENTS = 1 << 22  # elements converted at a time: bounds the fp32 temporaries of big tensors
 
 
+@contextlib.contextmanager
+def closing_on_error(w: gguf.GGUFWriter):
+    """Close the writer's file if writing fails, so the temp file's space is freed when it is
+    deleted (an open file on a full disk keeps its blocks)."""
+    try:
+        yield
+    except BaseException:
+        for f in w.fout or []:
+            try:
+                f.close()
+            except OSError:
+                pass
+        raise
+
+
 def encode_tensor(tensor, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     """A torch tensor as the GGUF bytes of `qtype`, converted in row chunks so the fp32 copy of a
     large embedding never exists whole."""
@@ -159,7 +175,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     order = {hf: i for i, (hf, *_rest) in enumerate(plan)}
     pending: dict[int, np.ndarray] = {}
     next_index = 0
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path) as tmp, closing_on_error(w):
         w.write_header_to_file(tmp)
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()

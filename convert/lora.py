@@ -16,7 +16,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
 
-from .hf_to_gguf import OUTTYPES, _encode, _nbytes, _target_type, load_arch
+from .hf_to_gguf import OUTTYPES, _encode, _nbytes, _target_type, closing_on_error, load_arch
 from .model_folder import ModelFolder
 
 
@@ -81,7 +81,7 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
                               raw_dtype=qtype)
             tensors.append((data, qtype))
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path) as tmp, closing_on_error(w):
         w.write_header_to_file(tmp)
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()

@@ -56,7 +56,10 @@ def test_dataset_screen_with_a_skipped_row(snap_compare, workdir, tiny_base, siz
     a.recipe.base = str(tiny_base)
     a.recipe.data.path, a.recipe.data.on_bad_row = "data.jsonl", "skip"
     from edgetune.tui.screens.dataset import DatasetScreen
-    done = lambda app: "format alpaca" in str(app.screen.query_one("#summary").render())  # noqa: E731
+    def done(app):  # the summary line and the preview table are filled by separate callbacks
+        screen = app.screen
+        return "format alpaca" in str(screen.query_one("#summary").render()) and \
+            screen.query_one("#preview").row_count > 0
     assert snap_compare(a, terminal_size=size, run_before=push(DatasetScreen, done))
 
 
