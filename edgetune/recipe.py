@@ -60,6 +60,7 @@ class TrainSpec:
     seed: int = 0
     dtype: str = "auto"  # auto | bf16 | fp16 | fp32
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # load a pickle-only base (weights_only=True, copied as safetensors)
 
 
 @dataclass

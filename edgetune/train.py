@@ -215,7 +215,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = recipe.train
-    base = resolve_base(recipe.base, on_event)
+    base = resolve_base(recipe.base, on_event, allow_pickle=t.allow_pickle)
     p = plan(t)
     if p.method == "qlora" and p.device == "cpu":
         on_event(Event("train", "log", "QLoRA on the CPU: slow; bitsandbytes NF4 on CPU, for testing"))

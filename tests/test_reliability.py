@@ -150,3 +150,31 @@ def test_run_name_cannot_escape_the_runs_folder():
     for name in ("../x", "a/b", "/abs", ".hidden"):
         with pytest.raises(EdgetuneError, match="train|name"):
             from_dict({"name": name})
+
+
+def test_pickle_base_only_when_allowed_and_then_weights_only(tiny_base, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_base, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(EdgetuneError, match="only pickle weights"):
+        resolve_base(str(folder))
+    from pathlib import Path
+    copy = Path(resolve_base(str(folder), allow_pickle=True))
+    restored = load_file(str(next(copy.glob("*.safetensors"))))
+    assert all(torch.equal(restored[k], v) for k, v in state.items())
+    # A pickle that carries code, not just tensors, is refused even when pickles are allowed.
+    evil = tmp_path / "evil"
+    shutil.copytree(tiny_base, evil)
+    (evil / "model.safetensors").unlink()
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    torch.save({"x": Boom()}, evil / "pytorch_model.bin")
+    with pytest.raises(EdgetuneError, match="refused by torch.load\\(weights_only=True\\)"):
+        resolve_base(str(evil), allow_pickle=True)
