@@ -28,3 +28,11 @@ def base_label(base: str) -> str:
     if base in BUILTIN or not Path(base).expanduser().exists():
         return base
     return Path(base).name
+
+
+def show_status(screen, message: str, error: bool = False) -> None:
+    """Write the screen's one status line (#error), red when it is an error."""
+    from textual.widgets import Static
+    line = screen.query_one("#error", Static)
+    line.update(message)
+    line.set_class(error, "error")

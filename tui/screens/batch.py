@@ -13,7 +13,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Select, Se
 from edgetune.errors import EdgetuneError
 from edgetune.events import CancelToken, Event
 
-from ..display import one_line, shown_path
+from ..display import one_line, shown_path, show_status
 from ..threads import deliver
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
@@ -69,9 +69,7 @@ class BatchScreen(Screen):
             self.scan()
 
     def status(self, message: str, error: bool = False) -> None:
-        line = self.query_one("#error", Static)
-        line.update(message)
-        line.set_class(error, "error")
+        show_status(self, message, error)
 
     def browse(self) -> None:
         from .file_picker import FilePickerScreen

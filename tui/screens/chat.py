@@ -12,7 +12,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from edgetune.errors import EdgetuneError
 
-from ..display import one_line
+from ..display import one_line, show_status
 from ..threads import deliver
 from ..widgets.transcript import Transcript
 
@@ -76,9 +76,7 @@ class ChatScreen(Screen):
             self.load()
 
     def status(self, message: str, error: bool = False) -> None:
-        line = self.query_one("#error", Static)
-        line.update(message)
-        line.set_class(error, "error")
+        show_status(self, message, error)
 
     def browse(self) -> None:
         from .file_picker import FilePickerScreen
