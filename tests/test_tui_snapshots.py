@@ -31,8 +31,11 @@ async def settle(pilot, condition=lambda: True, seconds: float = 60.0) -> None:
         await pilot.pause(0.05)
     else:
         raise AssertionError("the screen did not settle")
-    await pilot.pause()
+    # A DataTable sizes its columns on the refresh after its rows arrive: give it a few frames.
+    for _ in range(3):
+        await pilot.pause(0.05)
     await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
 
 
 def push(screen_factory, condition=lambda app: True):
