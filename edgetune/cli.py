@@ -95,12 +95,8 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
     """Validate a dataset: format, row count, a preview, token lengths, bad rows."""
     try:
         from edgetune import data as data_mod
-        from edgetune.base import resolve_base
-        from edgetune.train import load_tokenizer
-        ds = data_mod.load_dataset(file, format, "skip" if skip_bad else "error")
-        tok = load_tokenizer(resolve_base(tokenizer, CliRenderer()))
-        examples = data_mod.render(ds, tok)
-        stats = data_mod.token_stats(data_mod.tokenize(examples, tok, max_length), max_length)
+        ds, examples, stats = data_mod.inspect(file, format, "skip" if skip_bad else "error", tokenizer,
+                                               max_length, CliRenderer())
     except EdgetuneError as e:
         _fail(e)
     typer.echo(f"{file}: format {ds.format}, {len(ds.rows)} rows, {len(ds.skipped)} skipped")

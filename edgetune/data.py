@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from edgetune.errors import EdgetuneError
+from edgetune.events import ignore
 
 FORMATS = ("alpaca", "chat", "text")
 ROLES = ("system", "user", "assistant", "tool")
@@ -328,6 +329,18 @@ def _adds_bos(tokenizer) -> bool:
         return False
     probe = tokenizer("a")["input_ids"]
     return bool(probe) and probe[0] == tokenizer.bos_token_id
+
+
+def inspect(source: str, fmt: str, on_bad_row: str, base: str, max_length: int, on_event=ignore):
+    """Validate a dataset and measure it with a base model's tokenizer: (dataset, examples, stats).
+    The CLI's `data inspect` and the TUI's dataset step both show this."""
+    from edgetune.base import resolve_base
+    from edgetune.train import dataset_source, load_tokenizer
+
+    ds = load_dataset(dataset_source(source or "demo"), fmt, on_bad_row)
+    tok = load_tokenizer(resolve_base(base, on_event))
+    examples = render(ds, tok)
+    return ds, examples, token_stats(tokenize(examples, tok, max_length), max_length)
 
 
 def token_stats(rows: list[dict], max_length: int, buckets: int = 8) -> TokenStats:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from edgetune.events import Callback, Event, ignore
-from edgetune.fsutil import cache_dir
+from edgetune.fsutil import cache_dir, write_text
 
 DEMO_VERSION = "3"
 WORDS = (
@@ -73,8 +73,7 @@ def write_dataset(path: Path, n_rows: int = 2000, seed: int = 1) -> Path:
     for i in range(n_rows):
         instruction, _, answer = task_example(TASKS[i % len(TASKS)], rng)
         lines.append(json.dumps({"instruction": instruction, "input": "", "output": answer}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")  # temp + rename: a cut-short file is never cached
     return path
 
 
@@ -119,10 +118,19 @@ def demo_config(vocab_size: int, tiny: bool = False):
     )
 
 
+def demo_base_dir() -> Path:
+    return cache_dir() / f"demo-v{DEMO_VERSION}" / "base"
+
+
+def demo_base_ready() -> bool:
+    """Built already (building takes a minute or two on 2 cores)."""
+    return (demo_base_dir() / "model.safetensors").exists()
+
+
 def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Callback = ignore,
                     tiny: bool = False) -> Path:
     """Build (once) and return the demo base model folder (HF format, safetensors, tokenizer)."""
-    out_dir = Path(out_dir) if out_dir else cache_dir() / f"demo-v{DEMO_VERSION}" / "base"
+    out_dir = Path(out_dir) if out_dir else demo_base_dir()
     if (out_dir / "model.safetensors").exists():
         return out_dir
     import torch

@@ -92,11 +92,8 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     r.dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         write_text(r.dir / "recipe.yaml", recipe.to_yaml())
-    if force:  # redo everything, training included: drop its checkpoints too
-        import shutil
+    if force:  # redo everything, training included
         r.state_path.unlink(missing_ok=True)
-        shutil.rmtree(r.dir / "checkpoints", ignore_errors=True)
-        (r.dir / "train_log.jsonl").unlink(missing_ok=True)
 
     def step(name: str, outputs: list[Path], fn) -> None:
         if cancel is not None:
@@ -110,7 +107,7 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
         r.mark(name, r.fingerprint(name), time.time() - t0)
         on_event(Event(name, "done", f"{name}: {time.time() - t0:.1f}s", data={"seconds": time.time() - t0}))
 
-    drop_stale_checkpoints(r, on_event)
+    drop_stale_checkpoints(r, on_event, force)
     step("train", [r.adapter / "adapter_config.json"],
          lambda: train_mod.train(recipe, r.dir, on_event, cancel))
     if until == "train" or not is_main_process():
@@ -127,9 +124,11 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     if until == "convert":
         return {}
     quants = [q for q in recipe.export.quants if q != recipe.export.outtype.upper()]
-    step("quantize", [r.gguf(q) for q in quants],
-         lambda: [quantize_mod.quantize(r.unquantized, r.gguf(q), q, recipe.smoke.threads, on_event) for q in quants])
-    write_modelfile(r)
+    def quantize_all() -> None:
+        for q in quants:
+            quantize_mod.quantize(r.unquantized, r.gguf(q), q, recipe.smoke.threads, on_event)
+        write_modelfile(r)
+    step("quantize", [r.gguf(q) for q in quants] + [r.gguf_dir / "Modelfile"], quantize_all)
     if until == "quantize":
         return {}
     step("smoke", [r.dir / "smoke.json"], lambda: smoke_step(r, base_path, quants, on_event))
@@ -140,15 +139,15 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     return summary
 
 
-def drop_stale_checkpoints(r: Run, on_event: Callback) -> None:
+def drop_stale_checkpoints(r: Run, on_event: Callback, force: bool = False) -> None:
     """Checkpoints resume only the training they were made by: when the base, data or training
-    settings changed, start over rather than continue another run's optimizer state."""
+    settings changed (or `force`), start over rather than continue another run's optimizer state."""
     import shutil
     ckpt = r.dir / "checkpoints"
     stamp = ckpt / "edgetune-fingerprint"
     if not is_main_process():
         return
-    if ckpt.is_dir() and (not stamp.is_file() or stamp.read_text() != r.fingerprint("train")):
+    if ckpt.is_dir() and (force or not stamp.is_file() or stamp.read_text() != r.fingerprint("train")):
         shutil.rmtree(ckpt)
         (r.dir / "train_log.jsonl").unlink(missing_ok=True)
         on_event(Event("train", "log", "settings changed since the last checkpoints: training starts over"))
@@ -183,7 +182,7 @@ def smoke_step(r: Run, base_path: str, quants: list[str], on_event: Callback) ->
     examples = eval_examples(r.recipe, tok)
     if not examples:
         raise EdgetuneError(f"{r.dir}: no held-out rows to smoke-test with (data.eval_split is 0)")
-    ref = smoke_mod.hf_reference(r.merged, examples, spec.max_tokens, spec.prompts, on_event)
+    ref = smoke_mod.hf_reference(r.merged, examples, spec.max_tokens, spec.prompts, on_event, tokenizer=tok)
     # Accuracy before fine-tuning: the base model on the same prompts.
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
     base.eval()

@@ -55,11 +55,11 @@ def _norm(s: str) -> str:
 
 
 def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n_prompts: int,
-                 on_event: Callback = ignore) -> Reference:
+                 on_event: Callback = ignore, tokenizer=None) -> Reference:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(hf_dir))
+    tok = tokenizer or AutoTokenizer.from_pretrained(str(hf_dir))
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
     model.eval()
     prompts = [e for e in examples if e.prompt][:n_prompts]

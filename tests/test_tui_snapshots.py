@@ -61,8 +61,10 @@ def test_dataset_screen_with_a_skipped_row(snap_compare, workdir, tiny_base, siz
     from edgetune.tui.screens.dataset import DatasetScreen
     def done(app):  # the summary line and the preview table are filled by separate callbacks
         screen = app.screen
+        table = screen.query_one("#preview")
+        # rows arrive, then the table measures its columns when idle: wait for both
         return "format alpaca" in str(screen.query_one("#summary").render()) and \
-            screen.query_one("#preview").row_count > 0
+            table.row_count > 0 and table.virtual_size.width > 40
     assert snap_compare(a, terminal_size=size, run_before=push(DatasetScreen, done))
 
 

@@ -166,20 +166,13 @@ class DatasetScreen(WizardScreen):
 
 def _inspect(path: str, fmt: str, on_bad_row: str, base: str, max_length: int):
     from edgetune import data as data_mod
-    from edgetune.base import resolve_base
-    from edgetune.train import dataset_source, load_tokenizer
-
-    ds = data_mod.load_dataset(dataset_source(path or "demo"), fmt, on_bad_row)
-    tok = load_tokenizer(resolve_base(base))
-    examples = data_mod.render(ds, tok)
-    stats = data_mod.token_stats(data_mod.tokenize(examples, tok, max_length), max_length)
+    ds, examples, stats = data_mod.inspect(path, fmt, on_bad_row, base, max_length)
     return ds, examples[:PREVIEW_ROWS], stats
 
 
 def _demo_base_ready() -> bool:
-    from edgetune.demo import DEMO_VERSION
-    from edgetune.fsutil import cache_dir
-    return (cache_dir() / f"demo-v{DEMO_VERSION}" / "base" / "model.safetensors").exists()
+    from edgetune.demo import demo_base_ready
+    return demo_base_ready()
 
 
 def _short_where(where: str) -> str:
