@@ -308,11 +308,20 @@ class TokenStats:
     responses_lost: int  # rows whose response loses every token (they train nothing)
     max_length: int
     histogram: list[tuple[int, int]]  # (bucket upper bound, count)
+    lengths: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (prompt, whole row) tokens
 
     def summary(self) -> str:
         return (f"{self.count} rows, tokens p50 {self.p50} / p95 {self.p95} / p99 {self.p99} / max {self.max}; "
                 f"at max_length {self.max_length}: {self.truncated} truncated, {self.responses_cut} responses cut"
                 f"{f', {self.responses_lost} lost whole' if self.responses_lost else ''}")
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "lengths"}
+
+    def cut_at(self, max_length: int) -> tuple[int, int]:
+        """(responses cut partly or wholly, responses lost whole) if rows were cut at max_length."""
+        cut = sum(1 for prompt, total in self.lengths if total > max_length)
+        return cut, sum(1 for prompt, total in self.lengths if prompt >= max_length)
 
     def suggested_max_length(self) -> int:
         """The p99 length rounded up to a multiple of 32 (at least 64)."""
@@ -338,7 +347,7 @@ def tokenize(examples: Iterable[Example], tokenizer, max_length: int, completion
         mask = ([0] * len(prompt_ids) if completion_only else [1] * len(prompt_ids)) + [1] * len(completion_ids)
         kept = max(0, min(len(ids), max_length) - len(prompt_ids))
         rows.append({"input_ids": ids[:max_length], "completion_mask": mask[:max_length], "length": len(ids),
-                     "response_tokens": len(completion_ids), "response_kept": kept})
+                     "prompt_tokens": len(prompt_ids), "response_tokens": len(completion_ids), "response_kept": kept})
     return rows
 
 
@@ -348,6 +357,7 @@ class Prepared:
 
     dataset: Dataset
     template: Chosen | None  # None for text data
+    examples: list[Example]  # every row, in file order
     train: list[Example]
     eval: list[Example]
     train_rows: list[dict]  # tokenized; rows whose response was cut away entirely are left out
@@ -374,7 +384,7 @@ def prepare(spec: DataSpec, tokenizer, seed: int = 0, base: str = "the base mode
     more than 5% of rows would lose their whole response to max_length (unless the recipe allows
     it); such rows are never trained on."""
     ds = load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row)
-    chosen = templates.choose(spec.template, tokenizer, ds.format, base) if ds.format != "text" else None
+    chosen = templates.choose(spec.template, tokenizer, base) if ds.format != "text" else None
     examples = render(ds, tokenizer, chosen)
     train, evals = split(examples, spec.eval_split, seed)
     train_rows = tokenize(train, tokenizer, spec.max_length, spec.completion_only)
@@ -388,7 +398,7 @@ def prepare(spec: DataSpec, tokenizer, seed: int = 0, base: str = "the base mode
     kept_train = [r for r in train_rows if r["response_kept"]]
     kept_eval = [r for r in eval_rows if r["response_kept"]]
     lost = len(train_rows) - len(kept_train) + len(eval_rows) - len(kept_eval)
-    return Prepared(ds, chosen, train, evals, kept_train, kept_eval, stats, lost)
+    return Prepared(ds, chosen, examples, train, evals, kept_train, kept_eval, stats, lost)
 
 
 def inspect(spec: DataSpec, base: str, on_event=ignore) -> Prepared:
@@ -414,5 +424,5 @@ def token_stats(rows: list[dict], max_length: int, buckets: int = 8) -> TokenSta
         truncated=sum(1 for n in lengths if n > max_length),
         responses_cut=sum(1 for r in rows if r.get("response_kept", 1) < r.get("response_tokens", 1)),
         responses_lost=sum(1 for r in rows if r.get("response_kept", 1) == 0),
-        max_length=max_length, histogram=hist,
+        max_length=max_length, histogram=hist, lengths=[(r.get("prompt_tokens", 0), r["length"]) for r in rows],
     )

@@ -137,8 +137,8 @@ def with_bos(jinja: str, tokenizer) -> str:
     return jinja if text.startswith(tokenizer.bos_token) else "{{ bos_token }}" + jinja
 
 
-def choose(spec: str, tokenizer, data_format: str, base: str = "the base model") -> Chosen:
-    """The template for `data.template` = spec, on this tokenizer, for data of this format."""
+def choose(spec: str, tokenizer, base: str = "the base model") -> Chosen:
+    """The template for `data.template` = spec on this tokenizer (`base` names it in errors)."""
     vocab = tokenizer.get_vocab()
     own = getattr(tokenizer, "chat_template", None)
     if isinstance(own, dict):  # several named templates: the default one

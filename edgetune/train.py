@@ -289,7 +289,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
                "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
                "format": ds.format, "lost_rows": prepared.lost,
                "template": prepared.template.name if prepared.template else None, "train_rows": len(train_ds), "eval_rows": len(eval_ds) if eval_ds is not None else 0,
-               "tokens": stats.__dict__}
+               "tokens": stats.to_dict()}
     if eval_ds is not None:
         metrics = trainer.evaluate()
         summary["eval_loss"] = metrics["eval_loss"]

@@ -45,7 +45,7 @@ def test_every_file_type_and_format(tmp_path, rows, fmt, kind):
 def test_alpaca_renders_seed_template(tiny_base, tmp_path):
     tok = load_tokenizer(str(tiny_base))
     ds = data.load_dataset(write_jsonl(tmp_path / "a.jsonl", ALPACA))
-    ex = data.render(ds, tok, templates.choose("alpaca", tok, "alpaca"))
+    ex = data.render(ds, tok, templates.choose("alpaca", tok))
     assert ex[0].prompt == "### Instruction:\nSay hi\n\n### Response:\n"
     assert ex[1].prompt == "### Instruction:\nAdd\n\n### Input:\n1 2\n\n### Response:\n"
     assert ex[1].completion == "3" + tok.eos_token  # the turn ends at EOS; the template's "\n\n" is not trained
@@ -55,7 +55,7 @@ def test_alpaca_renders_seed_template(tiny_base, tmp_path):
 def test_chat_renders_with_template_and_masks_prompt(tiny_base, tmp_path):
     tok = load_tokenizer(str(tiny_base))
     ds = data.load_dataset(write_jsonl(tmp_path / "c.jsonl", CHAT))
-    chosen = templates.choose("auto", tok, "chat")
+    chosen = templates.choose("auto", tok)
     assert chosen.name == "chatml" and "own" in chosen.reason  # the model's template, recognised as ChatML
     ex = data.render(ds, tok, chosen)[0]
     assert ex.prompt.endswith("<|im_start|>assistant\n") and "Be brief." in ex.prompt
@@ -74,7 +74,7 @@ def test_truncation_counts_cut_and_lost_responses(tiny_base, tmp_path):
             {"instruction": "x " * 10, "output": "word " * 20},  # response partly cut
             {"instruction": "short", "output": "z"}]
     ds = data.load_dataset(write_jsonl(tmp_path / "t.jsonl", rows))
-    tokens = data.tokenize(data.render(ds, tok, templates.choose("alpaca", tok, "alpaca")), tok, 64)
+    tokens = data.tokenize(data.render(ds, tok, templates.choose("alpaca", tok)), tok, 64)
     stats = data.token_stats(tokens, 64)
     assert stats.truncated == 2 and max(len(t["input_ids"]) for t in tokens) == 64
     assert stats.responses_cut == 2 and stats.responses_lost == 1

@@ -40,7 +40,7 @@ def test_chat_path_ids_equal_hf_ids_bos_once(turns_model, name):
     from llama_cpp import Llama
 
     tok, gguf = turns_model
-    chosen = templates.choose(name, tok, "chat")
+    chosen = templates.choose(name, tok)
     tok.chat_template = chosen.jinja
     llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
     formatter = smoke.chat_formatter(llm, chosen.jinja)
@@ -66,7 +66,7 @@ def test_training_ids_are_chat_path_ids(tiny_bos_base, tmp_path):
     tok = load_tokenizer(str(tiny_bos_base))
     path = tmp_path / "a.jsonl"
     path.write_text(json.dumps({"instruction": "Say hi", "input": "to Sven", "output": "hi Sven"}) + "\n")
-    chosen = templates.choose("alpaca", tok, "alpaca")
+    chosen = templates.choose("alpaca", tok)
     ex = data.render(data.load_dataset(path), tok, chosen)[0]
     row = data.tokenize([ex], tok, 128)[0]
     tok.chat_template = chosen.jinja
@@ -78,36 +78,36 @@ def test_training_ids_are_chat_path_ids(tiny_bos_base, tmp_path):
 
 def test_auto_picks_model_then_family_then_alpaca(tiny_base):
     tok = load_tokenizer(str(tiny_base))
-    assert templates.choose("auto", tok, "alpaca").name == "chatml"  # the model's own (ChatML) template
+    assert templates.choose("auto", tok).name == "chatml"  # the model's own (ChatML) template
     tok.chat_template = None
-    assert templates.choose("auto", tok, "chat").name == "chatml"  # no template, ChatML tokens in the vocabulary
+    assert templates.choose("auto", tok).name == "chatml"  # no template, ChatML tokens in the vocabulary
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<start_of_turn>", "<end_of_turn>"]})
-    assert templates.choose("auto", tok, "chat").name == "gemma"
+    assert templates.choose("auto", tok).name == "gemma"
     plain = load_tokenizer(str(tiny_base))
     plain.chat_template = None
     vocab = plain.get_vocab()
     plain.get_vocab = lambda: {k: v for k, v in vocab.items() if k not in ("<|im_start|>", "<|im_end|>")}
-    chosen = templates.choose("auto", plain, "chat")
+    chosen = templates.choose("auto", plain)
     assert chosen.name == "alpaca" and "no turn tokens" in chosen.reason
 
 
 def test_template_errors_are_one_line(tiny_base, tmp_path):
     tok = load_tokenizer(str(tiny_base))
     with pytest.raises(EdgetuneError, match=r"gemma needs the tokens <start_of_turn>, <end_of_turn>"):
-        templates.choose("gemma", tok, "chat", "tiny")
+        templates.choose("gemma", tok, "tiny")
     tok.chat_template = None
     with pytest.raises(EdgetuneError, match="tiny has no chat template"):
-        templates.choose("model", tok, "chat", "tiny")
+        templates.choose("model", tok, "tiny")
     with pytest.raises(EdgetuneError, match="no such file"):
-        templates.choose(str(tmp_path / "missing.jinja"), tok, "chat")
+        templates.choose(str(tmp_path / "missing.jinja"), tok)
     bad = tmp_path / "never_stops.jinja"
     bad.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     with pytest.raises(EdgetuneError, match="no special token closes the assistant's turn"):
-        templates.choose(str(bad), tok, "chat")
+        templates.choose(str(bad), tok)
     own = tmp_path / "own.jinja"
     own.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}<|im_end|>{% endfor %}"
                    "{% if add_generation_prompt %}[assistant] {% endif %}")
-    chosen = templates.choose(str(own), tok, "chat")
+    chosen = templates.choose(str(own), tok)
     assert chosen.turn_end == "<|im_end|>" and templates.go_template(chosen, tok) is None
 
 
@@ -123,7 +123,7 @@ def test_modelfile_check_catches_a_wrong_template_and_stops(tiny_bos_base, tmp_p
     from llama_cpp import Llama
 
     tok, gguf = _all_turns_model(tiny_bos_base, tmp_path)
-    chosen = templates.choose("chatml", tok, "chat")
+    chosen = templates.choose("chatml", tok)
     llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
     formatter = smoke.chat_formatter(llm, chosen.jinja)
     tok.chat_template = chosen.jinja
