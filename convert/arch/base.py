@@ -24,6 +24,14 @@ NON_TEXT_PREFIXES = {"vision_tower.": "vision tower", "model.vision_tower.": "vi
                      "audio_tower.": "audio tower", "model.audio_tower.": "audio tower"}
 
 
+def text_name(hf_name: str) -> str:
+    """The name a text-only checkpoint would use for this tensor."""
+    for prefix, plain in TEXT_PREFIXES.items():
+        if hf_name.startswith(prefix):
+            return plain + hf_name[len(prefix):]
+    return hf_name
+
+
 def rope_params(cfg: dict, layer_type: str | None = None, default_theta: float = 10000.0) -> dict:
     """RoPE settings from a transformers 5 config (`rope_parameters`, maybe per layer type) or a
     transformers 4 one (`rope_theta` + `rope_scaling`), as one dict with rope_type and rope_theta."""
@@ -130,13 +138,6 @@ class Arch:
             return {"rope_freqs.weight": llama3_rope_factors(self.rope, self.rope_dims, self.cfg)}
         return {}
 
-    def text_name(self, hf_name: str) -> str:
-        """The name a text-only checkpoint would use for this tensor."""
-        for prefix, plain in TEXT_PREFIXES.items():
-            if hf_name.startswith(prefix):
-                return plain + hf_name[len(prefix):]
-        return hf_name
-
     def left_out(self, hf_name: str) -> str | None:
         """What a tensor belongs to when it is not part of the text model (vision tower, ...)."""
         for prefix, what in NON_TEXT_PREFIXES.items():
@@ -146,7 +147,7 @@ class Arch:
 
     def dropped(self, hf_name: str) -> bool:
         """Tensors llama.cpp does not want: RoPE caches, other towers, and lm_head when it is the embedding."""
-        name = self.text_name(hf_name)
+        name = text_name(hf_name)
         if name.endswith(("rotary_emb.inv_freq", ".attn.masked_bias", ".attn.bias")) or self.left_out(hf_name):
             return True
         return name == "lm_head.weight" and self.tied_embeddings
@@ -155,7 +156,7 @@ class Arch:
         """The GGUF tensor name for an HF tensor name; None when it is dropped or unknown."""
         if self.dropped(hf_name):
             return None
-        return self.name_map.get_name(self.text_name(hf_name), try_suffixes=(".weight", ".bias"))
+        return self.name_map.get_name(text_name(hf_name), try_suffixes=(".weight", ".bias"))
 
     def permutes_rows(self, hf_name: str) -> bool:
         """Whether `modify` reorders this weight's output rows (so a LoRA B needs `lora_b_modify`)."""
