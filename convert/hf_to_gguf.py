@@ -20,7 +20,7 @@ from edgetune.fsutil import atomic_path
 
 from .arch import ARCHITECTURES, Arch
 from .model_folder import ModelFolder
-from .tokenizer import add_tokenizer
+from .tokenizer import add_tokenizer, check_tokenizer
 
 OUTTYPES = {  # outtype -> (GGML type for 2-D weights, llama_ftype written as general.file_type)
     "f32": (gguf.GGMLQuantizationType.F32, 0),
@@ -37,9 +37,24 @@ def load_arch(folder: ModelFolder) -> Arch:
     name = folder.architecture
     cls = ARCHITECTURES.get(name)
     if cls is None:
-        raise EdgetuneError(f"{folder.path}/config.json: architecture '{name}' is not supported "
-                            f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+        raise EdgetuneError(f"{folder.path}/config.json: architecture '{name}' is not supported: edgetune cannot "
+                            f"convert it to GGUF (supported: {supported_list()})")
     return cls(folder.text_config(), str(folder.path))
+
+
+def supported_list() -> str:
+    return ", ".join(f"{name} ({arch})" for name, arch in sorted(SUPPORTED_ARCHITECTURES.items()))
+
+
+def check_convertible(model_dir) -> Arch:
+    """Whether `model_dir` will convert, decided from its config and tokenizer alone (no weights
+    read): architecture, hyperparameters llama.cpp can express, tokenizer kind and pre-tokenizer.
+    Run before training, so an unconvertible base fails in seconds, not after the adapter is made."""
+    folder = ModelFolder(model_dir)
+    arch = load_arch(folder)
+    arch.add_hparams(gguf.GGUFWriter(None, arch.arch_name))  # in memory: raises what conversion would
+    check_tokenizer(folder.path)
+    return arch
 
 
 def tensor_name_map(model_dir) -> Callable[[str], str | None]:

@@ -53,6 +53,23 @@ def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
     _add_chat_template(w, folder)
 
 
+def check_tokenizer(folder: Path) -> str:
+    """The tokenizer kind, after checking llama.cpp can tokenize as it does (reads tokenizer.json only)."""
+    kind = tokenizer_kind(folder)
+    if kind == "bpe":
+        tj = _tokenizer_json(folder)
+        _check_byte_level(tj, folder)
+        bpe_pre_name(tj, str(folder))
+    return kind
+
+
+def _check_byte_level(tj: dict, folder: Path) -> None:
+    if (tj.get("model") or {}).get("type") != "BPE":
+        raise EdgetuneError(f"{folder}/tokenizer.json: model type {(tj.get('model') or {}).get('type')!r} is not BPE")
+    if '"add_prefix_space": true' in json.dumps(tj.get("pre_tokenizer")):
+        raise EdgetuneError(f"{folder}/tokenizer.json: ByteLevel add_prefix_space=true has no llama.cpp equivalent")
+
+
 def tokenizer_kind(folder: Path) -> str:
     """"bpe" (byte-level, GPT-2 style), "spm-model" (tokenizer.model) or "spm-json" (a SentencePiece
     BPE that only comes as tokenizer.json: Metaspace or a ' ' -> '▁' normalizer, byte fallback)."""
@@ -182,11 +199,8 @@ def _hf_tokenizer(folder: Path):
 def _add_bpe(w: gguf.GGUFWriter, folder: Path, tok, n_vocab: int) -> None:
     tj = _tokenizer_json(folder)
     model = tj.get("model") or {}
-    if model.get("type") != "BPE":
-        raise EdgetuneError(f"{folder}/tokenizer.json: model type {model.get('type')!r} is not BPE")
+    _check_byte_level(tj, folder)
     pre = bpe_pre_name(tj, str(folder))
-    if '"add_prefix_space": true' in json.dumps(tj.get("pre_tokenizer")):
-        raise EdgetuneError(f"{folder}/tokenizer.json: ByteLevel add_prefix_space=true has no llama.cpp equivalent")
     vocab = tok.get_vocab()
     added = {t.content: t for t in tok.added_tokens_decoder.values()}
     by_id = {i: t for t, i in vocab.items()}

@@ -103,3 +103,62 @@ def test_all_linear_leaves_out_the_head_and_the_vision_tower(tmp_path):
     assert {n.rsplit(".", 1)[-1] for n in resolve_targets(phi, "attn")} == {"qkv_proj", "o_proj"}
     with pytest.raises(EdgetuneError, match="q_proj not in this model's decoder .*qkv_proj"):
         resolve_targets(phi, "q_proj,o_proj")
+
+
+def _with_config(model_dir, dest, **changes):
+    import json
+    import shutil
+    shutil.copytree(model_dir, dest)
+    config = json.loads((dest / "config.json").read_text())
+    (dest / "config.json").write_text(json.dumps({**config, **changes}))
+    return dest
+
+
+def test_unconvertible_base_fails_before_training(demo_jsonl, tmp_path):
+    """An architecture we do not convert, or a setting llama.cpp cannot express, stops `edgetune run`
+    before training starts, naming the architecture and listing the supported ones."""
+    from edgetune.errors import EdgetuneError
+    base = build("llama", tmp_path / "llama")
+    neox = _with_config(base, tmp_path / "neox", architectures=["GPTNeoXForCausalLM"])
+    r = make_recipe(neox, demo_jsonl, tmp_path / "runs")
+    with pytest.raises(EdgetuneError, match=r"architecture 'GPTNeoXForCausalLM' is not supported: .*"
+                                            r"LlamaForCausalLM \(llama\).*Phi3ForCausalLM \(phi3\)"):
+        pipeline.run(r)
+    run = pipeline.Run(r)
+    assert not (run.dir / "train_log.jsonl").exists() and not list(run.dir.glob("checkpoints/checkpoint-*"))
+    assert not run.adapter.exists()
+
+    smol = build("smollm3", tmp_path / "smol")
+    odd = _with_config(smol, tmp_path / "odd-nope", no_rope_layers=[1, 0, 1, 1])
+    with pytest.raises(EdgetuneError, match="no_rope_layers .* not llama.cpp's fixed pattern"):
+        pipeline.run(make_recipe(odd, demo_jsonl, tmp_path / "runs2"))
+    phi = build("phi3", tmp_path / "phi")
+    import json
+    config = json.loads((phi / "config.json").read_text())
+    dynamic = _with_config(phi, tmp_path / "dyn", rope_parameters={**config["rope_parameters"], "rope_type": "dynamic"})
+    with pytest.raises(EdgetuneError, match="rope scaling 'dynamic' is not supported for phi3"):
+        pipeline.run(make_recipe(dynamic, demo_jsonl, tmp_path / "runs3"))
+
+
+def test_wizard_base_step_refuses_an_unconvertible_architecture(tmp_path):
+    import asyncio
+
+    from test_tui import wait_until
+    from tui_fixtures import FakeRunner
+
+    from edgetune.tui.app import EdgetuneApp
+    neox = _with_config(build("llama", tmp_path / "llama"), tmp_path / "neox", architectures=["GPTNeoXForCausalLM"])
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(120, 40)) as pilot:
+            from edgetune.tui.screens.base_model import BaseModelScreen
+            await app.push_screen(BaseModelScreen())
+            await pilot.pause()
+            app.screen.query_one("#kind-folder").value = True
+            app.screen.query_one("#path").value = str(neox)
+            await pilot.click("#next")
+            error = app.screen.query_one("#error")
+            await wait_until(pilot, lambda: "GPTNeoXForCausalLM" in str(error.render()))
+            assert "is not supported" in str(error.render()) and isinstance(app.screen, BaseModelScreen)
+    asyncio.run(go())
