@@ -1,6 +1,7 @@
-"""Ministral 3 / Mistral 3 text (Ministral3ForCausalLM, and the text model of
-Mistral3ForConditionalGeneration, vision tower left out): a Llama with YaRN RoPE and Llama-4
-attention temperature scaling (llama.cpp's mistral3 arch)."""
+"""Ministral 3 / Mistral 3 text models (Ministral3ForCausalLM): a Llama with YaRN RoPE and Llama-4
+attention temperature scaling (llama.cpp's mistral3 arch). The multimodal
+Mistral3ForConditionalGeneration is not listed: transformers' AutoModelForCausalLM cannot load it
+for training."""
 from __future__ import annotations
 
 import gguf
@@ -10,7 +11,7 @@ from .llama import Llama
 
 class Mistral3(Llama):
     gguf_arch = gguf.MODEL_ARCH.MISTRAL3
-    hf_names = ("Ministral3ForCausalLM", "Mistral3ForConditionalGeneration")
+    hf_names = ("Ministral3ForCausalLM",)
     yarn_mscale = True
 
     def add_rope_scaling(self, w: gguf.GGUFWriter) -> None:
