@@ -49,7 +49,7 @@ def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
         _add_sentencepiece_from_json(w, folder, tok, n_vocab)
     else:
         _add_bpe(w, folder, tok, n_vocab)
-    _add_special(w, tok, n_vocab)
+    _add_special(w, tok, n_vocab, _stop_ids(folder))
     _add_chat_template(w, folder)
 
 
@@ -271,7 +271,20 @@ def _pad_vocab(tokens: list, scores: list, types: list, size: int) -> None:
         types.append(gguf.TokenType.UNUSED)
 
 
-def _add_special(w: gguf.GGUFWriter, tok, n_vocab: int) -> None:
+def _stop_ids(folder: Path) -> list[int]:
+    """The ids generation stops on, from generation_config.json (edgetune writes the chat
+    template's turn end there beside EOS)."""
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        return []
+    try:
+        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+    except json.JSONDecodeError as e:
+        raise EdgetuneError(f"{path}: not valid JSON ({e})") from None
+    return [eos] if isinstance(eos, int) else [i for i in eos or [] if isinstance(i, int)]
+
+
+def _add_special(w: gguf.GGUFWriter, tok, n_vocab: int, stop_ids: list[int]) -> None:
     for kind in ("bos", "eos", "unk", "pad"):
         token_id = getattr(tok, f"{kind}_token_id", None)
         if token_id is not None and token_id < n_vocab:
@@ -280,11 +293,13 @@ def _add_special(w: gguf.GGUFWriter, tok, n_vocab: int) -> None:
     w.add_add_bos_token(bool(probe) and tok.bos_token_id is not None and probe[0] == tok.bos_token_id)
     w.add_add_eos_token(bool(probe) and tok.eos_token_id is not None and probe[-1] == tok.eos_token_id
                         and len(probe) > 1)
-    vocab = tok.get_vocab()
-    for eot in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
-        if eot in vocab:
-            w.add_eot_token_id(vocab[eot])
-            break
+    # The end of a chat turn: the stop id beside EOS, else a known turn-end token of the vocabulary.
+    turn_ends = [i for i in stop_ids if i != tok.eos_token_id and i < n_vocab]
+    if not turn_ends:
+        vocab = tok.get_vocab()
+        turn_ends = [vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>") if t in vocab]
+    if turn_ends:
+        w.add_eot_token_id(turn_ends[0])
 
 
 def _add_chat_template(w: gguf.GGUFWriter, folder: Path) -> None:

@@ -43,6 +43,17 @@ def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = Fa
     raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (built-in: {', '.join(BUILTIN)})")
 
 
+def load_tokenizer(base: str, trust_remote_code: bool = False):
+    """The base's tokenizer, padding on the right with EOS where it has no pad token."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
 def _is_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec

@@ -205,8 +205,8 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
         src = base_dir / name
         if src.is_file():
             shutil.copy2(src, tmp / name)
-    # Tokenizer files saved with the adapter win: training may have set a pad token or template.
-    for name in COPY_FILES[2:]:
+    # Files saved with the adapter win: training sets the pad token, chat template and stop ids.
+    for name in COPY_FILES[1:]:
         src = Path(adapter_dir) / name
         if src.is_file():
             shutil.copy2(src, tmp / name)

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from edgetune.errors import EdgetuneError
+from edgetune.templates import CHOICES as TEMPLATE_CHOICES
 
 # train.targets presets (edgetune/targets.py resolves them on the model): the leaf names of each
 # family's projections, fused ones included; "all-linear" is every linear layer of the decoder.
@@ -34,6 +35,9 @@ class DataSpec:
     max_length: int = 512
     on_bad_row: str = "error"  # error | skip
     completion_only: bool = True  # loss on the response only
+    # auto | model | alpaca | chatml | gemma | llama3 | a .jinja file (see edgetune.templates)
+    template: str = "auto"
+    allow_lost_responses: bool = False  # run even when > 5% of responses do not fit in max_length
     # auto: pack rows padding-free on CUDA (flash-attention varlen kernels make it cheap);
     # elsewhere pad batches of similar-length rows (packing costs quadratic attention on CPU).
     packing: str = "auto"  # auto | true | false
@@ -159,6 +163,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("data.max_length", f"{r.data.max_length} must be at least 16")
     if r.data.packing not in ("auto", "true", "false"):
         bad("data.packing", f"{r.data.packing!r} must be auto, true or false")
+    if r.data.template not in TEMPLATE_CHOICES and not r.data.template.endswith(".jinja"):
+        bad("data.template", f"{r.data.template!r} is not one of {', '.join(TEMPLATE_CHOICES)} or a .jinja file")
     if r.data.on_bad_row not in ("error", "skip"):
         bad("data.on_bad_row", f"{r.data.on_bad_row!r} must be error or skip")
     t = r.train
