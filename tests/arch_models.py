@@ -68,8 +68,9 @@ def spm_tokenizer(folder: Path, vocab_size: int = 600):
         "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
         "add_bos_token": True, "add_eos_token": False}))
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    # each turn closed by EOS, so generation stops (the pipeline refuses a template without it)
     tok.chat_template = ("{% for m in messages %}{{ '<s>' if loop.first else '' }}{{ m['role'] }}: "
-                         "{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+                         "{{ m['content'] }}</s>\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
     return tok
 
 
