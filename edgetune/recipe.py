@@ -16,10 +16,12 @@ import yaml
 from edgetune.errors import EdgetuneError
 from edgetune.templates import CHOICES as TEMPLATE_CHOICES
 
+# train.targets presets (edgetune/targets.py resolves them on the model): the leaf names of each
+# family's projections, fused ones included; "all-linear" is every linear layer of the decoder.
 TARGET_PRESETS = {
-    "qv": ["q_proj", "v_proj"],
-    "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qv": ["q_proj", "v_proj", "qkv_proj"],
+    "attn": ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"],
+    "all-linear": "all-linear",
 }
 QUANT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1", "Q4_K_M", "Q4_K_S", "Q4_0", "Q4_1",
                "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "IQ4_NL", "IQ4_XS", "F16", "BF16")
@@ -202,6 +204,7 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
 
 
 def target_modules(targets: str, where: str = "recipe") -> list[str] | str:
+    """A preset's leaf names (or "all-linear"), or the listed module names; checks the syntax only."""
     if targets in TARGET_PRESETS:
         return TARGET_PRESETS[targets]
     names = [t.strip() for t in targets.split(",") if t.strip()]

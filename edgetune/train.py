@@ -22,7 +22,8 @@ from edgetune.base import load_tokenizer, resolve_base
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
 from edgetune.fsutil import is_main_process, write_json
-from edgetune.recipe import Recipe, TrainSpec, target_modules
+from edgetune.recipe import Recipe, TrainSpec
+from edgetune.targets import describe, resolve_targets
 
 
 @dataclass
@@ -219,8 +220,10 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     model = load_model(base, p, t.trust_remote_code)
     if p.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+    targets = resolve_targets(model, t.targets)
+    on_event(Event("train", "log", f"targets={t.targets}: {describe(targets)}", data={"targets": targets}))
     lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
-                      target_modules=_present_targets(model, target_modules(t.targets)))
+                      target_modules=targets)
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
     on_event(Event("train", "log", f"{p.method} on {p.device} ({p.dtype}), r={t.rank} alpha={t.alpha} "
@@ -316,16 +319,6 @@ def use_packing(setting: str, p: Plan) -> bool:
     if setting != "auto":
         return setting == "true"
     return p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None
-
-
-def _present_targets(model, wanted: list[str]) -> list[str]:
-    """Keep the preset's module names that exist in this model; none at all is a user error."""
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    present = [w for w in wanted if w in names]
-    if not present:
-        raise EdgetuneError(f"train.targets: none of {wanted} exist in this model "
-                            f"(linear layers here: {sorted(n for n in names if 'proj' in n)[:12]})")
-    return present
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:
