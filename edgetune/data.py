@@ -379,11 +379,12 @@ class Prepared:
 MAX_LOST_SHARE = 0.05  # more rows than this losing their whole response stops a run
 
 
-def prepare(spec: DataSpec, tokenizer, seed: int = 0, base: str = "the base model") -> Prepared:
+def prepare(spec: DataSpec, tokenizer, seed: int = 0, base: str = "the base model",
+            dataset: Dataset | None = None) -> Prepared:
     """Load, template, split and tokenize `spec`'s data for `tokenizer`. Stops with one line when
     more than 5% of rows would lose their whole response to max_length (unless the recipe allows
     it); such rows are never trained on."""
-    ds = load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row)
+    ds = dataset or load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row)
     chosen = templates.choose(spec.template, tokenizer, base) if ds.format != "text" else None
     examples = render(ds, tokenizer, chosen)
     train, evals = split(examples, spec.eval_split, seed)
@@ -405,9 +406,9 @@ def inspect(spec: DataSpec, base: str, on_event=ignore) -> Prepared:
     """Validate a dataset and measure it with a base model's tokenizer under its chat template.
     The CLI's `data inspect` and the TUI's dataset step both show this; it never stops on lost
     responses (it reports them)."""
-    tok = load_tokenizer(resolve_base(base, on_event))
     spec = dataclasses.replace(spec, path=spec.path or "demo", allow_lost_responses=True)
-    return prepare(spec, tok, base=base)
+    ds = load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row)  # bad rows first: it is quick
+    return prepare(spec, load_tokenizer(resolve_base(base, on_event)), base=base, dataset=ds)
 
 
 def token_stats(rows: list[dict], max_length: int, buckets: int = 8) -> TokenStats:
