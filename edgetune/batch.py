@@ -89,7 +89,8 @@ def convert_merged(base_dir: Path, adapter: Path, out_dir: Path, name: str, quan
                    threads: int = 0, on_event: Callback = ignore) -> list[str]:
     """Base + adapter -> GGUF per quant type, in one streaming pass over the base tensors."""
     from edgetune.convert import convert_hf_to_gguf
-    from edgetune.merge import LoraDeltas, tensor_names
+    from edgetune.convert.lora_deltas import LoraDeltas
+    from edgetune.merge import tensor_names
     from edgetune.quantize import quantize
 
     deltas = LoraDeltas(adapter)
