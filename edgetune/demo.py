@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 
 from edgetune.events import Callback, Event, ignore
-from edgetune.fsutil import cache_dir, write_text
+from edgetune.fsutil import atomic_dir, cache_dir, write_text
 
 DEMO_VERSION = "3"
 WORDS = (
@@ -182,11 +181,8 @@ def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Ca
     model.eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     on_event(Event("data", "done", f"demo base ready: {out_dir}"))
     return out_dir

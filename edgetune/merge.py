@@ -16,6 +16,7 @@ from pathlib import Path
 from edgetune.errors import EdgetuneError
 from edgetune.convert.lora_deltas import LoraDeltas
 from edgetune.events import Callback, Event, ignore
+from edgetune.fsutil import atomic_dir
 
 COPY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "chat_template.json",
@@ -55,20 +56,34 @@ def tensor_names(folder: Path) -> set[str]:
 
 def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Callback = ignore) -> Path:
     """Write base + adapter as a new HF folder at `out_dir` (built beside it, then renamed)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     base_dir = base_folder(base)
     deltas = LoraDeltas(adapter_dir)
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     shards = safetensors_shards(base_dir)
     names = tensor_names(base_dir)
     total = len(names)
     deltas.check_complete(names)
     on_event(Event("merge", "start", f"merging {len(deltas.pairs)} LoRA pairs into {base_dir}", total=total))
+    with atomic_dir(out_dir) as tmp:
+        _write_merged(shards, deltas, tmp, total, on_event)
+        for name in COPY_FILES + tuple(p.name for p in base_dir.glob("*.safetensors.index.json")):
+            src = base_dir / name
+            if src.is_file():
+                shutil.copy2(src, tmp / name)
+        # Files saved with the adapter win: training sets the pad token, chat template and stop ids.
+        for name in COPY_FILES[1:]:
+            src = Path(adapter_dir) / name
+            if src.is_file():
+                shutil.copy2(src, tmp / name)
+    on_event(Event("merge", "done", f"merged model: {out_dir}", data={"pairs": len(deltas.pairs)}))
+    return out_dir
+
+
+def _write_merged(shards: list[Path], deltas: LoraDeltas, out: Path, total: int, on_event: Callback) -> None:
+    """Each base shard with the adapter's deltas added, one shard in memory at a time."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     done = 0
     for shard in shards:
         merged = {}
@@ -82,19 +97,6 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
             raise
         except Exception as e:
             raise EdgetuneError(f"{shard}: unreadable safetensors ({str(e).splitlines()[0]})") from None
-        save_file(merged, str(tmp / shard.name), metadata={**metadata, "format": "pt"})
+        save_file(merged, str(out / shard.name), metadata={**metadata, "format": "pt"})
         del merged
         on_event(Event("merge", "progress", shard.name, step=done, total=total))
-    for name in COPY_FILES + tuple(p.name for p in base_dir.glob("*.safetensors.index.json")):
-        src = base_dir / name
-        if src.is_file():
-            shutil.copy2(src, tmp / name)
-    # Files saved with the adapter win: training sets the pad token, chat template and stop ids.
-    for name in COPY_FILES[1:]:
-        src = Path(adapter_dir) / name
-        if src.is_file():
-            shutil.copy2(src, tmp / name)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    on_event(Event("merge", "done", f"merged model: {out_dir}", data={"pairs": len(deltas.pairs)}))
-    return out_dir

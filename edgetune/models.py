@@ -8,12 +8,11 @@ changed source is imported again."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
-from edgetune.fsutil import cache_dir
+from edgetune.fsutil import atomic_dir, cache_dir
 
 SOURCE_FILE = "edgetune_source.json"
 
@@ -53,8 +52,6 @@ def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callb
     if marker.is_file() and json.loads(marker.read_text()) == source and (out_dir / "config.json").is_file():
         return out_dir
     on_event(Event("data", "start", f"importing {gguf_path.name} into an HF folder (once, a few minutes)"))
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                      dtype=torch.bfloat16)
@@ -66,14 +63,9 @@ def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callb
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     on_event(Event("data", "progress", "saving", step=2, total=3))
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / SOURCE_FILE).write_text(json.dumps(source))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
     on_event(Event("data", "done", f"imported base: {out_dir}"))
     return out_dir

@@ -21,7 +21,7 @@ from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
-from edgetune.fsutil import is_main_process, write_json
+from edgetune.fsutil import atomic_dir, write_json
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.targets import describe, resolve_targets
 
@@ -302,12 +302,11 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     adapter_dir = run_dir / "adapter"
     if not trainer.is_world_process_zero():
         return adapter_dir
-    tmp = run_dir / "adapter.tmp"
-    trainer.model.save_pretrained(tmp)
-    store_template(tokenizer, prepared, model.generation_config)
-    tokenizer.save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
-    _replace_dir(tmp, adapter_dir)
+    with atomic_dir(adapter_dir) as tmp:
+        trainer.model.save_pretrained(tmp)
+        store_template(tokenizer, prepared, model.generation_config)
+        tokenizer.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
     write_json(run_dir / "train.json", summary)
     on_event(Event("train", "done", f"adapter saved: {adapter_dir}", data=summary))
     return adapter_dir
@@ -326,13 +325,3 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
         return None
     done = [d for d in ckpt_dir.glob("checkpoint-*") if (d / "trainer_state.json").is_file()]
     return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    import shutil
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
