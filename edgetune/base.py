@@ -2,10 +2,11 @@
 into something `from_pretrained` can load, and check a local folder before we spend time on it."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from edgetune.convert import check_convertible
+from edgetune.convert.model_folder import read_config, safetensors_files
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir, cache_dir
@@ -71,21 +72,10 @@ def check_model_folder(path: Path) -> dict:
     """The folder's config, after checking it holds what a causal LM needs."""
     if not path.is_dir():
         raise EdgetuneError(f"{path}: not a folder")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise EdgetuneError(f"{path}: no config.json (not a Hugging Face model folder)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgetuneError(f"{config_path}: not valid JSON ({e})") from None
+    config = read_config(path)
     if not config.get("architectures") and not config.get("model_type"):
-        raise EdgetuneError(f"{config_path}: no 'architectures' or 'model_type' field")
-    has_safetensors = any(path.glob("*.safetensors"))
-    if not has_safetensors:
-        if any(path.glob("*.bin")) or any(path.glob("*.pt")):
-            raise EdgetuneError(f"{path}: only pickle weights (*.bin); edgetune loads safetensors only "
-                                "(pickle files can run code when loaded)")
-        raise EdgetuneError(f"{path}: no *.safetensors weights")
+        raise EdgetuneError(f"{path / 'config.json'}: no 'architectures' or 'model_type' field")
+    safetensors_files(path)
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise EdgetuneError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
     preflight(path)
@@ -96,7 +86,6 @@ def preflight(path: Path) -> None:
     """Refuse, before any training, a base the run could not turn into a GGUF: an architecture the
     converter does not know (the error names it and lists the supported ones), a setting llama.cpp
     cannot express, a tokenizer llama.cpp would split differently."""
-    from edgetune.convert import check_convertible
     check_convertible(path)
 
 
