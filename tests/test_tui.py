@@ -145,27 +145,6 @@ def test_batch_rows_fail_one_by_one(tmp_path, monkeypatch):
     asyncio.run(go())
 
 
-def test_batch_without_the_engine_still_lists_adapters(tmp_path, monkeypatch):
-    import sys
-    from tui_fixtures import write_fake_adapters
-    monkeypatch.chdir(tmp_path)
-    write_fake_adapters(tmp_path / "adapters")
-    monkeypatch.setitem(sys.modules, "edgetune.batch", None)  # import edgetune.batch -> ImportError
-
-    async def go():
-        app = EdgetuneApp(runner=FakeRunner())
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.action_batch()
-            await pilot.pause()
-            batch = app.screen
-            batch.query_one("#folder").value = "adapters"
-            await pilot.click("#run")
-            await pilot.pause()
-            assert batch.query_one("#rows").row_count == 2
-            assert "batch conversion engine not installed" in str(batch.query_one("#error").render())
-    asyncio.run(go())
-
-
 def test_quitting_during_a_run_asks_then_cancels():
     runner = FakeRunner(wait_for_cancel=True)
 

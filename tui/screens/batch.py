@@ -10,6 +10,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Select, SelectionList, Static
 
+from edgetune.batch import find_adapters, run_batch, slug
 from edgetune.errors import EdgetuneError
 from edgetune.events import CancelToken, Event
 
@@ -18,7 +19,6 @@ from ..threads import deliver
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
 QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "F16")
-NOT_INSTALLED = "batch conversion engine not installed (edgetune.batch)"
 
 
 class BatchScreen(Screen):
@@ -106,11 +106,6 @@ class BatchScreen(Screen):
     def start(self) -> None:
         if not self.scan():
             return
-        try:
-            from edgetune.batch import run_batch
-        except ImportError:
-            self.status(NOT_INSTALLED, error=True)
-            return
         quants = list(self.query_one("#quants", SelectionList).selected)
         if not quants:
             self.status("tick at least one quant type (space ticks)", error=True)
@@ -166,24 +161,6 @@ class BatchScreen(Screen):
         self.app.pop_screen()
 
 
-def find_adapters(folder: str) -> list[Path]:
-    """The engine's finder when it is installed; else the same rule: folders holding adapter_config.json."""
-    try:
-        from edgetune.batch import find_adapters as engine_find
-    except ImportError:
-        root = Path(folder)
-        if not root.is_dir():
-            raise EdgetuneError(f"{folder}: no such folder") from None
-        if (root / "adapter_config.json").is_file():
-            return [root]
-        return sorted(p.parent for p in root.rglob("adapter_config.json"))
-    return engine_find(folder)
-
-
 def adapter_name(adapter: Path, root: Path) -> str:
-    """The row key: the engine's slug when installed (its events name rows by it)."""
-    try:
-        from edgetune.batch import slug
-    except ImportError:
-        return adapter.name
+    """The row key: the engine's slug (its events name rows by it)."""
     return slug(adapter, root)
