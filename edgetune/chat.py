@@ -40,7 +40,7 @@ class Turn:
     text: str
 
 
-def read_turn(read_line: Callable[[str], str], prompt: str = "> ", more: str = ". ") -> Turn | None:
+def read_turn(read_line: Callable[[str], str], prompt: str = "> ", more: str = "... ") -> Turn | None:
     """The next turn typed at the console; None at the end of input (Ctrl-D) with nothing typed.
 
     A message is every line up to a blank one, so a pasted instruction with an input section stays

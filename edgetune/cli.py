@@ -61,6 +61,17 @@ class CliRenderer:
         self.stream.flush()
 
 
+def _log_libraries(log_file: Path, hf: bool = True, llama: bool = True) -> None:
+    """Library logs and warnings go to `log_file`; the console keeps edgetune's lines (--debug: both)."""
+    from edgetune import logs
+    logs.route(log_file, debug=STATE["debug"], hf=hf, llama=llama)
+
+
+def _command_log(command: str) -> Path:
+    from edgetune.fsutil import cache_dir
+    return cache_dir() / "logs" / f"{command}.log"
+
+
 def _fail(e: Exception) -> None:
     if STATE["debug"]:
         raise e
@@ -103,6 +114,7 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
     try:
         from edgetune import data as data_mod
         hub.preflight(models=[tokenizer], datasets=[file])
+        _log_libraries(_command_log("data-inspect"), llama=False)
         ds, examples, stats = data_mod.inspect(file, format, "skip" if skip_bad else "error", tokenizer,
                                                max_length, CliRenderer())
     except EdgetuneError as e:
@@ -125,6 +137,7 @@ def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default
     from edgetune import pipeline
     try:
         r = _load_recipe(recipe, name, base, data)
+        _log_libraries(pipeline.Run(r).dir / "edgetune.log", llama=False)
         pipeline.run(r, CliRenderer(), until="train")
     except EdgetuneError as e:
         _fail(e)
@@ -149,6 +162,7 @@ def _load_recipe_or_fail(recipe, name, base, data):
 
 def _run_pipeline(r, until: str = "smoke", force: bool = False) -> None:
     from edgetune import pipeline
+    _log_libraries(pipeline.Run(r).dir / "edgetune.log")
     try:
         pipeline.run(r, CliRenderer(), until=until, force=force)
     except EdgetuneError as e:
@@ -183,6 +197,7 @@ def merge(base: str, adapter: Path, out: Path):
     """Merge a PEFT adapter into the 16/32-bit base (never the 4-bit one), shard by shard."""
     from edgetune import merge as merge_mod
     from edgetune.base import resolve_base
+    _log_libraries(_command_log("merge"), llama=False)
     try:
         merge_mod.merge(resolve_base(base), adapter, out, CliRenderer())
     except EdgetuneError as e:
@@ -193,6 +208,7 @@ def merge(base: str, adapter: Path, out: Path):
 def convert(model_dir: Path, out: Path, outtype: str = typer.Option("f16", help="f32, f16, bf16 or q8_0")):
     """Convert a Hugging Face model folder to GGUF with edgetune's converter."""
     from edgetune.convert import convert_hf_to_gguf
+    _log_libraries(_command_log("convert"), hf=False, llama=False)
     try:
         convert_hf_to_gguf(model_dir, out, outtype, CliRenderer())
     except EdgetuneError as e:
@@ -204,6 +220,7 @@ def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", 
              threads: int = 0):
     """Quantize an F16/BF16/F32 GGUF with llama.cpp's quantizer."""
     from edgetune.quantize import quantize as q
+    _log_libraries(_command_log("quantize"), hf=False)
     try:
         info = q(src, dst, type, threads, CliRenderer())
     except EdgetuneError as e:
@@ -225,6 +242,7 @@ def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temp
     """Chat with a GGUF on the CPU, streamed. A blank line sends (a message may span lines);
     /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt."""
     from edgetune import chat as chat_mod
+    _log_libraries(_command_log("chat"), hf=False)
     try:
         session = chat_mod.ChatSession(gguf, system=system, threads=threads)
     except EdgetuneError as e:
@@ -275,6 +293,7 @@ def batch(adapters: Path, out: Path = typer.Option(..., "--out", help="Output fo
     """Convert every PEFT adapter under a folder to GGUF; one row per adapter, a rerun resumes."""
     from edgetune.batch import run_batch
     render = CliRenderer()
+    _log_libraries(out / "edgetune.log")
 
     def on_event(e: Event) -> None:
         if e.phase == "batch" or e.kind in ("start", "done") and e.phase in ("quantize",):
