@@ -1,6 +1,7 @@
 """The terminal UI driven with Pilot: wizard, run (fake and real), chat, errors, cancel."""
 import asyncio
 
+import pytest
 from tui_fixtures import FakeRunner
 
 from edgetune.tui.app import EdgetuneApp
@@ -215,4 +216,40 @@ def test_chat_message_box_takes_several_lines_and_a_paste_whole():
             assert chat.sessions[0].sent[1] == "### Instruction:\nsum\n\n### Input:\n2 3"
             you = [str(s.render()) for s in chat.query(".msg-you")]
             assert "line one\nline two" in you[0]
+    asyncio.run(go())
+
+
+def test_wizard_shows_the_hub_line_inline_when_an_id_cannot_be_had(tmp_path, tiny_base, monkeypatch):
+    """Offline and not cached: the Base model and Dataset steps show the CLI's line and stay put."""
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from edgetune import hub
+    from edgetune.errors import EdgetuneError
+    with pytest.raises(EdgetuneError) as expected:
+        hub.check_id("some-org/some-model")
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            screen.query_one("#kind-hub").value = True
+            screen.query_one("#path").value = "some-org/some-model"
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            assert app.screen is screen and app.recipe.base == "demo"
+            assert str(screen.query_one("#error").render()) == str(expected.value)
+            from edgetune.tui.screens.dataset import DatasetScreen
+            app.recipe.base = str(tiny_base)
+            await app.push_screen(DatasetScreen())
+            await pilot.pause()
+            app.screen.query_one("#path").value = "some-org/some-data"
+            await pilot.click("#check")
+            error = app.screen.query_one("#error")
+            await wait_until(pilot, lambda: "some-org/some-data" in str(error.render()))
+            assert "this hub dataset is not in the local cache and the hub cannot be reached" in str(error.render())
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "DatasetScreen" and app.recipe.data.path == "demo"
     asyncio.run(go())
