@@ -41,6 +41,17 @@ def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = Fa
                         f"(built-in: {', '.join(BUILTIN)})")
 
 
+def load_tokenizer(base: str, trust_remote_code: bool = False):
+    """The base's tokenizer, padding on the right with EOS where it has no pad token."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
 def check_model_folder(path: Path) -> dict:
     """The folder's config, after checking it holds what a causal LM needs."""
     if not path.is_dir():
@@ -72,7 +83,16 @@ def check_model_folder(path: Path) -> dict:
                                 "(an interrupted download? run again with a network to resume it)")
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise EdgetuneError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
+    preflight(path)
     return config
+
+
+def preflight(path: Path) -> None:
+    """Refuse, before any training, a base the run could not turn into a GGUF: an architecture the
+    converter does not know (the error names it and lists the supported ones), a setting llama.cpp
+    cannot express, a tokenizer llama.cpp would split differently."""
+    from edgetune.convert import check_convertible
+    check_convertible(path)
 
 
 def safetensors_copy(folder: Path, on_event: Callback = ignore) -> Path:

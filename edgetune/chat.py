@@ -15,17 +15,6 @@ from typing import Callable, Iterator
 from edgetune.errors import EdgetuneError
 from edgetune.quantize import check_gguf_file
 
-# Written into models fine-tuned on alpaca data, so llama.cpp, Ollama and our chat use that format.
-ALPACA_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
-)
-
-
 # Console chat commands (a line that starts with one of them, typed at the start of a message).
 COMMANDS = {"/exit": "quit (Ctrl-D quits too)", "/reset": "forget the conversation so far",
             "/system": "/system TEXT sets the system prompt from the next turn on; /system alone clears it",
