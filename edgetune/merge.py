@@ -17,20 +17,19 @@ from edgetune.errors import EdgetuneError
 from edgetune.convert.lora_deltas import LoraDeltas
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir
+from edgetune.hub import is_hub_id, resolve_model_id
 
 COPY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "chat_template.json",
               "vocab.json", "merges.txt", "added_tokens.json")
 def base_folder(base: str) -> Path:
-    """A local folder for `base` (a hub id is downloaded: safetensors and configs only)."""
+    """A local folder for `base` (a hub id: its cached snapshot, or downloaded now)."""
     path = Path(base)
     if path.is_dir():
         return path
-    from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(base, allow_patterns=["*.safetensors", "*.json", "*.model", "*.jinja", "*.txt"]))
-    except Exception as e:
-        raise EdgetuneError(f"{base}: cannot fetch the base model ({str(e).splitlines()[0]})") from None
+    if is_hub_id(base):
+        return resolve_model_id(base)
+    raise EdgetuneError(f"{base}: no such base model folder (or hub id org/name)")
 
 
 def safetensors_shards(folder: Path) -> list[Path]:

@@ -22,6 +22,7 @@ from edgetune import smoke as smoke_mod
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Event, ignore
 from edgetune.fsutil import is_main_process, write_json, write_text
+from edgetune.hub import preflight
 from edgetune.recipe import Recipe
 
 STEPS = ("train", "merge", "convert", "quantize", "smoke")
@@ -89,6 +90,7 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
 
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
+    preflight(models=[recipe.base], datasets=[recipe.data.path])  # a hub id that cannot be had: before any write
     train_mod.quiet_libraries()
     r = Run(recipe)
     r.dir.mkdir(parents=True, exist_ok=True)

@@ -61,8 +61,10 @@ class FakeChatSession:
         self.template_name = "from the file"
         self.last_stats = ""
         self.stopped = threading.Event()
+        self.sent: list[str] = []  # every message as the screen handed it over
 
     def send(self, text, temperature=0.7, top_p=0.95, max_tokens=256):
+        self.sent.append(text)
         self.stopped.clear()
         words = f"{self.path.stem} says: {text}".split()
         for i, word in enumerate(words[:max_tokens]):

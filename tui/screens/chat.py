@@ -14,6 +14,7 @@ from edgetune.errors import EdgetuneError
 
 from ..display import one_line, show_status
 from ..threads import deliver
+from ..widgets.message_box import MessageBox
 from ..widgets.transcript import Transcript
 
 
@@ -46,8 +47,9 @@ class ChatScreen(Screen):
         with Horizontal(id="transcripts"):
             yield Transcript(id="t0")
         yield Static("load a GGUF file (from a run's gguf/ folder, or any)", id="error", classes="status")
-        with Horizontal(classes="row"):
-            yield Input(id="message", placeholder="type a message and press Enter")
+        with Horizontal(id="compose"):
+            yield MessageBox(id="message", placeholder="message: Enter sends, Ctrl+J new line",
+                             highlight_cursor_line=False)
             yield Button("Stop", id="stop")
             yield Button("Clear", id="clear")
             yield Button("Copy", id="copy")
@@ -70,10 +72,11 @@ class ChatScreen(Screen):
             action()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "message":
-            self.send(event.value)
-        elif event.input.id in ("gguf", "gguf2"):
+        if event.input.id in ("gguf", "gguf2"):
             self.load()
+
+    def on_message_box_submitted(self, event: MessageBox.Submitted) -> None:
+        self.send(event.text)
 
     def status(self, message: str, error: bool = False) -> None:
         show_status(self, message, error)
@@ -126,7 +129,7 @@ class ChatScreen(Screen):
             await box.mount(t)
             t.add("model:", f"{Path(s.path).name} loaded; prompt template {s.template_name}")
         self.status("")
-        self.query_one("#message", Input).focus()
+        self.query_one("#message", MessageBox).focus()
 
     def _params(self) -> dict:
         try:
@@ -151,7 +154,7 @@ class ChatScreen(Screen):
             self.status(str(e), error=True)
             return
         self.status("")
-        self.query_one("#message", Input).value = ""
+        self.query_one("#message", MessageBox).clear()
         system = self.query_one("#system", Input).value
         self.replies = [""] * len(self.sessions)
         self.streaming = len(self.sessions)

@@ -12,6 +12,7 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, S
 
 from edgetune import templates
 from edgetune.errors import EdgetuneError
+from edgetune.hub import check_id, is_hub_id
 from edgetune.recipe import DataSpec
 
 from ..display import base_label, one_line
@@ -171,8 +172,10 @@ class DatasetScreen(WizardScreen):
         path, fmt, skip, template = self._values()
         if not path:
             raise EdgetuneError("dataset: type a file path (or demo)")
-        if path != "demo" and not Path(path).expanduser().exists() and path.count("/") != 1:
-            raise EdgetuneError(f"{path}: no such file")
+        if path != "demo" and not Path(path).expanduser().exists():
+            if not is_hub_id(path):
+                raise EdgetuneError(f"{path}: no such file")
+            check_id(path, "dataset")
         d = self.app.recipe.data
         d.path, d.format, d.on_bad_row, d.template = path, fmt, skip, template
 
