@@ -125,7 +125,6 @@ def build_datasets(recipe: Recipe, tokenizer, on_event: Callback = ignore):
         return datasets.Dataset.from_dict({
             "input_ids": [r["input_ids"] for r in rows],
             "completion_mask": [r["completion_mask"] for r in rows],
-            "length": [len(r["input_ids"]) for r in rows],  # for length-grouped batches
         })
 
     train_ds = to_ds(train_rows)
@@ -207,7 +206,9 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from edgetune.sft import Trainer
 
     from edgetune.base import resolve_base
 
@@ -269,9 +270,9 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         gradient_checkpointing_kwargs={"use_reentrant": False},
         max_length=recipe.data.max_length,
         packing=packing,
-        # Without packing, batches of similar lengths waste little on padding.
-        train_sampling_strategy="random" if packing else "group_by_length",
-        length_column_name="length",
+        # Unpacked: edgetune.sft.Trainer cuts batches of similar lengths and shuffles them (little padding,
+        # no long-to-short curriculum); packed: random rows.
+        train_sampling_strategy="random",
         completion_only_loss=recipe.data.completion_only,
         seed=t.seed,
         report_to="none",
@@ -281,8 +282,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     )
     log_path = run_dir / "train_log.jsonl"
     progress = _progress_callback(on_event, cancel, log_path, tokens_per_step)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, callbacks=[progress])
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      processing_class=tokenizer, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our events are the progress display
     if resume:
         on_event(Event("train", "log", f"resuming from {resume.name}"))

@@ -50,50 +50,77 @@ def response_loss(model, eval_ds) -> float:
     return total / max(n, 1)
 
 
-def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
-    import torch
-    from edgetune import recipe as R, train
+BATCH, ACCUM, LR = 8, 2, 2e-3
+
+
+def bench_recipe(kind: str, base: str, data: str, steps: int, out: str, batch: int = BATCH, accum: int = ACCUM,
+                 lr: float = LR, max_length: int = 256):
+    """The edgetune recipe the benchmark runs: the same steps, batch, lr and data as the seed recipe."""
+    from edgetune import recipe as R
+    return R.from_dict({"name": kind, "base": base, "runs_dir": out,
+                        "data": {"path": data, "max_length": max_length, "eval_split": 0.1},
+                        "train": {"max_steps": steps, "lr": lr, "batch_size": batch, "grad_accum": accum,
+                                  "logging_steps": 5, "save_steps": 10_000, "eval_steps": 10_000,
+                                  "gradient_checkpointing": False}})
+
+
+def train_ours(r, out: Path):
+    """`edgetune train`; returns (model with the adapter, seconds in trainer.train(), trained tokens)."""
+    from peft import PeftModel
+    from edgetune import train
+
+    train.train(r, out)
+    seconds = json.loads((out / "train.json").read_text())["seconds"]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    tokens = max(x.get("num_tokens", 0) for x in log)
+    model = PeftModel.from_pretrained(train.load_model(r.base, train.plan(r.train)), str(out / "adapter"))
+    return model, seconds, tokens
+
+
+def train_seed(r, tok, out: Path):
+    """The seed guide's recipe on the same rows: TRL SFTTrainer on the formatted text, padding to the longest
+    row of each batch, no packing, loss on every token, LoRA r16 all-linear. Returns (model, seconds, tokens)."""
+    import datasets
+    from peft import LoraConfig, get_peft_model
+    from trl import SFTConfig, SFTTrainer
+    from edgetune import data as D, recipe as R, train
     from edgetune.data import alpaca_prompt
 
+    ds = D.load_dataset(r.data.path)
+    texts = [alpaca_prompt(x.record["instruction"], x.record.get("input") or "") + x.record["output"] + tok.eos_token
+             for x in ds.rows]
+    train_ex, eval_ex = D.split(texts, r.data.eval_split, r.train.seed)
+    model = train.load_model(r.base, train.plan(r.train))
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                             target_modules=R.TARGET_PRESETS["all-linear"]))
+    t = r.train
+    args = SFTConfig(output_dir=str(out), max_steps=t.max_steps, per_device_train_batch_size=t.batch_size,
+                     gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, weight_decay=0.01,
+                     warmup_steps=0.03, lr_scheduler_type="cosine", logging_steps=5, save_strategy="no", bf16=False,
+                     use_cpu=True, max_grad_norm=0.3, max_length=r.data.max_length, packing=False, report_to="none",
+                     disable_tqdm=True, gradient_checkpointing=False, completion_only_loss=False, seed=t.seed)
+    trainer = SFTTrainer(model=model, args=args, processing_class=tok,
+                         train_dataset=datasets.Dataset.from_dict({"text": train_ex}),
+                         eval_dataset=datasets.Dataset.from_dict({"text": eval_ex}))
+    t0 = time.time()
+    trainer.train()
+    seconds = time.time() - t0
+    tokens = max(x.get("num_tokens", 0) for x in trainer.state.log_history)
+    return model, seconds, tokens
+
+
+def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
+    import torch
+    from edgetune import train
+
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    r = R.from_dict({"name": kind, "base": base, "runs_dir": out,
-                     "data": {"path": data, "max_length": 256, "eval_split": 0.1},
-                     "train": {"max_steps": steps, "lr": 2e-3, "batch_size": 8, "grad_accum": 2, "logging_steps": 5,
-                               "save_steps": 10_000, "eval_steps": 10_000, "gradient_checkpointing": False}})
+    r = bench_recipe(kind, base, data, steps, out)
     tok = train.load_tokenizer(base)
-    train_ds, eval_ds, _, _, _ = train.build_datasets(r, tok)
+    _, eval_ds, _, _, _ = train.build_datasets(r, tok)
     if kind == "ours":
-        train.train(r, Path(out) / kind)
-        run = Path(out) / kind
-        seconds = json.loads((run / "train.json").read_text())["seconds"]  # trainer.train() alone, as below
-        log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-        tokens = max(x.get("num_tokens", 0) for x in log)
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(train.load_model(base, train.plan(r.train)), str(run / "adapter"))
+        model, seconds, tokens = train_ours(r, Path(out) / kind)
     else:
-        from peft import LoraConfig, get_peft_model
-        from trl import SFTConfig, SFTTrainer
-        import datasets
-        from edgetune import data as D
-        ds = D.load_dataset(data)
-        texts = [alpaca_prompt(x.record["instruction"], x.record.get("input") or "") + x.record["output"] + tok.eos_token
-                 for x in ds.rows]
-        train_ex, eval_ex = D.split(texts, 0.1, 0)
-        model = train.load_model(base, train.plan(r.train))
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                                 target_modules=R.TARGET_PRESETS["all-linear"]))
-        args = SFTConfig(output_dir=str(Path(out) / kind), max_steps=steps, per_device_train_batch_size=8,
-                         gradient_accumulation_steps=2, learning_rate=2e-3, weight_decay=0.01, warmup_steps=0.03,
-                         lr_scheduler_type="cosine", logging_steps=5, save_strategy="no", bf16=False, use_cpu=True,
-                         max_grad_norm=0.3, max_length=256, packing=False, report_to="none", disable_tqdm=True,
-                         gradient_checkpointing=False, completion_only_loss=False)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tok,
-                             train_dataset=datasets.Dataset.from_dict({"text": train_ex}),
-                             eval_dataset=datasets.Dataset.from_dict({"text": eval_ex}))
-        t0 = time.time()
-        trainer.train()
-        seconds = time.time() - t0
-        tokens = max(x.get("num_tokens", 0) for x in trainer.state.log_history)
+        model, seconds, tokens = train_seed(r, tok, Path(out) / kind)
     eval_loss = response_loss(model, eval_ds)
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
     return {"kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
