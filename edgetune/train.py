@@ -285,6 +285,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our events are the progress display
+    on_event(Event("train", "log", trainer.check_loss_head()))
     if resume:
         on_event(Event("train", "log", f"resuming from {resume.name}"))
     t0 = time.time()
