@@ -53,15 +53,20 @@ def response_loss(model, eval_ds) -> float:
 BATCH, ACCUM, LR = 8, 2, 2e-3
 
 
+def _fp32():
+    from edgetune.train import Plan
+    return Plan("lora", "cpu", "fp32")
+
+
 def bench_recipe(kind: str, base: str, data: str, steps: int, out: str, batch: int = BATCH, accum: int = ACCUM,
-                 lr: float = LR, max_length: int = 256):
+                 lr: float = LR, max_length: int = 256, dtype: str = "auto"):
     """The edgetune recipe the benchmark runs: the same steps, batch, lr and data as the seed recipe."""
     from edgetune import recipe as R
     return R.from_dict({"name": kind, "base": base, "runs_dir": out,
                         "data": {"path": data, "max_length": max_length, "eval_split": 0.1},
                         "train": {"max_steps": steps, "lr": lr, "batch_size": batch, "grad_accum": accum,
                                   "logging_steps": 5, "save_steps": 10_000, "eval_steps": 10_000,
-                                  "gradient_checkpointing": False}})
+                                  "gradient_checkpointing": False, "dtype": dtype}})
 
 
 def train_ours(r, out: Path):
@@ -73,7 +78,8 @@ def train_ours(r, out: Path):
     seconds = json.loads((out / "train.json").read_text())["seconds"]
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     tokens = max(x.get("num_tokens", 0) for x in log)
-    model = PeftModel.from_pretrained(train.load_model(r.base, train.plan(r.train)), str(out / "adapter"))
+    # Held-out loss in fp32 for both sides, whatever dtype training ran in.
+    model = PeftModel.from_pretrained(train.load_model(r.base, _fp32()), str(out / "adapter"))
     return model, seconds, tokens
 
 
@@ -90,7 +96,7 @@ def train_seed(r, tok, out: Path):
     texts = [alpaca_prompt(x.record["instruction"], x.record.get("input") or "") + x.record["output"] + tok.eos_token
              for x in ds.rows]
     train_ex, eval_ex = D.split(texts, r.data.eval_split, r.train.seed)
-    model = train.load_model(r.base, train.plan(r.train))
+    model = train.load_model(r.base, _fp32())  # the seed recipe trains in fp32 on the CPU
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
                                              target_modules=R.TARGET_PRESETS["all-linear"]))
     t = r.train
@@ -114,7 +120,7 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     from edgetune import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    r = bench_recipe(kind, base, data, steps, out)
+    r = bench_recipe(kind, base, data, steps, out, dtype=os.environ.get("BENCH_DTYPE", "auto"))
     tok = train.load_tokenizer(base)
     _, eval_ds, _, _, _ = train.build_datasets(r, tok)
     if kind == "ours":
