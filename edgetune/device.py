@@ -89,3 +89,38 @@ def gradient_checkpointing(setting: str, config, batch_size: int, seq_len: int, 
         return False, (f"gradient checkpointing off: activations ~{need / 2**30:.2f} GiB fit in "
                        f"{free / 2**30:.1f} GiB {where}")
     return True, f"gradient checkpointing on: activations ~{need / 2**30:.2f} GiB against {free / 2**30:.1f} GiB {where}"
+
+
+def matmul_peak_gflops(dtype: str, device: str = "cpu", n: int = 1024, seconds: float = 1.0) -> float:
+    """This machine's dense matmul rate (GFLOP/s) in torch at `dtype` (fp32 | bf16 | fp16): the roof that
+    training throughput is measured against."""
+    import time
+
+    import torch
+
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    a = torch.randn(n, n, device=device).to(torch_dtype)
+    b = torch.randn(n, n, device=device).to(torch_dtype)
+    for _ in range(3):
+        a @ b
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        done += 1
+    sync()
+    return 2 * n ** 3 * done / (time.perf_counter() - t0) / 1e9
+
+
+def lora_flops_per_token(config, seq_len: int, loss_share: float = 1.0) -> float:
+    """Matmul FLOPs per trained token of LoRA training: forward (2 per weight) and the backward's input
+    gradients (2 more; the frozen base needs no weight gradients), attention scores, and the output head
+    at the share of positions that carry loss. LoRA's own small matmuls are left out."""
+    c = config.get_text_config()
+    h, layers, vocab = c.hidden_size, c.num_hidden_layers, c.vocab_size
+    heads, kv = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    hd = getattr(c, "head_dim", None) or h // heads
+    per_layer = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * c.intermediate_size
+    attention = 2 * heads * hd * seq_len  # QK^T and AV, causal: half of seq_len x 2
+    return 4 * (layers * (per_layer + attention)) + 4 * vocab * h * loss_share

@@ -1,12 +1,15 @@
 """Training throughput: `edgetune train` against the seed guide's recipe, same model, data and steps.
 
 The seed recipe is TRL's SFTTrainer with the guide's arguments: the formatted text as one field,
-padding to the longest row of each batch, no packing, loss on every token. edgetune tokenizes
-itself, masks the prompt (loss on the response), and packs rows padding-free (no cross-row
-attention). Runs alternate (seed, ours, seed, ours, ...) in fresh processes; each reports
-non-padding tokens/s, peak RSS and final eval loss. Prints ratios ours/seed.
+padding to the longest row of each batch, no packing, loss on every token, fp32. edgetune tokenizes
+itself, masks the prompt (loss on the response), batches rows of similar length in random order,
+runs the output head at loss positions only, and on CPUs with bf16 units trains in bf16 autocast
+(BENCH_DTYPE=fp32 to compare). Runs alternate (seed, ours, seed, ours, ...) in fresh processes; each
+reports non-padding tokens/s, peak RSS, held-out response loss (fp32, same rows for both) and achieved
+model GFLOP/s as a share of this machine's measured matmul peak at that dtype. Prints ratios ours/seed.
 
     .venv/bin/python scripts/bench/train.py --quick
+    .venv/bin/python scripts/bench/train.py --base gemma3-270m --steps 12 --repeats 1
 """
 from __future__ import annotations
 
@@ -128,9 +131,16 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     else:
         model, seconds, tokens = train_seed(r, tok, Path(out) / kind)
     eval_loss = response_loss(model, eval_ds)
+    from edgetune.device import lora_flops_per_token
+    ids = [i for x in eval_ds["input_ids"] for i in x]
+    loss_share = (1.0 if kind == "seed" else
+                  sum(sum(m) for m in eval_ds["completion_mask"]) / max(1, len(ids)))  # seed: loss on every token
+    mean_len = len(ids) / max(1, len(eval_ds))
+    flops = lora_flops_per_token(model.config, int(mean_len), loss_share) * tokens / seconds
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
     return {"kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, "eval_loss": eval_loss}
+            "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, "eval_loss": eval_loss,
+            "gflops": flops / 1e9, "dtype": "fp32" if kind == "seed" else train.plan(r.train).dtype}
 
 
 def main() -> None:
@@ -160,12 +170,20 @@ def main() -> None:
                     sys.exit(out.stderr[-3000:])
                 results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = {k: max(v, key=lambda x: x["tokens_per_s"]) for k, v in results.items()}
+    import torch
+    from edgetune.device import matmul_peak_gflops
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    peak = {d: matmul_peak_gflops(d) for d in ("fp32", "bf16")}
+    print(f"matmul peak (torch, 1024^3, {torch.get_num_threads()} threads): fp32 {peak['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peak['bf16']:.0f} GFLOP/s")
     print(f"base {a.base}, {steps} steps x {repeats} alternating runs, batch 8 x accum 2, "
           f"{os.environ.get('BENCH_THREADS', '2')} threads, machine: {os.cpu_count()} cores")
-    print(f"{'':8}{'tok/s':>10}{'peak RSS MB':>14}{'eval loss':>12}")
+    print(f"{'':8}{'tok/s':>10}{'peak RSS MB':>14}{'eval loss':>12}{'GFLOP/s':>10}{'of peak':>9}")
     for k in ("seed", "ours"):
         b = best[k]
-        print(f"{k:8}{b['tokens_per_s']:>10.0f}{b['peak_rss_mb']:>14.0f}{b['eval_loss']:>12.4f}")
+        roof = peak["bf16" if b["dtype"] == "bf16" else "fp32"]
+        print(f"{k:8}{b['tokens_per_s']:>10.0f}{b['peak_rss_mb']:>14.0f}{b['eval_loss']:>12.4f}"
+              f"{b['gflops']:>10.1f}{b['gflops'] / roof:>9.1%}")
     print(f"ratio ours/seed: throughput {best['ours']['tokens_per_s'] / best['seed']['tokens_per_s']:.2f}x, "
           f"peak RSS {best['ours']['peak_rss_mb'] / best['seed']['peak_rss_mb']:.2f}x")
     print("eval loss: mean NLL on the response tokens of the same held-out rows, for both")
