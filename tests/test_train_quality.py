@@ -15,7 +15,7 @@ def test_same_steps_learn_at_least_as_much_as_the_seed_recipe(tmp_path):
     for kind in ("seed", "ours"):
         r = bench.bench_recipe(kind, base, data, steps=30, out=str(tmp_path / "runs"), accum=1)
         tok = train.load_tokenizer(base)
-        _, eval_ds, _, _, _ = train.build_datasets(r, tok)
+        _, eval_ds, _ = train.build_datasets(r, tok)
         run = bench.train_ours if kind == "ours" else (lambda r, out: bench.train_seed(r, tok, out))
         model, _, tokens = run(r, tmp_path / "runs" / kind)
         assert tokens > 0

@@ -87,18 +87,21 @@ def train_ours(r, out: Path):
 
 
 def train_seed(r, tok, out: Path):
-    """The seed guide's recipe on the same rows: TRL SFTTrainer on the formatted text, padding to the longest
-    row of each batch, no packing, loss on every token, LoRA r16 all-linear. Returns (model, seconds, tokens)."""
+    """The seed guide's recipe on the same rows: TRL SFTTrainer on the rendered text (the same template and
+    split edgetune uses; the tokenizer adds BOS), padding to the longest row of each batch, no packing,
+    loss on every token, LoRA r16 all-linear, fp32. Returns (model, seconds, tokens)."""
     import datasets
     from peft import LoraConfig, get_peft_model
     from trl import SFTConfig, SFTTrainer
-    from edgetune import data as D, recipe as R, train
-    from edgetune.data import alpaca_prompt
+    from edgetune import recipe as R, train
 
-    ds = D.load_dataset(r.data.path)
-    texts = [alpaca_prompt(x.record["instruction"], x.record.get("input") or "") + x.record["output"] + tok.eos_token
-             for x in ds.rows]
-    train_ex, eval_ex = D.split(texts, r.data.eval_split, r.train.seed)
+    _, _, prepared = train.build_datasets(r, tok)
+
+    def text(ex):
+        full = ex.prompt + ex.completion
+        return full[len(tok.bos_token):] if tok.bos_token and full.startswith(tok.bos_token) else full
+
+    train_ex, eval_ex = [text(x) for x in prepared.train], [text(x) for x in prepared.eval]
     model = train.load_model(r.base, _fp32())  # the seed recipe trains in fp32 on the CPU
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
                                              target_modules=R.TARGET_PRESETS["all-linear"]))
@@ -125,7 +128,7 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     r = bench_recipe(kind, base, data, steps, out, dtype=os.environ.get("BENCH_DTYPE", "auto"))
     tok = train.load_tokenizer(base)
-    _, eval_ds, _, _, _ = train.build_datasets(r, tok)
+    _, eval_ds, _ = train.build_datasets(r, tok)
     if kind == "ours":
         model, seconds, tokens = train_ours(r, Path(out) / kind)
     else:
