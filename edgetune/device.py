@@ -4,7 +4,9 @@ Every choice comes with the reason the training log prints ("bf16: the CPU has A
 """
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -91,16 +93,16 @@ def gradient_checkpointing(setting: str, config, batch_size: int, seq_len: int, 
     return True, f"gradient checkpointing on: activations ~{need / 2**30:.2f} GiB against {free / 2**30:.1f} GiB {where}"
 
 
-def matmul_peak_gflops(dtype: str, device: str = "cpu", n: int = 1024, seconds: float = 1.0) -> float:
-    """This machine's dense matmul rate (GFLOP/s) in torch at `dtype` (fp32 | bf16 | fp16): the roof that
-    training throughput is measured against."""
+def matmul_gflops(dtype: str, device: str, m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """This machine's rate (GFLOP/s) for an (m x k) @ (k x n) matmul in torch at `dtype` (fp32 | bf16 |
+    fp16), on torch's current thread count."""
     import time
 
     import torch
 
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    a = torch.randn(n, n, device=device).to(torch_dtype)
-    b = torch.randn(n, n, device=device).to(torch_dtype)
+    a = torch.randn(m, k, device=device).to(torch_dtype)
+    b = torch.randn(k, n, device=device).to(torch_dtype)
     for _ in range(3):
         a @ b
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -110,7 +112,12 @@ def matmul_peak_gflops(dtype: str, device: str = "cpu", n: int = 1024, seconds: 
         a @ b
         done += 1
     sync()
-    return 2 * n ** 3 * done / (time.perf_counter() - t0) / 1e9
+    return 2 * m * k * n * done / (time.perf_counter() - t0) / 1e9
+
+
+def matmul_peak_gflops(dtype: str, device: str = "cpu", n: int = 1024, seconds: float = 1.0) -> float:
+    """The dense n^3 matmul rate: the roof that training throughput is measured against."""
+    return matmul_gflops(dtype, device, n, n, n, seconds)
 
 
 def lora_flops_per_token(config, seq_len: int, loss_share: float = 1.0) -> float:
@@ -124,3 +131,74 @@ def lora_flops_per_token(config, seq_len: int, loss_share: float = 1.0) -> float
     per_layer = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * c.intermediate_size
     attention = 2 * heads * hd * seq_len  # QK^T and AV, causal: half of seq_len x 2
     return 4 * (layers * (per_layer + attention)) + 4 * vocab * h * loss_share
+
+
+def cpu_threads() -> tuple[int, str]:
+    """The torch thread count for training on the CPU and why: OMP_NUM_THREADS when set, else one per
+    physical core."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads(), f"{torch.get_num_threads()} threads (OMP_NUM_THREADS)"
+    n = physical_cores()
+    return n, f"{n} threads (one per physical core)"
+
+
+# Share of the measured matmul rate (at the model's own layer shape) that LoRA training reaches end to
+# end; the rest goes to attention softmax, norms, LoRA's thin matmuls, the optimizer and Python.
+# CPU: measured by scripts/bench/train.py (docs/benchmarks.md, training). CUDA: not measured yet (no GPU
+# here); QLoRA also dequantizes every 4-bit weight each pass, so a lower share is assumed.
+TRAINING_EFFICIENCY = {"cpu": 0.35, "cuda": 0.25}
+
+
+@dataclass
+class Estimate:
+    """Expected training throughput before a run: this machine's matmul rate at the model's layer shape,
+    times TRAINING_EFFICIENCY, over the matmul FLOPs per trained token."""
+    device: str
+    dtype: str
+    why: str  # why this dtype
+    threads: str
+    matmul_gflops: float  # measured here, at the model's MLP shape and the batch's token count
+    flops_per_token: float  # lora_flops_per_token for the batch shape
+    seq_len: int
+    batch_size: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.matmul_gflops * 1e9 * TRAINING_EFFICIENCY[self.device] / self.flops_per_token
+
+    def line(self) -> str:
+        return (f"expected ~{_round(self.tokens_per_s):,} trained tokens/s (an estimate: {self.dtype} matmul "
+                f"measured here at {self.matmul_gflops:.0f} GFLOP/s x {TRAINING_EFFICIENCY[self.device]:.0%} "
+                f"typical efficiency / {self.flops_per_token / 1e6:.1f} MFLOP per token)")
+
+
+def _round(x: float) -> int:
+    """Two significant digits: the estimate is not more precise than that."""
+    if x < 10:
+        return max(1, round(x))
+    digits = int(math.floor(math.log10(x))) - 1
+    return int(round(x, -digits))
+
+
+def estimate_throughput(config, device: str, dtype: str, why: str, batch_size: int, seq_len: int,
+                        loss_share: float = 1.0, seconds: float = 0.3) -> Estimate:
+    """Measure this machine's matmul rate at the model's MLP shape (batch x seq tokens, hidden ->
+    intermediate) for `seconds`, with the threads training will use, and turn it into tokens/s."""
+    import torch
+
+    c = config.get_text_config()
+    m = max(1, min(batch_size * seq_len, 4096))  # beyond a few thousand rows the rate no longer grows
+    threads = torch.cuda.get_device_name() if device == "cuda" else ""
+    if device == "cpu":
+        n, threads = cpu_threads()
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+    try:
+        rate = matmul_gflops(dtype, device, m, c.hidden_size, c.intermediate_size, seconds)
+    finally:
+        if device == "cpu":
+            torch.set_num_threads(before)
+    return Estimate(device, dtype, why, threads, rate, lora_flops_per_token(config, seq_len, loss_share),
+                    seq_len, batch_size)

@@ -19,6 +19,7 @@ from pathlib import Path
 from edgetune import data as data_mod
 from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
+from edgetune.device import Estimate, estimate_throughput
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
 from edgetune.fsutil import atomic_dir, write_json
@@ -228,6 +229,11 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     torch.manual_seed(t.seed)
     model = load_model(base, p, t.trust_remote_code)
     checkpointing = machine_setup(p, t, model.config, max(len(x) for x in train_ds["input_ids"]), on_event)
+    lengths = [len(x) for x in train_ds["input_ids"]]
+    loss_tokens = sum(sum(m) for m in train_ds["completion_mask"]) if recipe.data.completion_only else sum(lengths)
+    expected = estimate_throughput(model.config, p.device, p.dtype, p.why, t.batch_size,
+                                   round(sum(lengths) / len(lengths)), loss_tokens / max(1, sum(lengths)))
+    on_event(Event("train", "log", expected.line(), data={"expected_tokens_per_s": expected.tokens_per_s}))
     if p.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = resolve_targets(model, t.targets)
@@ -323,20 +329,37 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     return adapter_dir
 
 
+def estimate(recipe: Recipe, stats: data_mod.TokenStats | None = None) -> Estimate:
+    """Expected tokens/s of training `recipe` on this machine, before any run: the base's config, the
+    planned device and dtype, and the batch shape of the data (`stats` from a dataset check; without
+    it, rows of data.max_length with loss on every token, which errs low)."""
+    from transformers import AutoConfig
+
+    t = recipe.train
+    config = AutoConfig.from_pretrained(resolve_base(recipe.base, allow_pickle=t.allow_pickle),
+                                         trust_remote_code=t.trust_remote_code)
+    p = plan(t)
+    seq_len, loss_share = recipe.data.max_length, 1.0
+    if stats is not None and stats.lengths:
+        rows = [(min(prompt, recipe.data.max_length), min(total, recipe.data.max_length))
+                for prompt, total in stats.lengths]
+        seq_len = max(1, round(sum(total for _, total in rows) / len(rows)))
+        if recipe.data.completion_only:
+            loss_share = sum(total - prompt for prompt, total in rows) / max(1, sum(total for _, total in rows))
+    return estimate_throughput(config, p.device, p.dtype, p.why, t.batch_size, seq_len, loss_share)
+
+
 def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Callback = ignore) -> bool:
     """Threads (CPU: one per physical core, unless OMP_NUM_THREADS says otherwise) and gradient
     checkpointing; logs the device, dtype, threads and checkpointing with their reasons. Returns
     whether to checkpoint."""
     import torch
 
-    from edgetune.device import gradient_checkpointing, physical_cores
+    from edgetune.device import cpu_threads, gradient_checkpointing
 
     if p.device == "cpu":
-        if os.environ.get("OMP_NUM_THREADS"):
-            threads = f"{torch.get_num_threads()} threads (OMP_NUM_THREADS)"
-        else:
-            torch.set_num_threads(physical_cores())
-            threads = f"{torch.get_num_threads()} threads (one per physical core)"
+        n, threads = cpu_threads()
+        torch.set_num_threads(n)
     else:
         threads = torch.cuda.get_device_name(_local_device(p))
     dtype_bytes = 4 if p.dtype == "fp32" else 2

@@ -68,3 +68,19 @@ def test_run_prints_no_library_line_unless_debug(tiny_bos_base, demo_jsonl, tmp_
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert any(line.startswith("llama_context: ") for line in proc.stderr.splitlines())
+
+
+def test_train_prints_device_dtype_and_expected_tokens_per_s_before_training(tiny_base, demo_jsonl, tmp_path):
+    from conftest import make_recipe
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(make_recipe(tiny_base, demo_jsonl, tmp_path / "runs", train={"max_steps": 2}).to_yaml())
+    proc = subprocess.run([sys.executable, "-m", "edgetune", "train", "--recipe", str(recipe)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    device = next(i for i, line in enumerate(lines) if line.startswith("[train] cpu, "))
+    expected = next(i for i, line in enumerate(lines) if line.startswith("[train] expected ~"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("[train] training 2 steps"))
+    assert device < expected < start
+    assert ("bf16 autocast" in lines[device]) or ("fp32: " in lines[device])  # the dtype and why
+    assert "trained tokens/s (an estimate:" in lines[expected]

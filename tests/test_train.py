@@ -107,3 +107,31 @@ def test_qlora_gradients_survive_an_eval_pass(tiny_base):
     for name in ref:
         rel = (ref[name] - after_eval[name]).norm() / ref[name].norm().clamp_min(1e-12)
         assert rel < 0.05, f"{name}: gradient off by {rel:.0%} after an eval pass"
+
+
+def test_estimate_before_training_is_sane_for_the_tiny_base(tiny_recipe, tiny_base):
+    """The expected tokens/s shown before a run: this machine's matmul rate x the stated efficiency over
+    the LoRA FLOPs per token of the recipe's batch shape; the data's own lengths make it closer."""
+    from transformers import AutoConfig
+
+    from edgetune import data as data_mod
+    from edgetune.device import TRAINING_EFFICIENCY, lora_flops_per_token
+
+    config = AutoConfig.from_pretrained(tiny_base)
+    est = train.estimate(tiny_recipe)
+    p = train.plan(tiny_recipe.train)
+    assert (est.device, est.dtype, est.why) == (p.device, p.dtype, p.why)
+    assert est.seq_len == tiny_recipe.data.max_length and est.batch_size == tiny_recipe.train.batch_size
+    assert est.flops_per_token == lora_flops_per_token(config, tiny_recipe.data.max_length, 1.0)
+    assert 0.1 < est.matmul_gflops < 1e6  # any CPU from a netbook to a server
+    assert est.tokens_per_s == pytest.approx(est.matmul_gflops * 1e9 * TRAINING_EFFICIENCY["cpu"]
+                                             / est.flops_per_token)
+    assert 10 < est.tokens_per_s < 1e9
+    assert "trained tokens/s (an estimate:" in est.line() and f"{est.dtype} matmul measured here" in est.line()
+
+    stats = data_mod.prepare(tiny_recipe.data, train.load_tokenizer(str(tiny_base))).stats
+    shaped = train.estimate(tiny_recipe, stats)
+    rows = [min(total, 64) for _, total in stats.lengths]
+    assert shaped.seq_len == round(sum(rows) / len(rows)) < tiny_recipe.data.max_length
+    # shorter rows and the output head only on the responses: fewer FLOPs per trained token
+    assert shaped.flops_per_token < lora_flops_per_token(config, shaped.seq_len, 1.0) < est.flops_per_token

@@ -232,3 +232,22 @@ def test_wizard_shows_the_hub_line_inline_when_an_id_cannot_be_had(tmp_path, tin
             await pilot.pause()
             assert app.screen.__class__.__name__ == "DatasetScreen" and app.recipe.data.path == "demo"
     asyncio.run(go())
+
+
+def test_training_step_shows_device_dtype_and_expected_tokens_per_s(tiny_base):
+    """Measured in a worker (the screen is usable meanwhile), computed by the core."""
+    from edgetune.train import plan
+    p = plan(EdgetuneApp().recipe.train)
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        app.recipe.base = str(tiny_base)
+        async with app.run_test(size=(120, 40)) as pilot:
+            from edgetune.tui.screens.training import TrainingScreen
+            await app.push_screen(TrainingScreen())
+            line = app.screen.query_one("#estimate")
+            await wait_until(pilot, lambda: "trained tokens/s" in str(line.render()))
+            assert "expected ~" in str(line.render()) and "an estimate" in str(line.render())
+            hint = str(app.screen.query_one(".hint").render())
+            assert f"Detected {p.device.upper()}" in hint and p.dtype in hint and p.why in hint
+    asyncio.run(go())

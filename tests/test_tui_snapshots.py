@@ -69,9 +69,17 @@ def test_dataset_screen_with_a_skipped_row(snap_compare, workdir, tiny_base, siz
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_training_screen(snap_compare, workdir, size):
+def test_training_screen(snap_compare, workdir, size, monkeypatch):
+    from edgetune.device import Estimate
     from edgetune.tui.screens.training import TrainingScreen
-    assert snap_compare(app(), terminal_size=size, run_before=push(TrainingScreen))
+    # The device, its bf16 units and the measured matmul rate are this machine's: pinned.
+    why = "bf16 autocast, fp32 LoRA weights: the CPU has AVX512-BF16"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("edgetune.device.cpu_bf16", lambda: (True, why))
+    monkeypatch.setattr("edgetune.tui.screens.training.estimate", lambda recipe, stats: Estimate(
+        "cpu", "bf16", why, "2 threads (one per physical core)", 100.0, 5e6, 512, 8))
+    shown = lambda app: "trained tokens/s" in str(app.screen.query_one("#estimate").render())  # noqa: E731
+    assert snap_compare(app(), terminal_size=size, run_before=push(TrainingScreen, shown))
 
 
 @pytest.mark.parametrize("size", SIZES)

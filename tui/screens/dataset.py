@@ -2,7 +2,6 @@
 template, token lengths, and bad rows named by file and line."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from textual import work
@@ -16,12 +15,10 @@ from edgetune.hub import check_id, is_hub_id
 from edgetune.recipe import DataSpec
 
 from ..display import base_label, one_line
-from ..threads import deliver
+from ..threads import TRANSFORMERS_LOCK, deliver
 from ..widgets.histogram import Histogram
 from .wizard import WizardScreen
 
-# transformers resolves its lazy imports unsafely when two threads import at once: one check at a time.
-_INSPECT_LOCK = threading.Lock()
 FORMATS = [("auto-detect", "auto"), ("alpaca", "alpaca"), ("chat", "chat"), ("text", "text")]
 TEMPLATES = [("template: auto", "auto")] + [(f"template: {t}", t) for t in templates.CHOICES[1:]]
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
@@ -112,7 +109,7 @@ class DatasetScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, group="inspect")
     def inspect(self, path: str, fmt: str, on_bad_row: str, template: str, base: str) -> None:
-        with _INSPECT_LOCK:
+        with TRANSFORMERS_LOCK:
             try:
                 spec = DataSpec(path=path, format=fmt, on_bad_row=on_bad_row, template=template,
                                 max_length=self.app.recipe.data.max_length)

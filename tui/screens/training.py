@@ -1,13 +1,17 @@
 """Wizard step 3: training settings, with a line of help each; bad values are named inline as typed."""
 from __future__ import annotations
 
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Select, Static
 
 from edgetune import recipe as recipe_mod
 from edgetune.errors import EdgetuneError
+from edgetune.train import estimate
 
+from ..display import one_line
+from ..threads import TRANSFORMERS_LOCK, deliver
 from .wizard import WizardScreen
 
 METHODS = [("auto", "auto"), ("QLoRA (4-bit base)", "qlora"), ("LoRA (16/32-bit)", "lora")]
@@ -32,7 +36,9 @@ class TrainingScreen(WizardScreen):
         r = self.app.recipe
         p = plan(recipe_mod.TrainSpec())
         yield Label("Training", classes="title")
-        yield Static(f"Detected {p.device.upper()}: auto means {METHOD_NAMES.get(p.method, p.method)} in {p.dtype}.", classes="hint")
+        yield Static(f"Detected {p.device.upper()}: auto means {METHOD_NAMES.get(p.method, p.method)} in {p.dtype} "
+                     f"({p.why}).", classes="hint")
+        yield Static("expected tokens/s: measuring this machine…", id="estimate", classes="hint")
         with Horizontal(classes="field"):
             yield Label("method", classes="field-label")
             yield Select(METHODS, value=r.train.method, allow_blank=False, id="method", classes="field-select", compact=True)
@@ -52,6 +58,24 @@ class TrainingScreen(WizardScreen):
         with Horizontal(classes="field"):
             yield Button("Seed defaults", id="defaults", compact=True, classes="field-label")
             yield Static("r 16, alpha 32, 3 epochs, lr 2e-4: the seed guide's LoRA recipe", classes="field-help")
+
+    def on_mount(self) -> None:
+        self.measure(self.app.recipe, self.app.data_stats)
+
+    @work(thread=True, exclusive=True, group="estimate")
+    def measure(self, recipe: recipe_mod.Recipe, stats) -> None:
+        """The core's throughput estimate (a short matmul measurement): off the UI thread."""
+        with TRANSFORMERS_LOCK:
+            try:
+                line = estimate(recipe, stats).line()
+            except EdgetuneError as e:
+                line = f"expected tokens/s: unknown ({e})"
+            except Exception as e:  # a bug, but the UI must not die: one line
+                line = f"expected tokens/s: unknown ({one_line(e)})"
+        deliver(self.app, self._show_estimate, line)
+
+    def _show_estimate(self, line: str) -> None:
+        self.query_one("#estimate", Static).update(line)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "f-max_length":
