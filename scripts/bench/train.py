@@ -86,15 +86,18 @@ def train_ours(r, out: Path):
     return model, seconds, tokens
 
 
-def train_seed(r, tok, out: Path):
+def train_seed(r, tok, out: Path, p=None, checkpointing: bool = False):
     """The seed guide's recipe on the same rows: TRL SFTTrainer on the rendered text (the same template and
     split edgetune uses; the tokenizer adds BOS), padding to the longest row of each batch, no packing,
-    loss on every token, LoRA r16 all-linear, fp32. Returns (model, seconds, tokens)."""
+    loss on every token (full-vocabulary logits), LoRA r16 all-linear. On the CPU in fp32 (plan `p` None);
+    with a QLoRA plan on CUDA: NF4 + double quant, bf16 compute, paged AdamW 32-bit, as the guide's QLoRA
+    recipe. Returns (model, seconds, tokens)."""
     import datasets
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
     from edgetune import recipe as R, train
 
+    p = p or _fp32()  # the seed recipe trains in fp32 on the CPU
     _, _, prepared = train.build_datasets(r, tok)
 
     def text(ex):
@@ -102,15 +105,19 @@ def train_seed(r, tok, out: Path):
         return full[len(tok.bos_token):] if tok.bos_token and full.startswith(tok.bos_token) else full
 
     train_ex, eval_ex = [text(x) for x in prepared.train], [text(x) for x in prepared.eval]
-    model = train.load_model(r.base, _fp32())  # the seed recipe trains in fp32 on the CPU
+    model = train.load_model(r.base, p)
+    if p.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
                                              target_modules=R.TARGET_PRESETS["all-linear"]))
     t = r.train
     args = SFTConfig(output_dir=str(out), max_steps=t.max_steps, per_device_train_batch_size=t.batch_size,
                      gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, weight_decay=0.01,
-                     warmup_steps=0.03, lr_scheduler_type="cosine", logging_steps=5, save_strategy="no", bf16=False,
-                     use_cpu=True, max_grad_norm=0.3, max_length=r.data.max_length, packing=False, report_to="none",
-                     disable_tqdm=True, gradient_checkpointing=False, completion_only_loss=False, seed=t.seed)
+                     warmup_steps=0.03, lr_scheduler_type="cosine", logging_steps=5, save_strategy="no",
+                     bf16=p.dtype == "bf16", fp16=p.dtype == "fp16", use_cpu=p.device == "cpu",
+                     max_grad_norm=0.3, max_length=r.data.max_length, packing=False, report_to="none",
+                     disable_tqdm=True, gradient_checkpointing=checkpointing, completion_only_loss=False, seed=t.seed,
+                     **({"optim": "paged_adamw_32bit"} if p.method == "qlora" and p.device == "cuda" else {}))
     trainer = SFTTrainer(model=model, args=args, processing_class=tok,
                          train_dataset=datasets.Dataset.from_dict({"text": train_ex}),
                          eval_dataset=datasets.Dataset.from_dict({"text": eval_ex}))
@@ -172,6 +179,7 @@ def main() -> None:
                 if out.returncode:
                     sys.exit(out.stderr[-3000:])
                 results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(f"run {i} {kind}: {json.dumps(results[kind][-1])}", flush=True)  # kept if a later run stops
     best = {k: max(v, key=lambda x: x["tokens_per_s"]) for k, v in results.items()}
     import torch
     from edgetune.device import matmul_peak_gflops
