@@ -133,6 +133,7 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     from edgetune import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    os.environ["OMP_NUM_THREADS"] = os.environ.get("BENCH_THREADS", "2")  # edgetune keeps this count too
     r = bench_recipe(kind, base, data, steps, out, dtype=os.environ.get("BENCH_DTYPE", "auto"))
     tok = train.load_tokenizer(base)
     _, eval_ds, _ = train.build_datasets(r, tok)
@@ -147,8 +148,14 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
                   sum(sum(m) for m in eval_ds["completion_mask"]) / max(1, len(ids)))  # seed: loss on every token
     mean_len = len(ids) / max(1, len(eval_ds))
     flops = lora_flops_per_token(model.config, int(mean_len), loss_share) * tokens / seconds
+    expected = None
+    if kind == "ours":  # the estimate `edgetune train` shows before training, for the same batch shape
+        from edgetune.device import estimate_throughput
+        p = train.plan(r.train)
+        expected = estimate_throughput(model.config, p.device, p.dtype, p.why, r.train.batch_size, int(mean_len),
+                                       loss_share).tokens_per_s
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
-    return {"kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+    return {"expected_tokens_per_s": expected, "kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
             "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, "eval_loss": eval_loss,
             "gflops": flops / 1e9, "dtype": "fp32" if kind == "seed" else train.plan(r.train).dtype}
 
@@ -195,6 +202,9 @@ def main() -> None:
         roof = peak["bf16" if b["dtype"] == "bf16" else "fp32"]
         print(f"{k:8}{b['tokens_per_s']:>10.0f}{b['peak_rss_mb']:>14.0f}{b['eval_loss']:>12.4f}"
               f"{b['gflops']:>10.1f}{b['gflops'] / roof:>9.1%}")
+    if best["ours"].get("expected_tokens_per_s"):
+        print(f"edgetune's estimate before training: {best['ours']['expected_tokens_per_s']:.0f} tok/s "
+              f"(measured {best['ours']['tokens_per_s']:.0f})")
     print(f"ratio ours/seed: throughput {best['ours']['tokens_per_s'] / best['seed']['tokens_per_s']:.2f}x, "
           f"peak RSS {best['ours']['peak_rss_mb'] / best['seed']['peak_rss_mb']:.2f}x")
     print("eval loss: mean NLL on the response tokens of the same held-out rows, for both")
