@@ -91,7 +91,7 @@ def safetensors_copy(folder: Path, on_event: Callback = ignore) -> Path:
     out = cache_dir() / "from-pickle" / f"{folder.name}-{key}"
     if (out / "config.json").is_file():
         return out
-    on_event(Event("data", "log", f"{folder}: reading pickle weights with weights_only=True (allow_pickle)"))
+    on_event(Event("base", "log", f"{folder}: reading pickle weights with weights_only=True (allow_pickle)"))
     with atomic_dir(out) as tmp:
         for i, shard in enumerate(shards):
             try:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
 from edgetune import hub
 from edgetune.errors import EdgetuneError
-from edgetune.events import Event, progress_line
+from edgetune.events import Event, TrainMetrics, progress_line
 
 EPILOG = """\b
 Examples:
@@ -50,7 +50,7 @@ class CliRenderer:
             if self.tty:
                 self.stream.write("\r\x1b[2K" + line[: os.get_terminal_size().columns - 1])
                 self._open_line = True
-            elif e.loss is not None or e.eval_loss is not None or (e.step or 0) == (e.total or -1):
+            elif isinstance(e, TrainMetrics) or (e.step or 0) == (e.total or -1):
                 self.stream.write(line + "\n")
         else:
             if self._open_line:

@@ -20,7 +20,7 @@ from edgetune import data as data_mod
 from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
+from edgetune.events import Callback, CancelToken, Cancelled, Event, TrainMetrics, ignore
 from edgetune.fsutil import atomic_dir, write_json
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.targets import describe, resolve_targets
@@ -182,8 +182,8 @@ def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path:
             if loss is not None and not math.isfinite(loss):
                 self.nan = True
                 control.should_training_stop = True
-            on_event(Event(
-                "train", "progress", step=state.global_step, total=state.max_steps, loss=loss,
+            on_event(TrainMetrics(
+                step=state.global_step, total=state.max_steps, loss=loss,
                 eval_loss=logs.get("eval_loss"), lr=logs.get("learning_rate"),
                 tokens_per_s=record.get("tokens_per_s"),
                 eta_s=(state.max_steps - state.global_step) / rate if rate else None,
@@ -308,8 +308,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         metrics = trainer.evaluate()
         summary["eval_loss"] = metrics["eval_loss"]
         summary["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
-        on_event(Event("train", "metric", f"eval loss {metrics['eval_loss']:.4f}, "
-                       f"perplexity {summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
+        on_event(TrainMetrics(kind="metric", message=f"eval loss {metrics['eval_loss']:.4f}, perplexity "
+                              f"{summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
     adapter_dir = run_dir / "adapter"
     if not trainer.is_world_process_zero():
         return adapter_dir

@@ -27,7 +27,8 @@ def test_wizard_reaches_run_with_demo_defaults():
             await wait_until(pilot, lambda: app.screen.__class__.__name__ == "RunScreen" and app.screen.finished)
             table = app.screen.query_one("#smoke")
             assert table.row_count == 3
-            assert "base 0% -> fine-tuned 100%" in str(app.screen.query_one("#accuracy").render())
+            verdicts = str(app.screen.query_one("#accuracy").render())
+        assert "task verdict: good (held-out accuracy 0% -> 100%" in verdicts and "file verdict: FAIL" in verdicts
     asyncio.run(go())
     assert runner.recipe.base == "demo" and runner.recipe.data.path == "demo"
     assert runner.recipe.export.quants == ["Q8_0", "Q4_K_M"] and runner.recipe.name == "my-run"

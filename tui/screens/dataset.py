@@ -16,7 +16,7 @@ from edgetune.hub import check_id, is_hub_id
 from edgetune.recipe import DataSpec
 
 from ..display import base_label, one_line
-from ..threads import deliver
+from ..messages import JobFinished
 from ..widgets.histogram import Histogram
 from .wizard import WizardScreen
 
@@ -116,13 +116,17 @@ class DatasetScreen(WizardScreen):
             try:
                 spec = DataSpec(path=path, format=fmt, on_bad_row=on_bad_row, template=template,
                                 max_length=self.app.recipe.data.max_length)
-                result = _inspect(spec, base)
+                self.post_message(JobFinished(_inspect(spec, base)))
             except EdgetuneError as e:
-                deliver(self.app, self._failed, str(e))
+                self.post_message(JobFinished(None, str(e)))
             except Exception as e:  # a bug, but the UI must not die: one line
-                deliver(self.app, self._failed, one_line(e))
-            else:
-                deliver(self.app, self._show, *result)
+                self.post_message(JobFinished(None, one_line(e)))
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        if message.error is not None:
+            self._failed(message.error)
+        else:
+            self._show(message.result)
 
     def _failed(self, message: str) -> None:
         self.query_one("#summary", Static).update("")
@@ -186,7 +190,7 @@ class DatasetScreen(WizardScreen):
 
 def _inspect(spec: DataSpec, base: str):
     from edgetune import data as data_mod
-    return (data_mod.inspect(spec, base),)
+    return data_mod.inspect(spec, base)
 
 
 def _template_options(current: str) -> list[tuple[str, str]]:
