@@ -12,18 +12,25 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from edgetune.convert.lora_deltas import LoraDeltas
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
 
-from .hf_to_gguf import OUTTYPES, _encode, _nbytes, _target_type, closing_on_error, load_arch
+from .hf_to_gguf import (
+    OUTTYPES,
+    _encode,
+    _nbytes,
+    _target_type,
+    closing_on_error,
+    load_arch,
+)
 from .model_folder import ModelFolder
 
 
 def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", on_event: Callback = ignore) -> Path:
     import torch
 
-    from edgetune.convert.lora_deltas import LoraDeltas
 
     outtype = outtype.lower()
     if outtype not in OUTTYPES:

@@ -25,7 +25,7 @@ from edgetune.base import resolve_base
 from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
 from edgetune.convert.lora_deltas import LoraDeltas
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
+from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.fsutil import write_json, write_text
 from edgetune.merge import base_folder, tensor_names
 from edgetune.quantize import FTYPES, quantize

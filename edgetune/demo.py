@@ -86,7 +86,14 @@ def demo_dataset_path() -> Path:
 def train_tokenizer(texts: list[str], vocab_size: int = 1024, add_bos: bool = False):
     """Byte-level BPE (GPT-2 pre-tokenizer) trained locally, wrapped for transformers. With
     `add_bos` it puts <|endoftext|> in front of every text, as Llama and Gemma tokenizers do."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())

@@ -115,7 +115,11 @@ def _unreachable(repo_id: str, repo_type: str, why: str) -> str:
 
 
 def _hub_error(repo_id: str, repo_type: str, e: Exception) -> EdgetuneError:
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+    )
 
     login = "log in with `hf auth login` (or set HF_TOKEN)"
     if isinstance(e, GatedRepoError):

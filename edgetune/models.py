@@ -13,6 +13,7 @@ from pathlib import Path
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir, cache_dir
+from edgetune.quantize import check_gguf_file
 
 SOURCE_FILE = "edgetune_source.json"
 
@@ -43,7 +44,6 @@ def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callb
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgetune.quantize import check_gguf_file
 
     gguf_path, out_dir = Path(gguf_path).resolve(), Path(out_dir)
     check_gguf_file(gguf_path)

@@ -16,9 +16,13 @@ import json
 import time
 from pathlib import Path
 
+from edgetune import merge as merge_mod
+from edgetune import quantize as quantize_mod
 from edgetune import recipe as recipe_mod
 from edgetune import report as report_mod
 from edgetune import smoke as smoke_mod
+from edgetune import train as train_mod
+from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.fsutil import is_main_process, write_json, write_text
@@ -84,9 +88,6 @@ def _plain(obj):
 def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None = None,
         until: str = "smoke", force: bool = False) -> dict:
     """Run every step up to `until`; return the smoke summary (or {} when stopping earlier)."""
-    from edgetune import merge as merge_mod
-    from edgetune import quantize as quantize_mod
-    from edgetune import train as train_mod
 
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
@@ -127,7 +128,6 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
          lambda: merge_mod.merge(base_path, r.adapter, r.merged, on_event))
     if until == "merge":
         return {}
-    from edgetune.convert import convert_hf_to_gguf
     step("convert", [r.unquantized],
          lambda: convert_hf_to_gguf(r.merged, r.unquantized, recipe.export.outtype, on_event,
                                     metadata={"general.name": recipe.name}))

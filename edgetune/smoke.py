@@ -31,6 +31,7 @@ from edgetune import templates
 from edgetune.data import Example
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
+from edgetune.quantize import bits_per_weight, check_gguf_file
 
 PARITY_STRINGS = [
     "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
@@ -151,7 +152,6 @@ def _llama(path: Path, n_ctx: int, threads: int):
 def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int = 0,
                on_event: Callback = ignore, modelfile: Path | None = None) -> dict:
     """All smoke measures for one GGUF file, and its verdict."""
-    from edgetune.quantize import bits_per_weight, check_gguf_file
 
     path = Path(path)
     check_gguf_file(path)
@@ -432,11 +432,11 @@ QUICK_PROMPT = "### Instruction:\nWhat is the last word of: red fox tiger\n\n###
 def quick_check(path: str | Path, lora: Path | None = None, prompt: str = QUICK_PROMPT, max_tokens: int = 32,
                 threads: int = 0) -> dict:
     """Loads in llama.cpp (with `lora` applied if given), finite logits, generates; records the greedy
-    answer and whether it stopped at EOS (reported, not required: an adapter need not answer this prompt). With `lora`, also that the adapter really changed the logits
+    answer and whether it stopped at EOS (reported, not required: an adapter need not answer this
+    prompt). With `lora`, also that the adapter really changed the logits
     (llama.cpp reports a failed adapter load by a falsy pointer, not an error)."""
     from llama_cpp import Llama
 
-    from edgetune.quantize import check_gguf_file
 
     path = Path(path)
     check_gguf_file(path)

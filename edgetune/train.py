@@ -19,8 +19,16 @@ from pathlib import Path
 from edgetune import data as data_mod
 from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
+from edgetune.device import cpu_bf16, gradient_checkpointing, physical_cores
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, CancelToken, Cancelled, Event, TrainMetrics, ignore
+from edgetune.events import (
+    Callback,
+    Cancelled,
+    CancelToken,
+    Event,
+    TrainMetrics,
+    ignore,
+)
 from edgetune.fsutil import atomic_dir, write_json
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.targets import describe, resolve_targets
@@ -48,7 +56,6 @@ def plan(spec: TrainSpec) -> Plan:
     the CPU has bf16 matmul units (AVX512-BF16, AMX-BF16), else fp32. LoRA weights stay fp32 either way."""
     import torch
 
-    from edgetune.device import cpu_bf16
 
     cuda = torch.cuda.is_available()
     method = spec.method if spec.method != "auto" else ("qlora" if cuda else "lora")
@@ -211,7 +218,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig
 
-    from edgetune.sft import Trainer
+    from edgetune.sft import Trainer  # subclasses TRL's SFTTrainer: importing it loads TRL
 
     quiet_libraries()
     run_dir = Path(run_dir)
@@ -302,7 +309,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
                "trainable_params": trainable, "total_params": total, "steps": trainer.state.global_step,
                "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
                "format": ds.format, "lost_rows": prepared.lost,
-               "template": prepared.template.name if prepared.template else None, "train_rows": len(train_ds), "eval_rows": len(eval_ds) if eval_ds is not None else 0,
+               "template": prepared.template.name if prepared.template else None, "train_rows": len(train_ds),
+               "eval_rows": len(eval_ds) if eval_ds is not None else 0,
                "tokens": stats.to_dict()}
     if eval_ds is not None:
         metrics = trainer.evaluate()
@@ -329,7 +337,6 @@ def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Cal
     whether to checkpoint."""
     import torch
 
-    from edgetune.device import gradient_checkpointing, physical_cores
 
     if p.device == "cpu":
         if os.environ.get("OMP_NUM_THREADS"):

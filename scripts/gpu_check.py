@@ -30,7 +30,8 @@ def main() -> None:
     import torch
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device; this check is for a GPU machine")
-    from edgetune import pipeline, recipe as R
+    from edgetune import pipeline
+    from edgetune import recipe as R
     from edgetune.events import Event
 
     t_all = time.time()

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_recipe
 from edgetune.errors import EdgetuneError
+
+from conftest import make_recipe
 
 
 def test_sigkill_during_training_resumes_from_the_last_checkpoint(tiny_base, demo_jsonl, tmp_path):

@@ -3,10 +3,11 @@ import json
 
 import pytest
 
-from conftest import make_recipe
 from edgetune import pipeline
 from edgetune.errors import EdgetuneError
-from edgetune.events import CancelToken, Cancelled
+from edgetune.events import Cancelled, CancelToken
+
+from conftest import make_recipe
 
 
 @pytest.fixture(scope="module")

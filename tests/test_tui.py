@@ -2,9 +2,10 @@
 import asyncio
 
 import pytest
-from tui_fixtures import FakeRunner
 
 from edgetune.tui.app import EdgetuneApp
+
+from tui_fixtures import FakeRunner
 
 
 async def wait_until(pilot, condition, seconds=60.0):
@@ -172,9 +173,10 @@ def test_chat_message_box_takes_several_lines_and_a_paste_whole():
     """Ctrl+J starts a new line, a paste (as the terminal delivers it, to the app) keeps its blank
     lines, Enter sends it all as one message."""
     from textual import events
-    from tui_fixtures import FakeChatSession
 
     from edgetune.tui.screens.chat import ChatScreen
+
+    from tui_fixtures import FakeChatSession
 
     async def go():
         app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession)

@@ -5,9 +5,10 @@ step durations (the step table's clock), the pipeline and chat sessions (fakes w
 import json
 
 import pytest
-from tui_fixtures import FakeChatSession, FakeRunner, write_fake_adapters
 
 from edgetune.tui.app import EdgetuneApp
+
+from tui_fixtures import FakeChatSession, FakeRunner, write_fake_adapters
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from pathlib import Path
 def make_data(path: Path, n: int) -> Path:
     """Demo rows with varied lengths (1 to 40 filler words of context), like real instruction data."""
     import random
-    from edgetune.demo import task_example, TASKS, WORDS
+
+    from edgetune.demo import TASKS, WORDS, task_example
     rng = random.Random(0)
     with open(path, "w") as f:
         for i in range(n):
@@ -75,6 +75,7 @@ def bench_recipe(kind: str, base: str, data: str, steps: int, out: str, batch: i
 def train_ours(r, out: Path):
     """`edgetune train`; returns (model with the adapter, seconds in trainer.train(), trained tokens)."""
     from peft import PeftModel
+
     from edgetune import train
 
     train.train(r, out)
@@ -93,7 +94,9 @@ def train_seed(r, tok, out: Path):
     import datasets
     from peft import LoraConfig, get_peft_model
     from trl import SFTConfig, SFTTrainer
-    from edgetune import recipe as R, train
+
+    from edgetune import recipe as R
+    from edgetune import train
 
     _, _, prepared = train.build_datasets(r, tok)
 
@@ -123,6 +126,7 @@ def train_seed(r, tok, out: Path):
 
 def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     import torch
+
     from edgetune import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
@@ -174,6 +178,7 @@ def main() -> None:
                 results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = {k: max(v, key=lambda x: x["tokens_per_s"]) for k, v in results.items()}
     import torch
+
     from edgetune.device import matmul_peak_gflops
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     peak = {d: matmul_peak_gflops(d) for d in ("fp32", "bf16")}

@@ -8,14 +8,24 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Select, SelectionList, Static
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Select,
+    SelectionList,
+    Static,
+)
 
 from edgetune.batch import find_adapters, run_batch, slug
 from edgetune.errors import EdgetuneError
 from edgetune.events import CancelToken
 
-from ..display import one_line, shown_path, show_status
+from ..display import one_line, show_status, shown_path
 from ..messages import CoreEvent, JobFinished
+from .file_picker import FilePickerScreen
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
 QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "F16")
@@ -72,7 +82,6 @@ class BatchScreen(Screen):
         show_status(self, message, error)
 
     def browse(self) -> None:
-        from .file_picker import FilePickerScreen
 
         def picked(path: str | None) -> None:
             if path:

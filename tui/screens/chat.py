@@ -16,6 +16,7 @@ from ..display import one_line, show_status
 from ..messages import JobFinished, ReplyDone, ReplyPiece
 from ..widgets.message_box import MessageBox
 from ..widgets.transcript import Transcript
+from .file_picker import FilePickerScreen
 
 
 class ChatScreen(Screen):
@@ -83,7 +84,6 @@ class ChatScreen(Screen):
         show_status(self, message, error)
 
     def browse(self) -> None:
-        from .file_picker import FilePickerScreen
 
         def picked(path: str | None) -> None:
             if path:

@@ -10,7 +10,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
 
+from edgetune import data as data_mod
 from edgetune import templates
+from edgetune.demo import demo_base_ready
 from edgetune.errors import EdgetuneError
 from edgetune.hub import check_id, is_hub_id
 from edgetune.recipe import DataSpec
@@ -18,6 +20,8 @@ from edgetune.recipe import DataSpec
 from ..display import base_label, one_line
 from ..messages import JobFinished
 from ..widgets.histogram import Histogram
+from .file_picker import FilePickerScreen
+from .training import TrainingScreen
 from .wizard import WizardScreen
 
 # transformers resolves its lazy imports unsafely when two threads import at once: one check at a time.
@@ -84,7 +88,6 @@ class DatasetScreen(WizardScreen):
             self.check()
 
     def browse(self) -> None:
-        from .file_picker import FilePickerScreen
 
         def picked(path: str | None) -> None:
             if path:
@@ -184,12 +187,10 @@ class DatasetScreen(WizardScreen):
         d.path, d.format, d.on_bad_row, d.template = path, fmt, skip, template
 
     def next_screen(self):
-        from .training import TrainingScreen
         return TrainingScreen()
 
 
 def _inspect(spec: DataSpec, base: str):
-    from edgetune import data as data_mod
     return data_mod.inspect(spec, base)
 
 
@@ -199,7 +200,6 @@ def _template_options(current: str) -> list[tuple[str, str]]:
 
 
 def _demo_base_ready() -> bool:
-    from edgetune.demo import demo_base_ready
     return demo_base_ready()
 
 

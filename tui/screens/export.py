@@ -8,6 +8,7 @@ from textual.widgets import Input, Label, SelectionList, Static
 from edgetune import recipe as recipe_mod
 from edgetune.errors import EdgetuneError
 
+from .summary import SummaryScreen
 from .wizard import WizardScreen
 
 OFFERED = {"Q8_0": "8.5 bits/w, near lossless", "Q6_K": "6.6 bits/w", "Q5_K_M": "5.7 bits/w",
@@ -58,5 +59,4 @@ class ExportScreen(WizardScreen):
         self.app.recipe = recipe_mod.from_dict(values, "export")
 
     def next_screen(self):
-        from .summary import SummaryScreen
         return SummaryScreen()

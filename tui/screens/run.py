@@ -9,18 +9,27 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import (
+    Button,
+    Footer,
+    Header,
+    RichLog,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 
 from edgetune.errors import EdgetuneError
-from edgetune.report import verdict_lines
 from edgetune.events import Cancelled, CancelToken, TrainMetrics, progress_line
+from edgetune.pipeline import Run
+from edgetune.report import verdict_lines
 
 from ..display import base_label, one_line, shown_path
 from ..messages import CoreEvent, JobFinished
 from ..widgets.loss_chart import LossChart
 from ..widgets.smoke_table import SmokeTable
 from ..widgets.step_table import StepTable
-
+from .confirm import ConfirmScreen
 
 STEP_STATES = {"step_start": "running", "step_done": "done", "step_skip": "skipped", "step_fail": "failed"}
 
@@ -97,7 +106,6 @@ class RunScreen(Screen):
             self.post_message(JobFinished(None, one_line(e)))
 
     def _smoke_summary(self) -> dict | None:
-        from edgetune.pipeline import Run
         path = Run(self.recipe).dir / "smoke.json"
         try:
             return json.loads(path.read_text())
@@ -142,7 +150,6 @@ class RunScreen(Screen):
             self.query_one("#smoke", SmokeTable).focus()
 
     def _run(self):
-        from edgetune.pipeline import Run
         return Run(self.recipe)
 
     def action_cancel(self) -> None:
@@ -152,7 +159,6 @@ class RunScreen(Screen):
             return
         if self.cancel_token.cancelled:
             return
-        from .confirm import ConfirmScreen
 
         def answered(yes: bool | None) -> None:
             if yes and not self.finished:

@@ -6,6 +6,7 @@ from textual.widgets import Label, Static
 
 from edgetune import recipe as recipe_mod
 
+from .run import RunScreen
 from .wizard import WizardScreen
 
 
@@ -28,5 +29,4 @@ class SummaryScreen(WizardScreen):
                      classes="hint")
 
     def next_screen(self):
-        from .run import RunScreen
         return RunScreen(self.app.recipe)

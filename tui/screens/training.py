@@ -7,7 +7,9 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from edgetune import recipe as recipe_mod
 from edgetune.errors import EdgetuneError
+from edgetune.train import plan
 
+from .export import ExportScreen
 from .wizard import WizardScreen
 
 METHODS = [("auto", "auto"), ("QLoRA (4-bit base)", "qlora"), ("LoRA (16/32-bit)", "lora")]
@@ -28,11 +30,11 @@ class TrainingScreen(WizardScreen):
     step = 2
 
     def body(self) -> ComposeResult:
-        from edgetune.train import plan
         r = self.app.recipe
         p = plan(recipe_mod.TrainSpec())
         yield Label("Training", classes="title")
-        yield Static(f"Detected {p.device.upper()}: auto means {METHOD_NAMES.get(p.method, p.method)} in {p.dtype}.", classes="hint")
+        method = METHOD_NAMES.get(p.method, p.method)
+        yield Static(f"Detected {p.device.upper()}: auto means {method} in {p.dtype}.", classes="hint")
         with Horizontal(classes="field"):
             yield Label("method", classes="field-label")
             yield Select(METHODS, value=r.train.method, allow_blank=False, id="method", classes="field-select", compact=True)
@@ -99,7 +101,6 @@ class TrainingScreen(WizardScreen):
         self.app.recipe = self.settings()
 
     def next_screen(self):
-        from .export import ExportScreen
         return ExportScreen()
 
 
