@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from edgetune.convert.filetypes import DIRECT_TYPES, FILE_TYPES
 from edgetune.errors import EdgetuneError
 
 TARGET_PRESETS = {
@@ -20,8 +21,6 @@ TARGET_PRESETS = {
     "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
-QUANT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1", "Q4_K_M", "Q4_K_S", "Q4_0", "Q4_1",
-               "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "IQ4_NL", "IQ4_XS", "F16", "BF16")
 
 
 @dataclass
@@ -184,11 +183,11 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     if t.max_grad_norm <= 0:
         bad("train.max_grad_norm", f"{t.max_grad_norm} must be positive")
     target_modules(t.targets, where)
-    if r.export.outtype not in ("f32", "f16", "bf16", "q8_0"):
-        bad("export.outtype", f"{r.export.outtype!r} is not one of f32, f16, bf16, q8_0")
+    if r.export.outtype.upper() not in DIRECT_TYPES:
+        bad("export.outtype", f"{r.export.outtype!r} is not one of {', '.join(t.outtype for t in DIRECT_TYPES.values())}")
     for q in r.export.quants:
-        if q.upper() not in QUANT_TYPES:
-            bad("export.quants", f"{q!r} is not one of {', '.join(QUANT_TYPES)}")
+        if q.upper() not in FILE_TYPES:
+            bad("export.quants", f"{q!r} is not one of {', '.join(FILE_TYPES)}")
     r.export.quants = [q.upper() for q in r.export.quants]
     if r.smoke.prompts < 0 or r.smoke.max_tokens < 1:
         bad("smoke", "prompts must be >= 0 and max_tokens >= 1")

@@ -10,6 +10,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Select, SelectionList, Static
 
+from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import CancelToken, Event
 
@@ -17,7 +18,7 @@ from ..display import one_line, shown_path, show_status
 from ..threads import deliver
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
-QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "F16")
+QUANTS = tuple(name for name, t in FILE_TYPES.items() if t.offered)  # the registry's short list
 NOT_INSTALLED = "batch conversion engine not installed (edgetune.batch)"
 
 
