@@ -168,20 +168,24 @@ def measure(path: str | Path, ref: Reference, rows: Heldout, max_tokens: int = 3
             "accuracy": _accuracy(answers, rows.expected), "answers": answers}
 
 
-def hf_perplexity(model_dir: str | Path, rows: Heldout) -> float:
-    """Perplexity of an HF model (the base before fine-tuning) on the held-out responses."""
+def hf_base(model_dir: str | Path, rows: Heldout, max_tokens: int = 32) -> tuple[float, float | None]:
+    """Perplexity and accuracy of an HF model (the base before fine-tuning) on the held-out rows."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.eval()
-    logprobs = []
+    logprobs, answers = [], []
     with torch.no_grad():
         for ids in rows.ids:
-            logits = model(torch.tensor([ids])).logits[0, :-1].float().numpy()
-            logprobs.append(_log_softmax(logits))
+            logprobs.append(_log_softmax(model(torch.tensor([ids])).logits[0, :-1].float().numpy()))
+        for ids in rows.prompts:
+            out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+            answers.append(tok.decode(out[0][len(ids):], skip_special_tokens=True).strip())
     del model
-    return _perplexity(logprobs, rows.ids, rows.masks)
+    return _perplexity(logprobs, rows.ids, rows.masks), _accuracy(answers, rows.expected)
 
 
 def gain_kept(ppl_base: float | None, ppl_finetuned: float, ppl_file: float) -> float | None:

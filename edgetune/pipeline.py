@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from edgetune import recipe as recipe_mod
+from edgetune import sweep as sweep_mod
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Event, ignore
 from edgetune.fsutil import is_main_process, write_json, write_text
@@ -59,7 +60,7 @@ class Run:
     def fingerprint(self, step: str) -> str:
         r = self.recipe
         parts = {"train": (r.base, r.data, r.train), "merge": (), "convert": (r.export.outtype,),
-                 "quantize": (r.export.quants,), "smoke": (r.smoke, r.export.quants)}
+                 "quantize": (r.export, r.smoke), "smoke": (r.smoke, r.export.quants)}
         upstream = STEPS[: STEPS.index(step)]
         text = json.dumps([_plain(parts[s]) for s in upstream + (step,)], default=str, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -82,7 +83,6 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
         until: str = "smoke", force: bool = False) -> dict:
     """Run every step up to `until`; return the smoke summary (or {} when stopping earlier)."""
     from edgetune import merge as merge_mod
-    from edgetune import quantize as quantize_mod
     from edgetune import train as train_mod
 
     if until not in STEPS:
@@ -123,17 +123,20 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
                                     metadata={"general.name": recipe.name}))
     if until == "convert":
         return {}
-    quants = [q for q in recipe.export.quants if q != recipe.export.outtype.upper()]
+    quant_json = r.dir / "quant.json"
+
     def quantize_all() -> None:
-        for q in quants:
-            quantize_mod.quantize(r.unquantized, r.gguf(q), q, recipe.smoke.threads, on_event)
-        write_modelfile(r)
-    step("quantize", [r.gguf(q) for q in quants] + [r.gguf_dir / "Modelfile"], quantize_all)
+        summary = sweep_mod.run(recipe, r.merged, r.unquantized, r.gguf, base_path, quant_json, on_event, cancel)
+        write_modelfile(r, sweep_mod.kept_labels(summary))
+    outputs = [] if sweep_mod.is_auto(recipe) else [r.gguf(q) for q in recipe.export.quants
+                                                    if q != recipe.export.outtype.upper()]
+    step("quantize", outputs + [quant_json, r.gguf_dir / "Modelfile"], quantize_all)
+    quants = sweep_mod.kept_labels(json.loads(quant_json.read_text()))
     if until == "quantize":
         return {}
     step("smoke", [r.dir / "smoke.json"], lambda: smoke_step(r, base_path, quants, on_event))
     summary = json.loads((r.dir / "smoke.json").read_text())
-    write_text(r.dir / "report.md", report(r, summary))
+    write_text(r.dir / "report.md", report(r, summary) + sweep_mod.report_section(json.loads(quant_json.read_text())))
     from edgetune.smoke import require_pass
     require_pass(summary["files"])
     return summary
@@ -230,12 +233,13 @@ def report(r: Run, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_modelfile(r: Run) -> None:
-    """An Ollama Modelfile and a model card beside the GGUFs."""
+def write_modelfile(r: Run, quants: list[str]) -> None:
+    """An Ollama Modelfile and a model card beside the GGUFs; the Modelfile loads the recommended file
+    of an auto sweep, else the last type asked for."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(r.merged))
-    target = r.gguf(r.recipe.export.quants[-1]) if r.recipe.export.quants else r.unquantized
+    target = r.gguf((quants[0] if sweep_mod.is_auto(r.recipe) else quants[-1])) if quants else r.unquantized
     stops = [s for s in {tok.eos_token, "<|im_end|>" if "<|im_end|>" in tok.get_vocab() else None} if s]
     lines = [f"FROM ./{target.name}"]
     if _is_alpaca(r):

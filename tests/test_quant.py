@@ -187,3 +187,122 @@ def test_gain_kept():
     assert kld.gain_kept(10.0, 2.0, 10.0) == 0.0
     assert kld.gave_back(kld.gain_kept(10.0, 2.0, 3.0)) and not kld.gave_back(kld.gain_kept(10.0, 2.0, 2.5))
     assert kld.gain_kept(2.0, 2.0, 3.0) is None  # nothing gained, nothing to keep
+
+
+# ---------------------------------------------------------------- the auto sweep
+
+def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
+    """sweep() over candidates whose sizes and measures are given: {label: (MiB, top1, accuracy)}."""
+    from edgetune import sweep as sweep_mod
+    from edgetune.events import CancelToken
+    from edgetune.recipe import from_dict
+
+    spec = from_dict({"export": {"quants": "auto", "auto_types": list(metrics), "auto_embedding_types": ["default"],
+                                 **budget}}).export
+    cancel = CancelToken()
+    monkeypatch.setattr(sweep_mod, "predicted_size", lambda src, q, im, e, o: int(metrics[q][0] * 2**20))
+
+    def fake_quantize(src, dst, q, threads, on_event, imatrix, token_embedding_type, output_tensor_type):
+        if q == cancel_at:
+            cancel.cancel()
+        dst.write_bytes(b"x" * int(metrics[q][0] * 2**20))
+        return {"path": str(dst), "bytes": dst.stat().st_size, "bits_per_weight": 4.0}
+
+    def fake_measure(path, ref, rows, max_tokens, threads):
+        q = path.rsplit("-", 1)[-1].removesuffix(".gguf")
+        cancel.check()
+        return {"mean_kld": 1 - metrics[q][1], "p99_kld": 1.0, "top1": metrics[q][1], "accuracy": metrics[q][2]}
+
+    monkeypatch.setattr(sweep_mod, "quantize", fake_quantize)
+    monkeypatch.setattr(sweep_mod.kld, "measure", fake_measure)
+    ref = kld.Reference("f16", [], 1.0, 0.75, [], 0)
+    return sweep_mod.sweep(tmp_path / "m-F16.gguf", spec, tmp_path / "im.gguf", ref, None,
+                           lambda q: tmp_path / f"m-{q}.gguf", 8, 1, cancel=cancel)
+
+
+SWEEP = {"Q8_0": (8.0, 1.0, 0.75), "Q4_K_M": (4.0, 0.99, 0.75), "IQ4_XS": (3.5, 0.985, 0.5),
+         "Q2_K": (2.0, 0.90, 0.75)}
+
+
+def test_auto_picks_the_smallest_file_within_the_budget(monkeypatch, tmp_path):
+    files, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP)
+    status = {f["label"]: f["status"] for f in files}
+    assert sweep["met"] and sweep["recommended"] == "Q4_K_M"
+    assert "top-1 90.0% < 98%" in status["Q2_K"] and "accuracy 50% < F16's 75% - 1%" in status["IQ4_XS"]
+    assert status["Q8_0"] == "not measured: larger than the recommended file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q4_K_M.gguf"]  # the others were deleted
+
+
+def test_auto_budget_keys_change_the_choice(monkeypatch, tmp_path):
+    _, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP, auto_min_top1=0.85, auto_max_accuracy_drop=0.3)
+    assert sweep["recommended"] == "Q2_K"
+    _, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP, auto_max_mib=3.8, auto_keep_all=True)
+    assert not sweep["met"] and sweep["recommended"] == "IQ4_XS"  # closest under the size limit
+    assert "no candidate meets the budget" in sweep["why"] and "closest: IQ4_XS" in sweep["why"]
+    assert {p.name for p in tmp_path.iterdir()} >= {"m-IQ4_XS.gguf", "m-Q2_K.gguf"}
+
+
+def test_cancelled_sweep_leaves_no_file(monkeypatch, tmp_path):
+    from edgetune.events import Cancelled
+    with pytest.raises(Cancelled):
+        constructed_sweep(monkeypatch, tmp_path, SWEEP, cancel_at="IQ4_XS")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def trained_copy(trained_run, tmp_path):
+    """The session's trained tiny run, copied so this test's later steps stay its own."""
+    import shutil
+    r, run_dir = trained_run
+    shutil.copytree(run_dir, tmp_path / "runs" / r.name)
+    return tmp_path / "runs"
+
+
+def test_pipeline_auto_keeps_the_recommended_file_and_reports_the_sweep(tiny_base, demo_jsonl, trained_copy):
+    import json
+
+    from conftest import make_recipe
+    from edgetune import pipeline
+    r = make_recipe(tiny_base, demo_jsonl, trained_copy, train={"max_steps": 12},
+                    export={"quants": "auto", "auto_types": ["Q8_0", "Q4_0", "IQ4_NL"],
+                            "auto_embedding_types": ["default", "Q4_0"], "auto_min_top1": 0.6,
+                            "auto_max_accuracy_drop": 1.0})
+    events = []
+    smoke = pipeline.run(r, events.append)
+    run = pipeline.Run(r)
+    assert [e.phase for e in events if e.kind == "skip"] == ["train"]
+    q = json.loads((run.dir / "quant.json").read_text())
+    assert q["imatrix"]["tokens"] >= 1024 and (run.gguf_dir / "t.imatrix.gguf").is_file()
+    measured = [f for f in q["files"] if "mean_kld" in f]
+    best = next(f for f in measured if f.get("recommended"))
+    assert q["sweep"]["met"] and best is next(f for f in measured if not f["misses"])  # smallest within budget
+    assert all(f["status"].startswith("not measured") for f in q["files"][q["files"].index(best) + 1:])
+    on_disk = sorted(p.name for p in run.gguf_dir.glob("*.gguf"))
+    assert on_disk == sorted(["t-F16.gguf", "t.imatrix.gguf", f"t-{best['label']}.gguf"])
+    assert [f["file"] for f in smoke["files"]] == ["t-F16.gguf", f"t-{best['label']}.gguf"]
+    fields = gguf.GGUFReader(str(run.gguf(best["label"]))).fields
+    assert fields["quantize.imatrix.file"].contents() == "t.imatrix.gguf"
+    assert fields["quantize.imatrix.dataset"].contents() == demo_jsonl.name
+    report = (run.dir / "report.md").read_text()
+    assert "## Quantization" in report and "★ recommended" in report and "fine-tune kept" in report
+    assert f"FROM ./t-{best['label']}.gguf" in (run.gguf_dir / "Modelfile").read_text()
+    assert 0 <= best["mean_kld"] and best["top1"] >= 0.6 and best["gain_kept"] is not None
+
+
+def test_too_few_tokens_to_calibrate_falls_back_visibly(tiny_base, demo_jsonl, trained_copy):
+    from conftest import make_recipe
+    from edgetune import pipeline
+    r = make_recipe(tiny_base, demo_jsonl, trained_copy, train={"max_steps": 12},
+                    export={"quants": ["IQ4_NL"], "imatrix_tokens": 100})
+    events = []
+    with pytest.raises(EdgetuneError, match=r"IQ4_NL needs an importance matrix, and there is none \(.*demo.jsonl: "
+                                            r"\d+ training tokens are too few to calibrate"):
+        pipeline.run(r, events.append, until="quantize")
+    assert any("too few to calibrate" in e.message for e in events)
+    assert not pipeline.Run(r).gguf("IQ4_NL").exists()
+
+
+def test_of_two_files_the_same_size_the_closer_is_recommended(monkeypatch, tmp_path):
+    _, sweep = constructed_sweep(monkeypatch, tmp_path, {**SWEEP, "IQ4_NL": (4.0, 0.995, 0.75)})
+    assert sweep["recommended"] == "IQ4_NL"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-IQ4_NL.gguf"]

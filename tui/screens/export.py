@@ -24,12 +24,18 @@ class ExportScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         r = self.app.recipe
-        self.offered = offered(r.export.quants)
+        self.offered = offered([q for q in r.export.quants if q != "auto"])
         yield Label("Export", classes="title")
         yield Static(f"An {r.export.outtype.upper()} GGUF is always written; each type ticked below is "
                      "quantized from it and smoke-tested.", classes="hint")
-        yield SelectionList(*[(f"{q:7} {FILE_TYPES[q].bits:.1f} bits/w, {FILE_TYPES[q].about}", q,
+        auto = r.export.quants == ["auto"]
+        yield SelectionList(("auto    sweep types, keep the smallest within the budget", "auto", auto),
+                            *[(f"{q:7} {FILE_TYPES[q].bits:.1f} bits/w, {FILE_TYPES[q].about}", q,
                                q in r.export.quants) for q in self.offered], id="quants")
+        with Horizontal(classes="field"):
+            yield Label("auto budget", classes="field-label")
+            yield Input(value=f"{r.export.auto_min_top1 * 100:g}", id="min_top1", classes="field-input", compact=True)
+            yield Static("% of next tokens whose top-1 matches F16", classes="field-help")
         with Horizontal(classes="field"):
             yield Label("run name", classes="field-label")
             yield Input(value=r.name, id="name", classes="field-input", compact=True)
@@ -52,13 +58,18 @@ class ExportScreen(WizardScreen):
 
     def apply(self) -> None:
         ticked = set(self.query_one("#quants", SelectionList).selected)
-        quants = [q for q in self.offered if q in ticked]  # in the list's order, not the order ticked
+        quants = ["auto"] if "auto" in ticked else [q for q in self.offered if q in ticked]  # list order
         if not quants:
             raise EdgetuneError("export: tick at least one quant type (space ticks)")
         values = self.app.recipe.to_dict()
         values["name"] = self.query_one("#name", Input).value.strip()
         values["runs_dir"] = self.query_one("#runs_dir", Input).value.strip() or "runs"
         values["export"]["quants"] = quants
+        top1 = self.query_one("#min_top1", Input).value.strip()
+        try:
+            values["export"]["auto_min_top1"] = float(top1) / 100
+        except ValueError:
+            raise EdgetuneError(f"export: auto budget {top1!r} must be a percentage such as 98") from None
         self.app.recipe = recipe_mod.from_dict(values, "export")
 
     def next_screen(self):

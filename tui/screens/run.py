@@ -17,6 +17,7 @@ from edgetune.events import Cancelled, CancelToken, Event, progress_line
 from ..display import base_label, one_line, shown_path
 from ..threads import deliver
 from ..widgets.loss_chart import LossChart
+from ..widgets.quant_view import QuantView
 from ..widgets.smoke_table import SmokeTable
 from ..widgets.step_table import StepTable
 
@@ -47,6 +48,7 @@ class RunScreen(Screen):
             with TabPane("Results", id="results"):
                 yield Static("results appear when the smoke test has run", id="accuracy")
                 yield SmokeTable(id="smoke")
+                yield QuantView(id="quant")
                 with Horizontal(classes="nav"):
                     yield Button("Chat", id="chat", disabled=True)
                     yield Button("Compare with F16", id="compare", disabled=True)
@@ -60,6 +62,7 @@ class RunScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#again", Button).display = False
+        self.query_one("#quant", QuantView).display = False
         self.set_interval(1.0, self.query_one(StepTable).tick)
         self.start()
 
@@ -100,6 +103,13 @@ class RunScreen(Screen):
         except (OSError, json.JSONDecodeError):
             return None
 
+    def _quant_summary(self) -> dict | None:
+        """quant.json of the quantize step: every file's KL divergence, the auto sweep."""
+        try:
+            return json.loads((self._run().dir / "quant.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
     def handle_event(self, e: Event) -> None:
         steps = self.query_one(StepTable)
         if e.kind == "start" and e.message == e.phase:
@@ -132,6 +142,7 @@ class RunScreen(Screen):
             self.summary = summary
             self.query_one("#accuracy", Static).update(accuracy_line(summary))
             self.query_one("#smoke", SmokeTable).show(summary["files"])
+            self.query_one("#quant", QuantView).show(self._quant_summary())
             for name in ("chat", "compare", "folder"):
                 self.query_one(f"#{name}", Button).disabled = False
             self.query_one(TabbedContent).active = "results"
