@@ -21,7 +21,7 @@ from edgetune.fsutil import atomic_path
 from .arch import ARCHITECTURES, Arch
 from .filetypes import DIRECT_TYPES, FileType
 from .model_folder import ModelFolder
-from .tokenizer import add_tokenizer
+from .tokenizer import add_tokenizer, check_tokenizer
 
 SUPPORTED_ARCHITECTURES = {name: gguf.MODEL_ARCH_NAMES[cls.gguf_arch] for name, cls in ARCHITECTURES.items()}
 
@@ -32,9 +32,24 @@ def load_arch(folder: ModelFolder) -> Arch:
     name = folder.architecture
     cls = ARCHITECTURES.get(name)
     if cls is None:
-        raise EdgetuneError(f"{folder.path}/config.json: architecture '{name}' is not supported "
-                            f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+        raise EdgetuneError(f"{folder.path}/config.json: architecture '{name}' is not supported: edgetune cannot "
+                            f"convert it to GGUF (supported: {supported_list()})")
     return cls(folder.text_config(), str(folder.path))
+
+
+def supported_list() -> str:
+    return ", ".join(f"{name} ({arch})" for name, arch in sorted(SUPPORTED_ARCHITECTURES.items()))
+
+
+def check_convertible(model_dir) -> Arch:
+    """Whether `model_dir` will convert, decided from its config and tokenizer alone (no weights
+    read): architecture, hyperparameters llama.cpp can express, tokenizer kind and pre-tokenizer.
+    Run before training, so an unconvertible base fails in seconds, not after the adapter is made."""
+    folder = ModelFolder(model_dir)
+    arch = load_arch(folder)
+    arch.add_hparams(gguf.GGUFWriter(None, arch.arch_name))  # in memory: raises what conversion would
+    check_tokenizer(folder.path)
+    return arch
 
 
 def tensor_name_map(model_dir) -> Callable[[str], str | None]:
@@ -143,7 +158,10 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
 
     # Pass 1: names, shapes and types from the safetensors headers only.
     plan = []
+    left_out: dict[str, int] = {}  # what a multimodal checkpoint holds beside its text model
     for hf_name in folder.names():
+        if arch.left_out(hf_name):
+            left_out[arch.left_out(hf_name)] = left_out.get(arch.left_out(hf_name), 0) + 1
         if arch.dropped(hf_name):
             continue
         gguf_name = arch.gguf_name(hf_name)
@@ -152,12 +170,18 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
                                 f"{arch.arch_name} (a {folder.architecture} this converter does not know?)")
         shape = folder.shape(hf_name)
         plan.append((hf_name, gguf_name, shape, _target_type(gguf_name, shape, outtype)))
+    extra = arch.extra_tensors()  # written after the checkpoint's own tensors, always F32
     embedding = [shape for _hf, gguf_name, shape, _q in plan if gguf_name == "token_embd.weight"]
     if not embedding:
         raise EdgetuneError(f"{folder.path}: no token embedding tensor (model.embed_tokens.weight) in the safetensors")
     n_vocab = embedding[0][0]
+    total = len(plan) + len(extra)
     on_event(Event("convert", "start", f"{folder.path} -> {out_path.name} ({arch.arch_name}, {outtype}, "
-                   f"{len(plan)} tensors)", total=len(plan)))
+                   f"{total} tensors)", total=total))
+    if left_out:
+        on_event(Event("convert", "log", f"{folder.path}: text model only; left out "
+                       + ", ".join(f"the {what} ({n} tensors)" for what, n in left_out.items()),
+                       data={"left_out": left_out}))
 
     w = gguf.GGUFWriter(None, arch.arch_name)
     w.add_type(gguf.GGUFType.MODEL)
@@ -171,6 +195,8 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     add_tokenizer(w, folder.path, n_vocab)
     for hf_name, gguf_name, shape, qtype in plan:
         w.add_tensor_info(gguf_name, shape, np.dtype(np.float32), _nbytes(shape, qtype), raw_dtype=qtype)
+    for gguf_name, data in extra.items():
+        w.add_tensor_info(gguf_name, data.shape, data.dtype, data.nbytes, raw_dtype=gguf.GGMLQuantizationType.F32)
 
     # Pass 2: each tensor's data, in the order of the index.
     order = {hf: i for i, (hf, *_rest) in enumerate(plan)}
@@ -191,8 +217,11 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
             pending[i] = encode_tensor(tensor, plan[i][3])
             while next_index in pending:  # shards may list tensors in another order than the index
                 w.write_tensor_data(pending.pop(next_index))
-                on_event(Event("convert", "progress", plan[next_index][1], step=next_index + 1, total=len(plan)))
+                on_event(Event("convert", "progress", plan[next_index][1], step=next_index + 1, total=total))
                 next_index += 1
+        for i, (gguf_name, data) in enumerate(extra.items(), len(plan) + 1):
+            w.write_tensor_data(data)
+            on_event(Event("convert", "progress", gguf_name, step=i, total=total))
         w.close()
     size = out_path.stat().st_size
     on_event(Event("convert", "done", f"{out_path}: {size / 2**20:.1f} MiB", data={"path": str(out_path), "bytes": size}))

@@ -41,6 +41,7 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
     arch = load_arch(folder)
     alpha = float(deltas.config.get("lora_alpha", 8))
 
+    deltas.align_names(set(folder.names()))
     plan = []
     for hf_name in sorted(deltas.pairs):
         if hf_name not in folder.names():

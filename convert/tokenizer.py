@@ -12,13 +12,30 @@ import gguf
 
 from edgetune.errors import EdgetuneError
 
-# Pre-tokenizer regexes llama.cpp implements, by the name it knows them under.
-_GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-KNOWN_PRE = {
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
-    _GPT2_REGEX: "gpt-2",
+# llama.cpp's pre-tokenizers for byte-level BPE, by the name tokenizer.ggml.pre gives them: the
+# regexes it splits text with (each applied to the pieces of the one before) and whether a piece
+# already in the vocabulary is taken whole without merging (ignore_merges). Which one a tokenizer
+# needs is decided by running its own pre-tokenizer on PRE_PROBE and comparing the pieces.
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+TEKKEN_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+                r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
+                r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA_CPP_PRE = {
+    "gpt-2": ((GPT2_REGEX,), False),
+    "llama-bpe": ((LLAMA3_REGEX,), True),  # Llama 3
+    "smaug-bpe": ((LLAMA3_REGEX,), False),  # the Llama 3 regex with plain merging (SmolLM3, OLMo 2)
+    "qwen2": ((QWEN2_REGEX,), False),  # Qwen2, Qwen2.5, Qwen3
+    "smollm": ((r"\p{N}", GPT2_REGEX), False),  # GPT-2 with single digits (SmolLM2, Granite 3, StarCoder)
+    "tekken": ((TEKKEN_REGEX,), True),  # Mistral Nemo, Ministral/Mistral 3
 }
+PRE_PROBE = ["Hello world, it's HTTPServer's CamelCase don't I'LL WE'VE", " leading  double\tspace\t\ttabs   ",
+             "new\nlines\n\n\nand\r\nmore \n x", "digits 1234567890 3.14159 1,000,000 x42y", "Ünïcödé café naïve",
+             "日本語のテキスト 한국어 Ελληνικά", "emoji 🙂🚀 mixed!!! ...", "punctuation!?;:—\"quotes\" 'single' (a/b)",
+             "def f(x):\n    return x**2  # comment\n\tpass", "https://example.com/path?q=1&x=2 a@b.co"]
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
@@ -32,8 +49,25 @@ def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
         _add_sentencepiece_from_json(w, folder, tok, n_vocab)
     else:
         _add_bpe(w, folder, tok, n_vocab)
-    _add_special(w, tok, n_vocab)
+    _add_special(w, tok, n_vocab, _stop_ids(folder))
     _add_chat_template(w, folder)
+
+
+def check_tokenizer(folder: Path) -> str:
+    """The tokenizer kind, after checking llama.cpp can tokenize as it does (reads tokenizer.json only)."""
+    kind = tokenizer_kind(folder)
+    if kind == "bpe":
+        tj = _tokenizer_json(folder)
+        _check_byte_level(tj, folder)
+        bpe_pre_name(tj, str(folder))
+    return kind
+
+
+def _check_byte_level(tj: dict, folder: Path) -> None:
+    if (tj.get("model") or {}).get("type") != "BPE":
+        raise EdgetuneError(f"{folder}/tokenizer.json: model type {(tj.get('model') or {}).get('type')!r} is not BPE")
+    if '"add_prefix_space": true' in json.dumps(tj.get("pre_tokenizer")):
+        raise EdgetuneError(f"{folder}/tokenizer.json: ByteLevel add_prefix_space=true has no llama.cpp equivalent")
 
 
 def tokenizer_kind(folder: Path) -> str:
@@ -103,18 +137,55 @@ def _add_sentencepiece_from_json(w: gguf.GGUFWriter, folder: Path, tok, n_vocab:
 
 
 def bpe_pre_name(tokenizer_json: dict, where: str) -> str:
-    """The llama.cpp pre-tokenizer name matching this tokenizer.json's pre-tokenizer."""
-    pre = tokenizer_json.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    regexes = [s["pattern"].get("Regex") for s in steps if s.get("type") == "Split" and isinstance(s.get("pattern"), dict)]
-    byte_level = [s for s in steps if s.get("type") == "ByteLevel"]
-    if not regexes and byte_level and byte_level[0].get("use_regex", True):
-        return "gpt-2"
-    for regex in regexes:
-        if regex in KNOWN_PRE:
-            return KNOWN_PRE[regex]
-    raise EdgetuneError(f"{where}/tokenizer.json: pre-tokenizer {json.dumps(pre)[:120]} is not one llama.cpp "
-                        f"knows (gpt-2, llama-bpe, qwen2)")
+    """The llama.cpp pre-tokenizer that splits text exactly as this tokenizer.json's pre-tokenizer
+    does (run on PRE_PROBE) and merges the same way; an error naming the tokenizer when none does."""
+    from tokenizers import Tokenizer
+
+    try:
+        pre = Tokenizer.from_str(json.dumps(tokenizer_json)).pre_tokenizer
+    except Exception as e:
+        raise EdgetuneError(f"{where}/tokenizer.json: unreadable by the tokenizers library ({str(e).splitlines()[0]})") from None
+    if pre is None:
+        raise EdgetuneError(f"{where}/tokenizer.json: a byte-level BPE without a pre-tokenizer has no llama.cpp equivalent")
+    theirs = [[text[a:b] for _piece, (a, b) in pre.pre_tokenize_str(text)] for text in PRE_PROBE]
+    ignore_merges = bool((tokenizer_json.get("model") or {}).get("ignore_merges", False))
+    for name, (regexes, merges_ignored) in LLAMA_CPP_PRE.items():
+        if merges_ignored == ignore_merges and all(regex_split(t, regexes) == p for t, p in zip(PRE_PROBE, theirs)):
+            return name
+    steps = json.dumps(tokenizer_json.get("pre_tokenizer"))[:160]
+    raise EdgetuneError(f"{where}/tokenizer.json ({_tokenizer_class(where)}): its pre-tokenizer {steps} with "
+                        f"ignore_merges={str(ignore_merges).lower()} splits text unlike every pre-tokenizer llama.cpp "
+                        f"implements ({', '.join(LLAMA_CPP_PRE)}); such a GGUF would tokenize differently")
+
+
+def regex_split(text: str, regexes) -> list[str]:
+    """llama.cpp's unicode_regex_split: each regex cuts every piece into its matches and the gaps."""
+    import regex
+
+    pieces = [text]
+    for pattern in regexes:
+        compiled = regex.compile(pattern)
+        out = []
+        for piece in pieces:
+            at = 0
+            for m in compiled.finditer(piece):
+                if m.start() > at:
+                    out.append(piece[at:m.start()])
+                if m.end() > m.start():
+                    out.append(m.group())
+                at = m.end()
+            if at < len(piece):
+                out.append(piece[at:])
+        pieces = out
+    return pieces
+
+
+def _tokenizer_class(where: str) -> str:
+    try:
+        config = json.loads((Path(where) / "tokenizer_config.json").read_text(encoding="utf-8"))
+        return str(config.get("tokenizer_class") or "no tokenizer_class")
+    except (OSError, json.JSONDecodeError):
+        return "no tokenizer_config.json"
 
 
 def _hf_tokenizer(folder: Path):
@@ -128,11 +199,8 @@ def _hf_tokenizer(folder: Path):
 def _add_bpe(w: gguf.GGUFWriter, folder: Path, tok, n_vocab: int) -> None:
     tj = _tokenizer_json(folder)
     model = tj.get("model") or {}
-    if model.get("type") != "BPE":
-        raise EdgetuneError(f"{folder}/tokenizer.json: model type {model.get('type')!r} is not BPE")
+    _check_byte_level(tj, folder)
     pre = bpe_pre_name(tj, str(folder))
-    if '"add_prefix_space": true' in json.dumps(tj.get("pre_tokenizer")):
-        raise EdgetuneError(f"{folder}/tokenizer.json: ByteLevel add_prefix_space=true has no llama.cpp equivalent")
     vocab = tok.get_vocab()
     added = {t.content: t for t in tok.added_tokens_decoder.values()}
     by_id = {i: t for t, i in vocab.items()}
@@ -203,7 +271,20 @@ def _pad_vocab(tokens: list, scores: list, types: list, size: int) -> None:
         types.append(gguf.TokenType.UNUSED)
 
 
-def _add_special(w: gguf.GGUFWriter, tok, n_vocab: int) -> None:
+def _stop_ids(folder: Path) -> list[int]:
+    """The ids generation stops on, from generation_config.json (edgetune writes the chat
+    template's turn end there beside EOS)."""
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        return []
+    try:
+        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+    except json.JSONDecodeError as e:
+        raise EdgetuneError(f"{path}: not valid JSON ({e})") from None
+    return [eos] if isinstance(eos, int) else [i for i in eos or [] if isinstance(i, int)]
+
+
+def _add_special(w: gguf.GGUFWriter, tok, n_vocab: int, stop_ids: list[int]) -> None:
     for kind in ("bos", "eos", "unk", "pad"):
         token_id = getattr(tok, f"{kind}_token_id", None)
         if token_id is not None and token_id < n_vocab:
@@ -212,11 +293,13 @@ def _add_special(w: gguf.GGUFWriter, tok, n_vocab: int) -> None:
     w.add_add_bos_token(bool(probe) and tok.bos_token_id is not None and probe[0] == tok.bos_token_id)
     w.add_add_eos_token(bool(probe) and tok.eos_token_id is not None and probe[-1] == tok.eos_token_id
                         and len(probe) > 1)
-    vocab = tok.get_vocab()
-    for eot in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
-        if eot in vocab:
-            w.add_eot_token_id(vocab[eot])
-            break
+    # The end of a chat turn: the stop id beside EOS, else a known turn-end token of the vocabulary.
+    turn_ends = [i for i in stop_ids if i != tok.eos_token_id and i < n_vocab]
+    if not turn_ends:
+        vocab = tok.get_vocab()
+        turn_ends = [vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>") if t in vocab]
+    if turn_ends:
+        w.add_eot_token_id(turn_ends[0])
 
 
 def _add_chat_template(w: gguf.GGUFWriter, folder: Path) -> None:

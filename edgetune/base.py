@@ -43,6 +43,17 @@ def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = Fa
     raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (built-in: {', '.join(BUILTIN)})")
 
 
+def load_tokenizer(base: str, trust_remote_code: bool = False):
+    """The base's tokenizer, padding on the right with EOS where it has no pad token."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
 def _is_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec
@@ -77,7 +88,16 @@ def check_model_folder(path: Path) -> dict:
         raise EdgetuneError(f"{path}: no *.safetensors weights")
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise EdgetuneError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
+    preflight(path)
     return config
+
+
+def preflight(path: Path) -> None:
+    """Refuse, before any training, a base the run could not turn into a GGUF: an architecture the
+    converter does not know (the error names it and lists the supported ones), a setting llama.cpp
+    cannot express, a tokenizer llama.cpp would split differently."""
+    from edgetune.convert import check_convertible
+    check_convertible(path)
 
 
 def safetensors_copy(folder: Path, on_event: Callback = ignore) -> Path:

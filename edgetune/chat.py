@@ -13,17 +13,6 @@ from typing import Iterator
 from edgetune.errors import EdgetuneError
 from edgetune.quantize import check_gguf_file
 
-# Written into models fine-tuned on alpaca data, so llama.cpp, Ollama and our chat use that format.
-ALPACA_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ '### Instruction:\n' + message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ '### Response:\n' + message['content'] + eos_token + '\n\n' }}"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '### Response:\n' }}{% endif %}"
-)
-
-
 class ChatSession:
     def __init__(self, gguf: str | Path, system: str = "", threads: int = 0, n_ctx: int = 2048):
         from llama_cpp import Llama

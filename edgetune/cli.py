@@ -91,22 +91,30 @@ def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="
 def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpaca, chat or text"),
                  skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and count them."),
                  tokenizer: str = typer.Option("demo", help="Model whose tokenizer counts tokens."),
+                 template: str = typer.Option("auto", help="Chat template: auto, model, alpaca, chatml, gemma, "
+                                                           "llama3 or a .jinja file."),
                  max_length: int = typer.Option(512), show: int = typer.Option(3, help="Rows to preview.")):
-    """Validate a dataset: format, row count, a preview, token lengths, bad rows."""
+    """Validate a dataset: format, row count, template, a preview, token lengths, cut responses, bad rows."""
+    from edgetune import data as data_mod
+    from edgetune.recipe import DataSpec
     try:
-        from edgetune import data as data_mod
-        ds, examples, stats = data_mod.inspect(file, format, "skip" if skip_bad else "error", tokenizer,
-                                               max_length, CliRenderer())
+        spec = DataSpec(path=file, format=format, on_bad_row="skip" if skip_bad else "error",
+                        max_length=max_length, template=template)
+        prepared = data_mod.inspect(spec, tokenizer, CliRenderer())
     except EdgetuneError as e:
         _fail(e)
+    ds, stats = prepared.dataset, prepared.stats
     typer.echo(f"{file}: format {ds.format}, {len(ds.rows)} rows, {len(ds.skipped)} skipped")
     for s in ds.skipped[:10]:
         typer.echo(f"  skipped {s}")
+    if prepared.template is not None:
+        typer.echo(f"template: {prepared.template.name} ({prepared.template.reason})")
     typer.echo(f"tokens: {stats.summary()}")
+    typer.echo(f"suggested max_length: {stats.suggested_max_length()} (p99 {stats.p99}, rounded up)")
     peak = max(c for _, c in stats.histogram) or 1
     for upper, count in stats.histogram:
         typer.echo(f"  <= {upper:6d} {'#' * int(30 * count / peak)} {count}")
-    for ex in examples[:show]:
+    for ex in prepared.examples[:show]:
         typer.echo(f"--- {ex.where}\n{ex.prompt}{ex.completion}")
 
 

@@ -9,6 +9,7 @@ Formats:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import random
@@ -17,7 +18,12 @@ from pathlib import Path
 from typing import Iterable
 
 from edgetune.errors import EdgetuneError
+from edgetune import templates
+from edgetune.base import load_tokenizer, resolve_base
+from edgetune.demo import demo_dataset_path
 from edgetune.events import ignore
+from edgetune.recipe import DataSpec
+from edgetune.templates import Chosen, alpaca_messages
 
 FORMATS = ("alpaca", "chat", "text")
 ROLES = ("system", "user", "assistant", "tool")
@@ -34,9 +40,11 @@ class Row:
 class Example:
     """One training example as text: loss goes on `completion` (or on all of `prompt` for text rows)."""
 
-    prompt: str
-    completion: str
+    prompt: str  # rendered text, BOS included where the template writes it
+    completion: str  # the reply and the token that closes the turn
     where: str = ""
+    messages: list[dict] = field(default_factory=list)  # the conversation before the reply (chat path)
+    answer: str = ""  # the reply alone, to compare generated text with
 
 
 @dataclass
@@ -48,6 +56,13 @@ class Dataset:
 
 
 # ---------------------------------------------------------------- reading
+
+def dataset_source(path: str) -> str:
+    """The file behind a recipe's data.path ('demo' is the built-in dataset, generated once)."""
+    if path == "demo":
+        return str(demo_dataset_path())
+    return path
+
 
 def read_rows(source: str | os.PathLike) -> list[Row]:
     """Every record of a local file (by suffix) or a `datasets` hub id, with its location."""
@@ -244,32 +259,22 @@ def load_dataset(source: str | os.PathLike, fmt: str = "auto", on_bad_row: str =
 
 # ---------------------------------------------------------------- rendering
 
-def alpaca_prompt(instruction: str, input_text: str = "") -> str:
-    """The seed's instruction template, up to where the model writes its answer."""
-    prompt = f"### Instruction:\n{instruction}\n\n"
-    if input_text.strip():
-        prompt += f"### Input:\n{input_text}\n\n"
-    return prompt + "### Response:\n"
-
-
-def render(dataset: Dataset, tokenizer) -> list[Example]:
-    """Prompt/completion text per row. Chat rows use the tokenizer's chat template (sandboxed Jinja)."""
+def render(dataset: Dataset, tokenizer, template: Chosen | None = None) -> list[Example]:
+    """Prompt/completion text per row. Alpaca and chat rows go through the run's chat template
+    (the text the model is trained on is the text every consumer renders); text rows stay plain."""
     examples = []
     for row in dataset.rows:
         r = row.record
-        if dataset.format == "alpaca":
-            examples.append(Example(alpaca_prompt(r["instruction"], r.get("input") or ""), r["output"], row.where))
-        elif dataset.format == "text":
+        if dataset.format == "text":
             examples.append(Example("", r["text"], row.where))
-        else:
-            if not getattr(tokenizer, "chat_template", None):
-                raise EdgetuneError(f"{dataset.source}: chat data needs a tokenizer with a chat template")
-            messages = r["messages"]
-            prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-            full = tokenizer.apply_chat_template(messages, tokenize=False)
-            if not full.startswith(prompt):
-                raise EdgetuneError(f"{row.where}: the chat template renders the history differently alone")
-            examples.append(Example(prompt, full[len(prompt):], row.where))
+            continue
+        if template is None:
+            raise EdgetuneError(f"{dataset.source}: {dataset.format} rows need a chat template")
+        messages = alpaca_messages(r, template.name) if dataset.format == "alpaca" else r["messages"]
+        prompt = templates.render(template.jinja, messages[:-1], tokenizer, add_generation_prompt=True)
+        full = templates.render(template.jinja, messages, tokenizer, add_generation_prompt=False)
+        completion = templates.split_turn(prompt, full, template.turn_end, row.where)
+        examples.append(Example(prompt, completion, row.where, messages[:-1], messages[-1]["content"]))
     return examples
 
 
@@ -296,51 +301,114 @@ class TokenStats:
     mean: float
     p50: int
     p95: int
+    p99: int
     max: int
-    truncated: int
+    truncated: int  # rows longer than max_length
+    responses_cut: int  # rows whose response loses some tokens at max_length
+    responses_lost: int  # rows whose response loses every token (they train nothing)
     max_length: int
     histogram: list[tuple[int, int]]  # (bucket upper bound, count)
+    lengths: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (prompt, whole row) tokens
 
     def summary(self) -> str:
-        return (f"{self.count} rows, tokens mean {self.mean:.0f} / p50 {self.p50} / p95 {self.p95} / max {self.max}; "
-                f"{self.truncated} truncated at {self.max_length}")
+        return (f"{self.count} rows, tokens p50 {self.p50} / p95 {self.p95} / p99 {self.p99} / max {self.max}; "
+                f"at max_length {self.max_length}: {self.truncated} truncated, {self.responses_cut} responses cut"
+                f"{f', {self.responses_lost} lost whole' if self.responses_lost else ''}")
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "lengths"}
+
+    def cut_at(self, max_length: int) -> tuple[int, int]:
+        """(responses cut partly or wholly, responses lost whole) if rows were cut at max_length."""
+        cut = sum(1 for prompt, total in self.lengths if total > max_length)
+        return cut, sum(1 for prompt, total in self.lengths if prompt >= max_length)
+
+    def suggested_max_length(self) -> int:
+        """The p99 length rounded up to a multiple of 32 (at least 64)."""
+        return max(64, -(-self.p99 // 32) * 32)
 
 
 def tokenize(examples: Iterable[Example], tokenizer, max_length: int, completion_only: bool = True) -> list[dict]:
-    """input_ids + completion_mask per example, EOS closing each completion, truncated to max_length."""
+    """input_ids + completion_mask per example, truncated to max_length. Templated rows carry their
+    own BOS and turn end in the text; plain text rows get the tokenizer's BOS and EOS."""
     rows = []
     eos = tokenizer.eos_token_id
-    bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    bos = [tokenizer.bos_token_id] if templates.adds_bos(tokenizer) else []
     for ex in examples:
-        prompt_ids = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
-        if bos and prompt_ids[:1] != bos:  # a chat template may already have written the BOS text
-            prompt_ids = bos + prompt_ids
-        completion_ids = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
-        if eos is not None and (not completion_ids or completion_ids[-1] != eos):
-            completion_ids.append(eos)
+        if ex.prompt:
+            prompt_ids = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
+            completion_ids = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+        else:
+            prompt_ids = []
+            completion_ids = bos + tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+            if eos is not None and completion_ids[-1:] != [eos]:
+                completion_ids.append(eos)
         ids = prompt_ids + completion_ids
-        mask = ([0] * len(prompt_ids) if completion_only and ex.prompt else [1] * len(prompt_ids)) + [1] * len(completion_ids)
-        rows.append({"input_ids": ids[:max_length], "completion_mask": mask[:max_length], "length": len(ids)})
+        mask = ([0] * len(prompt_ids) if completion_only else [1] * len(prompt_ids)) + [1] * len(completion_ids)
+        kept = max(0, min(len(ids), max_length) - len(prompt_ids))
+        rows.append({"input_ids": ids[:max_length], "completion_mask": mask[:max_length], "length": len(ids),
+                     "prompt_tokens": len(prompt_ids), "response_tokens": len(completion_ids), "response_kept": kept})
     return rows
 
 
-def _adds_bos(tokenizer) -> bool:
-    if tokenizer.bos_token_id is None:
-        return False
-    probe = tokenizer("a")["input_ids"]
-    return bool(probe) and probe[0] == tokenizer.bos_token_id
+@dataclass
+class Prepared:
+    """A dataset ready to train on: rendered, split, tokenized and measured."""
+
+    dataset: Dataset
+    template: Chosen | None  # None for text data
+    examples: list[Example]  # every row, in file order
+    train: list[Example]
+    eval: list[Example]
+    train_rows: list[dict]  # tokenized; rows whose response was cut away entirely are left out
+    eval_rows: list[dict]
+    stats: TokenStats  # over all rows, before any was left out
+    lost: int  # rows left out: nothing of their response fits in max_length
+
+    def summary(self) -> str:
+        ds = self.dataset
+        msg = (f"{ds.source}: {ds.format}, {len(self.train_rows)} train / {len(self.eval_rows)} eval; "
+               f"{self.stats.summary()}")
+        if self.template is not None:
+            msg += f"; template {self.template.name}: {self.template.reason}"
+        if ds.skipped:
+            msg += f"; skipped {len(ds.skipped)} bad rows (first: {ds.skipped[0]})"
+        return msg
 
 
-def inspect(source: str, fmt: str, on_bad_row: str, base: str, max_length: int, on_event=ignore):
-    """Validate a dataset and measure it with a base model's tokenizer: (dataset, examples, stats).
-    The CLI's `data inspect` and the TUI's dataset step both show this."""
-    from edgetune.base import resolve_base
-    from edgetune.train import dataset_source, load_tokenizer
+MAX_LOST_SHARE = 0.05  # more rows than this losing their whole response stops a run
 
-    ds = load_dataset(dataset_source(source or "demo"), fmt, on_bad_row)
-    tok = load_tokenizer(resolve_base(base, on_event))
-    examples = render(ds, tok)
-    return ds, examples, token_stats(tokenize(examples, tok, max_length), max_length)
+
+def prepare(spec: DataSpec, tokenizer, seed: int = 0, base: str = "the base model",
+            dataset: Dataset | None = None) -> Prepared:
+    """Load, template, split and tokenize `spec`'s data for `tokenizer`. Stops with one line when
+    more than 5% of rows would lose their whole response to max_length (unless the recipe allows
+    it); such rows are never trained on."""
+    ds = dataset or load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row)
+    chosen = templates.choose(spec.template, tokenizer, base) if ds.format != "text" else None
+    examples = render(ds, tokenizer, chosen)
+    train, evals = split(examples, spec.eval_split, seed)
+    train_rows = tokenize(train, tokenizer, spec.max_length, spec.completion_only)
+    eval_rows = tokenize(evals, tokenizer, spec.max_length, spec.completion_only)
+    stats = token_stats(train_rows + eval_rows, spec.max_length)
+    if stats.responses_lost > MAX_LOST_SHARE * stats.count and not spec.allow_lost_responses:
+        raise EdgetuneError(
+            f"{ds.source}: {stats.responses_lost} of {stats.count} rows lose their whole response at "
+            f"data.max_length {spec.max_length} (p99 length {stats.p99}); set data.max_length to "
+            f"{stats.suggested_max_length()} or data.allow_lost_responses: true")
+    kept_train = [r for r in train_rows if r["response_kept"]]
+    kept_eval = [r for r in eval_rows if r["response_kept"]]
+    lost = len(train_rows) - len(kept_train) + len(eval_rows) - len(kept_eval)
+    return Prepared(ds, chosen, examples, train, evals, kept_train, kept_eval, stats, lost)
+
+
+def inspect(spec: DataSpec, base: str, on_event=ignore) -> Prepared:
+    """Validate a dataset and measure it with a base model's tokenizer under its chat template.
+    The CLI's `data inspect` and the TUI's dataset step both show this; it never stops on lost
+    responses (it reports them)."""
+    spec = dataclasses.replace(spec, path=spec.path or "demo", allow_lost_responses=True)
+    ds = load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row)  # bad rows first: it is quick
+    return prepare(spec, load_tokenizer(resolve_base(base, on_event)), base=base, dataset=ds)
 
 
 def token_stats(rows: list[dict], max_length: int, buckets: int = 8) -> TokenStats:
@@ -348,8 +416,14 @@ def token_stats(rows: list[dict], max_length: int, buckets: int = 8) -> TokenSta
     top = max(lengths)
     width = max(1, -(-top // buckets))
     hist = [(width * (b + 1), sum(1 for n in lengths if width * b < n <= width * (b + 1))) for b in range(buckets)]
+
+    def pct(q: float) -> int:
+        return lengths[min(len(lengths) - 1, int(len(lengths) * q))]
+
     return TokenStats(
-        count=len(rows), mean=sum(lengths) / len(lengths), p50=lengths[len(lengths) // 2],
-        p95=lengths[min(len(lengths) - 1, int(len(lengths) * 0.95))], max=top,
-        truncated=sum(1 for n in lengths if n > max_length), max_length=max_length, histogram=hist,
+        count=len(rows), mean=sum(lengths) / len(lengths), p50=pct(0.5), p95=pct(0.95), p99=pct(0.99), max=top,
+        truncated=sum(1 for n in lengths if n > max_length),
+        responses_cut=sum(1 for r in rows if r.get("response_kept", 1) < r.get("response_tokens", 1)),
+        responses_lost=sum(1 for r in rows if r.get("response_kept", 1) == 0),
+        max_length=max_length, histogram=hist, lengths=[(r.get("prompt_tokens", 0), r["length"]) for r in rows],
     )

@@ -84,9 +84,10 @@ def demo_dataset_path() -> Path:
     return path
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 1024):
-    """Byte-level BPE (GPT-2 pre-tokenizer) trained locally, wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def train_tokenizer(texts: list[str], vocab_size: int = 1024, add_bos: bool = False):
+    """Byte-level BPE (GPT-2 pre-tokenizer) trained locally, wrapped for transformers. With
+    `add_bos` it puts <|endoftext|> in front of every text, as Llama and Gemma tokenizers do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -97,12 +98,16 @@ def train_tokenizer(texts: list[str], vocab_size: int = 1024):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
+    if add_bos:
+        bos = ("<|endoftext|>", tok.token_to_id("<|endoftext|>"))
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A {bos[0]} $B",
+                                                           special_tokens=[bos])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|pad|>",
         unk_token=None, additional_special_tokens=["<|im_start|>"],
     )
     fast.chat_template = CHAT_TEMPLATE
-    fast.add_bos_token = False
+    fast.add_bos_token = add_bos
     return fast
 
 
@@ -128,7 +133,7 @@ def demo_base_ready() -> bool:
 
 
 def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Callback = ignore,
-                    tiny: bool = False) -> Path:
+                    tiny: bool = False, add_bos: bool = False) -> Path:
     """Build (once) and return the demo base model folder (HF format, safetensors, tokenizer)."""
     out_dir = Path(out_dir) if out_dir else demo_base_dir()
     if (out_dir / "model.safetensors").exists():
@@ -139,7 +144,7 @@ def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Ca
     on_event(Event("data", "start", "building the demo base model (once, about a minute)"))
     torch.manual_seed(0)
     docs = corpus(4_000 if tiny else 40_000)
-    tokenizer = train_tokenizer(docs, 512 if tiny else 1024)
+    tokenizer = train_tokenizer(docs, 512 if tiny else 1024, add_bos)
     config = demo_config(len(tokenizer), tiny)
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id

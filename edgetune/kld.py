@@ -51,14 +51,13 @@ class Reference:
 
 def heldout(examples, tokenizer, max_length: int, n_prompts: int) -> Heldout:
     """Token ids of the held-out examples, tokenized as in training (BOS, EOS, truncation)."""
-    from edgetune.data import Example, tokenize
+    from edgetune.data import tokenize
 
     rows = [r for r in tokenize(examples, tokenizer, max_length, completion_only=True) if len(r["input_ids"]) > 1]
-    prompts, expected = [], []
-    for ex in [e for e in examples if e.prompt][:n_prompts]:
-        ids = tokenize([Example(ex.prompt, "")], tokenizer, max_length)[0]["input_ids"]
-        prompts.append(ids[:-1] if tokenizer.eos_token_id is not None else ids)  # no EOS after the prompt
-        expected.append(ex.completion.strip())
+    prompted = [e for e in examples if e.prompt][:n_prompts]
+    # The template writes BOS into the prompt text where the model uses one: no special tokens added.
+    prompts = [tokenizer(e.prompt, add_special_tokens=False)["input_ids"] for e in prompted]
+    expected = [(e.answer or e.completion).strip() for e in prompted]
     return Heldout([r["input_ids"] for r in rows], [r["completion_mask"] for r in rows], prompts, expected)
 
 

@@ -110,7 +110,19 @@ class LoraDeltas:
         self.applied.add(name)
         return (tensor.to(torch.float32) + d).to(tensor.dtype)
 
+    def align_names(self, base_names: set[str]) -> None:
+        """PEFT names modules as they are in memory; transformers 5 saves multimodal checkpoints in
+        the older layout (model.language_model.X in memory is language_model.model.X on disk).
+        Re-key each update to the base tensor that holds the same text-model weight."""
+        from edgetune.convert.arch.base import text_name
+
+        on_disk = {text_name(n): n for n in base_names}
+        for table in (self.pairs, self.full):
+            for name in [n for n in table if n not in base_names and on_disk.get(text_name(n)) is not None]:
+                table[on_disk[text_name(name)]] = table.pop(name)
+
     def check_complete(self, base_names: set[str]) -> None:
+        self.align_names(base_names)
         missing = sorted((set(self.pairs) | set(self.full)) - base_names)
         if missing:
             raise EdgetuneError(f"{self.dir}: {len(missing)} adapter tensors have no base weight, e.g. {missing[0]} "
@@ -193,8 +205,8 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
         src = base_dir / name
         if src.is_file():
             shutil.copy2(src, tmp / name)
-    # Tokenizer files saved with the adapter win: training may have set a pad token or template.
-    for name in COPY_FILES[2:]:
+    # Files saved with the adapter win: training sets the pad token, chat template and stop ids.
+    for name in COPY_FILES[1:]:
         src = Path(adapter_dir) / name
         if src.is_file():
             shutil.copy2(src, tmp / name)

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 from edgetune import recipe as recipe_mod
+from edgetune import report as report_mod
+from edgetune import smoke as smoke_mod
 from edgetune import sweep as sweep_mod
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Event, ignore
@@ -124,21 +126,35 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     if until == "convert":
         return {}
     quant_json = r.dir / "quant.json"
+    modelfile = r.gguf_dir / "Modelfile"
 
     def quantize_all() -> None:
         summary = sweep_mod.run(recipe, r.merged, r.unquantized, r.gguf, base_path, quant_json, on_event, cancel)
-        write_modelfile(r, sweep_mod.kept_labels(summary))
+        kept = sweep_mod.kept_labels(summary)  # an auto sweep's recommended file comes first
+        target = r.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else r.unquantized
+        report_mod.write_model_files(r.gguf_dir, target, r.merged, recipe.name, recipe.base, recipe.data.path,
+                                     recipe.train, _train_summary(r).get("template"))
     outputs = [] if sweep_mod.is_auto(recipe) else [r.gguf(q) for q in recipe.export.quants
                                                     if q != recipe.export.outtype.upper()]
-    step("quantize", outputs + [quant_json, r.gguf_dir / "Modelfile"], quantize_all)
+    step("quantize", outputs + [quant_json, modelfile], quantize_all)
     quants = sweep_mod.kept_labels(json.loads(quant_json.read_text()))
     if until == "quantize":
         return {}
-    step("smoke", [r.dir / "smoke.json"], lambda: smoke_step(r, base_path, quants, on_event))
+
+    def smoke_all() -> None:
+        summary = smoke_mod.smoke_run(r.merged, base_path, [r.unquantized] + [r.gguf(q) for q in quants],
+                                      recipe, modelfile, on_event)
+        summary["task"] = report_mod.task_verdict(summary, _train_summary(r),
+                                                  report_mod.train_losses(r.dir / "train_log.jsonl"))
+        write_json(r.dir / "smoke.json", summary)
+    step("smoke", [r.dir / "smoke.json"], smoke_all)
     summary = json.loads((r.dir / "smoke.json").read_text())
-    write_text(r.dir / "report.md", report(r, summary) + sweep_mod.report_section(json.loads(quant_json.read_text())))
-    from edgetune.smoke import require_pass
-    require_pass(summary["files"])
+    write_text(r.dir / "report.md", report_mod.report(recipe.name, recipe.base, recipe.data.path,
+                                                      _train_summary(r), summary)
+               + sweep_mod.report_section(json.loads(quant_json.read_text())))
+    for line in report_mod.verdict_lines(summary):
+        on_event(Event("smoke", "metric", line))
+    smoke_mod.require_pass(summary["files"])
     return summary
 
 
@@ -158,111 +174,15 @@ def drop_stale_checkpoints(r: Run, on_event: Callback, force: bool = False) -> N
     stamp.write_text(r.fingerprint("train"))
 
 
-def _trained_base(r: Run) -> str:
+def _train_summary(r: Run) -> dict:
     try:
-        return json.loads((r.dir / "train.json").read_text())["base_path"]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        return json.loads((r.dir / "train.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         raise EdgetuneError(f"{r.dir}/train.json: missing; run the train step first") from None
 
 
-def eval_examples(recipe: Recipe, tokenizer) -> list:
-    from edgetune import data as data_mod
-    from edgetune.train import dataset_source
-
-    ds = data_mod.load_dataset(dataset_source(recipe.data.path), recipe.data.format, recipe.data.on_bad_row)
-    _, evals = data_mod.split(data_mod.render(ds, tokenizer), recipe.data.eval_split, recipe.train.seed)
-    return evals
-
-
-def smoke_step(r: Run, base_path: str, quants: list[str], on_event: Callback) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from edgetune import smoke as smoke_mod
-
-    spec = r.recipe.smoke
-    tok = AutoTokenizer.from_pretrained(str(r.merged))
-    examples = eval_examples(r.recipe, tok)
-    if not examples:
-        raise EdgetuneError(f"{r.dir}: no held-out rows to smoke-test with (data.eval_split is 0)")
-    ref = smoke_mod.hf_reference(r.merged, examples, spec.max_tokens, spec.prompts, on_event, tokenizer=tok)
-    # Accuracy before fine-tuning: the base model on the same prompts.
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-    base.eval()
-    base_answers = [smoke_mod.hf_generate(base, tok, ids, spec.max_tokens) for ids in ref.prompt_ids]
-    del base
-    n = max(len(ref.expected), 1)
-    files = [r.unquantized] + [r.gguf(q) for q in quants]
-    rows = smoke_mod.smoke(files, ref, spec.max_tokens, spec.threads, on_event)
-    prompts = [tok.decode(ids, skip_special_tokens=True) for ids in ref.prompt_ids]
-    summary = {
-        "prompts": prompts, "expected": ref.expected,
-        "base": {"answers": base_answers, "accuracy": sum(a == b for a, b in zip(base_answers, ref.expected)) / n},
-        "hf": {"answers": ref.answers, "accuracy": sum(a == b for a, b in zip(ref.answers, ref.expected)) / n,
-               "perplexity": ref.perplexity},
-        "files": rows,
-    }
-    write_json(r.dir / "smoke.json", summary)
-
-
-def report(r: Run, summary: dict) -> str:
-    train = json.loads((r.dir / "train.json").read_text())
-    lines = [f"# edgetune run `{r.recipe.name}`", "",
-             f"- base: `{r.recipe.base}`; data: `{r.recipe.data.path}`",
-             f"- {train['method']} on {train['device']} ({train['dtype']}), {train['steps']} steps, "
-             f"{train['seconds']}s; trainable {train['trainable_params']:,} of {train['total_params']:,} params",
-             f"- eval loss {train.get('eval_loss', float('nan')):.4f}, perplexity "
-             f"{train.get('eval_perplexity', float('nan')):.3f}", "",
-             f"Perplexity is on the held-out responses. Held-out accuracy (exact match, {len(summary['expected'])} prompts): base "
-             f"{summary['base']['accuracy']:.0%} -> fine-tuned (HF) {summary['hf']['accuracy']:.0%}", "",
-             "| file | size MiB | bits/w | ppl (HF {:.3f}) | logits NMSE | agree HF | accuracy | stops at EOS "
-             "| prompt tok/s | gen tok/s | verdict |".format(summary["hf"]["perplexity"]),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for f in summary["files"]:
-        lines.append(
-            f"| {f['file']} | {f['bytes'] / 2**20:.2f} | {f['bits_per_weight']:.2f} | {f['perplexity']:.3f} | "
-            f"{f['nmse']:.2e} | {f['agreement']:.0%} | {f['accuracy']:.0%} | "
-            f"{f['stopped_at_eos']}/{len(f['answers'])} | {f['prompt_tokens_per_s'] or 0:.0f} | "
-            f"{f['gen_tokens_per_s'] or 0:.0f} | {'pass' if f['passed'] else 'FAIL: ' + '; '.join(f['problems'])} |")
-    best = summary["files"][-1]
-    lines += ["", f"## Answers of `{best['file']}` on held-out prompts", "",
-              "| prompt | expected | base | GGUF |", "|---|---|---|---|"]
-    for p, e, b, a in zip(summary["prompts"], summary["expected"], summary["base"]["answers"], best["answers"]):
-        cell = lambda s: s.replace("|", "\\|").replace("\n", " ")[:80]  # noqa: E731
-        lines.append(f"| {cell(p)} | {cell(e)} | {cell(b)} | {cell(a)} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_modelfile(r: Run, quants: list[str]) -> None:
-    """An Ollama Modelfile and a model card beside the GGUFs; the Modelfile loads the recommended file
-    of an auto sweep, else the last type asked for."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(r.merged))
-    target = r.gguf((quants[0] if sweep_mod.is_auto(r.recipe) else quants[-1])) if quants else r.unquantized
-    stops = [s for s in {tok.eos_token, "<|im_end|>" if "<|im_end|>" in tok.get_vocab() else None} if s]
-    lines = [f"FROM ./{target.name}"]
-    if _is_alpaca(r):
-        lines.append('TEMPLATE """### Instruction:\n{{ .Prompt }}\n\n### Response:\n"""')
-    elif "<|im_start|>" in tok.get_vocab():
-        lines.append('TEMPLATE """{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-                     '<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"""')
-    lines += [f'PARAMETER stop "{s}"' for s in stops] + ["PARAMETER temperature 0.7"]
-    write_text(r.gguf_dir / "Modelfile", "\n".join(lines) + "\n")
-    t = r.recipe.train
-    card = [f"# {r.recipe.name}", "", f"Fine-tuned from `{r.recipe.base}` on `{r.recipe.data.path}` with edgetune "
-            f"(LoRA r={t.rank}, alpha={t.alpha}, targets {t.targets}, lr {t.lr}, {t.epochs} epochs).", "",
-            "Files:", ""] + [f"- `{p.name}` ({p.stat().st_size / 2**20:.1f} MiB)" for p in
-                             sorted(r.gguf_dir.glob("*.gguf"))] + [
-            "", "Prompt format: " + ("`### Instruction:\\n...\\n\\n### Response:\\n`" if _is_alpaca(r)
-                                      else "the chat template stored in the GGUF"),
-            "", f"Run: `ollama create {r.recipe.name} -f Modelfile`, or `edgetune chat {target.name}`."]
-    write_text(r.gguf_dir / "README.md", "\n".join(card) + "\n")
-
-
-def _is_alpaca(r: Run) -> bool:
-    """Trained on alpaca rows (the format detected at training time, recorded in train.json)."""
+def _trained_base(r: Run) -> str:
     try:
-        return json.loads((r.dir / "train.json").read_text()).get("format") == "alpaca"
-    except (FileNotFoundError, json.JSONDecodeError):
-        return r.recipe.data.format == "alpaca"
+        return _train_summary(r)["base_path"]
+    except KeyError:
+        raise EdgetuneError(f"{r.dir}/train.json: no base_path; run the train step again") from None

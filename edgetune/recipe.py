@@ -16,11 +16,14 @@ import yaml
 
 from edgetune.convert.filetypes import DIRECT_TYPES, FILE_TYPES
 from edgetune.errors import EdgetuneError
+from edgetune.templates import CHOICES as TEMPLATE_CHOICES
 
+# train.targets presets (edgetune/targets.py resolves them on the model): the leaf names of each
+# family's projections, fused ones included; "all-linear" is every linear layer of the decoder.
 TARGET_PRESETS = {
-    "qv": ["q_proj", "v_proj"],
-    "attn": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qv": ["q_proj", "v_proj", "qkv_proj"],
+    "attn": ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"],
+    "all-linear": "all-linear",
 }
 
 
@@ -32,6 +35,9 @@ class DataSpec:
     max_length: int = 512
     on_bad_row: str = "error"  # error | skip
     completion_only: bool = True  # loss on the response only
+    # auto | model | alpaca | chatml | gemma | llama3 | a .jinja file (see edgetune.templates)
+    template: str = "auto"
+    allow_lost_responses: bool = False  # run even when > 5% of responses do not fit in max_length
     # auto: pack rows padding-free on CUDA (flash-attention varlen kernels make it cheap);
     # elsewhere pad batches of similar-length rows (packing costs quadratic attention on CPU).
     packing: str = "auto"  # auto | true | false
@@ -170,6 +176,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("data.max_length", f"{r.data.max_length} must be at least 16")
     if r.data.packing not in ("auto", "true", "false"):
         bad("data.packing", f"{r.data.packing!r} must be auto, true or false")
+    if r.data.template not in TEMPLATE_CHOICES and not r.data.template.endswith(".jinja"):
+        bad("data.template", f"{r.data.template!r} is not one of {', '.join(TEMPLATE_CHOICES)} or a .jinja file")
     if r.data.on_bad_row not in ("error", "skip"):
         bad("data.on_bad_row", f"{r.data.on_bad_row!r} must be error or skip")
     t = r.train
@@ -230,6 +238,7 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
 
 
 def target_modules(targets: str, where: str = "recipe") -> list[str] | str:
+    """A preset's leaf names (or "all-linear"), or the listed module names; checks the syntax only."""
     if targets in TARGET_PRESETS:
         return TARGET_PRESETS[targets]
     names = [t.strip() for t in targets.split(",") if t.strip()]

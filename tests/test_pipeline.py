@@ -10,9 +10,11 @@ from edgetune.events import CancelToken, Cancelled
 
 
 @pytest.fixture(scope="module")
-def finished_run(tiny_base, demo_jsonl, tmp_path_factory):
-    r = make_recipe(tiny_base, demo_jsonl, tmp_path_factory.mktemp("pipe"),
-                    train={"max_steps": 30}, export={"quants": ["Q8_0", "Q4_K_M"]})
+def finished_run(tiny_bos_base, demo_jsonl, tmp_path_factory):
+    """A run on a base whose tokenizer adds BOS, with the alpaca template (which has no BOS of
+    its own): the case where consumers' chat path used to lose BOS."""
+    r = make_recipe(tiny_bos_base, demo_jsonl, tmp_path_factory.mktemp("pipe"),
+                    data={"template": "alpaca"}, train={"max_steps": 30}, export={"quants": ["Q8_0", "Q4_K_M"]})
     events = []
     summary = pipeline.run(r, events.append)
     return r, summary, events
@@ -43,14 +45,40 @@ def test_f16_gguf_is_the_trained_model(finished_run):
         assert f["prompt_tokens_per_s"] > 0 and f["gen_tokens_per_s"] > 0
 
 
+def test_chat_path_is_the_training_path(finished_run):
+    """Every file's own template, rendered as llama-cpp-python's chat completion does, gives the
+    training ids (BOS once) and the same greedy answers; generation stops on a stop token."""
+    from llama_cpp import Llama
+
+    from edgetune import smoke as smoke_mod
+
+    r, summary, _ = finished_run
+    for f in summary["files"]:
+        assert f["chat_path"] == "ok", f["problems"]
+        assert f["chat_answers"] == f["answers"] and len(f["answers"]) == 4
+        assert f["stopped_at_eos"] >= 3
+    llm = Llama(model_path=str(pipeline.Run(r).gguf("Q8_0")), vocab_only=True, verbose=False)
+    ids = smoke_mod.chat_ids(llm, smoke_mod.chat_formatter(llm), [{"role": "user", "content": "hi"}])
+    assert ids[0] == llm.token_bos() and ids.count(llm.token_bos()) == 1
+
+
+def test_verdicts(finished_run):
+    _, summary, _ = finished_run
+    # 30 steps on the tiny model: the responses' perplexity falls well before answers turn exact.
+    assert summary["task"]["verdict"] == "good" and summary["task"]["reasons"] == []
+    assert summary["task"]["perplexity"][1] < 0.95 * summary["task"]["perplexity"][0]
+    assert summary["task"]["accuracy"][1] >= summary["task"]["accuracy"][0]
+
+
 def test_report_and_modelfile(finished_run):
     r, summary, _ = finished_run
     run = pipeline.Run(r)
     report = (run.dir / "report.md").read_text()
-    assert "Held-out accuracy" in report and "t-Q4_K_M.gguf" in report and "| pass |" in report
+    assert "file verdict: PASS (3 of 3 files" in report and "task verdict: good" in report
+    assert "t-Q4_K_M.gguf" in report and "| pass |" in report and "chat template: alpaca" in report
     modelfile = (run.gguf_dir / "Modelfile").read_text()
     assert "FROM ./t-Q4_K_M.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
-    assert "### Instruction" in modelfile
+    assert 'TEMPLATE """{{ range .Messages }}' in modelfile and "### Instruction" in modelfile
 
 
 def test_rerun_skips_everything(finished_run):
@@ -72,25 +100,29 @@ def test_changing_quants_redoes_only_quantize_and_smoke(finished_run):
 
 
 def test_a_broken_gguf_fails_the_smoke_test(finished_run, tmp_path):
-    from edgetune import smoke as smoke_mod
-    from edgetune.pipeline import eval_examples
-    from transformers import AutoTokenizer
+    import dataclasses
+    import shutil
+
     import gguf
     import numpy as np
+    from transformers import AutoTokenizer
+
+    from edgetune import data
+    from edgetune import smoke as smoke_mod
 
     r, _, _ = finished_run
     run = pipeline.Run(r)
     # Rewrite the F16 file with one weight matrix zeroed: it still loads, but it is not our model.
     reader = gguf.GGUFReader(str(run.gguf("F16")))
     broken = tmp_path / "broken-F16.gguf"
-    import shutil
     shutil.copy(run.gguf("F16"), broken)
     target = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
     with open(broken, "r+b") as f:
         f.seek(reader.data_offset + int(target.data_offset))
         f.write(np.zeros(int(target.n_bytes), dtype=np.uint8).tobytes())
     tok = AutoTokenizer.from_pretrained(str(run.merged))
-    ref = smoke_mod.hf_reference(run.merged, eval_examples(r, tok), 8, 4)
+    examples = data.prepare(dataclasses.replace(r.data, template="model"), tok).eval
+    ref = smoke_mod.hf_reference(run.merged, examples, 8, 4)
     row = smoke_mod.check_gguf(broken, ref, 8)
     assert not row["passed"] and any("NMSE" in p for p in row["problems"])
     with pytest.raises(EdgetuneError, match="broken-F16.gguf: logits NMSE"):

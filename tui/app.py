@@ -47,6 +47,8 @@ class EdgetuneApp(App):
         self.runner = runner or default_runner
         self.chat_session = chat_session or default_chat_session  # (path, system) -> ChatSession-like
         self.running_tokens: set[CancelToken] = set()  # runs in progress: quitting asks, then cancels them
+        self.data_stats = None  # the dataset step's token statistics (the training step shows cuts)
+        self.proposed_max_length: int | None = None  # what the dataset step proposed, until the user edits it
 
     @property
     def running(self) -> bool:

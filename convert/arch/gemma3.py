@@ -1,5 +1,6 @@
-"""Gemma 3 text models (Gemma3ForCausalLM): RMSNorm stores w where the model uses (1 + w), tied
-embeddings, sliding-window layers with their own RoPE base, q/k norms."""
+"""Gemma 3 (Gemma3ForCausalLM, and the text model of Gemma3ForConditionalGeneration, 4B and up,
+vision tower left out): RMSNorm stores w where the model uses (1 + w), tied embeddings,
+sliding-window layers with their own RoPE base, linear RoPE scaling on the global layers, q/k norms."""
 from __future__ import annotations
 
 import gguf
@@ -11,7 +12,7 @@ from .base import Arch, rope_theta
 
 class Gemma3(Arch):
     gguf_arch = gguf.MODEL_ARCH.GEMMA3
-    hf_names = ("Gemma3ForCausalLM", "Gemma3TextModel")
+    hf_names = ("Gemma3ForCausalLM", "Gemma3TextModel", "Gemma3ForConditionalGeneration")
 
     @property
     def tied_embeddings(self) -> bool:
@@ -37,6 +38,7 @@ class Gemma3(Arch):
         w.add_value_length(self.head_dim)
         w.add_rope_freq_base(rope_theta(c, "full_attention", 1_000_000.0))
         w.add_rope_freq_base_swa(rope_theta(c, "sliding_attention", c.get("rope_local_base_freq", 10000.0)))
+        self.add_rope_scaling(w)  # the global layers' (4B and up: linear x8); sliding layers are unscaled
         if c.get("final_logit_softcapping"):
             w.add_final_logit_softcapping(c["final_logit_softcapping"])
         if c.get("sliding_window") and c.get("sliding_window_pattern") != 1:

@@ -1,12 +1,13 @@
-"""Qwen3 (Qwen3ForCausalLM): NeoX RoPE, per-head RMSNorm on q and k, explicit head_dim."""
+"""Qwen3 (Qwen3ForCausalLM): NeoX RoPE, per-head RMSNorm on q and k, explicit head_dim, tied
+embeddings in the small sizes, YaRN where the config sets it."""
 from __future__ import annotations
 
 import gguf
 
-from .base import Arch
+from .qwen2 import Qwen2
 
 
-class Qwen3(Arch):
+class Qwen3(Qwen2):
     gguf_arch = gguf.MODEL_ARCH.QWEN3
     hf_names = ("Qwen3ForCausalLM",)
 

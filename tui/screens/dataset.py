@@ -10,7 +10,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
 
+from edgetune import templates
 from edgetune.errors import EdgetuneError
+from edgetune.recipe import DataSpec
 
 from ..display import base_label, one_line
 from ..threads import deliver
@@ -20,6 +22,7 @@ from .wizard import WizardScreen
 # transformers resolves its lazy imports unsafely when two threads import at once: one check at a time.
 _INSPECT_LOCK = threading.Lock()
 FORMATS = [("auto-detect", "auto"), ("alpaca", "alpaca"), ("chat", "chat"), ("text", "text")]
+TEMPLATES = [("template: auto", "auto")] + [(f"template: {t}", t) for t in templates.CHOICES[1:]]
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 PREVIEW_ROWS = 5
 
@@ -42,6 +45,9 @@ class DatasetScreen(WizardScreen):
             yield Button("Browse", id="browse")
             yield Select(FORMATS, value=d.format, allow_blank=False, id="format")
             yield Button("Check", id="check")
+        with Horizontal(classes="row"):
+            yield Select(_template_options(d.template), value=d.template, allow_blank=False, id="template")
+            yield Static("", id="template-why", classes="hint")
         yield Checkbox("Skip bad rows (count them) instead of stopping", value=d.on_bad_row == "skip", id="skip")
         yield Static("", id="summary", classes="hint")
         yield Static("", id="skipped", classes="error")
@@ -69,7 +75,7 @@ class DatasetScreen(WizardScreen):
         self.check(force=True)
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "format" and self.checked is not None:
+        if event.select.id in ("format", "template") and self.checked is not None:
             self.check()
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
@@ -85,11 +91,11 @@ class DatasetScreen(WizardScreen):
                 self.check()
         self.app.push_screen(FilePickerScreen("Choose a dataset file", self._values()[0], DATA_SUFFIXES), picked)
 
-    def _values(self) -> tuple[str, str, str]:
+    def _values(self) -> tuple[str, str, str, str]:
         path = self.query_one("#path", Input).value.strip()
         fmt = self.query_one("#format", Select).value
         skip = "skip" if self.query_one("#skip", Checkbox).value else "error"
-        return path, str(fmt), skip
+        return path, str(fmt), skip, str(self.query_one("#template", Select).value)
 
     def check(self, force: bool = False) -> None:
         values = (*self._values(), self.app.recipe.base)
@@ -104,10 +110,12 @@ class DatasetScreen(WizardScreen):
         self.inspect(*values)
 
     @work(thread=True, exclusive=True, group="inspect")
-    def inspect(self, path: str, fmt: str, on_bad_row: str, base: str) -> None:
+    def inspect(self, path: str, fmt: str, on_bad_row: str, template: str, base: str) -> None:
         with _INSPECT_LOCK:
             try:
-                result = _inspect(path, fmt, on_bad_row, base, self.app.recipe.data.max_length)
+                spec = DataSpec(path=path, format=fmt, on_bad_row=on_bad_row, template=template,
+                                max_length=self.app.recipe.data.max_length)
+                result = _inspect(spec, base)
             except EdgetuneError as e:
                 deliver(self.app, self._failed, str(e))
             except Exception as e:  # a bug, but the UI must not die: one line
@@ -120,12 +128,21 @@ class DatasetScreen(WizardScreen):
         self.query_one("#preview", DataTable).clear()
         self.query_one("#rendered", Static).update("")
         self.query_one("#histogram", Histogram).update("")
+        self.query_one("#template-why", Static).update("")
         self.show_error(message)
 
-    def _show(self, ds, examples, stats) -> None:
-        self.examples = examples
+    def _show(self, prepared) -> None:
+        ds, stats = prepared.dataset, prepared.stats
+        self.examples = prepared.examples[:PREVIEW_ROWS]
+        self.app.data_stats = stats
+        d = self.app.recipe.data
+        if d.max_length in (DataSpec().max_length, self.app.proposed_max_length):  # not chosen by the user
+            d.max_length = self.app.proposed_max_length = stats.suggested_max_length()
         self.query_one("#summary", Static).update(
-            f"format {ds.format}: {len(ds.rows)} rows, {len(ds.skipped)} skipped\n{stats.summary()}")
+            f"format {ds.format}: {len(ds.rows)} rows, {len(ds.skipped)} skipped\n{stats.summary()}\n"
+            f"max length {d.max_length} proposed from the data (p99 {stats.p99}, rounded up)")
+        self.query_one("#template-why", Static).update(
+            f"{prepared.template.name}: {prepared.template.reason}" if prepared.template else "plain text: no template")
         skipped = self.query_one("#skipped", Static)
         skipped.display = bool(ds.skipped)
         skipped.update(
@@ -133,8 +150,8 @@ class DatasetScreen(WizardScreen):
             + (f"\n… and {len(ds.skipped) - 5} more" if len(ds.skipped) > 5 else ""))
         table = self.query_one("#preview", DataTable)
         table.clear()
-        for i, ex in enumerate(examples):
-            table.add_row(_short_where(ex.where), _flat(_prompt_body(ex.prompt), 40), _flat(ex.completion, 20), key=str(i))
+        for i, ex in enumerate(self.examples):
+            table.add_row(_short_where(ex.where), _flat(_prompt_body(ex), 40), _flat(ex.answer or ex.completion, 20), key=str(i))
         self._render_example(0)
         self.query_one("#histogram", Histogram).show(stats.histogram, "tokens per row")
 
@@ -151,23 +168,27 @@ class DatasetScreen(WizardScreen):
             self.query_one("#rendered", Static).update(text)
 
     def apply(self) -> None:
-        path, fmt, skip = self._values()
+        path, fmt, skip, template = self._values()
         if not path:
             raise EdgetuneError("dataset: type a file path (or demo)")
         if path != "demo" and not Path(path).expanduser().exists() and path.count("/") != 1:
             raise EdgetuneError(f"{path}: no such file")
         d = self.app.recipe.data
-        d.path, d.format, d.on_bad_row = path, fmt, skip
+        d.path, d.format, d.on_bad_row, d.template = path, fmt, skip, template
 
     def next_screen(self):
         from .training import TrainingScreen
         return TrainingScreen()
 
 
-def _inspect(path: str, fmt: str, on_bad_row: str, base: str, max_length: int):
+def _inspect(spec: DataSpec, base: str):
     from edgetune import data as data_mod
-    ds, examples, stats = data_mod.inspect(path, fmt, on_bad_row, base, max_length)
-    return ds, examples[:PREVIEW_ROWS], stats
+    return (data_mod.inspect(spec, base),)
+
+
+def _template_options(current: str) -> list[tuple[str, str]]:
+    """The named templates, and a .jinja file the recipe names."""
+    return TEMPLATES + ([(f"template: {Path(current).name}", current)] if current not in templates.CHOICES else [])
 
 
 def _demo_base_ready() -> bool:
@@ -180,9 +201,10 @@ def _short_where(where: str) -> str:
     return where.rsplit("/", 1)[-1]
 
 
-def _prompt_body(prompt: str) -> str:
-    """The part of a rendered prompt that differs between rows (the template's header is the same)."""
-    return prompt.removeprefix("### Instruction:\n").removesuffix("\n\n### Response:\n")
+def _prompt_body(example) -> str:
+    """The part of a rendered prompt that differs between rows: the last user message."""
+    users = [m["content"] for m in example.messages if m["role"] == "user"]
+    return users[-1] if users else example.prompt
 
 
 def _flat(text: str, width: int) -> str:

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, RichLog, Static, TabbedContent, TabPane
 
 from edgetune.errors import EdgetuneError
+from edgetune.report import verdict_lines
 from edgetune.events import Cancelled, CancelToken, Event, progress_line
 
 from ..display import base_label, one_line, shown_path
@@ -140,7 +141,7 @@ class RunScreen(Screen):
             self.query_one("#status", Static).update(f"done; files in {shown_path(self._run().gguf_dir)}/")
         if summary:
             self.summary = summary
-            self.query_one("#accuracy", Static).update(accuracy_line(summary))
+            self.query_one("#accuracy", Static).update("\n".join(verdict_lines(summary)))
             self.query_one("#smoke", SmokeTable).show(summary["files"])
             self.query_one("#quant", QuantView).show(self._quant_summary())
             for name in ("chat", "compare", "folder"):
@@ -193,11 +194,3 @@ class RunScreen(Screen):
             self.app.action_chat(first, other)
         elif event.button.id == "folder":
             self.query_one("#status", Static).update(f"output folder: {self._run().gguf_dir.resolve()}")
-
-
-
-
-
-def accuracy_line(summary: dict) -> str:
-    return (f"held-out accuracy ({len(summary['expected'])} prompts): base {summary['base']['accuracy']:.0%} -> "
-            f"fine-tuned {summary['hf']['accuracy']:.0%}; HF ppl {summary['hf']['perplexity']:.3f}")

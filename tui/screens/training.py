@@ -48,16 +48,32 @@ class TrainingScreen(WizardScreen):
                 yield Input(value=_shown(getattr(getattr(r, section), attr)), id=f"f-{attr}", classes="field-input",
                             compact=True)
                 yield Static(help_text, classes="field-help")
+        yield Static(self._cut_line(r.data.max_length), id="cut", classes="hint")
         with Horizontal(classes="field"):
             yield Button("Seed defaults", id="defaults", compact=True, classes="field-label")
             yield Static("r 16, alpha 32, 3 epochs, lr 2e-4: the seed guide's LoRA recipe", classes="field-help")
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "f-max_length":
+            try:
+                self.query_one("#cut", Static).update(self._cut_line(int(event.value)))
+            except ValueError:
+                pass
         try:
             self.settings()
             self.show_error("")
         except EdgetuneError as e:
             self.show_error(str(e))
+
+    def _cut_line(self, max_length: int) -> str:
+        """How many responses this max length cuts, in red when any (from the dataset step's check)."""
+        stats = self.app.data_stats
+        if stats is None:
+            return "max length: check the dataset to see how many responses it cuts"
+        cut, lost = stats.cut_at(max_length)
+        line = (f"at {max_length}: {cut} of {stats.count} responses cut, {lost} lost whole "
+                f"(data p99 {stats.p99}, suggested {stats.suggested_max_length()})")
+        return f"[red]{line}[/red]" if cut else line
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "defaults":

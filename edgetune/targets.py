@@ -1,0 +1,75 @@
+"""What `train.targets` means on a given model: the decoder's linear layers that get LoRA adapters.
+
+  all-linear  every linear layer of the decoder but the output head, as PEFT's "all-linear": fused
+              projections (Phi-3's qkv_proj and gate_up_proj) included, vision towers left out
+  attn        the attention projections (q/k/v/o, or a fused qkv_proj and o_proj)
+  qv          the query and value projections (a fused qkv_proj as a whole: k comes with it)
+  a,b,c       these module names; each must exist in the decoder or be its output head
+
+The answer is a list of full module names, so PEFT adapts exactly these and nothing that merely
+shares a leaf name (a vision tower's q_proj); `describe` is the line the training log prints.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from edgetune.errors import EdgetuneError
+from edgetune.recipe import TARGET_PRESETS
+
+FUSED = {"qkv_proj": "q, k and v", "gate_up_proj": "gate and up"}
+
+
+def decoder_linears(model) -> dict[str, object]:
+    """Full name -> module for every linear layer of the text decoder (never the output head)."""
+    import torch
+
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    inside = {id(m) for m in decoder.modules()} if decoder is not None else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    out = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is head:  # bnb Linear4bit is a Linear
+            continue
+        if inside is not None and id(module) not in inside:
+            continue
+        out[name] = module
+    return out
+
+
+def resolve_targets(model, targets: str) -> list[str]:
+    """The full module names `targets` selects in `model`; an empty selection is a user error."""
+    linears = decoder_linears(model)
+    preset = TARGET_PRESETS.get(targets)
+    if targets == "all-linear":
+        chosen = sorted(linears)
+    elif preset is not None:
+        chosen = sorted(n for n in linears if n.rsplit(".", 1)[-1] in preset)
+    else:
+        wanted = [t.strip() for t in targets.split(",") if t.strip()]
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        candidates = dict(linears)
+        if head is not None:
+            candidates.update({n: m for n, m in model.named_modules() if m is head})
+        chosen = sorted(n for n in candidates if n.rsplit(".", 1)[-1] in wanted or n in wanted)
+        found = {n.rsplit(".", 1)[-1] for n in chosen} | set(chosen)
+        missing = [w for w in wanted if w not in found]
+        if missing:
+            raise EdgetuneError(f"train.targets: {', '.join(missing)} not in this model's decoder (its linear layers: "
+                                f"{', '.join(leaf_names(linears))})")
+    if not chosen:
+        raise EdgetuneError(f"train.targets: {targets!r} selects no layer of this model (its linear layers: "
+                            f"{', '.join(leaf_names(linears)) or 'none'})")
+    return chosen
+
+
+def leaf_names(names) -> list[str]:
+    """Distinct last components, in first-seen order."""
+    return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
+
+
+def describe(chosen: list[str]) -> str:
+    """One line for the training log: which module kinds are adapted, how many, and fused ones."""
+    counts = Counter(n.rsplit(".", 1)[-1] for n in chosen)
+    parts = [f"{leaf} x{counts[leaf]}" for leaf in leaf_names(chosen)]
+    fused = [f"{leaf} is fused {FUSED[leaf]}" for leaf in counts if leaf in FUSED]
+    return f"LoRA on {len(chosen)} modules: {', '.join(parts)}" + (f" ({'; '.join(fused)})" if fused else "")
