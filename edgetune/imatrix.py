@@ -85,8 +85,6 @@ def hf_targets(model, model_dir) -> dict[str, list[str]]:
         if not isinstance(module, torch.nn.Linear):
             continue
         gguf_name = to_gguf(f"{name}.weight")
-        if gguf_name is None and name.startswith("model."):  # a bare decoder saved without the LM wrapper
-            gguf_name = to_gguf(f"{name[len('model.'):]}.weight")
         if gguf_name and gguf_name.startswith("blk."):
             targets[name] = [gguf_name]
     if not targets:

@@ -97,7 +97,8 @@ def test_imatrix_matches_llama_cpp_forward_pass(arch, tmp_path):
         assert ours.counts[name][0] == count == sum(len(r) for r in rows), name
         r = np.corrcoef(ours.sums[name][0], sums)[0, 1]
         assert r >= 0.99, f"{name}: correlation {r:.4f}"
-        assert np.allclose(ours.sums[name][0], sums, rtol=0.05, atol=1e-3 * sums.max()), name
+        rel = np.linalg.norm(ours.sums[name][0] - sums) / np.linalg.norm(sums)
+        assert rel < 0.05, f"{name}: relative L2 difference {rel:.3f}"  # F16 weights in llama.cpp, fp32 in HF
 
 
 def test_imatrix_file_round_trips(llama256_imatrix):
@@ -263,12 +264,13 @@ def test_pipeline_auto_keeps_the_recommended_file_and_reports_the_sweep(tiny_bas
 
     from conftest import make_recipe
     from edgetune import pipeline
+    from edgetune import sweep as sweep_mod
     r = make_recipe(tiny_base, demo_jsonl, trained_copy, train={"max_steps": 12},
                     export={"quants": "auto", "auto_types": ["Q8_0", "Q4_0", "IQ4_NL"],
                             "auto_embedding_types": ["default", "Q4_0"], "auto_min_top1": 0.6,
                             "auto_max_accuracy_drop": 1.0})
     events = []
-    smoke = pipeline.run(r, events.append)
+    pipeline.run(r, events.append, until="quantize")  # the smoke step's own verdicts are tested elsewhere
     run = pipeline.Run(r)
     assert [e.phase for e in events if e.kind == "skip"] == ["train"]
     q = json.loads((run.dir / "quant.json").read_text())
@@ -276,17 +278,21 @@ def test_pipeline_auto_keeps_the_recommended_file_and_reports_the_sweep(tiny_bas
     measured = [f for f in q["files"] if "mean_kld" in f]
     best = next(f for f in measured if f.get("recommended"))
     assert q["sweep"]["met"] and best is next(f for f in measured if not f["misses"])  # smallest within budget
-    assert all(f["status"].startswith("not measured") for f in q["files"][q["files"].index(best) + 1:])
+    assert all(f["status"].startswith("not measured") for f in q["files"] if f["predicted_bytes"] > best["predicted_bytes"])
+    assert all(f["misses"] or f["mean_kld"] >= best["mean_kld"] for f in measured if f["predicted_bytes"] == best["predicted_bytes"])
     on_disk = sorted(p.name for p in run.gguf_dir.glob("*.gguf"))
     assert on_disk == sorted(["t-F16.gguf", "t.imatrix.gguf", f"t-{best['label']}.gguf"])
-    assert [f["file"] for f in smoke["files"]] == ["t-F16.gguf", f"t-{best['label']}.gguf"]
+    assert sweep_mod.kept_labels(q) == [best["label"]]  # what the smoke step tests besides F16
     fields = gguf.GGUFReader(str(run.gguf(best["label"]))).fields
     assert fields["quantize.imatrix.file"].contents() == "t.imatrix.gguf"
     assert fields["quantize.imatrix.dataset"].contents() == demo_jsonl.name
-    report = (run.dir / "report.md").read_text()
+    report = sweep_mod.report_section(q)
     assert "## Quantization" in report and "★ recommended" in report and "fine-tune kept" in report
     assert f"FROM ./t-{best['label']}.gguf" in (run.gguf_dir / "Modelfile").read_text()
     assert 0 <= best["mean_kld"] and best["top1"] >= 0.6 and best["gain_kept"] is not None
+    events = []
+    pipeline.run(r, events.append, until="quantize")
+    assert [e.phase for e in events if e.kind == "skip"] == ["train", "merge", "convert", "quantize"]
 
 
 def test_too_few_tokens_to_calibrate_falls_back_visibly(tiny_base, demo_jsonl, trained_copy):
