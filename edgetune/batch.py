@@ -13,16 +13,24 @@ manifest in OUT records what is done, so a rerun skips it. One bad adapter fails
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from edgetune.base import resolve_base
+from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
 from edgetune.convert.filetypes import DIRECT_TYPES, file_type
+from edgetune.convert.lora_deltas import LoraDeltas
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
 from edgetune.fsutil import write_json, write_text
+from edgetune.merge import base_folder, tensor_names
+from edgetune.quantize import quantize
+from edgetune.smoke import quick_check
 
 MODES = ("merged", "lora", "both")
 
@@ -75,7 +83,6 @@ class Manifest:
 
 
 def _fingerprint(adapter: Path, base: str, quants: list[str], mode: str) -> str:
-    import hashlib
     h = hashlib.sha256(f"{base}|{','.join(quants)}|{mode}".encode())
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         p = adapter / name
@@ -88,10 +95,6 @@ def _fingerprint(adapter: Path, base: str, quants: list[str], mode: str) -> str:
 def convert_merged(base_dir: Path, adapter: Path, out_dir: Path, name: str, quants: list[str],
                    threads: int = 0, on_event: Callback = ignore) -> list[str]:
     """Base + adapter -> GGUF per quant type, in one streaming pass over the base tensors."""
-    from edgetune.convert import convert_hf_to_gguf
-    from edgetune.merge import LoraDeltas, tensor_names
-    from edgetune.quantize import quantize
-
     deltas = LoraDeltas(adapter)
     names = tensor_names(base_dir)
     deltas.check_complete(names)
@@ -115,12 +118,26 @@ def convert_merged(base_dir: Path, adapter: Path, out_dir: Path, name: str, quan
     return files
 
 
+@dataclass
+class BatchJob:
+    """What every adapter of one base shares in a batch run."""
+
+    base_dir: Path
+    base_gguf: Path | None  # the base as an F16 GGUF (lora mode), converted once
+    out_dir: Path
+    quants: list[str]
+    mode: str
+    threads: int
+    smoke: bool
+    manifest: Manifest
+    on_event: Callback
+    cancel: CancelToken | None
+
+
 def run_batch(adapters: str | Path | list, out_dir: str | Path, quants: list[str], mode: str = "merged",
               on_event: Callback = ignore, cancel: CancelToken | None = None, base: str | None = None,
               jobs: int = 1, threads: int = 0, smoke: bool = True) -> list[dict]:
     """Convert every adapter; return one row per adapter (status ok/skipped/failed, files, error)."""
-    from edgetune.base import resolve_base
-
     if mode not in MODES:
         raise EdgetuneError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     quants = [file_type(q).name for q in quants]
@@ -128,96 +145,24 @@ def run_batch(adapters: str | Path | list, out_dir: str | Path, quants: list[str
         if file_type(q).needs_imatrix:
             raise EdgetuneError(f"quant type {q} needs an importance matrix from the training data, which batch "
                                 "conversion does not have; use `edgetune run` (export.quants) for it")
-    if isinstance(adapters, (list, tuple)):
-        paths, root = [Path(a) for a in adapters], None
-    else:
-        root = Path(adapters)
-        paths = find_adapters(root)
-    if not paths:
-        raise EdgetuneError(f"{adapters}: no PEFT adapters found (folders with adapter_config.json)")
+    rows, root = adapter_rows(adapters)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir)
-    rows = [{"adapter": str(p), "name": slug(p, root) if root else p.name, "status": "pending", "files": [],
-             "error": "", "seconds": 0.0} for p in paths]
-
-    # Group by base so each base is resolved (and for lora mode converted) once.
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        try:
-            row["base"] = adapter_base(Path(row["adapter"]), base)
-            groups.setdefault(row["base"], []).append(row)
-        except EdgetuneError as e:
-            row.update(status="failed", error=str(e))
+    groups = group_by_base(rows, base)
     on_event(Event("batch", "start", f"{len(rows)} adapters, {len(groups)} bases, mode {mode}, "
                    f"quants {','.join(quants)}", total=len(rows)))
-
     for base_spec, group in groups.items():
         try:
-            base_dir = Path(resolve_base(base_spec, on_event))
-            from edgetune.merge import base_folder
-            base_dir = base_folder(str(base_dir))
+            base_dir = base_folder(resolve_base(base_spec, on_event))
+            base_gguf = base_model_gguf(base_dir, out_dir, on_event) if mode != "merged" else None
         except EdgetuneError as e:
             for row in group:
                 row.update(status="failed", error=str(e))
             continue
-        base_gguf = None
-
-        def do(row: dict) -> None:
-            nonlocal base_gguf
-            if cancel is not None and cancel.cancelled:
-                row["status"] = "cancelled"
-                return
-            adapter = Path(row["adapter"])
-            key = row["name"]
-            fp = _fingerprint(adapter, str(base_dir), quants, mode)
-            if manifest.done(key, fp):
-                row.update(status="skipped", files=manifest.entries[key]["files"])
-                on_event(Event("batch", "progress", f"{key}: up to date", data=dict(row)))
-                return
-            t0 = time.time()
-            row["status"] = "running"
-            on_event(Event("batch", "progress", f"{key}: converting", data=dict(row)))
-            try:
-                files = []
-                if mode in ("merged", "both"):
-                    files += convert_merged(base_dir, adapter, out_dir, key, quants, threads, on_event)
-                if mode in ("lora", "both"):
-                    from edgetune.convert import convert_lora_to_gguf
-                    files.append(str(convert_lora_to_gguf(adapter, base_dir, out_dir / f"{key}-lora-F16.gguf",
-                                                          "f16", on_event)))
-                if smoke:
-                    row["smoke"] = smoke_outputs(files, base_gguf_for(base_dir) if mode != "merged" else None,
-                                                 threads)
-                manifest.record(key, fp, files)
-                row.update(status="ok", files=files)
-            except Cancelled:
-                row["status"] = "cancelled"
-            except EdgetuneError as e:
-                row.update(status="failed", error=str(e))
-            row["seconds"] = round(time.time() - t0, 1)
-            on_event(Event("batch", "progress", f"{key}: {row['status']}", data=dict(row)))
-
-        def base_gguf_for(base_dir: Path) -> Path:
-            nonlocal base_gguf
-            if base_gguf is None:
-                from edgetune.convert import convert_hf_to_gguf
-                target = out_dir / f"base-{re.sub(r'[^A-Za-z0-9._-]+', '-', base_dir.name)}-F16.gguf"
-                if not target.exists():
-                    convert_hf_to_gguf(base_dir, target, "f16", on_event)
-                base_gguf = target
-            return base_gguf
-
-        if mode != "merged":
-            try:
-                base_gguf_for(base_dir)
-            except EdgetuneError as e:
-                for row in group:
-                    row.update(status="failed", error=str(e))
-                continue
+        job = BatchJob(base_dir, base_gguf, out_dir, quants, mode, threads, smoke, manifest, on_event, cancel)
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            list(pool.map(do, group))
-
+            list(pool.map(lambda row: convert_one(row, job), group))
     write_json(out_dir / "batch.json", rows)
     write_text(out_dir / "batch.md", batch_report(rows))
     on_event(Event("batch", "done", f"{sum(r['status'] in ('ok', 'skipped') for r in rows)}/{len(rows)} adapters "
@@ -225,9 +170,74 @@ def run_batch(adapters: str | Path | list, out_dir: str | Path, quants: list[str
     return rows
 
 
+def adapter_rows(adapters: str | Path | list) -> tuple[list[dict], Path | None]:
+    """One pending row per adapter (a folder searched for adapters, or a list of them)."""
+    if isinstance(adapters, (list, tuple)):
+        paths, root = [Path(a) for a in adapters], None
+    else:
+        root = Path(adapters)
+        paths = find_adapters(root)
+    if not paths:
+        raise EdgetuneError(f"{adapters}: no PEFT adapters found (folders with adapter_config.json)")
+    return [{"adapter": str(p), "name": slug(p, root) if root else p.name, "status": "pending", "files": [],
+             "error": "", "seconds": 0.0} for p in paths], root
+
+
+def group_by_base(rows: list[dict], base: str | None) -> dict[str, list[dict]]:
+    """Rows by the base they were trained on (so each base is resolved once); unreadable ones fail."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        try:
+            row["base"] = adapter_base(Path(row["adapter"]), base)
+            groups.setdefault(row["base"], []).append(row)
+        except EdgetuneError as e:
+            row.update(status="failed", error=str(e))
+    return groups
+
+
+def base_model_gguf(base_dir: Path, out_dir: Path, on_event: Callback) -> Path:
+    """The base as an F16 GGUF beside the outputs, for LoRA adapters to load on (kept for reruns)."""
+    target = out_dir / f"base-{re.sub(r'[^A-Za-z0-9._-]+', '-', base_dir.name)}-F16.gguf"
+    if not target.exists():
+        convert_hf_to_gguf(base_dir, target, "f16", on_event)
+    return target
+
+
+def convert_one(row: dict, job: BatchJob) -> None:
+    """One adapter's outputs (or its error) into its row; a manifest entry makes a rerun skip it."""
+    if job.cancel is not None and job.cancel.cancelled:
+        row["status"] = "cancelled"
+        return
+    adapter, key = Path(row["adapter"]), row["name"]
+    fp = _fingerprint(adapter, str(job.base_dir), job.quants, job.mode)
+    if job.manifest.done(key, fp):
+        row.update(status="skipped", files=job.manifest.entries[key]["files"])
+        job.on_event(Event("batch", "progress", f"{key}: up to date", data=dict(row)))
+        return
+    t0 = time.time()
+    row["status"] = "running"
+    job.on_event(Event("batch", "progress", f"{key}: converting", data=dict(row)))
+    try:
+        files = []
+        if job.mode in ("merged", "both"):
+            files += convert_merged(job.base_dir, adapter, job.out_dir, key, job.quants, job.threads, job.on_event)
+        if job.mode in ("lora", "both"):
+            files.append(str(convert_lora_to_gguf(adapter, job.base_dir, job.out_dir / f"{key}-lora-F16.gguf",
+                                                  "f16", job.on_event)))
+        if job.smoke:
+            row["smoke"] = smoke_outputs(files, job.base_gguf, job.threads)
+        job.manifest.record(key, fp, files)
+        row.update(status="ok", files=files)
+    except Cancelled:
+        row["status"] = "cancelled"
+    except EdgetuneError as e:
+        row.update(status="failed", error=str(e))
+    row["seconds"] = round(time.time() - t0, 1)
+    job.on_event(Event("batch", "progress", f"{key}: {row['status']}", data=dict(row)))
+
+
 def smoke_outputs(files: list[str], base_gguf: Path | None, threads: int = 0) -> list[dict]:
     """Each produced file loads in llama.cpp, answers something and stops; LoRA files load beside the base."""
-    from edgetune.smoke import quick_check
     results = []
     for f in files:
         if f.endswith("-lora-F16.gguf") or "-lora-" in Path(f).name:

@@ -6,12 +6,53 @@ model was trained with). A file without one (a base model) is driven as plain te
 from __future__ import annotations
 
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from edgetune.errors import EdgetuneError
 from edgetune.quantize import check_gguf_file
+
+# Console chat commands (a line that starts with one of them, typed at the start of a message).
+COMMANDS = {"/exit": "quit (Ctrl-D quits too)", "/reset": "forget the conversation so far",
+            "/system": "/system TEXT sets the system prompt from the next turn on; /system alone clears it",
+            "/help": "this list"}
+
+
+@dataclass
+class Turn:
+    """One thing typed at the console: a message (`command` empty) or a command and its argument."""
+
+    command: str
+    text: str
+
+
+def read_turn(read_line: Callable[[str], str], prompt: str = "> ", more: str = "... ") -> Turn | None:
+    """The next turn typed at the console; None at the end of input (Ctrl-D) with nothing typed.
+
+    A message is every line up to a blank one, so a pasted instruction with an input section stays
+    one message. A line that already holds newlines (readline hands a bracketed paste over whole)
+    is kept whole, blank lines inside it included. `/word ...` on the first line is a command;
+    `/usr/bin/x`, which is no command word, is text. An unknown command comes back as `/?`."""
+    lines: list[str] = []
+    while True:
+        try:
+            line = read_line(more if lines else prompt)
+        except EOFError:
+            return Turn("", "\n".join(lines).strip("\n")) if lines else None
+        if not lines:
+            word, _, arg = line.strip().partition(" ")
+            if re.fullmatch(r"/[a-z]+", word) and "\n" not in line.strip():
+                word = "/exit" if word == "/quit" else word
+                return Turn(word, arg.strip()) if word in COMMANDS else Turn("/?", word)
+        if not line.strip():
+            if lines:
+                return Turn("", "\n".join(lines).strip("\n"))
+            continue  # Enter on an empty prompt: nothing to send yet
+        lines.append(line)
+
 
 class ChatSession:
     def __init__(self, gguf: str | Path, system: str = "", threads: int = 0, n_ctx: int = 2048):

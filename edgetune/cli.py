@@ -4,12 +4,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
+from edgetune import hub
 from edgetune.errors import EdgetuneError
-from edgetune.events import Event, progress_line
+from edgetune.events import Event, TrainMetrics, progress_line
 
 EPILOG = """\b
 Examples:
@@ -49,7 +50,7 @@ class CliRenderer:
             if self.tty:
                 self.stream.write("\r\x1b[2K" + line[: os.get_terminal_size().columns - 1])
                 self._open_line = True
-            elif e.loss is not None or e.eval_loss is not None or (e.step or 0) == (e.total or -1):
+            elif isinstance(e, TrainMetrics) or (e.step or 0) == (e.total or -1):
                 self.stream.write(line + "\n")
         else:
             if self._open_line:
@@ -58,6 +59,17 @@ class CliRenderer:
             if e.message:
                 self.stream.write(f"[{e.phase}] {e.message}\n")
         self.stream.flush()
+
+
+def _log_libraries(log_file: Path, hf: bool = True, llama: bool = True) -> None:
+    """Library logs and warnings go to `log_file`; the console keeps edgetune's lines (--debug: both)."""
+    from edgetune import logs
+    logs.route(log_file, debug=STATE["debug"], hf=hf, llama=llama)
+
+
+def _command_log(command: str) -> Path:
+    from edgetune.fsutil import cache_dir
+    return cache_dir() / "logs" / f"{command}.log"
 
 
 def _fail(e: Exception) -> None:
@@ -76,12 +88,18 @@ def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str
         r.base = base
     if data:
         r.data.path = data
-    return recipe_mod.validate(r, str(recipe or "options"))
+    r = recipe_mod.validate(r, str(recipe or "options"))
+    hub.preflight(models=[r.base], datasets=[r.data.path])  # before the run folder is made
+    return r
 
 
 @app.callback(invoke_without_command=True)
-def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library logs."),
+         offline: bool = typer.Option(False, "--offline", help="Only the local Hugging Face cache, no network "
+                                      "(sets HF_HUB_OFFLINE=1).")):
     STATE["debug"] = debug
+    if offline:  # before anything imports huggingface_hub, which reads it once
+        os.environ["HF_HUB_OFFLINE"] = "1"
     if ctx.invoked_subcommand is None:
         from edgetune.tui.app import run_app
         run_app()
@@ -98,6 +116,8 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
     from edgetune import data as data_mod
     from edgetune.recipe import DataSpec
     try:
+        hub.preflight(models=[tokenizer], datasets=[file])
+        _log_libraries(_command_log("data-inspect"), llama=False)
         spec = DataSpec(path=file, format=format, on_bad_row="skip" if skip_bad else "error",
                         max_length=max_length, template=template)
         prepared = data_mod.inspect(spec, tokenizer, CliRenderer())
@@ -125,6 +145,7 @@ def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default
     from edgetune import pipeline
     try:
         r = _load_recipe(recipe, name, base, data)
+        _log_libraries(pipeline.Run(r).dir / "edgetune.log", llama=False)
         pipeline.run(r, CliRenderer(), until="train")
     except EdgetuneError as e:
         _fail(e)
@@ -149,6 +170,7 @@ def _load_recipe_or_fail(recipe, name, base, data):
 
 def _run_pipeline(r, until: str = "smoke", force: bool = False) -> None:
     from edgetune import pipeline
+    _log_libraries(pipeline.Run(r).dir / "edgetune.log")
     try:
         pipeline.run(r, CliRenderer(), until=until, force=force)
     except EdgetuneError as e:
@@ -183,6 +205,7 @@ def merge(base: str, adapter: Path, out: Path):
     """Merge a PEFT adapter into the 16/32-bit base (never the 4-bit one), shard by shard."""
     from edgetune import merge as merge_mod
     from edgetune.base import resolve_base
+    _log_libraries(_command_log("merge"), llama=False)
     try:
         merge_mod.merge(resolve_base(base), adapter, out, CliRenderer())
     except EdgetuneError as e:
@@ -193,6 +216,7 @@ def merge(base: str, adapter: Path, out: Path):
 def convert(model_dir: Path, out: Path, outtype: str = typer.Option("f16", help="f32, f16, bf16 or q8_0")):
     """Convert a Hugging Face model folder to GGUF with edgetune's converter."""
     from edgetune.convert import convert_hf_to_gguf
+    _log_libraries(_command_log("convert"), hf=False, llama=False)
     try:
         convert_hf_to_gguf(model_dir, out, outtype, CliRenderer())
     except EdgetuneError as e:
@@ -206,6 +230,7 @@ def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", 
                                                                "IQ types need one.")):
     """Quantize an F16/BF16/F32 GGUF with llama.cpp's quantizer."""
     from edgetune.quantize import quantize as q
+    _log_libraries(_command_log("quantize"), hf=False)
     try:
         info = q(src, dst, type, threads, CliRenderer(), imatrix=imatrix)
     except EdgetuneError as e:
@@ -224,24 +249,48 @@ def smoke(recipe: Optional[Path] = typer.Option(None, help="Recipe of the run to
 @app.command()
 def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temperature: float = 0.7,
          top_p: float = 0.95, max_tokens: int = 256, threads: int = 0):
-    """Chat with a GGUF on the CPU (tokens stream as they come; empty line or Ctrl-D quits)."""
-    from edgetune.chat import ChatSession
+    """Chat with a GGUF on the CPU, streamed. A blank line sends (a message may span lines);
+    /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt."""
+    from edgetune import chat as chat_mod
+    _log_libraries(_command_log("chat"), hf=False)
     try:
-        session = ChatSession(gguf, system=system, threads=threads)
+        session = chat_mod.ChatSession(gguf, system=system, threads=threads)
     except EdgetuneError as e:
         _fail(e)
-    typer.echo(f"{gguf.name}: template {session.template_name}. Empty line quits.")
-    while True:
-        try:
-            line = input("> ")
-        except EOFError:
+    typer.echo(f"{gguf.name}: template {session.template_name}. A blank line sends; /exit or Ctrl-D quits; "
+               "/help lists the commands.")
+    read_line = _console_reader()
+    while (turn := chat_mod.read_turn(read_line)) is not None:
+        if turn.command == "/exit":
             break
-        if not line.strip():
-            break
-        for piece in session.send(line, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
-            typer.echo(piece, nl=False)
-        typer.echo(f"\n  [{session.last_stats}]")
+        if turn.command == "/reset":
+            session.clear()
+            typer.echo("  [conversation forgotten]")
+        elif turn.command == "/system":
+            session.system = turn.text
+            typer.echo(f"  [system prompt {'set' if turn.text else 'cleared'}]")
+        elif turn.command == "/help":
+            for name, what in chat_mod.COMMANDS.items():
+                typer.echo(f"  {name:8s} {what}")
+        elif turn.command:
+            typer.echo(f"  [unknown command {turn.text}; /help lists the commands]")
+        else:
+            for piece in session.send(turn.text, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
+                typer.echo(piece, nl=False)
+            typer.echo(f"\n  [{session.last_stats}]")
     session.close()
+
+
+def _console_reader():
+    """input(), with line editing and whole pastes on a terminal: readline's bracketed paste hands
+    a multi-line paste over as one string (CPython switches it off by default)."""
+    if sys.stdin.isatty():
+        try:
+            import readline
+            readline.parse_and_bind("set enable-bracketed-paste on")
+        except ImportError:  # no readline (Windows): a paste arrives line by line, a blank line still sends
+            pass
+    return input
 
 
 @app.command()
@@ -254,6 +303,7 @@ def batch(adapters: Path, out: Path = typer.Option(..., "--out", help="Output fo
     """Convert every PEFT adapter under a folder to GGUF; one row per adapter, a rerun resumes."""
     from edgetune.batch import run_batch
     render = CliRenderer()
+    _log_libraries(out / "edgetune.log")
 
     def on_event(e: Event) -> None:
         if e.phase == "batch" or e.kind in ("start", "done") and e.phase in ("quantize",):

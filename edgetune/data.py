@@ -22,6 +22,7 @@ from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
 from edgetune.demo import demo_dataset_path
 from edgetune.events import ignore
+from edgetune.hub import is_hub_id, resolve_dataset_id
 from edgetune.recipe import DataSpec
 from edgetune.templates import Chosen, alpaca_messages
 
@@ -68,7 +69,7 @@ def read_rows(source: str | os.PathLike) -> list[Row]:
     """Every record of a local file (by suffix) or a `datasets` hub id, with its location."""
     path = Path(source)
     if not path.exists():
-        if _looks_like_hub_id(str(source)):
+        if is_hub_id(str(source)):
             return _read_hub(str(source))
         raise EdgetuneError(f"{source}: no such file")
     if path.is_dir():
@@ -154,20 +155,15 @@ def _read_parquet(path: Path) -> list[Row]:
     return [Row(f"{path} row {i}", r) for i, r in enumerate(table.to_pylist())]
 
 
-def _looks_like_hub_id(s: str) -> bool:
-    parts = s.split("/")
-    return len(parts) == 2 and all(parts) and not any(c in s for c in " \\:") and "." not in parts[0][:1]
-
-
 def _read_hub(name: str) -> list[Row]:
+    """The train split of a hub dataset, read from its cached (or freshly downloaded) snapshot."""
     import datasets
 
+    folder = resolve_dataset_id(name)
     try:
-        ds = datasets.load_dataset(name, split="train")
+        ds = datasets.load_dataset(str(folder), split="train")
     except Exception as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")
-        hint = " (offline mode is on)" if offline else ""
-        raise EdgetuneError(f"{name}: could not load this hub dataset{hint}: {str(e).splitlines()[0]}") from None
+        raise EdgetuneError(f"{name}: could not load this hub dataset: {str(e).splitlines()[0]}") from None
     return [Row(f"{name} row {i}", dict(r)) for i, r in enumerate(ds)]
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 
-from edgetune.events import Callback, Event, ignore
-from edgetune.fsutil import cache_dir, write_text
+from edgetune.events import Callback, Event, TrainMetrics, ignore
+from edgetune.fsutil import atomic_dir, cache_dir, write_text
 
 DEMO_VERSION = "3"
 WORDS = (
@@ -141,7 +140,7 @@ def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Ca
     import torch
     from transformers import LlamaForCausalLM
 
-    on_event(Event("data", "start", "building the demo base model (once, about a minute)"))
+    on_event(Event("base", "start", "building the demo base model (once, about a minute)"))
     torch.manual_seed(0)
     docs = corpus(4_000 if tiny else 40_000)
     tokenizer = train_tokenizer(docs, 512 if tiny else 1024, add_bos)
@@ -176,17 +175,14 @@ def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Ca
         opt.zero_grad(set_to_none=True)
         if step % 20 == 0 or step == steps - 1:
             elapsed = time.time() - t0
-            on_event(Event("data", "progress", "pre-training demo base", step=step + 1, total=steps,
-                           loss=loss.item(), tokens_per_s=(step + 1) * batch * seq / max(elapsed, 1e-9),
-                           eta_s=elapsed / (step + 1) * (steps - step - 1)))
+            on_event(TrainMetrics(phase="base", message="pre-training demo base", step=step + 1, total=steps,
+                                  loss=loss.item(), tokens_per_s=(step + 1) * batch * seq / max(elapsed, 1e-9),
+                                  eta_s=elapsed / (step + 1) * (steps - step - 1)))
     model.eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    on_event(Event("data", "done", f"demo base ready: {out_dir}"))
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    on_event(Event("base", "done", f"demo base ready: {out_dir}"))
     return out_dir

@@ -143,8 +143,8 @@ def collect(model, model_dir, rows: list[list[int]], dataset: str, on_event: Cal
                 model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
                 done = sum(len(r) for b in batches[:step] for r in b)
                 elapsed = time.time() - t0
-                on_event(Event("quantize", "progress", "importance matrix", step=step, total=len(batches),
-                               tokens_per_s=done / elapsed if elapsed > 0 else None))
+                rate = f", {done / elapsed:.0f} tokens/s" if elapsed > 0 else ""
+                on_event(Event("quantize", "progress", f"importance matrix{rate}", step=step, total=len(batches)))
     finally:
         for h in handles:
             h.remove()

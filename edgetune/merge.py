@@ -10,142 +10,26 @@ while streaming (the batch tool's single-pass merge) with bit-identical results.
 """
 from __future__ import annotations
 
-import json
-import re
 import shutil
 from pathlib import Path
 
 from edgetune.errors import EdgetuneError
+from edgetune.convert.lora_deltas import LoraDeltas
 from edgetune.events import Callback, Event, ignore
+from edgetune.fsutil import atomic_dir
+from edgetune.hub import is_hub_id, resolve_model_id
 
 COPY_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "chat_template.json",
               "vocab.json", "merges.txt", "added_tokens.json")
-_PREFIX = "base_model.model."
-
-
-class LoraDeltas:
-    """The adapter's weight updates, keyed by the base tensor name they apply to."""
-
-    def __init__(self, adapter_dir: str | Path):
-        from safetensors.torch import load_file
-
-        self.dir = Path(adapter_dir)
-        config_path = self.dir / "adapter_config.json"
-        if not config_path.is_file():
-            raise EdgetuneError(f"{self.dir}: no adapter_config.json (not a PEFT adapter folder)")
-        try:
-            self.config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise EdgetuneError(f"{config_path}: not valid JSON ({e})") from None
-        c = self.config
-        if c.get("peft_type", "LORA") != "LORA":
-            raise EdgetuneError(f"{config_path}: peft_type {c.get('peft_type')!r} is not LORA")
-        if c.get("use_dora"):
-            raise EdgetuneError(f"{config_path}: DoRA adapters are not supported (use_dora: true)")
-        weights = self.dir / "adapter_model.safetensors"
-        if not weights.is_file():
-            if (self.dir / "adapter_model.bin").is_file():
-                raise EdgetuneError(f"{self.dir}: only adapter_model.bin (pickle); save the adapter as safetensors")
-            raise EdgetuneError(f"{self.dir}: no adapter_model.safetensors")
-        try:
-            tensors = load_file(str(weights))
-        except Exception as e:
-            raise EdgetuneError(f"{weights}: unreadable safetensors ({str(e).splitlines()[0]})") from None
-        self.base_model = c.get("base_model_name_or_path")
-        self.fan_in_fan_out = bool(c.get("fan_in_fan_out"))
-        self.pairs: dict[str, dict] = {}  # base weight name -> {"A", "B", "kind"}
-        self.full: dict[str, object] = {}  # modules_to_save: whole replacement tensors
-        for key, tensor in tensors.items():
-            name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
-            m = re.fullmatch(r"(.+)\.lora_(A|B|embedding_A|embedding_B)(?:\.[^.]+)?\.weight", name) or \
-                re.fullmatch(r"(.+)\.lora_(embedding_A|embedding_B)(?:\.[^.]+)?", name)
-            if m:
-                module, which = m.group(1), m.group(2)
-                entry = self.pairs.setdefault(module + ".weight", {})
-                entry["kind"] = "embedding" if which.startswith("embedding") else "linear"
-                entry[which[-1]] = tensor
-                continue
-            # modules_to_save copies, and the whole embedding PEFT saves when one is targeted
-            m = re.fullmatch(r"(.+)\.modules_to_save(?:\.[^.]+)?\.(weight|bias)", name) or \
-                re.fullmatch(r"(.+)\.base_layer\.(weight|bias)", name)
-            if m:
-                self.full[f"{m.group(1)}.{m.group(2)}"] = tensor
-                continue
-            raise EdgetuneError(f"{weights}: tensor {key!r} is not a LoRA A/B or modules_to_save tensor")
-        for name, entry in self.pairs.items():
-            if "A" not in entry or "B" not in entry:
-                raise EdgetuneError(f"{weights}: {name} has lora_A or lora_B missing")
-        self.applied: set[str] = set()
-
-    def scale(self, base_name: str) -> float:
-        module = base_name[: -len(".weight")]
-        c = self.config
-        r = _pattern_value(c.get("rank_pattern") or {}, module, c.get("r", 8))
-        alpha = _pattern_value(c.get("alpha_pattern") or {}, module, c.get("lora_alpha", 8))
-        return alpha / (r ** 0.5) if c.get("use_rslora") else alpha / r
-
-    def delta(self, base_name: str):
-        """fp32 weight update for `base_name`, shaped like the base weight."""
-        import torch
-        e = self.pairs[base_name]
-        a, b = e["A"].to(torch.float32), e["B"].to(torch.float32)
-        d = (b @ a) * self.scale(base_name)
-        if e["kind"] == "embedding" or self.fan_in_fan_out:
-            d = d.T
-        return d
-
-    def apply(self, name: str, tensor):
-        """The base tensor with this adapter merged in (unchanged if the adapter does not touch it)."""
-        import torch
-        if name in self.full:
-            self.applied.add(name)
-            tensor = self.full[name].to(tensor.dtype)
-        if name not in self.pairs:
-            return tensor
-        d = self.delta(name)
-        if tuple(d.shape) != tuple(tensor.shape):
-            raise EdgetuneError(f"{self.dir}: adapter shape {tuple(d.shape)} for {name} does not match the base "
-                                f"weight {tuple(tensor.shape)} (adapter made for another base?)")
-        self.applied.add(name)
-        return (tensor.to(torch.float32) + d).to(tensor.dtype)
-
-    def align_names(self, base_names: set[str]) -> None:
-        """PEFT names modules as they are in memory; transformers 5 saves multimodal checkpoints in
-        the older layout (model.language_model.X in memory is language_model.model.X on disk).
-        Re-key each update to the base tensor that holds the same text-model weight."""
-        from edgetune.convert.arch.base import text_name
-
-        on_disk = {text_name(n): n for n in base_names}
-        for table in (self.pairs, self.full):
-            for name in [n for n in table if n not in base_names and on_disk.get(text_name(n)) is not None]:
-                table[on_disk[text_name(name)]] = table.pop(name)
-
-    def check_complete(self, base_names: set[str]) -> None:
-        self.align_names(base_names)
-        missing = sorted((set(self.pairs) | set(self.full)) - base_names)
-        if missing:
-            raise EdgetuneError(f"{self.dir}: {len(missing)} adapter tensors have no base weight, e.g. {missing[0]} "
-                                f"(adapter made for another base? it names {self.base_model!r})")
-
-
-def _pattern_value(patterns: dict, module: str, default):
-    for key, value in patterns.items():
-        if module == key or module.endswith("." + key) or re.fullmatch(key, module):
-            return value
-    return default
-
-
 def base_folder(base: str) -> Path:
-    """A local folder for `base` (a hub id is downloaded: safetensors and configs only)."""
+    """A local folder for `base` (a hub id: its cached snapshot, or downloaded now)."""
     path = Path(base)
     if path.is_dir():
         return path
-    from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(base, allow_patterns=["*.safetensors", "*.json", "*.model", "*.jinja", "*.txt"]))
-    except Exception as e:
-        raise EdgetuneError(f"{base}: cannot fetch the base model ({str(e).splitlines()[0]})") from None
+    if is_hub_id(base):
+        return resolve_model_id(base)
+    raise EdgetuneError(f"{base}: no such base model folder (or hub id org/name)")
 
 
 def safetensors_shards(folder: Path) -> list[Path]:
@@ -171,20 +55,34 @@ def tensor_names(folder: Path) -> set[str]:
 
 def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Callback = ignore) -> Path:
     """Write base + adapter as a new HF folder at `out_dir` (built beside it, then renamed)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     base_dir = base_folder(base)
     deltas = LoraDeltas(adapter_dir)
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     shards = safetensors_shards(base_dir)
     names = tensor_names(base_dir)
     total = len(names)
     deltas.check_complete(names)
     on_event(Event("merge", "start", f"merging {len(deltas.pairs)} LoRA pairs into {base_dir}", total=total))
+    with atomic_dir(out_dir) as tmp:
+        _write_merged(shards, deltas, tmp, total, on_event)
+        for name in COPY_FILES + tuple(p.name for p in base_dir.glob("*.safetensors.index.json")):
+            src = base_dir / name
+            if src.is_file():
+                shutil.copy2(src, tmp / name)
+        # Files saved with the adapter win: training sets the pad token, chat template and stop ids.
+        for name in COPY_FILES[1:]:
+            src = Path(adapter_dir) / name
+            if src.is_file():
+                shutil.copy2(src, tmp / name)
+    on_event(Event("merge", "done", f"merged model: {out_dir}", data={"pairs": len(deltas.pairs)}))
+    return out_dir
+
+
+def _write_merged(shards: list[Path], deltas: LoraDeltas, out: Path, total: int, on_event: Callback) -> None:
+    """Each base shard with the adapter's deltas added, one shard in memory at a time."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     done = 0
     for shard in shards:
         merged = {}
@@ -198,19 +96,6 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
             raise
         except Exception as e:
             raise EdgetuneError(f"{shard}: unreadable safetensors ({str(e).splitlines()[0]})") from None
-        save_file(merged, str(tmp / shard.name), metadata={**metadata, "format": "pt"})
+        save_file(merged, str(out / shard.name), metadata={**metadata, "format": "pt"})
         del merged
         on_event(Event("merge", "progress", shard.name, step=done, total=total))
-    for name in COPY_FILES + tuple(p.name for p in base_dir.glob("*.safetensors.index.json")):
-        src = base_dir / name
-        if src.is_file():
-            shutil.copy2(src, tmp / name)
-    # Files saved with the adapter win: training sets the pad token, chat template and stop ids.
-    for name in COPY_FILES[1:]:
-        src = Path(adapter_dir) / name
-        if src.is_file():
-            shutil.copy2(src, tmp / name)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    on_event(Event("merge", "done", f"merged model: {out_dir}", data={"pairs": len(deltas.pairs)}))
-    return out_dir

@@ -21,8 +21,9 @@ from edgetune import report as report_mod
 from edgetune import smoke as smoke_mod
 from edgetune import sweep as sweep_mod
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, CancelToken, Event, ignore
+from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.fsutil import is_main_process, write_json, write_text
+from edgetune.hub import preflight
 from edgetune.recipe import Recipe
 
 STEPS = ("train", "merge", "convert", "quantize", "smoke")
@@ -89,6 +90,7 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
 
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
+    preflight(models=[recipe.base], datasets=[recipe.data.path])  # a hub id that cannot be had: before any write
     train_mod.quiet_libraries()
     r = Run(recipe)
     r.dir.mkdir(parents=True, exist_ok=True)
@@ -101,13 +103,19 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
         if cancel is not None:
             cancel.check()
         if r.up_to_date(name, outputs):
-            on_event(Event(name, "skip", f"{name}: up to date"))
+            on_event(Event(name, "step_skip", f"{name}: up to date"))
             return
         t0 = time.time()
-        on_event(Event(name, "start", f"{name}"))
-        fn()
+        on_event(Event(name, "step_start", name))
+        try:
+            fn()
+        except BaseException as e:
+            stopped = isinstance(e, Cancelled)
+            on_event(Event(name, "step_fail", f"{name}: {'stopped' if stopped else 'failed'}",
+                           data={"cancelled": stopped}))
+            raise
         r.mark(name, r.fingerprint(name), time.time() - t0)
-        on_event(Event(name, "done", f"{name}: {time.time() - t0:.1f}s", data={"seconds": time.time() - t0}))
+        on_event(Event(name, "step_done", f"{name}: {time.time() - t0:.1f}s", data={"seconds": time.time() - t0}))
 
     drop_stale_checkpoints(r, on_event, force)
     step("train", [r.adapter / "adapter_config.json"],

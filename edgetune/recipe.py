@@ -59,7 +59,8 @@ class TrainSpec:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.01
     max_grad_norm: float = 0.3
-    gradient_checkpointing: bool = True
+    # auto: off when the estimated activations fit comfortably in free RAM/VRAM (the training log says which)
+    gradient_checkpointing: str = "auto"  # auto | true | false
     save_steps: int = 50
     eval_steps: int = 50
     logging_steps: int = 5
@@ -202,6 +203,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("train.warmup_ratio", f"{t.warmup_ratio} must be in [0, 1)")
     if t.dtype not in ("auto", "bf16", "fp16", "fp32"):
         bad("train.dtype", f"{t.dtype!r} is not one of auto, bf16, fp16, fp32")
+    if t.gradient_checkpointing not in ("auto", "true", "false"):
+        bad("train.gradient_checkpointing", f"{t.gradient_checkpointing!r} must be auto, true or false")
     if t.max_grad_norm <= 0:
         bad("train.max_grad_norm", f"{t.max_grad_norm} must be positive")
     target_modules(t.targets, where)

@@ -20,8 +20,8 @@ from edgetune import data as data_mod
 from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
-from edgetune.fsutil import is_main_process, write_json
+from edgetune.events import Callback, CancelToken, Cancelled, Event, TrainMetrics, ignore
+from edgetune.fsutil import atomic_dir, write_json
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.targets import describe, resolve_targets
 
@@ -31,6 +31,7 @@ class Plan:
     method: str  # qlora | lora
     device: str  # cuda | cpu
     dtype: str  # bf16 | fp16 | fp32
+    why: str = ""  # why this dtype, for the training log
 
 
 def quiet_libraries() -> None:
@@ -43,15 +44,22 @@ def quiet_libraries() -> None:
 
 
 def plan(spec: TrainSpec) -> Plan:
-    """Device auto: CUDA -> QLoRA in bf16 (fp16 where bf16 is missing); CPU -> LoRA in fp32."""
+    """Device auto: CUDA -> QLoRA in bf16 (fp16 where bf16 is missing); CPU -> LoRA in bf16 autocast where
+    the CPU has bf16 matmul units (AVX512-BF16, AMX-BF16), else fp32. LoRA weights stay fp32 either way."""
     import torch
+
+    from edgetune.device import cpu_bf16
 
     cuda = torch.cuda.is_available()
     method = spec.method if spec.method != "auto" else ("qlora" if cuda else "lora")
-    dtype = spec.dtype
-    if dtype == "auto":
-        dtype = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-    return Plan(method, "cuda" if cuda else "cpu", dtype)
+    dtype, why = spec.dtype, f"{spec.dtype}: train.dtype"
+    if dtype == "auto" and cuda:
+        bf16 = torch.cuda.is_bf16_supported()
+        dtype, why = ("bf16", "bf16: the GPU supports it") if bf16 else ("fp16", "fp16: the GPU has no bf16")
+    elif dtype == "auto":
+        ok, why = cpu_bf16()
+        dtype = "bf16" if ok else "fp32"
+    return Plan(method, "cuda" if cuda else "cpu", dtype, why)
 
 
 def _torch_dtype(name: str):
@@ -113,7 +121,6 @@ def build_datasets(recipe: Recipe, tokenizer, on_event: Callback = ignore):
         return datasets.Dataset.from_dict({
             "input_ids": [r["input_ids"] for r in rows],
             "completion_mask": [r["completion_mask"] for r in rows],
-            "length": [len(r["input_ids"]) for r in rows],  # for length-grouped batches
         })
 
     train_ds = to_ds(prepared.train_rows)
@@ -175,8 +182,8 @@ def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path:
             if loss is not None and not math.isfinite(loss):
                 self.nan = True
                 control.should_training_stop = True
-            on_event(Event(
-                "train", "progress", step=state.global_step, total=state.max_steps, loss=loss,
+            on_event(TrainMetrics(
+                step=state.global_step, total=state.max_steps, loss=loss,
                 eval_loss=logs.get("eval_loss"), lr=logs.get("learning_rate"),
                 tokens_per_s=record.get("tokens_per_s"),
                 eta_s=(state.max_steps - state.global_step) / rate if rate else None,
@@ -202,7 +209,9 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from edgetune.sft import Trainer
 
     quiet_libraries()
     run_dir = Path(run_dir)
@@ -218,8 +227,9 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
 
     torch.manual_seed(t.seed)
     model = load_model(base, p, t.trust_remote_code)
+    checkpointing = machine_setup(p, t, model.config, max(len(x) for x in train_ds["input_ids"]), on_event)
     if p.method == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = resolve_targets(model, t.targets)
     on_event(Event("train", "log", f"targets={t.targets}: {describe(targets)}", data={"targets": targets}))
     lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
@@ -258,13 +268,13 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         fp16=p.dtype == "fp16",
         use_cpu=p.device == "cpu",
         optim="paged_adamw_32bit" if p.method == "qlora" and p.device == "cuda" else "adamw_torch",
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         max_length=recipe.data.max_length,
         packing=packing,
-        # Without packing, batches of similar lengths waste little on padding.
-        train_sampling_strategy="random" if packing else "group_by_length",
-        length_column_name="length",
+        # Unpacked: edgetune.sft.Trainer cuts batches of similar lengths and shuffles them (little padding,
+        # no long-to-short curriculum); packed: random rows.
+        train_sampling_strategy="random",
         completion_only_loss=recipe.data.completion_only,
         seed=t.seed,
         report_to="none",
@@ -274,9 +284,10 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     )
     log_path = run_dir / "train_log.jsonl"
     progress = _progress_callback(on_event, cancel, log_path, tokens_per_step)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, callbacks=[progress])
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      processing_class=tokenizer, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our events are the progress display
+    on_event(Event("train", "log", trainer.check_loss_head()))
     if resume:
         on_event(Event("train", "log", f"resuming from {resume.name}"))
     t0 = time.time()
@@ -297,20 +308,42 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         metrics = trainer.evaluate()
         summary["eval_loss"] = metrics["eval_loss"]
         summary["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
-        on_event(Event("train", "metric", f"eval loss {metrics['eval_loss']:.4f}, "
-                       f"perplexity {summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
+        on_event(TrainMetrics(kind="metric", message=f"eval loss {metrics['eval_loss']:.4f}, perplexity "
+                              f"{summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
     adapter_dir = run_dir / "adapter"
     if not trainer.is_world_process_zero():
         return adapter_dir
-    tmp = run_dir / "adapter.tmp"
-    trainer.model.save_pretrained(tmp)
-    store_template(tokenizer, prepared, model.generation_config)
-    tokenizer.save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
-    _replace_dir(tmp, adapter_dir)
+    with atomic_dir(adapter_dir) as tmp:
+        trainer.model.save_pretrained(tmp)
+        store_template(tokenizer, prepared, model.generation_config)
+        tokenizer.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
     write_json(run_dir / "train.json", summary)
     on_event(Event("train", "done", f"adapter saved: {adapter_dir}", data=summary))
     return adapter_dir
+
+
+def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Callback = ignore) -> bool:
+    """Threads (CPU: one per physical core, unless OMP_NUM_THREADS says otherwise) and gradient
+    checkpointing; logs the device, dtype, threads and checkpointing with their reasons. Returns
+    whether to checkpoint."""
+    import torch
+
+    from edgetune.device import gradient_checkpointing, physical_cores
+
+    if p.device == "cpu":
+        if os.environ.get("OMP_NUM_THREADS"):
+            threads = f"{torch.get_num_threads()} threads (OMP_NUM_THREADS)"
+        else:
+            torch.set_num_threads(physical_cores())
+            threads = f"{torch.get_num_threads()} threads (one per physical core)"
+    else:
+        threads = torch.cuda.get_device_name(_local_device(p))
+    dtype_bytes = 4 if p.dtype == "fp32" else 2
+    on, why = gradient_checkpointing(t.gradient_checkpointing, config, t.batch_size, longest_row, dtype_bytes, p.device)
+    on_event(Event("train", "log", f"{p.device}, {threads}; {p.why}; {why}",
+                   data={"device": p.device, "dtype": p.dtype, "gradient_checkpointing": on}))
+    return on
 
 
 def use_packing(setting: str, p: Plan) -> bool:
@@ -326,13 +359,3 @@ def _last_checkpoint(ckpt_dir: Path) -> Path | None:
         return None
     done = [d for d in ckpt_dir.glob("checkpoint-*") if (d / "trainer_state.json").is_file()]
     return max(done, key=lambda d: int(d.name.split("-")[-1]), default=None)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    import shutil
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)

@@ -37,7 +37,7 @@ def main() -> None:
     r = R.load(Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml")
     r.name, r.runs_dir = "gpu-check", a.out
     r.train.method, r.train.dtype, r.train.max_steps = "qlora", "bf16", a.steps
-    r.train.gradient_checkpointing = True
+    r.train.gradient_checkpointing = "true"
     rates = []
 
     def on_event(e: Event) -> None:

@@ -42,3 +42,29 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{bad}:1: field 'output' must be a string, got int" in proc.stderr
+
+
+def test_run_prints_no_library_line_unless_debug(tiny_bos_base, demo_jsonl, tmp_path):
+    """Library logs, Python warnings and llama.cpp's log go to runs/<name>/edgetune.log: the console
+    has edgetune's own lines only ('[phase] ...'); --debug shows the rest as well."""
+    import re
+
+    from conftest import make_recipe
+    recipe = tmp_path / "r.yaml"
+    # the recipe of tests/test_pipeline.py, whose smoke verdict passes
+    recipe.write_text(make_recipe(tiny_bos_base, demo_jsonl, tmp_path / "runs", data={"template": "alpaca"},
+                                  train={"max_steps": 30}).to_yaml())
+    ours = re.compile(r"\[(data|train|merge|convert|quantize|smoke)\] ")
+    proc = subprocess.run([sys.executable, "-m", "edgetune", "run", "--recipe", str(recipe)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    foreign = [line for line in proc.stderr.splitlines() if line.strip() and not ours.match(line)]
+    assert foreign == []
+    assert "llama_" not in proc.stdout and "Warning" not in proc.stdout
+    log = (tmp_path / "runs" / "t" / "edgetune.log").read_text()
+    assert "llama_cpp: " in log  # routed there, not dropped
+    (tmp_path / "runs" / "t" / "smoke.json").unlink()  # so that smoke runs again
+    proc = subprocess.run([sys.executable, "-m", "edgetune", "--debug", "smoke", "--recipe", str(recipe)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert any(line.startswith("llama_context: ") for line in proc.stderr.splitlines())

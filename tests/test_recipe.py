@@ -28,7 +28,7 @@ def test_demo_recipe_loads_and_round_trips(tmp_path):
     ("train: {rank: 0}\n", "train.rank 0 must be at least 1"),
     ("train: {lr: -1}\n", "train.lr -1.0 must be in (0, 1)"),
     ("train: {method: magic}\n", "train.method 'magic'"),
-    ("train: {gradient_checkpointing: maybe}\n", "expected true or false"),
+    ("train: {gradient_checkpointing: maybe}\n", "must be auto, true or false"),
     ("export: {quants: [Q9_X]}\n", "export.quants 'Q9_X'"),
     ("name: ../escape\n", "name '../escape' must be letters"),
     ("data: [1, 2]\n", "r.yaml.data: expected a mapping"),

@@ -21,14 +21,16 @@ def one_line(e) -> str:
 # ---- datasets beyond tests/test_data.py
 
 def test_a_10_mb_single_row_loads_and_is_truncated(tiny_base, tmp_path):
-    from edgetune.train import load_tokenizer
+    from edgetune.base import load_tokenizer
+    from edgetune.templates import choose
     path = tmp_path / "big.jsonl"
     path.write_text(json.dumps({"instruction": "Summarise", "input": "word " * 2_000_000, "output": "ok"}) + "\n")
     assert path.stat().st_size > 10_000_000
     ds = data.load_dataset(path)
     tok = load_tokenizer(str(tiny_base))
-    rows = data.tokenize(data.render(ds, tok)[:1], tok, 128)
-    assert len(rows[0]["input_ids"]) == 128 and data.token_stats(rows, 128).truncated == 1
+    rows = data.tokenize(data.render(ds, tok, choose("alpaca", tok))[:1], tok, 128)
+    stats = data.token_stats(rows, 128)
+    assert len(rows[0]["input_ids"]) == 128 and stats.truncated == 1 and stats.responses_lost == 1
 
 
 def test_parquet_with_other_columns(tmp_path):
@@ -118,7 +120,7 @@ def test_truncated_safetensors_in_merge(trained_run, tiny_base, tmp_path):
 
 def test_offline_hub_id_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(EdgetuneError, match="HF_HUB_OFFLINE=1 forbids downloading"):
+    with pytest.raises(EdgetuneError, match="not in the local cache and the hub cannot be reached .offline mode"):
         resolve_base("some-org/some-model-that-is-not-cached")
 
 

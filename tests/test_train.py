@@ -20,7 +20,9 @@ def test_lora_loss_falls_and_adapter_changes_output(tiny_recipe, tiny_base):
     events = []
     adapter = train.train(tiny_recipe, run_dir(tiny_recipe), events.append)
     losses, _ = _losses(run_dir(tiny_recipe))
-    assert len(losses) >= 4 and losses[-1] < losses[0] * 0.8
+    # Batches are cut by length, so one logged loss depends on which lengths it saw: compare a few.
+    assert len(losses) >= 4 and sum(losses[-3:]) / 3 < losses[0] * 0.8
+    assert any(e.message.startswith("output head and loss at loss positions only") for e in events)
     summary = json.loads((run_dir(tiny_recipe) / "train.json").read_text())
     assert summary["method"] == "lora" and summary["steps"] == 12 and 0 < summary["trainable_params"] < summary["total_params"]
     assert summary["eval_loss"] > 0 and summary["eval_perplexity"] > 1

@@ -1,6 +1,7 @@
 """The terminal UI driven with Pilot: wizard, run (fake and real), chat, errors, cancel."""
 import asyncio
 
+import pytest
 from tui_fixtures import FakeRunner
 
 from edgetune.tui.app import EdgetuneApp
@@ -26,7 +27,8 @@ def test_wizard_reaches_run_with_demo_defaults():
             await wait_until(pilot, lambda: app.screen.__class__.__name__ == "RunScreen" and app.screen.finished)
             table = app.screen.query_one("#smoke")
             assert table.row_count == 3
-            assert "base 0% -> fine-tuned 100%" in str(app.screen.query_one("#accuracy").render())
+            verdicts = str(app.screen.query_one("#accuracy").render())
+        assert "task verdict: good (held-out accuracy 0% -> 100%" in verdicts and "file verdict: FAIL" in verdicts
     asyncio.run(go())
     assert runner.recipe.base == "demo" and runner.recipe.data.path == "demo"
     assert runner.recipe.export.quants == ["Q8_0", "Q4_K_M"] and runner.recipe.name == "my-run"
@@ -110,7 +112,7 @@ def test_chat_streams_an_answer(tiny_base, tmp_path):
             chat = app.screen
             await wait_until(pilot, lambda: len(chat.sessions) == 1)
             chat.query_one("#max_tokens").value = "12"
-            chat.query_one("#message").value = "the last word of red fox tiger is"
+            chat.query_one("#message").text = "the last word of red fox tiger is"
             await pilot.press("enter")
             await wait_until(pilot, lambda: chat.sessions[0].last_stats != "", seconds=60)
             await pilot.pause(0.2)
@@ -145,27 +147,6 @@ def test_batch_rows_fail_one_by_one(tmp_path, monkeypatch):
     asyncio.run(go())
 
 
-def test_batch_without_the_engine_still_lists_adapters(tmp_path, monkeypatch):
-    import sys
-    from tui_fixtures import write_fake_adapters
-    monkeypatch.chdir(tmp_path)
-    write_fake_adapters(tmp_path / "adapters")
-    monkeypatch.setitem(sys.modules, "edgetune.batch", None)  # import edgetune.batch -> ImportError
-
-    async def go():
-        app = EdgetuneApp(runner=FakeRunner())
-        async with app.run_test(size=(80, 24)) as pilot:
-            app.action_batch()
-            await pilot.pause()
-            batch = app.screen
-            batch.query_one("#folder").value = "adapters"
-            await pilot.click("#run")
-            await pilot.pause()
-            assert batch.query_one("#rows").row_count == 2
-            assert "batch conversion engine not installed" in str(batch.query_one("#error").render())
-    asyncio.run(go())
-
-
 def test_quitting_during_a_run_asks_then_cancels():
     runner = FakeRunner(wait_for_cancel=True)
 
@@ -184,4 +165,71 @@ def test_quitting_during_a_run_asks_then_cancels():
             await pilot.press("y")
             await pilot.pause()
             assert runner.cancelled.cancelled
+    asyncio.run(go())
+
+
+def test_chat_message_box_takes_several_lines_and_a_paste_whole():
+    """Ctrl+J starts a new line, a paste (as the terminal delivers it, to the app) keeps its blank
+    lines, Enter sends it all as one message."""
+    from textual import events
+    from tui_fixtures import FakeChatSession
+
+    from edgetune.tui.screens.chat import ChatScreen
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.push_screen(ChatScreen("a-Q8_0.gguf"))
+            chat = app.screen
+            box = chat.query_one("#message")
+            await wait_until(pilot, lambda: app.focused is box)  # focused once the file is loaded
+            await pilot.press(*"line one", "ctrl+j", *"line two")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: chat.streaming == 0 and chat.sessions[0].sent)
+            assert chat.sessions[0].sent == ["line one\nline two"]
+            assert box.text == ""
+            await pilot.press("enter")  # nothing typed: nothing sent
+            app.post_message(events.Paste("### Instruction:\nsum\n\n### Input:\n2 3"))
+            await pilot.pause()
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: len(chat.sessions[0].sent) == 2 and chat.streaming == 0)
+            assert chat.sessions[0].sent[1] == "### Instruction:\nsum\n\n### Input:\n2 3"
+            you = [str(s.render()) for s in chat.query(".msg-you")]
+            assert "line one\nline two" in you[0]
+    asyncio.run(go())
+
+
+def test_wizard_shows_the_hub_line_inline_when_an_id_cannot_be_had(tmp_path, tiny_base, monkeypatch):
+    """Offline and not cached: the Base model and Dataset steps show the CLI's line and stay put."""
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from edgetune import hub
+    from edgetune.errors import EdgetuneError
+    with pytest.raises(EdgetuneError) as expected:
+        hub.check_id("some-org/some-model")
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            screen.query_one("#kind-hub").value = True
+            screen.query_one("#path").value = "some-org/some-model"
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            assert app.screen is screen and app.recipe.base == "demo"
+            assert str(screen.query_one("#error").render()) == str(expected.value)
+            from edgetune.tui.screens.dataset import DatasetScreen
+            app.recipe.base = str(tiny_base)
+            await app.push_screen(DatasetScreen())
+            await pilot.pause()
+            app.screen.query_one("#path").value = "some-org/some-data"
+            await pilot.click("#check")
+            error = app.screen.query_one("#error")
+            await wait_until(pilot, lambda: "some-org/some-data" in str(error.render()))
+            assert "this hub dataset is not in the local cache and the hub cannot be reached" in str(error.render())
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "DatasetScreen" and app.recipe.data.path == "demo"
     asyncio.run(go())

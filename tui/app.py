@@ -1,7 +1,8 @@
 """The edgetune terminal UI: a wizard from dataset to GGUF, a live run view, chat and batch screens.
 
-Everything heavy runs in thread workers; the core reports progress through edgetune.events, which
-the screens receive on the UI thread via `call_from_thread`. The core never imports Textual.
+Everything heavy runs in thread workers; the core reports progress through edgetune.events, and
+the workers post them to their screen as Textual messages (tui/messages.py), handled on the UI
+thread by `on_core_event` / `on_job_finished`. The core never imports Textual.
 """
 from __future__ import annotations
 

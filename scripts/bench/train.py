@@ -1,12 +1,15 @@
 """Training throughput: `edgetune train` against the seed guide's recipe, same model, data and steps.
 
 The seed recipe is TRL's SFTTrainer with the guide's arguments: the formatted text as one field,
-padding to the longest row of each batch, no packing, loss on every token. edgetune tokenizes
-itself, masks the prompt (loss on the response), and packs rows padding-free (no cross-row
-attention). Runs alternate (seed, ours, seed, ours, ...) in fresh processes; each reports
-non-padding tokens/s, peak RSS and final eval loss. Prints ratios ours/seed.
+padding to the longest row of each batch, no packing, loss on every token, fp32. edgetune tokenizes
+itself, masks the prompt (loss on the response), batches rows of similar length in random order,
+runs the output head at loss positions only, and on CPUs with bf16 units trains in bf16 autocast
+(BENCH_DTYPE=fp32 to compare). Runs alternate (seed, ours, seed, ours, ...) in fresh processes; each
+reports non-padding tokens/s, peak RSS, held-out response loss (fp32, same rows for both) and achieved
+model GFLOP/s as a share of this machine's measured matmul peak at that dtype. Prints ratios ours/seed.
 
     .venv/bin/python scripts/bench/train.py --quick
+    .venv/bin/python scripts/bench/train.py --base gemma3-270m --steps 12 --repeats 1
 """
 from __future__ import annotations
 
@@ -50,54 +53,97 @@ def response_loss(model, eval_ds) -> float:
     return total / max(n, 1)
 
 
+BATCH, ACCUM, LR = 8, 2, 2e-3
+
+
+def _fp32():
+    from edgetune.train import Plan
+    return Plan("lora", "cpu", "fp32")
+
+
+def bench_recipe(kind: str, base: str, data: str, steps: int, out: str, batch: int = BATCH, accum: int = ACCUM,
+                 lr: float = LR, max_length: int = 256, dtype: str = "auto"):
+    """The edgetune recipe the benchmark runs: the same steps, batch, lr and data as the seed recipe."""
+    from edgetune import recipe as R
+    return R.from_dict({"name": kind, "base": base, "runs_dir": out,
+                        "data": {"path": data, "max_length": max_length, "eval_split": 0.1},
+                        "train": {"max_steps": steps, "lr": lr, "batch_size": batch, "grad_accum": accum,
+                                  "logging_steps": 5, "save_steps": 10_000, "eval_steps": 10_000,
+                                  "gradient_checkpointing": False, "dtype": dtype}})
+
+
+def train_ours(r, out: Path):
+    """`edgetune train`; returns (model with the adapter, seconds in trainer.train(), trained tokens)."""
+    from peft import PeftModel
+    from edgetune import train
+
+    train.train(r, out)
+    seconds = json.loads((out / "train.json").read_text())["seconds"]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    tokens = max(x.get("num_tokens", 0) for x in log)
+    # Held-out loss in fp32 for both sides, whatever dtype training ran in.
+    model = PeftModel.from_pretrained(train.load_model(r.base, _fp32()), str(out / "adapter"))
+    return model, seconds, tokens
+
+
+def train_seed(r, tok, out: Path):
+    """The seed guide's recipe on the same rows: TRL SFTTrainer on the rendered text (the same template and
+    split edgetune uses; the tokenizer adds BOS), padding to the longest row of each batch, no packing,
+    loss on every token, LoRA r16 all-linear, fp32. Returns (model, seconds, tokens)."""
+    import datasets
+    from peft import LoraConfig, get_peft_model
+    from trl import SFTConfig, SFTTrainer
+    from edgetune import recipe as R, train
+
+    _, _, prepared = train.build_datasets(r, tok)
+
+    def text(ex):
+        full = ex.prompt + ex.completion
+        return full[len(tok.bos_token):] if tok.bos_token and full.startswith(tok.bos_token) else full
+
+    train_ex, eval_ex = [text(x) for x in prepared.train], [text(x) for x in prepared.eval]
+    model = train.load_model(r.base, _fp32())  # the seed recipe trains in fp32 on the CPU
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                             target_modules=R.TARGET_PRESETS["all-linear"]))
+    t = r.train
+    args = SFTConfig(output_dir=str(out), max_steps=t.max_steps, per_device_train_batch_size=t.batch_size,
+                     gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, weight_decay=0.01,
+                     warmup_steps=0.03, lr_scheduler_type="cosine", logging_steps=5, save_strategy="no", bf16=False,
+                     use_cpu=True, max_grad_norm=0.3, max_length=r.data.max_length, packing=False, report_to="none",
+                     disable_tqdm=True, gradient_checkpointing=False, completion_only_loss=False, seed=t.seed)
+    trainer = SFTTrainer(model=model, args=args, processing_class=tok,
+                         train_dataset=datasets.Dataset.from_dict({"text": train_ex}),
+                         eval_dataset=datasets.Dataset.from_dict({"text": eval_ex}))
+    t0 = time.time()
+    trainer.train()
+    seconds = time.time() - t0
+    tokens = max(x.get("num_tokens", 0) for x in trainer.state.log_history)
+    return model, seconds, tokens
+
+
 def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     import torch
-    from edgetune import recipe as R, train
-    from edgetune.data import alpaca_prompt
+    from edgetune import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    r = R.from_dict({"name": kind, "base": base, "runs_dir": out,
-                     "data": {"path": data, "max_length": 256, "eval_split": 0.1},
-                     "train": {"max_steps": steps, "lr": 2e-3, "batch_size": 8, "grad_accum": 2, "logging_steps": 5,
-                               "save_steps": 10_000, "eval_steps": 10_000, "gradient_checkpointing": False}})
+    r = bench_recipe(kind, base, data, steps, out, dtype=os.environ.get("BENCH_DTYPE", "auto"))
     tok = train.load_tokenizer(base)
-    train_ds, eval_ds, _, _, _ = train.build_datasets(r, tok)
+    _, eval_ds, _ = train.build_datasets(r, tok)
     if kind == "ours":
-        train.train(r, Path(out) / kind)
-        run = Path(out) / kind
-        seconds = json.loads((run / "train.json").read_text())["seconds"]  # trainer.train() alone, as below
-        log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-        tokens = max(x.get("num_tokens", 0) for x in log)
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(train.load_model(base, train.plan(r.train)), str(run / "adapter"))
+        model, seconds, tokens = train_ours(r, Path(out) / kind)
     else:
-        from peft import LoraConfig, get_peft_model
-        from trl import SFTConfig, SFTTrainer
-        import datasets
-        from edgetune import data as D
-        ds = D.load_dataset(data)
-        texts = [alpaca_prompt(x.record["instruction"], x.record.get("input") or "") + x.record["output"] + tok.eos_token
-                 for x in ds.rows]
-        train_ex, eval_ex = D.split(texts, 0.1, 0)
-        model = train.load_model(base, train.plan(r.train))
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                                 target_modules=R.TARGET_PRESETS["all-linear"]))
-        args = SFTConfig(output_dir=str(Path(out) / kind), max_steps=steps, per_device_train_batch_size=8,
-                         gradient_accumulation_steps=2, learning_rate=2e-3, weight_decay=0.01, warmup_steps=0.03,
-                         lr_scheduler_type="cosine", logging_steps=5, save_strategy="no", bf16=False, use_cpu=True,
-                         max_grad_norm=0.3, max_length=256, packing=False, report_to="none", disable_tqdm=True,
-                         gradient_checkpointing=False, completion_only_loss=False)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tok,
-                             train_dataset=datasets.Dataset.from_dict({"text": train_ex}),
-                             eval_dataset=datasets.Dataset.from_dict({"text": eval_ex}))
-        t0 = time.time()
-        trainer.train()
-        seconds = time.time() - t0
-        tokens = max(x.get("num_tokens", 0) for x in trainer.state.log_history)
+        model, seconds, tokens = train_seed(r, tok, Path(out) / kind)
     eval_loss = response_loss(model, eval_ds)
+    from edgetune.device import lora_flops_per_token
+    ids = [i for x in eval_ds["input_ids"] for i in x]
+    loss_share = (1.0 if kind == "seed" else
+                  sum(sum(m) for m in eval_ds["completion_mask"]) / max(1, len(ids)))  # seed: loss on every token
+    mean_len = len(ids) / max(1, len(eval_ds))
+    flops = lora_flops_per_token(model.config, int(mean_len), loss_share) * tokens / seconds
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
     return {"kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-            "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, "eval_loss": eval_loss}
+            "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, "eval_loss": eval_loss,
+            "gflops": flops / 1e9, "dtype": "fp32" if kind == "seed" else train.plan(r.train).dtype}
 
 
 def main() -> None:
@@ -127,12 +173,20 @@ def main() -> None:
                     sys.exit(out.stderr[-3000:])
                 results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = {k: max(v, key=lambda x: x["tokens_per_s"]) for k, v in results.items()}
+    import torch
+    from edgetune.device import matmul_peak_gflops
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    peak = {d: matmul_peak_gflops(d) for d in ("fp32", "bf16")}
+    print(f"matmul peak (torch, 1024^3, {torch.get_num_threads()} threads): fp32 {peak['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peak['bf16']:.0f} GFLOP/s")
     print(f"base {a.base}, {steps} steps x {repeats} alternating runs, batch 8 x accum 2, "
           f"{os.environ.get('BENCH_THREADS', '2')} threads, machine: {os.cpu_count()} cores")
-    print(f"{'':8}{'tok/s':>10}{'peak RSS MB':>14}{'eval loss':>12}")
+    print(f"{'':8}{'tok/s':>10}{'peak RSS MB':>14}{'eval loss':>12}{'GFLOP/s':>10}{'of peak':>9}")
     for k in ("seed", "ours"):
         b = best[k]
-        print(f"{k:8}{b['tokens_per_s']:>10.0f}{b['peak_rss_mb']:>14.0f}{b['eval_loss']:>12.4f}")
+        roof = peak["bf16" if b["dtype"] == "bf16" else "fp32"]
+        print(f"{k:8}{b['tokens_per_s']:>10.0f}{b['peak_rss_mb']:>14.0f}{b['eval_loss']:>12.4f}"
+              f"{b['gflops']:>10.1f}{b['gflops'] / roof:>9.1%}")
     print(f"ratio ours/seed: throughput {best['ours']['tokens_per_s'] / best['seed']['tokens_per_s']:.2f}x, "
           f"peak RSS {best['ours']['peak_rss_mb'] / best['seed']['peak_rss_mb']:.2f}x")
     print("eval loss: mean NLL on the response tokens of the same held-out rows, for both")

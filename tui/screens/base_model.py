@@ -8,6 +8,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 from edgetune.errors import EdgetuneError
+from edgetune.hub import check_id, is_hub_id
 
 from .wizard import WizardScreen
 
@@ -82,8 +83,10 @@ class BaseModelScreen(WizardScreen):
             if path.suffix != ".gguf":
                 raise EdgetuneError(f"{text}: not a .gguf file")
             check_gguf_file(path)
-        elif text.count("/") != 1 or " " in text:
-            raise EdgetuneError(f"{text}: a hub id looks like org/model")
+        else:  # cached -> used; else the same one line as the CLI (unreachable, gated, private)
+            if not is_hub_id(text):
+                raise EdgetuneError(f"{text}: a hub id looks like org/model")
+            check_id(text, "model")
         self.app.recipe.base = str(path) if kind != "hub" else text
 
     def next_screen(self):

@@ -10,16 +10,18 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Select, SelectionList, Static
 
+from edgetune.batch import find_adapters, run_batch, slug
+from edgetune.convert.filetypes import FILE_TYPES
+from edgetune.batch import find_adapters, run_batch, slug
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
-from edgetune.events import CancelToken, Event
+from edgetune.events import CancelToken
 
 from ..display import one_line, shown_path, show_status
-from ..threads import deliver
+from ..messages import CoreEvent, JobFinished
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
 QUANTS = tuple(name for name, t in FILE_TYPES.items() if t.offered)  # the registry's short list
-NOT_INSTALLED = "batch conversion engine not installed (edgetune.batch)"
 
 
 class BatchScreen(Screen):
@@ -107,11 +109,6 @@ class BatchScreen(Screen):
     def start(self) -> None:
         if not self.scan():
             return
-        try:
-            from edgetune.batch import run_batch
-        except ImportError:
-            self.status(NOT_INSTALLED, error=True)
-            return
         quants = list(self.query_one("#quants", SelectionList).selected)
         if not quants:
             self.status("tick at least one quant type (space ticks)", error=True)
@@ -122,12 +119,12 @@ class BatchScreen(Screen):
         self.query_one("#cancel", Button).disabled = False
         self.status("converting…")
         out = self.query_one("#out", Input).value.strip() or "gguf-out"
-        self._run(run_batch, self.query_one("#folder", Input).value.strip(), out, quants,
+        self._run(self.query_one("#folder", Input).value.strip(), out, quants,
                   str(self.query_one("#mode", Select).value))
 
     @work(thread=True, exclusive=True, group="batch")
-    def _run(self, run_batch, folder: str, out: str, quants: list[str], mode: str) -> None:
-        post = lambda e: deliver(self.app, self.handle_event, e)  # noqa: E731
+    def _run(self, folder: str, out: str, quants: list[str], mode: str) -> None:
+        post = lambda e: self.post_message(CoreEvent(e))  # noqa: E731
         try:
             rows = run_batch(folder, out, quants, mode, post, self.cancel_token)
             good = sum(r["status"] in ("ok", "skipped") for r in rows)
@@ -136,9 +133,10 @@ class BatchScreen(Screen):
             message, failed = str(e), True
         except Exception as e:
             message, failed = one_line(e), True
-        deliver(self.app, self._finished, message, failed)
+        self.post_message(JobFinished(message, message if failed else None))
 
-    def handle_event(self, e: Event) -> None:
+    def on_core_event(self, message: CoreEvent) -> None:
+        e = message.event
         if e.phase == "batch" and e.kind == "progress" and "name" in e.data:
             self.show_row(e.data)
         elif e.phase == "batch" and e.kind == "done":
@@ -154,9 +152,9 @@ class BatchScreen(Screen):
         else:  # a row the scan did not list (the folder changed meanwhile)
             table.add_row(row["name"], row["status"], detail, key=row["name"])
 
-    def _finished(self, message: str, failed: bool) -> None:
+    def on_job_finished(self, message: JobFinished) -> None:
         self.app.running_tokens.discard(self.cancel_token)
-        self.status(message, error=failed)
+        self.status(message.result, error=message.error is not None)
         self.query_one("#run", Button).disabled = False
         self.query_one("#cancel", Button).disabled = True
 
@@ -167,24 +165,6 @@ class BatchScreen(Screen):
         self.app.pop_screen()
 
 
-def find_adapters(folder: str) -> list[Path]:
-    """The engine's finder when it is installed; else the same rule: folders holding adapter_config.json."""
-    try:
-        from edgetune.batch import find_adapters as engine_find
-    except ImportError:
-        root = Path(folder)
-        if not root.is_dir():
-            raise EdgetuneError(f"{folder}: no such folder") from None
-        if (root / "adapter_config.json").is_file():
-            return [root]
-        return sorted(p.parent for p in root.rglob("adapter_config.json"))
-    return engine_find(folder)
-
-
 def adapter_name(adapter: Path, root: Path) -> str:
-    """The row key: the engine's slug when installed (its events name rows by it)."""
-    try:
-        from edgetune.batch import slug
-    except ImportError:
-        return adapter.name
+    """The row key: the engine's slug (its events name rows by it)."""
     return slug(adapter, root)

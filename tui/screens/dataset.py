@@ -12,10 +12,11 @@ from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, S
 
 from edgetune import templates
 from edgetune.errors import EdgetuneError
+from edgetune.hub import check_id, is_hub_id
 from edgetune.recipe import DataSpec
 
 from ..display import base_label, one_line
-from ..threads import deliver
+from ..messages import JobFinished
 from ..widgets.histogram import Histogram
 from .wizard import WizardScreen
 
@@ -115,13 +116,17 @@ class DatasetScreen(WizardScreen):
             try:
                 spec = DataSpec(path=path, format=fmt, on_bad_row=on_bad_row, template=template,
                                 max_length=self.app.recipe.data.max_length)
-                result = _inspect(spec, base)
+                self.post_message(JobFinished(_inspect(spec, base)))
             except EdgetuneError as e:
-                deliver(self.app, self._failed, str(e))
+                self.post_message(JobFinished(None, str(e)))
             except Exception as e:  # a bug, but the UI must not die: one line
-                deliver(self.app, self._failed, one_line(e))
-            else:
-                deliver(self.app, self._show, *result)
+                self.post_message(JobFinished(None, one_line(e)))
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        if message.error is not None:
+            self._failed(message.error)
+        else:
+            self._show(message.result)
 
     def _failed(self, message: str) -> None:
         self.query_one("#summary", Static).update("")
@@ -171,8 +176,10 @@ class DatasetScreen(WizardScreen):
         path, fmt, skip, template = self._values()
         if not path:
             raise EdgetuneError("dataset: type a file path (or demo)")
-        if path != "demo" and not Path(path).expanduser().exists() and path.count("/") != 1:
-            raise EdgetuneError(f"{path}: no such file")
+        if path != "demo" and not Path(path).expanduser().exists():
+            if not is_hub_id(path):
+                raise EdgetuneError(f"{path}: no such file")
+            check_id(path, "dataset")
         d = self.app.recipe.data
         d.path, d.format, d.on_bad_row, d.template = path, fmt, skip, template
 
@@ -183,7 +190,7 @@ class DatasetScreen(WizardScreen):
 
 def _inspect(spec: DataSpec, base: str):
     from edgetune import data as data_mod
-    return (data_mod.inspect(spec, base),)
+    return data_mod.inspect(spec, base)
 
 
 def _template_options(current: str) -> list[tuple[str, str]]:

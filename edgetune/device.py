@@ -1,0 +1,126 @@
+"""What the training machine offers: bf16 on the CPU, physical cores, memory for activations.
+
+Every choice comes with the reason the training log prints ("bf16: the CPU has AVX512-BF16 ...").
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_bf16() -> tuple[bool, str]:
+    """(usable, why): the CPU reports AVX512-BF16 or AMX-BF16 and torch's oneDNN kernels accept bf16."""
+    import torch
+
+    flags = [f for f in CPU_BF16_FLAGS if f in cpu_flags()]
+    if not flags:
+        return False, "fp32: the CPU has no AVX512-BF16 or AMX-BF16"
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False, f"fp32: the CPU reports {', '.join(flags)} but torch's oneDNN does not use bf16"
+    return True, f"bf16 autocast, fp32 LoRA weights: the CPU has {'/'.join(f.upper().replace('_', '-') for f in flags)}"
+
+
+def physical_cores() -> int:
+    """Distinct (package, core) pairs: hyper-threads share one core's matmul units, so torch gains nothing
+    from them and loses to contention."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores, package = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "physical id":
+            package = value
+        elif key == "core id":
+            cores.add((package, value))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(len(cores) or usable, usable))
+
+
+def free_memory_bytes(device: str) -> int:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def activation_bytes(config, batch_size: int, seq_len: int, dtype_bytes: int) -> int:
+    """Activations kept for backward without checkpointing, per micro-batch: about 34 values per hidden
+    unit per layer plus 5 per attention score (Korthikanti et al. 2022, no sequence parallelism)."""
+    c = config.get_text_config()
+    layers, hidden = c.num_hidden_layers, c.hidden_size
+    heads = c.num_attention_heads
+    per_layer = batch_size * seq_len * hidden * 34 * dtype_bytes / 2 + 5 * heads * batch_size * seq_len ** 2 * dtype_bytes / 2
+    return int(layers * per_layer)
+
+
+def gradient_checkpointing(setting: str, config, batch_size: int, seq_len: int, dtype_bytes: int,
+                           device: str) -> tuple[bool, str]:
+    """auto: off when the activations take under a quarter of the free memory (recomputing them costs
+    about a third more compute), on otherwise."""
+    if setting != "auto":
+        on = setting == "true"
+        return on, f"gradient checkpointing {'on' if on else 'off'} (train.gradient_checkpointing: {setting})"
+    need, free = activation_bytes(config, batch_size, seq_len, dtype_bytes), free_memory_bytes(device)
+    where = "free GPU memory" if device == "cuda" else "available RAM"
+    if free and need < free / 4:
+        return False, (f"gradient checkpointing off: activations ~{need / 2**30:.2f} GiB fit in "
+                       f"{free / 2**30:.1f} GiB {where}")
+    return True, f"gradient checkpointing on: activations ~{need / 2**30:.2f} GiB against {free / 2**30:.1f} GiB {where}"
+
+
+def matmul_peak_gflops(dtype: str, device: str = "cpu", n: int = 1024, seconds: float = 1.0) -> float:
+    """This machine's dense matmul rate (GFLOP/s) in torch at `dtype` (fp32 | bf16 | fp16): the roof that
+    training throughput is measured against."""
+    import time
+
+    import torch
+
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    a = torch.randn(n, n, device=device).to(torch_dtype)
+    b = torch.randn(n, n, device=device).to(torch_dtype)
+    for _ in range(3):
+        a @ b
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        done += 1
+    sync()
+    return 2 * n ** 3 * done / (time.perf_counter() - t0) / 1e9
+
+
+def lora_flops_per_token(config, seq_len: int, loss_share: float = 1.0) -> float:
+    """Matmul FLOPs per trained token of LoRA training: forward (2 per weight) and the backward's input
+    gradients (2 more; the frozen base needs no weight gradients), attention scores, and the output head
+    at the share of positions that carry loss. LoRA's own small matmuls are left out."""
+    c = config.get_text_config()
+    h, layers, vocab = c.hidden_size, c.num_hidden_layers, c.vocab_size
+    heads, kv = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    hd = getattr(c, "head_dim", None) or h // heads
+    per_layer = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * c.intermediate_size
+    attention = 2 * heads * hd * seq_len  # QK^T and AV, causal: half of seq_len x 2
+    return 4 * (layers * (per_layer + attention)) + 4 * vocab * h * loss_share
