@@ -17,14 +17,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
 
-from .hf_to_gguf import (
-    OUTTYPES,
-    _encode,
-    _nbytes,
-    _target_type,
-    closing_on_error,
-    load_arch,
-)
+from .hf_to_gguf import _encode, _nbytes, _target_type, closing_on_error, direct_type, load_arch
 from .model_folder import ModelFolder
 
 
@@ -32,9 +25,7 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
     import torch
 
 
-    outtype = outtype.lower()
-    if outtype not in OUTTYPES:
-        raise EdgetuneError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+    direct_type(outtype)  # a clear error before any work
     deltas = LoraDeltas(adapter_dir)
     where = Path(adapter_dir)
     embedding = [n for n, e in deltas.pairs.items() if e["kind"] == "embedding"]

@@ -212,10 +212,12 @@ def convert(model_dir: Path, out: Path, outtype: str = typer.Option("f16", help=
 
 @app.command()
 def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", help="Q8_0, Q6_K, Q5_K_M, Q4_K_M, ..."),
-             threads: int = 0):
+             threads: int = 0,
+             imatrix: Optional[Path] = typer.Option(None, help="An imatrix GGUF (runs/<name>/gguf/<name>.imatrix.gguf); "
+                                                               "IQ types need one.")):
     """Quantize an F16/BF16/F32 GGUF with llama.cpp's quantizer."""
     _log_libraries(_command_log("quantize"), hf=False)
-    info = quantize_mod.quantize(src, dst, type, threads, CliRenderer())
+    info = quantize_mod.quantize(src, dst, type, threads, CliRenderer(), imatrix=imatrix)
     typer.echo(f"{dst}: {info['bytes'] / 2**20:.1f} MiB, {info['bits_per_weight']:.2f} bits/weight")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir, cache_dir
-from edgetune.quantize import check_gguf_file
+from edgetune.gguf_io import check_gguf_file
 
 SOURCE_FILE = "edgetune_source.json"
 

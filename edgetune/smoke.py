@@ -28,10 +28,11 @@ import numpy as np
 
 from edgetune import data as data_mod
 from edgetune import templates
+from edgetune.convert.filetypes import FILE_TYPES, by_ftype
 from edgetune.data import Example
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
-from edgetune.quantize import bits_per_weight, check_gguf_file
+from edgetune.gguf_io import bits_per_weight, check_gguf_file
 
 PARITY_STRINGS = [
     "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
@@ -368,12 +369,19 @@ def generation_speed(llm, prompt: list[int], n_tokens: int = 32) -> float:
     return n_tokens / (time.perf_counter() - t0)
 
 
+def _file_type(path: Path, ftype):
+    """The registry entry from general.file_type, else from the file name's -TYPE suffix."""
+    return by_ftype(ftype) or FILE_TYPES.get(path.stem.rsplit("-", 1)[-1].upper())
+
+
 def _is_unquantized(path: Path, ftype) -> bool:
-    return ftype in (0, 1, 32) or any(t in path.name.upper() for t in ("-F16", "-F32", "-BF16"))
+    t = _file_type(path, ftype)
+    return bool(t) and t.unquantized
 
 
 def _is_8bit(path: Path, ftype) -> bool:
-    return ftype == 7 or "Q8_0" in path.name.upper()
+    t = _file_type(path, ftype)
+    return bool(t) and t.name == "Q8_0"
 
 
 def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile: Path | None,

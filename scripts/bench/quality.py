@@ -46,7 +46,8 @@ def main() -> None:
 
     from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
-    from edgetune.quantize import bits_per_weight, quantize
+    from edgetune.gguf_io import bits_per_weight
+    from edgetune.quantize import quantize
     from edgetune.smoke import perplexity
 
     spec = a.model or ("demo" if a.quick else "gemma3-270m")

@@ -9,8 +9,8 @@ from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 from edgetune.base import check_model_folder
 from edgetune.errors import EdgetuneError
+from edgetune.gguf_io import check_gguf_file
 from edgetune.hub import check_id, is_hub_id
-from edgetune.quantize import check_gguf_file
 
 from .dataset import DatasetScreen
 from .file_picker import FilePickerScreen

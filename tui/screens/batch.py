@@ -20,6 +20,7 @@ from textual.widgets import (
 )
 
 from edgetune.batch import find_adapters, run_batch, slug
+from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import CancelToken
 
@@ -28,7 +29,7 @@ from ..messages import CoreEvent, JobFinished
 from .file_picker import FilePickerScreen
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
-QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "F16")
+QUANTS = tuple(name for name, t in FILE_TYPES.items() if t.offered)  # the registry's short list
 
 
 class BatchScreen(Screen):

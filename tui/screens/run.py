@@ -27,6 +27,7 @@ from edgetune.report import verdict_lines
 from ..display import base_label, one_line, shown_path
 from ..messages import CoreEvent, JobFinished
 from ..widgets.loss_chart import LossChart
+from ..widgets.quant_view import QuantView
 from ..widgets.smoke_table import SmokeTable
 from ..widgets.step_table import StepTable
 from .confirm import ConfirmScreen
@@ -60,6 +61,7 @@ class RunScreen(Screen):
             with TabPane("Results", id="results"):
                 yield Static("results appear when the smoke test has run", id="accuracy")
                 yield SmokeTable(id="smoke")
+                yield QuantView(id="quant")
                 with Horizontal(classes="nav"):
                     yield Button("Chat", id="chat", disabled=True)
                     yield Button("Compare with F16", id="compare", disabled=True)
@@ -73,6 +75,7 @@ class RunScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#again", Button).display = False
+        self.query_one("#quant", QuantView).display = False
         self.set_interval(1.0, self.query_one(StepTable).tick)
         self.start()
 
@@ -112,6 +115,13 @@ class RunScreen(Screen):
         except (OSError, json.JSONDecodeError):
             return None
 
+    def _quant_summary(self) -> dict | None:
+        """quant.json of the quantize step: every file's KL divergence, the auto sweep."""
+        try:
+            return json.loads((self._run().dir / "quant.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
     def on_core_event(self, message: CoreEvent) -> None:
         e = message.event
         if e.kind in STEP_STATES:
@@ -144,6 +154,7 @@ class RunScreen(Screen):
             self.summary = summary
             self.query_one("#accuracy", Static).update("\n".join(verdict_lines(summary)))
             self.query_one("#smoke", SmokeTable).show(summary["files"])
+            self.query_one("#quant", QuantView).show(self._quant_summary())
             for name in ("chat", "compare", "folder"):
                 self.query_one(f"#{name}", Button).disabled = False
             self.query_one(TabbedContent).active = "results"
