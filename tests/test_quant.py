@@ -274,12 +274,13 @@ def test_pipeline_auto_keeps_the_recommended_file_and_reports_the_sweep(tiny_bas
     events = []
     pipeline.run(r, events.append, until="quantize")  # the smoke step's own verdicts are tested elsewhere
     run = pipeline.Run(r)
-    assert [e.phase for e in events if e.kind == "skip"] == ["train"]
+    assert [e.phase for e in events if e.kind == "step_skip"] == ["train"]
     q = json.loads((run.dir / "quant.json").read_text())
     assert q["imatrix"]["tokens"] >= 1024 and (run.gguf_dir / "t.imatrix.gguf").is_file()
     measured = [f for f in q["files"] if "mean_kld" in f]
     best = next(f for f in measured if f.get("recommended"))
-    assert q["sweep"]["met"] and best is next(f for f in measured if not f["misses"])  # smallest within budget
+    within = [f for f in measured if not f["misses"]]
+    assert q["sweep"]["met"] and best["predicted_bytes"] == min(f["predicted_bytes"] for f in within)  # smallest
     assert all(f["status"].startswith("not measured") for f in q["files"] if f["predicted_bytes"] > best["predicted_bytes"])
     same_size = [f for f in measured if f["predicted_bytes"] == best["predicted_bytes"]]
     assert all(f["misses"] or f["mean_kld"] >= best["mean_kld"] for f in same_size)
@@ -295,7 +296,7 @@ def test_pipeline_auto_keeps_the_recommended_file_and_reports_the_sweep(tiny_bas
     assert 0 <= best["mean_kld"] and best["top1"] >= 0.6 and best["gain_kept"] is not None
     events = []
     pipeline.run(r, events.append, until="quantize")
-    assert [e.phase for e in events if e.kind == "skip"] == ["train", "merge", "convert", "quantize"]
+    assert [e.phase for e in events if e.kind == "step_skip"] == ["train", "merge", "convert", "quantize"]
 
 
 def test_too_few_tokens_to_calibrate_falls_back_visibly(tiny_base, demo_jsonl, trained_copy):
