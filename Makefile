@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgetune-installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test lint setup clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -15,8 +15,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgetune demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q -ra
+
+# Lint and import order (ruff, configured in pyproject.toml); `make test` runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edgetune convert tui tests scripts
 
 clean:
 	rm -rf runs .pytest_cache

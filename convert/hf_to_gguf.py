@@ -19,15 +19,10 @@ from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
 
 from .arch import ARCHITECTURES, Arch
+from .filetypes import DIRECT_TYPES, FileType
 from .model_folder import ModelFolder
 from .tokenizer import add_tokenizer, check_tokenizer
 
-OUTTYPES = {  # outtype -> (GGML type for 2-D weights, llama_ftype written as general.file_type)
-    "f32": (gguf.GGMLQuantizationType.F32, 0),
-    "f16": (gguf.GGMLQuantizationType.F16, 1),
-    "bf16": (gguf.GGMLQuantizationType.BF16, 32),
-    "q8_0": (gguf.GGMLQuantizationType.Q8_0, 7),
-}
 SUPPORTED_ARCHITECTURES = {name: gguf.MODEL_ARCH_NAMES[cls.gguf_arch] for name, cls in ARCHITECTURES.items()}
 
 TensorTransform = Callable[[str, "torch.Tensor"], "torch.Tensor"]  # noqa: F821
@@ -69,6 +64,14 @@ def needs_qk_permute(model_dir) -> bool:
     return arch.permutes_rows("model.layers.0.self_attn.q_proj.weight")
 
 
+def direct_type(outtype: str) -> FileType:
+    """The registry entry of an outtype this converter writes itself (f32, f16, bf16, q8_0)."""
+    t = DIRECT_TYPES.get(str(outtype).upper())
+    if t is None:
+        raise EdgetuneError(f"outtype {outtype!r} is not one of {', '.join(d.outtype for d in DIRECT_TYPES.values())}")
+    return t
+
+
 def _add_metadata(w: gguf.GGUFWriter, key: str, value) -> None:
     """One extra general.* KV, keeping its JSON type (bool, int, float, string, list of strings)."""
     if not key.startswith("general."):
@@ -88,7 +91,7 @@ def _add_metadata(w: gguf.GGUFWriter, key: str, value) -> None:
 def _target_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:
     if len(shape) < 2:
         return gguf.GGMLQuantizationType.F32  # norms and biases stay F32, as llama.cpp expects
-    qtype = OUTTYPES[outtype][0]
+    qtype = direct_type(outtype).direct
     if qtype == gguf.GGMLQuantizationType.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
         return gguf.GGMLQuantizationType.F16  # rows not a multiple of the block size
     return qtype
@@ -148,9 +151,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     any weight first (the batch tool adds LoRA deltas there)."""
     import torch
 
-    outtype = outtype.lower()
-    if outtype not in OUTTYPES:
-        raise EdgetuneError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+    file_type = direct_type(outtype)
     folder = ModelFolder(model_dir)
     arch = load_arch(folder)
     out_path = Path(out_path)
@@ -189,7 +190,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     for key, value in metadata.items():
         _add_metadata(w, key, value)
     arch.add_hparams(w)
-    w.add_file_type(OUTTYPES[outtype][1])
+    w.add_file_type(int(file_type.ftype))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_tokenizer(w, folder.path, n_vocab)
     for hf_name, gguf_name, shape, qtype in plan:

@@ -12,22 +12,20 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from edgetune.convert.lora_deltas import LoraDeltas
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
 
-from .hf_to_gguf import OUTTYPES, _encode, _nbytes, _target_type, closing_on_error, load_arch
+from .hf_to_gguf import _encode, _nbytes, _target_type, closing_on_error, direct_type, load_arch
 from .model_folder import ModelFolder
 
 
 def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", on_event: Callback = ignore) -> Path:
     import torch
 
-    from edgetune.convert.lora_deltas import LoraDeltas
 
-    outtype = outtype.lower()
-    if outtype not in OUTTYPES:
-        raise EdgetuneError(f"outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+    direct_type(outtype)  # a clear error before any work
     deltas = LoraDeltas(adapter_dir)
     where = Path(adapter_dir)
     embedding = [n for n, e in deltas.pairs.items() if e["kind"] == "embedding"]

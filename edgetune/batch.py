@@ -23,16 +23,16 @@ from pathlib import Path
 
 from edgetune.base import resolve_base
 from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
+from edgetune.convert.filetypes import DIRECT_TYPES, file_type
 from edgetune.convert.lora_deltas import LoraDeltas
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
+from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.fsutil import write_json, write_text
 from edgetune.merge import base_folder, tensor_names
-from edgetune.quantize import FTYPES, quantize
+from edgetune.quantize import quantize
 from edgetune.smoke import quick_check
 
 MODES = ("merged", "lora", "both")
-DIRECT_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}  # written in the pass itself
 
 
 def find_adapters(root: str | Path) -> list[Path]:
@@ -105,7 +105,7 @@ def convert_merged(base_dir: Path, adapter: Path, out_dir: Path, name: str, quan
     passes = direct + (["F16"] if kquants and "F16" not in direct else [])
     for q in passes:
         out = out_dir / f"{name}-{q}.gguf"
-        convert_hf_to_gguf(base_dir, out, DIRECT_TYPES[q], on_event, tensor_transform=deltas.apply,
+        convert_hf_to_gguf(base_dir, out, DIRECT_TYPES[q].outtype, on_event, tensor_transform=deltas.apply,
                            metadata={"general.name": name})
         if q in direct:
             files.append(str(out))
@@ -140,10 +140,11 @@ def run_batch(adapters: str | Path | list, out_dir: str | Path, quants: list[str
     """Convert every adapter; return one row per adapter (status ok/skipped/failed, files, error)."""
     if mode not in MODES:
         raise EdgetuneError(f"mode {mode!r} is not one of {', '.join(MODES)}")
-    quants = [q.upper() for q in quants]
+    quants = [file_type(q).name for q in quants]
     for q in quants:
-        if q not in FTYPES:
-            raise EdgetuneError(f"quant type {q!r} is not one of {', '.join(FTYPES)}")
+        if file_type(q).needs_imatrix:
+            raise EdgetuneError(f"quant type {q} needs an importance matrix from the training data, which batch "
+                                "conversion does not have; use `edgetune run` (export.quants) for it")
     rows, root = adapter_rows(adapters)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

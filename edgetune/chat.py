@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from edgetune.errors import EdgetuneError
-from edgetune.quantize import check_gguf_file
+from edgetune.gguf_io import check_gguf_file
 
 # Console chat commands (a line that starts with one of them, typed at the start of a message).
 COMMANDS = {"/exit": "quit (Ctrl-D quits too)", "/reset": "forget the conversation so far",

@@ -4,13 +4,25 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from edgetune import hub
+from edgetune import chat as chat_mod
+from edgetune import data as data_mod
+from edgetune import hub, logs, pipeline
+from edgetune import merge as merge_mod
+from edgetune import quantize as quantize_mod
+from edgetune import recipe as recipe_mod
+from edgetune.base import resolve_base
+from edgetune.batch import run_batch
+from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
-from edgetune.events import Event, progress_line
+from edgetune.events import Event, TrainMetrics, progress_line
+from edgetune.fsutil import cache_dir
+from edgetune.recipe import DataSpec
 
 EPILOG = """\b
 Examples:
@@ -25,7 +37,22 @@ Examples:
   edgetune batch adapters/ --quant Q4_K_M,Q8_0 --out gguf/
 """
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, epilog=EPILOG, rich_markup_mode=None,
+class OneLineErrors(TyperGroup):
+    """The one place user errors are caught: every EdgetuneError a command raises ends as one line
+    on stderr and exit 2 (`--debug` shows the traceback instead)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgetuneError as e:
+            if STATE["debug"]:
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=False, epilog=EPILOG,
+                  rich_markup_mode=None,
                   help="From a dataset and a base model to a tested, quantized GGUF that runs on a CPU.")
 data_app = typer.Typer(help="Dataset tools.")
 app.add_typer(data_app, name="data")
@@ -50,7 +77,7 @@ class CliRenderer:
             if self.tty:
                 self.stream.write("\r\x1b[2K" + line[: os.get_terminal_size().columns - 1])
                 self._open_line = True
-            elif e.loss is not None or e.eval_loss is not None or (e.step or 0) == (e.total or -1):
+            elif isinstance(e, TrainMetrics) or (e.step or 0) == (e.total or -1):
                 self.stream.write(line + "\n")
         else:
             if self._open_line:
@@ -63,24 +90,14 @@ class CliRenderer:
 
 def _log_libraries(log_file: Path, hf: bool = True, llama: bool = True) -> None:
     """Library logs and warnings go to `log_file`; the console keeps edgetune's lines (--debug: both)."""
-    from edgetune import logs
     logs.route(log_file, debug=STATE["debug"], hf=hf, llama=llama)
 
 
 def _command_log(command: str) -> Path:
-    from edgetune.fsutil import cache_dir
     return cache_dir() / "logs" / f"{command}.log"
 
 
-def _fail(e: Exception) -> None:
-    if STATE["debug"]:
-        raise e
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2)
-
-
 def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str], data: Optional[str]):
-    from edgetune import recipe as recipe_mod
     r = recipe_mod.load(recipe) if recipe else recipe_mod.Recipe()
     if name:
         r.name = name
@@ -101,7 +118,9 @@ def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="
     if offline:  # before anything imports huggingface_hub, which reads it once
         os.environ["HF_HUB_OFFLINE"] = "1"
     if ctx.invoked_subcommand is None:
-        from edgetune.tui.app import run_app
+        from edgetune.tui.app import (
+            run_app,  # the entry point opens the TUI (the one core -> tui import)
+        )
         run_app()
 
 
@@ -113,16 +132,11 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
                                                            "llama3 or a .jinja file."),
                  max_length: int = typer.Option(512), show: int = typer.Option(3, help="Rows to preview.")):
     """Validate a dataset: format, row count, template, a preview, token lengths, cut responses, bad rows."""
-    from edgetune import data as data_mod
-    from edgetune.recipe import DataSpec
-    try:
-        hub.preflight(models=[tokenizer], datasets=[file])
-        _log_libraries(_command_log("data-inspect"), llama=False)
-        spec = DataSpec(path=file, format=format, on_bad_row="skip" if skip_bad else "error",
-                        max_length=max_length, template=template)
-        prepared = data_mod.inspect(spec, tokenizer, CliRenderer())
-    except EdgetuneError as e:
-        _fail(e)
+    hub.preflight(models=[tokenizer], datasets=[file])
+    _log_libraries(_command_log("data-inspect"), llama=False)
+    spec = DataSpec(path=file, format=format, on_bad_row="skip" if skip_bad else "error",
+                    max_length=max_length, template=template)
+    prepared = data_mod.inspect(spec, tokenizer, CliRenderer())
     ds, stats = prepared.dataset, prepared.stats
     typer.echo(f"{file}: format {ds.format}, {len(ds.rows)} rows, {len(ds.skipped)} skipped")
     for s in ds.skipped[:10]:
@@ -142,13 +156,9 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
 def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default: built-in defaults)."),
           name: Optional[str] = None, base: Optional[str] = None, data: Optional[str] = None):
     """Fine-tune: QLoRA on a CUDA GPU, LoRA on the CPU. Leaves runs/<name>/adapter/."""
-    from edgetune import pipeline
-    try:
-        r = _load_recipe(recipe, name, base, data)
-        _log_libraries(pipeline.Run(r).dir / "edgetune.log", llama=False)
-        pipeline.run(r, CliRenderer(), until="train")
-    except EdgetuneError as e:
-        _fail(e)
+    r = _load_recipe(recipe, name, base, data)
+    _log_libraries(pipeline.Run(r).dir / "edgetune.log", llama=False)
+    pipeline.run(r, CliRenderer(), until="train")
     typer.echo(f"adapter: {pipeline.Run(r).adapter}")
 
 
@@ -158,29 +168,17 @@ def run(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML."), name: 
         until: str = typer.Option("smoke", help="Stop after: train, merge, convert, quantize, smoke."),
         force: bool = typer.Option(False, help="Redo every step.")):
     """Train, merge, convert, quantize and smoke-test in one go (resumes a stopped run)."""
-    _run_pipeline(_load_recipe_or_fail(recipe, name, base, data), until, force)
-
-
-def _load_recipe_or_fail(recipe, name, base, data):
-    try:
-        return _load_recipe(recipe, name, base, data)
-    except EdgetuneError as e:
-        _fail(e)
+    _run_pipeline(_load_recipe(recipe, name, base, data), until, force)
 
 
 def _run_pipeline(r, until: str = "smoke", force: bool = False) -> None:
-    from edgetune import pipeline
     _log_libraries(pipeline.Run(r).dir / "edgetune.log")
+    report = pipeline.Run(r).dir / "report.md"
     try:
         pipeline.run(r, CliRenderer(), until=until, force=force)
-    except EdgetuneError as e:
-        report = pipeline.Run(r).dir / "report.md"
+    finally:  # a failed file verdict still has its report
         if report.exists():
             typer.echo(report.read_text())
-        _fail(e)
-    report = pipeline.Run(r).dir / "report.md"
-    if report.exists():
-        typer.echo(report.read_text())
     typer.echo(f"run folder: {pipeline.Run(r).dir}")
 
 
@@ -188,13 +186,11 @@ def _run_pipeline(r, until: str = "smoke", force: bool = False) -> None:
 def demo(headless: bool = typer.Option(False, "--headless", help="No UI even in a terminal."),
          force: bool = typer.Option(False, help="Redo every step.")):
     """The built-in demo end to end: the TUI in a terminal, else headless with its report."""
-    from edgetune import recipe as recipe_mod
-    try:
-        r = recipe_mod.demo()
-    except EdgetuneError as e:
-        _fail(e)
+    r = recipe_mod.demo()
     if not headless and sys.stdin.isatty() and sys.stdout.isatty():
-        from edgetune.tui.app import run_app
+        from edgetune.tui.app import (
+            run_app,  # the entry point opens the TUI (the one core -> tui import)
+        )
         run_app(recipe=r, autostart=True)
         return
     _run_pipeline(r, force=force)
@@ -203,36 +199,25 @@ def demo(headless: bool = typer.Option(False, "--headless", help="No UI even in 
 @app.command()
 def merge(base: str, adapter: Path, out: Path):
     """Merge a PEFT adapter into the 16/32-bit base (never the 4-bit one), shard by shard."""
-    from edgetune import merge as merge_mod
-    from edgetune.base import resolve_base
     _log_libraries(_command_log("merge"), llama=False)
-    try:
-        merge_mod.merge(resolve_base(base), adapter, out, CliRenderer())
-    except EdgetuneError as e:
-        _fail(e)
+    merge_mod.merge(resolve_base(base), adapter, out, CliRenderer())
 
 
 @app.command()
 def convert(model_dir: Path, out: Path, outtype: str = typer.Option("f16", help="f32, f16, bf16 or q8_0")):
     """Convert a Hugging Face model folder to GGUF with edgetune's converter."""
-    from edgetune.convert import convert_hf_to_gguf
     _log_libraries(_command_log("convert"), hf=False, llama=False)
-    try:
-        convert_hf_to_gguf(model_dir, out, outtype, CliRenderer())
-    except EdgetuneError as e:
-        _fail(e)
+    convert_hf_to_gguf(model_dir, out, outtype, CliRenderer())
 
 
 @app.command()
 def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", help="Q8_0, Q6_K, Q5_K_M, Q4_K_M, ..."),
-             threads: int = 0):
+             threads: int = 0,
+             imatrix: Optional[Path] = typer.Option(None, help="An imatrix GGUF (runs/<name>/gguf/<name>.imatrix.gguf); "
+                                                               "IQ types need one.")):
     """Quantize an F16/BF16/F32 GGUF with llama.cpp's quantizer."""
-    from edgetune.quantize import quantize as q
     _log_libraries(_command_log("quantize"), hf=False)
-    try:
-        info = q(src, dst, type, threads, CliRenderer())
-    except EdgetuneError as e:
-        _fail(e)
+    info = quantize_mod.quantize(src, dst, type, threads, CliRenderer(), imatrix=imatrix)
     typer.echo(f"{dst}: {info['bytes'] / 2**20:.1f} MiB, {info['bits_per_weight']:.2f} bits/weight")
 
 
@@ -240,7 +225,7 @@ def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", 
 def smoke(recipe: Optional[Path] = typer.Option(None, help="Recipe of the run to smoke-test."),
           name: Optional[str] = None):
     """Smoke-test a run's GGUF files with llama.cpp against its merged HF model."""
-    r = _load_recipe_or_fail(recipe, name, None, None)
+    r = _load_recipe(recipe, name, None, None)
     _run_pipeline(r, until="smoke")
 
 
@@ -249,12 +234,8 @@ def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temp
          top_p: float = 0.95, max_tokens: int = 256, threads: int = 0):
     """Chat with a GGUF on the CPU, streamed. A blank line sends (a message may span lines);
     /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt."""
-    from edgetune import chat as chat_mod
     _log_libraries(_command_log("chat"), hf=False)
-    try:
-        session = chat_mod.ChatSession(gguf, system=system, threads=threads)
-    except EdgetuneError as e:
-        _fail(e)
+    session = chat_mod.ChatSession(gguf, system=system, threads=threads)
     typer.echo(f"{gguf.name}: template {session.template_name}. A blank line sends; /exit or Ctrl-D quits; "
                "/help lists the commands.")
     read_line = _console_reader()
@@ -299,7 +280,6 @@ def batch(adapters: Path, out: Path = typer.Option(..., "--out", help="Output fo
           jobs: int = typer.Option(1, help="Adapters converted at once."), threads: int = 0,
           no_smoke: bool = typer.Option(False, "--no-smoke", help="Skip the llama.cpp check of each file.")):
     """Convert every PEFT adapter under a folder to GGUF; one row per adapter, a rerun resumes."""
-    from edgetune.batch import run_batch
     render = CliRenderer()
     _log_libraries(out / "edgetune.log")
 
@@ -307,11 +287,8 @@ def batch(adapters: Path, out: Path = typer.Option(..., "--out", help="Output fo
         if e.phase == "batch" or e.kind in ("start", "done") and e.phase in ("quantize",):
             render(e)
 
-    try:
-        rows = run_batch(adapters, out, [q.strip() for q in quant.split(",") if q.strip()], mode, on_event,
-                         base=base, jobs=jobs, threads=threads, smoke=not no_smoke)
-    except EdgetuneError as e:
-        _fail(e)
+    rows = run_batch(adapters, out, [q.strip() for q in quant.split(",") if q.strip()], mode, on_event,
+                     base=base, jobs=jobs, threads=threads, smoke=not no_smoke)
     typer.echo((out / "batch.md").read_text())
     if any(r["status"] not in ("ok", "skipped") for r in rows):
         raise typer.Exit(1)

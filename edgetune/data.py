@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from edgetune.errors import EdgetuneError
 from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
 from edgetune.demo import demo_dataset_path
+from edgetune.errors import EdgetuneError
 from edgetune.events import ignore
 from edgetune.hub import is_hub_id, resolve_dataset_id
 from edgetune.recipe import DataSpec

@@ -13,7 +13,7 @@ import random
 import time
 from pathlib import Path
 
-from edgetune.events import Callback, Event, ignore
+from edgetune.events import Callback, Event, TrainMetrics, ignore
 from edgetune.fsutil import atomic_dir, cache_dir, write_text
 
 DEMO_VERSION = "3"
@@ -86,7 +86,14 @@ def demo_dataset_path() -> Path:
 def train_tokenizer(texts: list[str], vocab_size: int = 1024, add_bos: bool = False):
     """Byte-level BPE (GPT-2 pre-tokenizer) trained locally, wrapped for transformers. With
     `add_bos` it puts <|endoftext|> in front of every text, as Llama and Gemma tokenizers do."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -140,7 +147,7 @@ def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Ca
     import torch
     from transformers import LlamaForCausalLM
 
-    on_event(Event("data", "start", "building the demo base model (once, about a minute)"))
+    on_event(Event("base", "start", "building the demo base model (once, about a minute)"))
     torch.manual_seed(0)
     docs = corpus(4_000 if tiny else 40_000)
     tokenizer = train_tokenizer(docs, 512 if tiny else 1024, add_bos)
@@ -175,14 +182,14 @@ def build_demo_base(out_dir: Path | None = None, steps: int = 1000, on_event: Ca
         opt.zero_grad(set_to_none=True)
         if step % 20 == 0 or step == steps - 1:
             elapsed = time.time() - t0
-            on_event(Event("data", "progress", "pre-training demo base", step=step + 1, total=steps,
-                           loss=loss.item(), tokens_per_s=(step + 1) * batch * seq / max(elapsed, 1e-9),
-                           eta_s=elapsed / (step + 1) * (steps - step - 1)))
+            on_event(TrainMetrics(phase="base", message="pre-training demo base", step=step + 1, total=steps,
+                                  loss=loss.item(), tokens_per_s=(step + 1) * batch * seq / max(elapsed, 1e-9),
+                                  eta_s=elapsed / (step + 1) * (steps - step - 1)))
     model.eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    on_event(Event("data", "done", f"demo base ready: {out_dir}"))
+    on_event(Event("base", "done", f"demo base ready: {out_dir}"))
     return out_dir

@@ -80,7 +80,7 @@ def _snapshot(repo_id: str, repo_type: str, patterns: list[str], on_event: Callb
 
     state = check_id(repo_id, repo_type)
     if state == "on the hub":
-        on_event(Event("data", "log", f"{repo_id}: fetching what the local cache lacks from the hub "
+        on_event(Event("base", "log", f"{repo_id}: fetching what the local cache lacks from the hub "
                                       "(an interrupted download resumes on the next run)"))
     try:  # "cached" means offline or unreachable: the cache alone, no second wait for the network
         folder = snapshot_download(repo_id, repo_type=repo_type, allow_patterns=patterns,
@@ -115,7 +115,11 @@ def _unreachable(repo_id: str, repo_type: str, why: str) -> str:
 
 
 def _hub_error(repo_id: str, repo_type: str, e: Exception) -> EdgetuneError:
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+    )
 
     login = "log in with `hf auth login` (or set HF_TOKEN)"
     if isinstance(e, GatedRepoError):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from edgetune.errors import EdgetuneError
 from edgetune.convert.lora_deltas import LoraDeltas
+from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir
 from edgetune.hub import is_hub_id, resolve_model_id

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir, cache_dir
+from edgetune.gguf_io import check_gguf_file
 
 SOURCE_FILE = "edgetune_source.json"
 
@@ -43,7 +44,6 @@ def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callb
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgetune.quantize import check_gguf_file
 
     gguf_path, out_dir = Path(gguf_path).resolve(), Path(out_dir)
     check_gguf_file(gguf_path)
@@ -51,21 +51,21 @@ def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callb
     marker = out_dir / SOURCE_FILE
     if marker.is_file() and json.loads(marker.read_text()) == source and (out_dir / "config.json").is_file():
         return out_dir
-    on_event(Event("data", "start", f"importing {gguf_path.name} into an HF folder (once, a few minutes)"))
+    on_event(Event("base", "start", f"importing {gguf_path.name} into an HF folder (once, a few minutes)"))
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                      dtype=torch.bfloat16)
-        on_event(Event("data", "progress", "model loaded; building the tokenizer", step=1, total=3))
+        on_event(Event("base", "progress", "model loaded; building the tokenizer", step=1, total=3))
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     except Exception as e:
         raise EdgetuneError(f"{gguf_path}: transformers cannot import this GGUF ({str(e).splitlines()[0]})") from None
     model.hf_quantizer = None  # the weights are dequantized now; without this save_pretrained refuses
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    on_event(Event("data", "progress", "saving", step=2, total=3))
+    on_event(Event("base", "progress", "saving", step=2, total=3))
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / SOURCE_FILE).write_text(json.dumps(source))
-    on_event(Event("data", "done", f"imported base: {out_dir}"))
+    on_event(Event("base", "done", f"imported base: {out_dir}"))
     return out_dir

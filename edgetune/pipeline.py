@@ -16,11 +16,15 @@ import json
 import time
 from pathlib import Path
 
+from edgetune import merge as merge_mod
 from edgetune import recipe as recipe_mod
 from edgetune import report as report_mod
 from edgetune import smoke as smoke_mod
+from edgetune import sweep as sweep_mod
+from edgetune import train as train_mod
+from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, CancelToken, Event, ignore
+from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.fsutil import is_main_process, write_json, write_text
 from edgetune.hub import preflight
 from edgetune.recipe import Recipe
@@ -62,7 +66,7 @@ class Run:
     def fingerprint(self, step: str) -> str:
         r = self.recipe
         parts = {"train": (r.base, r.data, r.train), "merge": (), "convert": (r.export.outtype,),
-                 "quantize": (r.export.quants,), "smoke": (r.smoke, r.export.quants)}
+                 "quantize": (r.export, r.smoke), "smoke": (r.smoke, r.export.quants)}
         upstream = STEPS[: STEPS.index(step)]
         text = json.dumps([_plain(parts[s]) for s in upstream + (step,)], default=str, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -84,9 +88,6 @@ def _plain(obj):
 def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None = None,
         until: str = "smoke", force: bool = False) -> dict:
     """Run every step up to `until`; return the smoke summary (or {} when stopping earlier)."""
-    from edgetune import merge as merge_mod
-    from edgetune import quantize as quantize_mod
-    from edgetune import train as train_mod
 
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
@@ -103,13 +104,19 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
         if cancel is not None:
             cancel.check()
         if r.up_to_date(name, outputs):
-            on_event(Event(name, "skip", f"{name}: up to date"))
+            on_event(Event(name, "step_skip", f"{name}: up to date"))
             return
         t0 = time.time()
-        on_event(Event(name, "start", f"{name}"))
-        fn()
+        on_event(Event(name, "step_start", name))
+        try:
+            fn()
+        except BaseException as e:
+            stopped = isinstance(e, Cancelled)
+            on_event(Event(name, "step_fail", f"{name}: {'stopped' if stopped else 'failed'}",
+                           data={"cancelled": stopped}))
+            raise
         r.mark(name, r.fingerprint(name), time.time() - t0)
-        on_event(Event(name, "done", f"{name}: {time.time() - t0:.1f}s", data={"seconds": time.time() - t0}))
+        on_event(Event(name, "step_done", f"{name}: {time.time() - t0:.1f}s", data={"seconds": time.time() - t0}))
 
     drop_stale_checkpoints(r, on_event, force)
     step("train", [r.adapter / "adapter_config.json"],
@@ -121,22 +128,24 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
          lambda: merge_mod.merge(base_path, r.adapter, r.merged, on_event))
     if until == "merge":
         return {}
-    from edgetune.convert import convert_hf_to_gguf
     step("convert", [r.unquantized],
          lambda: convert_hf_to_gguf(r.merged, r.unquantized, recipe.export.outtype, on_event,
                                     metadata={"general.name": recipe.name}))
     if until == "convert":
         return {}
-    quants = [q for q in recipe.export.quants if q != recipe.export.outtype.upper()]
+    quant_json = r.dir / "quant.json"
     modelfile = r.gguf_dir / "Modelfile"
 
     def quantize_all() -> None:
-        for q in quants:
-            quantize_mod.quantize(r.unquantized, r.gguf(q), q, recipe.smoke.threads, on_event)
-        target = r.gguf(quants[-1]) if quants else r.unquantized
+        summary = sweep_mod.run(recipe, r.merged, r.unquantized, r.gguf, base_path, quant_json, on_event, cancel)
+        kept = sweep_mod.kept_labels(summary)  # an auto sweep's recommended file comes first
+        target = r.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else r.unquantized
         report_mod.write_model_files(r.gguf_dir, target, r.merged, recipe.name, recipe.base, recipe.data.path,
                                      recipe.train, _train_summary(r).get("template"))
-    step("quantize", [r.gguf(q) for q in quants] + [modelfile], quantize_all)
+    outputs = [] if sweep_mod.is_auto(recipe) else [r.gguf(q) for q in recipe.export.quants
+                                                    if q != recipe.export.outtype.upper()]
+    step("quantize", outputs + [quant_json, modelfile], quantize_all)
+    quants = sweep_mod.kept_labels(json.loads(quant_json.read_text()))
     if until == "quantize":
         return {}
 
@@ -149,7 +158,8 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     step("smoke", [r.dir / "smoke.json"], smoke_all)
     summary = json.loads((r.dir / "smoke.json").read_text())
     write_text(r.dir / "report.md", report_mod.report(recipe.name, recipe.base, recipe.data.path,
-                                                      _train_summary(r), summary))
+                                                      _train_summary(r), summary)
+               + sweep_mod.report_section(json.loads(quant_json.read_text())))
     for line in report_mod.verdict_lines(summary):
         on_event(Event("smoke", "metric", line))
     smoke_mod.require_pass(summary["files"])

@@ -5,74 +5,153 @@ llama_model_quantize leaves a partial file when it fails: we write to a temp pat
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import re
 import time
 from pathlib import Path
 
+import gguf
+
+from edgetune import imatrix as imatrix_mod
+from edgetune.convert.filetypes import FileType, file_type
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
-
-# llama_ftype values (llama.h); names as llama-quantize spells them.
-FTYPES = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q2_K": 10, "Q3_K_S": 11,
-    "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16, "Q5_K_M": 17, "Q6_K": 18,
-    "IQ4_NL": 25, "IQ4_XS": 30, "BF16": 32,
-}
+from edgetune.gguf_io import bits_per_weight, check_gguf_file, header_bytes
 
 
-def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0,
-             on_event: Callback = ignore) -> dict:
-    """Quantize `src` to `dst` as `qtype`; return {path, type, bytes, bits_per_weight, seconds}."""
+def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_event: Callback = ignore,
+             imatrix: str | Path | None = None, token_embedding_type: str | None = None,
+             output_tensor_type: str | None = None) -> dict:
+    """Quantize `src` to `dst` as `qtype`, weighting the error by `imatrix` (an imatrix GGUF) when
+    given; `token_embedding_type` / `output_tensor_type` (ggml type names such as Q8_0, Q4_0) override
+    what llama.cpp picks for those two tensors. Returns {path, type, bytes, bits_per_weight, seconds}."""
     import llama_cpp
-    import llama_cpp._logger
 
-    llama_cpp._logger.set_verbose(False)  # llama.cpp would print every tensor onto the terminal
-    qtype = qtype.upper()
-    if qtype not in FTYPES:
-        raise EdgetuneError(f"quant type {qtype!r} is not one of {', '.join(FTYPES)}")
+    ft = file_type(qtype)
     src, dst = Path(src), Path(dst)
+    if ft.needs_imatrix and imatrix is None:
+        raise EdgetuneError(f"quant type {ft.name} needs an importance matrix (computed from the training data "
+                            "by `edgetune run`); none was given, so nothing was quantized")
     check_gguf_file(src)
-    on_event(Event("quantize", "start", f"{src.name} -> {qtype}"))
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FTYPES[qtype]
-    params.nthread = threads
-    params.allow_requantize = False
+    on_event(Event("quantize", "start", f"{src.name} -> {ft.name}" + (" (importance matrix)" if imatrix else "")))
     t0 = time.time()
-    with atomic_path(dst) as tmp:
+    with atomic_path(dst) as tmp, _params(ft, threads, imatrix, token_embedding_type, output_tensor_type) as params:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0:
-            raise EdgetuneError(f"{src}: llama.cpp could not quantize it to {qtype} (rc {rc}; "
+            raise EdgetuneError(f"{src}: llama.cpp could not quantize it to {ft.name} (rc {rc}; "
                                 "is it already quantized, or not a GGUF model?)")
-    info = {"path": str(dst), "type": qtype, "bytes": dst.stat().st_size,
-            "bits_per_weight": bits_per_weight(dst), "seconds": round(time.time() - t0, 2)}
+    info = {"path": str(dst), "type": ft.name, "bytes": dst.stat().st_size,
+            "bits_per_weight": bits_per_weight(dst), "seconds": round(time.time() - t0, 2),
+            "imatrix": str(imatrix) if imatrix else None,
+            "token_embedding_type": token_embedding_type, "output_tensor_type": output_tensor_type}
     on_event(Event("quantize", "done", f"{dst.name}: {info['bytes'] / 2**20:.1f} MiB, "
                    f"{info['bits_per_weight']:.2f} bits/weight", data=info))
     return info
 
 
-def check_gguf_file(path: Path) -> None:
-    """A clear error for what llama.cpp would only crash or print on."""
-    if not path.is_file():
-        raise EdgetuneError(f"{path}: GGUF file not found")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:4] != b"GGUF":
-        raise EdgetuneError(f"{path}: not a GGUF file (bad magic {head[:4]!r})")
-    version = int.from_bytes(head[4:8], "little")
-    if version not in (2, 3):
-        raise EdgetuneError(f"{path}: GGUF version {version} is not supported (2 or 3)")
+def predicted_size(src: str | Path, qtype: str, imatrix: str | Path | None = None,
+                   token_embedding_type: str | None = None, output_tensor_type: str | None = None) -> int:
+    """The file size llama.cpp's dry run predicts, in bytes (nothing is written)."""
+    import llama_cpp
+
+    ft = file_type(qtype)
+    src = Path(src)
+    check_gguf_file(src)
+    lines: list[str] = []
+    with _params(ft, 0, imatrix, token_embedding_type, output_tensor_type) as params, _captured_log(lines):
+        params.dry_run = True
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), b"/dev/null", params)
+    text = "".join(lines)
+    match = re.search(r"quant size\s*=\s*([0-9.]+) MiB", text)
+    if rc != 0 or not match:
+        raise EdgetuneError(f"{src}: llama.cpp's dry run for {ft.name} failed (rc {rc})")
+    # llama.cpp reports tensor bytes; the header (vocabulary, metadata) comes on top, as in the source file.
+    return int(float(match.group(1)) * 2**20) + header_bytes(src)
+
+
+def ggml_type(name: str | None, where: str) -> int | None:
+    """A ggml tensor type id by name (Q8_0, Q4_0, F16, ...), or None for llama.cpp's own choice."""
+    if name in (None, "", "auto"):
+        return None
     try:
-        import gguf
-        gguf.GGUFReader(str(path), "r")
-    except Exception as e:
-        raise EdgetuneError(f"{path}: truncated or corrupt GGUF ({str(e).splitlines()[0][:120]})") from None
+        return int(gguf.GGMLQuantizationType[str(name).upper()])
+    except KeyError:
+        raise EdgetuneError(f"{where}: {name!r} is not a ggml tensor type "
+                            f"(e.g. {', '.join(t.name for t in list(gguf.GGMLQuantizationType)[:9])})") from None
 
 
-def bits_per_weight(path: str | Path) -> float:
-    """Bits per parameter over the file's tensors (what llama.cpp reports as BPW)."""
-    import gguf
+@contextlib.contextmanager
+def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_tensor_type):
+    """llama_model_quantize_params with the importance matrix and the quantize.imatrix.* metadata
+    llama-quantize writes; the ctypes arrays they point into live until the block ends."""
+    import llama_cpp
+    import llama_cpp._logger
 
-    reader = gguf.GGUFReader(str(path), "r")
-    n_params = sum(int(t.n_elements) for t in reader.tensors)
-    n_bytes = sum(int(t.n_bytes) for t in reader.tensors)
-    return 8 * n_bytes / max(n_params, 1)
+    llama_cpp._logger.set_verbose(False)  # llama.cpp would print every tensor onto the terminal
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(ft.ftype)
+    params.nthread = threads
+    params.allow_requantize = False
+    for attr, value, where in (("token_embedding_type", token_embedding_type, "token_embedding_type"),
+                               ("output_tensor_type", output_tensor_type, "output_tensor_type")):
+        type_id = ggml_type(value, where)
+        if type_id is not None:
+            setattr(params, attr, type_id)
+    keep = []
+    if imatrix is not None:
+        im = imatrix_mod.read(imatrix)
+        data = im.mean_squares()
+        entries = (llama_cpp.llama_model_imatrix_data * (len(data) + 1))()
+        for i, (name, values) in enumerate(sorted(data.items())):
+            name_b = name.encode()
+            keep += [name_b, values]
+            entries[i].name = name_b
+            entries[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entries[i].size = values.size
+        entries[len(data)].name = None  # the array ends at a NULL name
+        overrides = _kv_overrides([
+            ("quantize.imatrix.file", Path(imatrix).name),
+            ("quantize.imatrix.dataset", im.datasets[0] if im.datasets else ""),
+            ("quantize.imatrix.entries_count", len(data)),
+            ("quantize.imatrix.chunks_count", im.chunk_count)])
+        keep += [entries, overrides]
+        params.imatrix = entries
+        params.kv_overrides = overrides
+    yield params
+    del keep
+
+
+def _kv_overrides(items: list[tuple[str, str | int]]):
+    """A llama_model_kv_override array ending with an empty key (llama.cpp's terminator)."""
+    import llama_cpp
+
+    arr = (llama_cpp.llama_model_kv_override * (len(items) + 1))()
+    for o, (key, value) in zip(arr, items):
+        o.key = key.encode()[:127]
+        if isinstance(value, int):
+            o.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
+            o.value.val_i64 = value
+        else:
+            o.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+            o.value.val_str = str(value).encode()[:127]
+    arr[len(items)].key = b""
+    return arr
+
+
+@contextlib.contextmanager
+def _captured_log(lines: list[str]):
+    """llama.cpp's log lines, collected instead of printed, for the length of the block."""
+    import llama_cpp
+    import llama_cpp._logger
+
+    @llama_cpp.llama_log_callback
+    def collect(level, text, user_data):
+        lines.append(text.decode("utf-8", errors="replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))

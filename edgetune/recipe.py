@@ -11,8 +11,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gguf
 import yaml
 
+from edgetune.convert.filetypes import DIRECT_TYPES, FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.templates import CHOICES as TEMPLATE_CHOICES
 
@@ -23,8 +25,6 @@ TARGET_PRESETS = {
     "attn": ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"],
     "all-linear": "all-linear",
 }
-QUANT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q5_1", "Q4_K_M", "Q4_K_S", "Q4_0", "Q4_1",
-               "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K", "IQ4_NL", "IQ4_XS", "F16", "BF16")
 
 
 @dataclass
@@ -70,10 +70,23 @@ class TrainSpec:
     allow_pickle: bool = False  # load a pickle-only base (weights_only=True, copied as safetensors)
 
 
+AUTO_TYPES = [name for name, t in FILE_TYPES.items() if t.swept]
+
+
 @dataclass
 class ExportSpec:
     outtype: str = "f16"  # the unquantized GGUF: f32 | f16 | bf16 | q8_0
+    # quant types to write, or [auto]: sweep auto_types and keep the smallest file within the budget
     quants: list[str] = field(default_factory=lambda: ["Q8_0", "Q4_K_M"])
+    imatrix: bool = True  # importance matrix from the training rows for every quantized file
+    imatrix_tokens: int = 200_000  # training tokens it is computed on (fewer when the set is smaller)
+    auto_types: list[str] = field(default_factory=lambda: list(AUTO_TYPES))
+    # token-embedding / output tensor types tried with each type ("default": llama.cpp's choice)
+    auto_embedding_types: list[str] = field(default_factory=lambda: ["default", "Q4_0"])
+    auto_min_top1: float = 0.98  # budget: share of next tokens whose top-1 matches the F16 file
+    auto_max_accuracy_drop: float = 0.01  # budget: held-out exact-match accuracy below the F16 file's
+    auto_max_mib: float = 0.0  # budget: file size limit (0: none)
+    auto_keep_all: bool = False  # keep every file of the sweep, not only the recommended one
 
 
 @dataclass
@@ -195,12 +208,34 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     if t.max_grad_norm <= 0:
         bad("train.max_grad_norm", f"{t.max_grad_norm} must be positive")
     target_modules(t.targets, where)
-    if r.export.outtype not in ("f32", "f16", "bf16", "q8_0"):
-        bad("export.outtype", f"{r.export.outtype!r} is not one of f32, f16, bf16, q8_0")
-    for q in r.export.quants:
-        if q.upper() not in QUANT_TYPES:
-            bad("export.quants", f"{q!r} is not one of {', '.join(QUANT_TYPES)}")
-    r.export.quants = [q.upper() for q in r.export.quants]
+    if r.export.outtype.upper() not in DIRECT_TYPES:
+        bad("export.outtype", f"{r.export.outtype!r} is not one of {', '.join(t.outtype for t in DIRECT_TYPES.values())}")
+    e = r.export
+    if [q.lower() for q in e.quants] == ["auto"]:
+        e.quants = ["auto"]
+    else:
+        for q in e.quants:
+            if q.upper() not in FILE_TYPES:
+                bad("export.quants", f"{q!r} is not one of {', '.join(FILE_TYPES)} (or auto, alone)")
+        e.quants = [q.upper() for q in e.quants]
+    for q in e.auto_types:
+        if q.upper() not in FILE_TYPES or FILE_TYPES[q.upper()].unquantized:
+            quantized = ", ".join(n for n, t in FILE_TYPES.items() if not t.unquantized)
+            bad("export.auto_types", f"{q!r} is not a quantized type ({quantized})")
+    e.auto_types = [q.upper() for q in e.auto_types]
+    for q in e.auto_embedding_types:
+        if q.lower() != "default" and q.upper() not in gguf.GGMLQuantizationType.__members__:
+            bad("export.auto_embedding_types", f"{q!r} is not default or a ggml tensor type (Q8_0, Q6_K, Q4_0, ...)")
+    if not e.auto_types or not e.auto_embedding_types:
+        bad("export.auto_types", "and auto_embedding_types must not be empty")
+    if e.imatrix_tokens < 1:
+        bad("export.imatrix_tokens", f"{e.imatrix_tokens} must be at least 1")
+    if not 0 <= e.auto_min_top1 <= 1:
+        bad("export.auto_min_top1", f"{e.auto_min_top1} must be in [0, 1]")
+    if not 0 <= e.auto_max_accuracy_drop <= 1:
+        bad("export.auto_max_accuracy_drop", f"{e.auto_max_accuracy_drop} must be in [0, 1]")
+    if e.auto_max_mib < 0:
+        bad("export.auto_max_mib", f"{e.auto_max_mib} must be >= 0 (0: no limit)")
     if r.smoke.prompts < 0 or r.smoke.max_tokens < 1:
         bad("smoke", "prompts must be >= 0 and max_tokens >= 1")
     return r

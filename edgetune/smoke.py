@@ -28,9 +28,11 @@ import numpy as np
 
 from edgetune import data as data_mod
 from edgetune import templates
+from edgetune.convert.filetypes import FILE_TYPES, by_ftype
 from edgetune.data import Example
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
+from edgetune.gguf_io import bits_per_weight, check_gguf_file
 
 PARITY_STRINGS = [
     "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
@@ -151,7 +153,6 @@ def _llama(path: Path, n_ctx: int, threads: int):
 def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int = 0,
                on_event: Callback = ignore, modelfile: Path | None = None) -> dict:
     """All smoke measures for one GGUF file, and its verdict."""
-    from edgetune.quantize import bits_per_weight, check_gguf_file
 
     path = Path(path)
     check_gguf_file(path)
@@ -368,12 +369,19 @@ def generation_speed(llm, prompt: list[int], n_tokens: int = 32) -> float:
     return n_tokens / (time.perf_counter() - t0)
 
 
+def _file_type(path: Path, ftype):
+    """The registry entry from general.file_type, else from the file name's -TYPE suffix."""
+    return by_ftype(ftype) or FILE_TYPES.get(path.stem.rsplit("-", 1)[-1].upper())
+
+
 def _is_unquantized(path: Path, ftype) -> bool:
-    return ftype in (0, 1, 32) or any(t in path.name.upper() for t in ("-F16", "-F32", "-BF16"))
+    t = _file_type(path, ftype)
+    return bool(t) and t.unquantized
 
 
 def _is_8bit(path: Path, ftype) -> bool:
-    return ftype == 7 or "Q8_0" in path.name.upper()
+    t = _file_type(path, ftype)
+    return bool(t) and t.name == "Q8_0"
 
 
 def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile: Path | None,
@@ -432,11 +440,11 @@ QUICK_PROMPT = "### Instruction:\nWhat is the last word of: red fox tiger\n\n###
 def quick_check(path: str | Path, lora: Path | None = None, prompt: str = QUICK_PROMPT, max_tokens: int = 32,
                 threads: int = 0) -> dict:
     """Loads in llama.cpp (with `lora` applied if given), finite logits, generates; records the greedy
-    answer and whether it stopped at EOS (reported, not required: an adapter need not answer this prompt). With `lora`, also that the adapter really changed the logits
+    answer and whether it stopped at EOS (reported, not required: an adapter need not answer this
+    prompt). With `lora`, also that the adapter really changed the logits
     (llama.cpp reports a failed adapter load by a falsy pointer, not an error)."""
     from llama_cpp import Llama
 
-    from edgetune.quantize import check_gguf_file
 
     path = Path(path)
     check_gguf_file(path)

@@ -19,9 +19,22 @@ from pathlib import Path
 from edgetune import data as data_mod
 from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
-from edgetune.device import Estimate, estimate_throughput
+from edgetune.device import (
+    Estimate,
+    cpu_bf16,
+    cpu_threads,
+    estimate_throughput,
+    gradient_checkpointing,
+)
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, CancelToken, Cancelled, Event, ignore
+from edgetune.events import (
+    Callback,
+    Cancelled,
+    CancelToken,
+    Event,
+    TrainMetrics,
+    ignore,
+)
 from edgetune.fsutil import atomic_dir, write_json
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.targets import describe, resolve_targets
@@ -49,7 +62,6 @@ def plan(spec: TrainSpec) -> Plan:
     the CPU has bf16 matmul units (AVX512-BF16, AMX-BF16), else fp32. LoRA weights stay fp32 either way."""
     import torch
 
-    from edgetune.device import cpu_bf16
 
     cuda = torch.cuda.is_available()
     method = spec.method if spec.method != "auto" else ("qlora" if cuda else "lora")
@@ -183,8 +195,8 @@ def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path:
             if loss is not None and not math.isfinite(loss):
                 self.nan = True
                 control.should_training_stop = True
-            on_event(Event(
-                "train", "progress", step=state.global_step, total=state.max_steps, loss=loss,
+            on_event(TrainMetrics(
+                step=state.global_step, total=state.max_steps, loss=loss,
                 eval_loss=logs.get("eval_loss"), lr=logs.get("learning_rate"),
                 tokens_per_s=record.get("tokens_per_s"),
                 eta_s=(state.max_steps - state.global_step) / rate if rate else None,
@@ -212,7 +224,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig
 
-    from edgetune.sft import Trainer
+    from edgetune.sft import Trainer  # subclasses TRL's SFTTrainer: importing it loads TRL
 
     quiet_libraries()
     run_dir = Path(run_dir)
@@ -308,14 +320,15 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
                "trainable_params": trainable, "total_params": total, "steps": trainer.state.global_step,
                "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
                "format": ds.format, "lost_rows": prepared.lost,
-               "template": prepared.template.name if prepared.template else None, "train_rows": len(train_ds), "eval_rows": len(eval_ds) if eval_ds is not None else 0,
+               "template": prepared.template.name if prepared.template else None, "train_rows": len(train_ds),
+               "eval_rows": len(eval_ds) if eval_ds is not None else 0,
                "tokens": stats.to_dict()}
     if eval_ds is not None:
         metrics = trainer.evaluate()
         summary["eval_loss"] = metrics["eval_loss"]
         summary["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
-        on_event(Event("train", "metric", f"eval loss {metrics['eval_loss']:.4f}, "
-                       f"perplexity {summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
+        on_event(TrainMetrics(kind="metric", message=f"eval loss {metrics['eval_loss']:.4f}, perplexity "
+                              f"{summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
     adapter_dir = run_dir / "adapter"
     if not trainer.is_world_process_zero():
         return adapter_dir
@@ -355,7 +368,6 @@ def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Cal
     whether to checkpoint."""
     import torch
 
-    from edgetune.device import cpu_threads, gradient_checkpointing
 
     if p.device == "cpu":
         n, threads = cpu_threads()

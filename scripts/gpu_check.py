@@ -60,8 +60,8 @@ def gemma_shaped_base(out: Path) -> Path:
 def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     """One side of the comparison in this (fresh) process: QLoRA training, then its peak CUDA memory."""
     import torch
-
     import train as bench  # scripts/bench/train.py: the benchmark's recipe and the seed recipe
+
     from edgetune import train
     from edgetune.base import load_tokenizer
 
@@ -120,7 +120,8 @@ def main() -> None:
     import torch
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device; this check is for a GPU machine")
-    from edgetune import pipeline, recipe as R
+    from edgetune import pipeline
+    from edgetune import recipe as R
     from edgetune.events import Event
 
     t_all = time.time()
@@ -131,7 +132,7 @@ def main() -> None:
     rates = []
 
     def on_event(e: Event) -> None:
-        if e.tokens_per_s:
+        if getattr(e, "tokens_per_s", None):  # TrainMetrics events carry it
             rates.append(e.tokens_per_s)
         if e.kind in ("log", "metric", "done") and e.message:
             print(f"[{e.phase}] {e.message}", flush=True)

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from arch_models import build
 from edgetune.batch import run_batch
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.merge import merge
 from edgetune.smoke import nmse
+
+from arch_models import build
 
 
 def make_adapter(base_dir, out_dir, r, targets, seed, **extra):

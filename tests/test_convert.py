@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-import convert_fixtures as fx
-from convert_fixtures import build, hf_logits, llama_logits
 from edgetune.convert import convert_hf_to_gguf, needs_qk_permute, tensor_name_map
 from edgetune.errors import EdgetuneError
 from edgetune.smoke import PARITY_STRINGS, nmse
+
+import convert_fixtures as fx
+from convert_fixtures import build, hf_logits, llama_logits
 
 ARCHS = ["llama", "llama3", "smollm2", "mistral", "qwen2", "qwen2.5", "qwen3", "gemma2", "gemma3", "gemma3-mm", "phi3",
          "mistral3", "smollm3", "granite", "olmo2"]
@@ -216,7 +217,6 @@ def test_gemma_style_sentencepiece_json(tiny, tmp_path):
 def test_more_user_errors(tiny, tmp_path):
     import json
 
-    import torch
     from safetensors.torch import load_file, save_file
     model_dir = tiny("llama")
     with pytest.raises(EdgetuneError, match="no config.json"):
@@ -261,6 +261,7 @@ def test_gemma3_sliding_window_and_per_layer_rope(tiny, tmp_path):
     """A sliding layer then a global one, window 4, a prompt of 30+ tokens: the window, the
     layer pattern and the two RoPE bases all show in the logits."""
     import json
+
     from transformers import AutoTokenizer
     model_dir = fx.copy_model(tiny("gemma3"), tmp_path / "swa")
     config = json.loads((model_dir / "config.json").read_text())

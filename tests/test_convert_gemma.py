@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from convert_fixtures import vocab_only
 from edgetune.smoke import PARITY_STRINGS, nmse
+
+from convert_fixtures import vocab_only
 
 pytestmark = pytest.mark.slow
 

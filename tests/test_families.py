@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from arch_models import build
-from conftest import make_recipe
-from convert_fixtures import hf_logits, llama_logits
 from edgetune import pipeline
 from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
 from edgetune.smoke import nmse, quick_check
+
+from arch_models import build
+from conftest import make_recipe
+from convert_fixtures import hf_logits, llama_logits
 
 # family -> the linear layers of its decoder (what all-linear must adapt, fused ones included)
 FAMILIES = {
@@ -144,9 +145,10 @@ def test_wizard_base_step_refuses_an_unconvertible_architecture(tmp_path):
     import asyncio
 
     from test_tui import wait_until
-    from tui_fixtures import FakeRunner
 
     from edgetune.tui.app import EdgetuneApp
+
+    from tui_fixtures import FakeRunner
     neox = _with_config(build("llama", tmp_path / "llama"), tmp_path / "neox", architectures=["GPTNeoXForCausalLM"])
 
     async def go():

@@ -4,9 +4,10 @@ once) and answer exactly as the training-format prompt does, in the F16 and the 
 Slow: a few minutes on 2 cores (the Gemma import is cached)."""
 import pytest
 
-from conftest import make_recipe
 from edgetune import pipeline
 from edgetune.demo import write_dataset
+
+from conftest import make_recipe
 
 pytestmark = pytest.mark.slow
 

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-import arch_models
 from edgetune import loss
+
+import arch_models
 
 
 def tiny_lora_model(arch, dtype, softcap=None):

@@ -61,7 +61,8 @@ def test_merge_rejects_an_adapter_for_another_base(trained_run, tmp_path):
         merge.merge(json.loads((run / "train.json").read_text())["base_path"], adapter, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-    renamed = {k.replace("layers.0.", "layers.9."): v for k, v in load_file(str(run / "adapter" / "adapter_model.safetensors")).items()}
+    tensors = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    renamed = {k.replace("layers.0.", "layers.9."): v for k, v in tensors.items()}
     save_file(renamed, str(adapter / "adapter_model.safetensors"))
     with pytest.raises(EdgetuneError, match="have no base weight"):
         merge.merge(json.loads((run / "train.json").read_text())["base_path"], adapter, tmp_path / "out")

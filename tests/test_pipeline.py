@@ -3,10 +3,11 @@ import json
 
 import pytest
 
-from conftest import make_recipe
 from edgetune import pipeline
 from edgetune.errors import EdgetuneError
-from edgetune.events import CancelToken, Cancelled
+from edgetune.events import Cancelled, CancelToken
+
+from conftest import make_recipe
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_every_step_produces_its_output(finished_run):
                  run.gguf("Q8_0"), run.gguf("Q4_K_M"), run.dir / "smoke.json", run.dir / "report.md",
                  run.gguf_dir / "Modelfile", run.gguf_dir / "README.md", run.dir / "recipe.yaml"):
         assert path.exists(), path
-    step_done = [e.phase for e in events if e.kind == "done" and e.message.startswith(f"{e.phase}: ")]
+    step_done = [e.phase for e in events if e.kind == "step_done"]
     assert step_done == list(pipeline.STEPS)
     assert run.gguf("Q4_K_M").stat().st_size < run.gguf("Q8_0").stat().st_size < run.gguf("F16").stat().st_size
 
@@ -85,7 +86,7 @@ def test_rerun_skips_everything(finished_run):
     r, _, _ = finished_run
     events = []
     pipeline.run(r, events.append)
-    skipped = [e.phase for e in events if e.kind == "skip"]
+    skipped = [e.phase for e in events if e.kind == "step_skip"]
     assert skipped == list(pipeline.STEPS)
 
 
@@ -94,7 +95,7 @@ def test_changing_quants_redoes_only_quantize_and_smoke(finished_run):
     r.export.quants = ["Q8_0", "Q5_K_M"]
     events = []
     pipeline.run(r, events.append)
-    skipped = [e.phase for e in events if e.kind == "skip"]
+    skipped = [e.phase for e in events if e.kind == "step_skip"]
     assert skipped == ["train", "merge", "convert"]
     assert pipeline.Run(r).gguf("Q5_K_M").exists()
 
@@ -134,7 +135,7 @@ def test_cancel_between_steps_keeps_what_is_done(tiny_base, demo_jsonl, tmp_path
     cancel = CancelToken()
 
     def stop_after_merge(e):
-        if e.phase == "merge" and e.kind == "done" and e.message.startswith("merge:"):
+        if e.phase == "merge" and e.kind == "step_done":
             cancel.cancel()
 
     with pytest.raises(Cancelled):

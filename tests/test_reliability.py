@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from edgetune import data
 from edgetune.base import check_model_folder, resolve_base
 from edgetune.errors import EdgetuneError
-from edgetune.quantize import check_gguf_file
+from edgetune.gguf_io import check_gguf_file
 
 
 def one_line(e) -> str:

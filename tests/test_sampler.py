@@ -122,10 +122,11 @@ def record_batches(monkeypatch):
 
 
 def test_training_mixes_lengths_from_the_start_and_resumes_on_the_same_batches(tiny_base, tmp_path, monkeypatch):
-    from conftest import make_recipe
     from edgetune import train
-    from edgetune.events import CancelToken, Cancelled
+    from edgetune.events import Cancelled, CancelToken
     from edgetune.recipe import run_dir
+
+    from conftest import make_recipe
 
     data = load_bench("train").make_data(tmp_path / "varied.jsonl", 160)  # 1 to 40 words of context per row
     settings = {"max_steps": 24, "batch_size": 8, "save_steps": 100, "eval_steps": 100, "logging_steps": 1}

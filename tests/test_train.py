@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edgetune import train
-from edgetune.events import CancelToken, Cancelled
+from edgetune.events import Cancelled, CancelToken
 from edgetune.recipe import run_dir
 
 

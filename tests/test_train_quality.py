@@ -1,6 +1,7 @@
 """Per step, edgetune must learn at least as much as the seed recipe (TRL defaults, loss on all tokens)."""
-import arch_models
 from test_sampler import load_bench
+
+import arch_models
 
 
 def test_same_steps_learn_at_least_as_much_as_the_seed_recipe(tmp_path):

@@ -2,9 +2,10 @@
 import asyncio
 
 import pytest
-from tui_fixtures import FakeRunner
 
 from edgetune.tui.app import EdgetuneApp
+
+from tui_fixtures import FakeRunner
 
 
 async def wait_until(pilot, condition, seconds=60.0):
@@ -27,7 +28,8 @@ def test_wizard_reaches_run_with_demo_defaults():
             await wait_until(pilot, lambda: app.screen.__class__.__name__ == "RunScreen" and app.screen.finished)
             table = app.screen.query_one("#smoke")
             assert table.row_count == 3
-            assert "base 0% -> fine-tuned 100%" in str(app.screen.query_one("#accuracy").render())
+            verdicts = str(app.screen.query_one("#accuracy").render())
+        assert "task verdict: good (held-out accuracy 0% -> 100%" in verdicts and "file verdict: FAIL" in verdicts
     asyncio.run(go())
     assert runner.recipe.base == "demo" and runner.recipe.data.path == "demo"
     assert runner.recipe.export.quants == ["Q8_0", "Q4_K_M"] and runner.recipe.name == "my-run"
@@ -171,9 +173,10 @@ def test_chat_message_box_takes_several_lines_and_a_paste_whole():
     """Ctrl+J starts a new line, a paste (as the terminal delivers it, to the app) keeps its blank
     lines, Enter sends it all as one message."""
     from textual import events
-    from tui_fixtures import FakeChatSession
 
     from edgetune.tui.screens.chat import ChatScreen
+
+    from tui_fixtures import FakeChatSession
 
     async def go():
         app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession)

@@ -5,9 +5,10 @@ step durations (the step table's clock), the pipeline and chat sessions (fakes w
 import json
 
 import pytest
-from tui_fixtures import FakeChatSession, FakeRunner, write_fake_adapters
 
 from edgetune.tui.app import EdgetuneApp
+
+from tui_fixtures import FakeChatSession, FakeRunner, write_fake_adapters
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
@@ -75,7 +76,7 @@ def test_training_screen(snap_compare, workdir, size, monkeypatch):
     # The device, its bf16 units and the measured matmul rate are this machine's: pinned.
     why = "bf16 autocast, fp32 LoRA weights: the CPU has AVX512-BF16"
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    monkeypatch.setattr("edgetune.device.cpu_bf16", lambda: (True, why))
+    monkeypatch.setattr("edgetune.train.cpu_bf16", lambda: (True, why))
     monkeypatch.setattr("edgetune.tui.screens.training.estimate", lambda recipe, stats: Estimate(
         "cpu", "bf16", why, "2 threads (one per physical core)", 100.0, 5e6, 512, 8))
     shown = lambda app: "trained tokens/s" in str(app.screen.query_one("#estimate").render())  # noqa: E731

@@ -5,11 +5,12 @@ import threading
 import time
 from pathlib import Path
 
-from edgetune.events import Cancelled, Event
+from edgetune.events import Cancelled, Event, TrainMetrics
 
 FAKE_SUMMARY = {
     "prompts": ["p"] * 4, "expected": ["x"] * 4, "base": {"answers": [""] * 4, "accuracy": 0.0},
     "hf": {"answers": ["x"] * 4, "accuracy": 1.0, "perplexity": 1.5},
+    "task": {"verdict": "good", "accuracy": [0.0, 1.0], "perplexity": [9.3, 1.5], "eval_loss": 0.4, "reasons": []},
     "files": [{"file": f"my-run-{q}.gguf", "path": f"runs/my-run/gguf/my-run-{q}.gguf", "bytes": int(2**20 * mib),
                "bits_per_weight": bits, "perplexity": ppl, "agreement": agree, "accuracy": acc,
                "gen_tokens_per_s": tps, "passed": passed, "problems": [] if passed else ["answers differ"]}
@@ -32,23 +33,23 @@ class FakeRunner:
 
     def __call__(self, recipe, on_event, cancel):
         self.recipe, self.cancelled = recipe, cancel
-        on_event(Event("train", "start", "train"))
+        on_event(Event("train", "step_start", "train"))
         on_event(Event("train", "log", "lora on cpu (fp32), 2 examples"))
         for step in range(1, self.steps + 1):
             loss = 3.0 / (1 + step / 4) + 0.05 * (step % 3)
-            on_event(Event("train", "progress", step=step, total=self.steps, loss=loss, lr=2e-4 * (1 - step / 40),
-                           tokens_per_s=1234.0, eta_s=float(self.steps - step), memory_mb=512.0,
-                           eval_loss=loss + 0.2 if step % 10 == 0 else None))
+            on_event(TrainMetrics(step=step, total=self.steps, loss=loss, lr=2e-4 * (1 - step / 40),
+                                  tokens_per_s=1234.0, eta_s=float(self.steps - step), memory_mb=512.0,
+                                  eval_loss=loss + 0.2 if step % 10 == 0 else None))
         if self.wait_for_cancel:
             for _ in range(200):
                 if cancel.cancelled:
                     raise Cancelled("training cancelled at step 3; rerun to resume")
                 time.sleep(0.05)
-        on_event(Event("train", "done", "train: 1.0s"))
-        on_event(Event("merge", "skip", "merge: up to date"))
+        on_event(Event("train", "step_done", "train: 1.0s"))
+        on_event(Event("merge", "step_skip", "merge: up to date"))
         for phase in ("convert", "quantize", "smoke"):
-            on_event(Event(phase, "start", phase))
-            on_event(Event(phase, "done", f"{phase}: 0.1s"))
+            on_event(Event(phase, "step_start", phase))
+            on_event(Event(phase, "step_done", f"{phase}: 0.1s"))
         return FAKE_SUMMARY
 
 

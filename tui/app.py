@@ -1,7 +1,8 @@
 """The edgetune terminal UI: a wizard from dataset to GGUF, a live run view, chat and batch screens.
 
-Everything heavy runs in thread workers; the core reports progress through edgetune.events, which
-the screens receive on the UI thread via `call_from_thread`. The core never imports Textual.
+Everything heavy runs in thread workers; the core reports progress through edgetune.events, and
+the workers post them to their screen as Textual messages (tui/messages.py), handled on the UI
+thread by `on_core_event` / `on_job_finished`. The core never imports Textual.
 """
 from __future__ import annotations
 
@@ -11,20 +12,27 @@ from typing import Callable
 from textual.app import App
 from textual.binding import Binding
 
+from edgetune import pipeline
 from edgetune import recipe as recipe_mod
+from edgetune.chat import ChatSession
 from edgetune.events import CancelToken
 from edgetune.recipe import Recipe
+
+from .screens.base_model import BaseModelScreen
+from .screens.batch import BatchScreen
+from .screens.chat import ChatScreen
+from .screens.confirm import ConfirmScreen
+from .screens.help import HelpScreen
+from .screens.run import RunScreen
 
 Runner = Callable  # (recipe, on_event, cancel) -> smoke summary dict, as pipeline.run
 
 
 def default_runner(recipe, on_event, cancel):
-    from edgetune import pipeline
     return pipeline.run(recipe, on_event, cancel)
 
 
 def default_chat_session(path: str, system: str = ""):
-    from edgetune.chat import ChatSession
     return ChatSession(path, system=system)
 
 
@@ -56,24 +64,19 @@ class EdgetuneApp(App):
 
     def on_mount(self) -> None:
         if self.autostart:
-            from .screens.run import RunScreen
             self.push_screen(RunScreen(self.recipe))
         else:
-            from .screens.base_model import BaseModelScreen
             self.push_screen(BaseModelScreen())
 
     def action_help(self) -> None:
-        from .screens.help import HelpScreen
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
     def action_chat(self, gguf: str = "", compare_with: str = "") -> None:
-        from .screens.chat import ChatScreen
         if not isinstance(self.screen, ChatScreen):
             self.push_screen(ChatScreen(gguf, compare_with))
 
     def action_batch(self) -> None:
-        from .screens.batch import BatchScreen
         if not isinstance(self.screen, BatchScreen):
             self.push_screen(BatchScreen())
 
@@ -82,7 +85,6 @@ class EdgetuneApp(App):
         if not self.running:
             self.exit()
             return
-        from .screens.confirm import ConfirmScreen
 
         def answered(yes: bool | None) -> None:
             if yes:

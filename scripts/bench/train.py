@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,8 @@ from pathlib import Path
 def make_data(path: Path, n: int) -> Path:
     """Demo rows with varied lengths (1 to 40 filler words of context), like real instruction data."""
     import random
-    from edgetune.demo import task_example, TASKS, WORDS
+
+    from edgetune.demo import TASKS, WORDS, task_example
     rng = random.Random(0)
     with open(path, "w") as f:
         for i in range(n):
@@ -75,6 +75,7 @@ def bench_recipe(kind: str, base: str, data: str, steps: int, out: str, batch: i
 def train_ours(r, out: Path):
     """`edgetune train`; returns (model with the adapter, seconds in trainer.train(), trained tokens)."""
     from peft import PeftModel
+
     from edgetune import train
 
     train.train(r, out)
@@ -95,7 +96,9 @@ def train_seed(r, tok, out: Path, p=None, checkpointing: bool = False):
     import datasets
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
-    from edgetune import recipe as R, train
+
+    from edgetune import recipe as R
+    from edgetune import train
 
     p = p or _fp32()  # the seed recipe trains in fp32 on the CPU
     _, _, prepared = train.build_datasets(r, tok)
@@ -130,6 +133,7 @@ def train_seed(r, tok, out: Path, p=None, checkpointing: bool = False):
 
 def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     import torch
+
     from edgetune import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
@@ -155,7 +159,8 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
         expected = estimate_throughput(model.config, p.device, p.dtype, p.why, r.train.batch_size, int(mean_len),
                                        loss_share).tokens_per_s
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
-    return {"expected_tokens_per_s": expected, "kind": kind, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+    return {"expected_tokens_per_s": expected, "kind": kind, "seconds": seconds, "tokens": tokens,
+            "tokens_per_s": tokens / seconds,
             "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, "eval_loss": eval_loss,
             "gflops": flops / 1e9, "dtype": "fp32" if kind == "seed" else train.plan(r.train).dtype}
 
@@ -189,6 +194,7 @@ def main() -> None:
                 print(f"run {i} {kind}: {json.dumps(results[kind][-1])}", flush=True)  # kept if a later run stops
     best = {k: max(v, key=lambda x: x["tokens_per_s"]) for k, v in results.items()}
     import torch
+
     from edgetune.device import matmul_peak_gflops
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     peak = {d: matmul_peak_gflops(d) for d in ("fp32", "bf16")}

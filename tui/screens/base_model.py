@@ -7,9 +7,13 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
+from edgetune.base import check_model_folder
 from edgetune.errors import EdgetuneError
+from edgetune.gguf_io import check_gguf_file
 from edgetune.hub import check_id, is_hub_id
 
+from .dataset import DatasetScreen
+from .file_picker import FilePickerScreen
 from .wizard import WizardScreen
 
 CHOICES = [
@@ -56,7 +60,6 @@ class BaseModelScreen(WizardScreen):
             super().on_button_pressed(event)
 
     def browse(self) -> None:
-        from .file_picker import FilePickerScreen
         gguf = self._kind() == "gguf"
 
         def picked(path: str | None) -> None:
@@ -76,10 +79,8 @@ class BaseModelScreen(WizardScreen):
             raise EdgetuneError(f"base: type the {NEEDS_PATH[kind]} in the box (or Browse)")
         path = Path(text).expanduser()
         if kind == "folder":
-            from edgetune.base import check_model_folder
             check_model_folder(path)
         elif kind == "gguf":
-            from edgetune.quantize import check_gguf_file
             if path.suffix != ".gguf":
                 raise EdgetuneError(f"{text}: not a .gguf file")
             check_gguf_file(path)
@@ -90,5 +91,4 @@ class BaseModelScreen(WizardScreen):
         self.app.recipe.base = str(path) if kind != "hub" else text
 
     def next_screen(self):
-        from .dataset import DatasetScreen
         return DatasetScreen()

@@ -8,17 +8,28 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Select, SelectionList, Static
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Select,
+    SelectionList,
+    Static,
+)
 
 from edgetune.batch import find_adapters, run_batch, slug
+from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
-from edgetune.events import CancelToken, Event
+from edgetune.events import CancelToken
 
-from ..display import one_line, shown_path, show_status
-from ..threads import deliver
+from ..display import one_line, show_status, shown_path
+from ..messages import CoreEvent, JobFinished
+from .file_picker import FilePickerScreen
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
-QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_M", "Q6_K", "F16")
+QUANTS = tuple(name for name, t in FILE_TYPES.items() if t.offered)  # the registry's short list
 
 
 class BatchScreen(Screen):
@@ -72,7 +83,6 @@ class BatchScreen(Screen):
         show_status(self, message, error)
 
     def browse(self) -> None:
-        from .file_picker import FilePickerScreen
 
         def picked(path: str | None) -> None:
             if path:
@@ -116,12 +126,12 @@ class BatchScreen(Screen):
         self.query_one("#cancel", Button).disabled = False
         self.status("converting…")
         out = self.query_one("#out", Input).value.strip() or "gguf-out"
-        self._run(run_batch, self.query_one("#folder", Input).value.strip(), out, quants,
+        self._run(self.query_one("#folder", Input).value.strip(), out, quants,
                   str(self.query_one("#mode", Select).value))
 
     @work(thread=True, exclusive=True, group="batch")
-    def _run(self, run_batch, folder: str, out: str, quants: list[str], mode: str) -> None:
-        post = lambda e: deliver(self.app, self.handle_event, e)  # noqa: E731
+    def _run(self, folder: str, out: str, quants: list[str], mode: str) -> None:
+        post = lambda e: self.post_message(CoreEvent(e))  # noqa: E731
         try:
             rows = run_batch(folder, out, quants, mode, post, self.cancel_token)
             good = sum(r["status"] in ("ok", "skipped") for r in rows)
@@ -130,9 +140,10 @@ class BatchScreen(Screen):
             message, failed = str(e), True
         except Exception as e:
             message, failed = one_line(e), True
-        deliver(self.app, self._finished, message, failed)
+        self.post_message(JobFinished(message, message if failed else None))
 
-    def handle_event(self, e: Event) -> None:
+    def on_core_event(self, message: CoreEvent) -> None:
+        e = message.event
         if e.phase == "batch" and e.kind == "progress" and "name" in e.data:
             self.show_row(e.data)
         elif e.phase == "batch" and e.kind == "done":
@@ -148,9 +159,9 @@ class BatchScreen(Screen):
         else:  # a row the scan did not list (the folder changed meanwhile)
             table.add_row(row["name"], row["status"], detail, key=row["name"])
 
-    def _finished(self, message: str, failed: bool) -> None:
+    def on_job_finished(self, message: JobFinished) -> None:
         self.app.running_tokens.discard(self.cancel_token)
-        self.status(message, error=failed)
+        self.status(message.result, error=message.error is not None)
         self.query_one("#run", Button).disabled = False
         self.query_one("#cancel", Button).disabled = True
 

@@ -13,9 +13,10 @@ from textual.widgets import Button, Footer, Header, Input, Label, Static
 from edgetune.errors import EdgetuneError
 
 from ..display import one_line, show_status
-from ..threads import deliver
+from ..messages import JobFinished, ReplyDone, ReplyPiece
 from ..widgets.message_box import MessageBox
 from ..widgets.transcript import Transcript
+from .file_picker import FilePickerScreen
 
 
 class ChatScreen(Screen):
@@ -27,6 +28,7 @@ class ChatScreen(Screen):
         self.initial = (gguf, compare_with)
         self.sessions: list = []
         self.replies: list[str] = []
+        self.reply_lines: dict[int, Static] = {}  # transcript index -> the line its reply streams into
         self.streaming = 0  # replies still coming
 
     def compose(self) -> ComposeResult:
@@ -82,7 +84,6 @@ class ChatScreen(Screen):
         show_status(self, message, error)
 
     def browse(self) -> None:
-        from .file_picker import FilePickerScreen
 
         def picked(path: str | None) -> None:
             if path:
@@ -111,15 +112,20 @@ class ChatScreen(Screen):
                 sessions.append(self.app.chat_session(p, system))
         except EdgetuneError as e:
             _close(sessions)
-            deliver(self.app, self.status, str(e), True)
+            self.post_message(JobFinished(None, str(e)))
             return
         except Exception as e:
             _close(sessions)
-            deliver(self.app, self.status, one_line(e), True)
+            self.post_message(JobFinished(None, one_line(e)))
             return
-        deliver(self.app, self._loaded, sessions)
+        if not self.post_message(JobFinished(sessions)):  # the screen is gone: nobody will use them
+            _close(sessions)
 
-    async def _loaded(self, sessions) -> None:
+    async def on_job_finished(self, message: JobFinished) -> None:
+        if message.error is not None:
+            self.status(message.error, True)
+            return
+        sessions = message.result
         _close(self.sessions)
         self.sessions = sessions
         box = self.query_one("#transcripts", Horizontal)
@@ -162,26 +168,31 @@ class ChatScreen(Screen):
             session.system = system  # takes effect on this turn, no reload needed
             t = self.query_one(f"#t{i}", Transcript)
             t.add("you:", text)
-            self._stream(i, session, t, t.add("model:"), text, params)
+            self.reply_lines[i] = t.add("model:")
+            self._stream(i, session, text, params)
 
     @work(thread=True, group="chat-stream")
-    def _stream(self, i: int, session, transcript: Transcript, line: Static, text: str, params: dict) -> None:
-        error = ""
+    def _stream(self, i: int, session, text: str, params: dict) -> None:
+        error, reply = "", ""
         try:
             for piece in session.send(text, **params):
-                self.replies[i] += piece
-                deliver(self.app, transcript.show_reply, line, self.replies[i])
+                reply += piece
+                self.post_message(ReplyPiece(i, reply))
         except Exception as e:  # llama.cpp failing mid-reply: say so in one line, keep the screen
             error = one_line(e)
-        deliver(self.app, self._finished, transcript, line, i, session.last_stats, error)
+        # The user left while it streamed: no handler will close this session, so close it here.
+        if not self.is_attached or not self.post_message(ReplyDone(i, session.last_stats, error)):
+            session.close()
 
-    def _finished(self, transcript: Transcript, line: Static, i: int, stats: str, error: str) -> None:
-        transcript.show_reply(line, self.replies[i], stats)
+    def on_reply_piece(self, message: ReplyPiece) -> None:
+        self.replies[message.index] = message.text
+        self.query_one(f"#t{message.index}", Transcript).show_reply(self.reply_lines[message.index], message.text)
+
+    def on_reply_done(self, message: ReplyDone) -> None:
+        i, error = message.index, message.error
+        self.query_one(f"#t{i}", Transcript).show_reply(self.reply_lines[i], self.replies[i], message.stats)
         self.streaming = max(0, self.streaming - 1)
-        if not self.is_attached and not self.streaming:  # the user left while it was streaming
-            _close(self.sessions)
-            self.sessions = []
-        elif error:
+        if error:
             self.status(error, error=True)
 
     def action_stop(self) -> None:
@@ -205,7 +216,7 @@ class ChatScreen(Screen):
 
     def action_back(self) -> None:
         self.action_stop()
-        if not self.streaming:  # else the last reply to finish closes them
+        if not self.streaming:  # else each stream closes its session when it ends
             _close(self.sessions)
             self.sessions = []
         self.app.pop_screen()

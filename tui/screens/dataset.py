@@ -9,14 +9,18 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
 
+from edgetune import data as data_mod
 from edgetune import templates
+from edgetune.demo import demo_base_ready
 from edgetune.errors import EdgetuneError
 from edgetune.hub import check_id, is_hub_id
 from edgetune.recipe import DataSpec
 
 from ..display import base_label, one_line
-from ..threads import TRANSFORMERS_LOCK, deliver
+from ..messages import TRANSFORMERS_LOCK, JobFinished
 from ..widgets.histogram import Histogram
+from .file_picker import FilePickerScreen
+from .training import TrainingScreen
 from .wizard import WizardScreen
 
 FORMATS = [("auto-detect", "auto"), ("alpaca", "alpaca"), ("chat", "chat"), ("text", "text")]
@@ -81,7 +85,6 @@ class DatasetScreen(WizardScreen):
             self.check()
 
     def browse(self) -> None:
-        from .file_picker import FilePickerScreen
 
         def picked(path: str | None) -> None:
             if path:
@@ -113,13 +116,17 @@ class DatasetScreen(WizardScreen):
             try:
                 spec = DataSpec(path=path, format=fmt, on_bad_row=on_bad_row, template=template,
                                 max_length=self.app.recipe.data.max_length)
-                result = _inspect(spec, base)
+                self.post_message(JobFinished(_inspect(spec, base)))
             except EdgetuneError as e:
-                deliver(self.app, self._failed, str(e))
+                self.post_message(JobFinished(None, str(e)))
             except Exception as e:  # a bug, but the UI must not die: one line
-                deliver(self.app, self._failed, one_line(e))
-            else:
-                deliver(self.app, self._show, *result)
+                self.post_message(JobFinished(None, one_line(e)))
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        if message.error is not None:
+            self._failed(message.error)
+        else:
+            self._show(message.result)
 
     def _failed(self, message: str) -> None:
         self.query_one("#summary", Static).update("")
@@ -177,13 +184,11 @@ class DatasetScreen(WizardScreen):
         d.path, d.format, d.on_bad_row, d.template = path, fmt, skip, template
 
     def next_screen(self):
-        from .training import TrainingScreen
         return TrainingScreen()
 
 
 def _inspect(spec: DataSpec, base: str):
-    from edgetune import data as data_mod
-    return (data_mod.inspect(spec, base),)
+    return data_mod.inspect(spec, base)
 
 
 def _template_options(current: str) -> list[tuple[str, str]]:
@@ -192,7 +197,6 @@ def _template_options(current: str) -> list[tuple[str, str]]:
 
 
 def _demo_base_ready() -> bool:
-    from edgetune.demo import demo_base_ready
     return demo_base_ready()
 
 

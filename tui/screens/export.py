@@ -6,12 +6,17 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, SelectionList, Static
 
 from edgetune import recipe as recipe_mod
+from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 
+from .summary import SummaryScreen
 from .wizard import WizardScreen
 
-OFFERED = {"Q8_0": "8.5 bits/w, near lossless", "Q6_K": "6.6 bits/w", "Q5_K_M": "5.7 bits/w",
-           "Q4_K_M": "4.9 bits/w, the usual CPU choice", "Q4_0": "4.5 bits/w, fastest to decode"}
+
+def offered(recipe_quants: list[str]) -> list[str]:
+    """The registry's short list of quantized types, plus any other type the recipe already asks for."""
+    short = [name for name, t in FILE_TYPES.items() if t.offered and not t.unquantized]
+    return short + [q for q in recipe_quants if q not in short]
 
 
 class ExportScreen(WizardScreen):
@@ -19,13 +24,18 @@ class ExportScreen(WizardScreen):
 
     def body(self) -> ComposeResult:
         r = self.app.recipe
-        offered = {**OFFERED, **{q: "from the recipe" for q in r.export.quants if q not in OFFERED}}
-        self.offered = list(offered)
+        self.offered = offered([q for q in r.export.quants if q != "auto"])
         yield Label("Export", classes="title")
         yield Static(f"An {r.export.outtype.upper()} GGUF is always written; each type ticked below is "
                      "quantized from it and smoke-tested.", classes="hint")
-        yield SelectionList(*[(f"{q:7} {text}", q, q in r.export.quants) for q, text in offered.items()],
-                            id="quants")
+        auto = r.export.quants == ["auto"]
+        yield SelectionList(("auto    sweep types, keep the smallest within the budget", "auto", auto),
+                            *[(f"{q:7} {FILE_TYPES[q].bits:.1f} bits/w, {FILE_TYPES[q].about}", q,
+                               q in r.export.quants) for q in self.offered], id="quants")
+        with Horizontal(classes="field"):
+            yield Label("auto budget", classes="field-label")
+            yield Input(value=f"{r.export.auto_min_top1 * 100:g}", id="min_top1", classes="field-input", compact=True)
+            yield Static("% of next tokens whose top-1 matches F16", classes="field-help")
         with Horizontal(classes="field"):
             yield Label("run name", classes="field-label")
             yield Input(value=r.name, id="name", classes="field-input", compact=True)
@@ -48,15 +58,19 @@ class ExportScreen(WizardScreen):
 
     def apply(self) -> None:
         ticked = set(self.query_one("#quants", SelectionList).selected)
-        quants = [q for q in self.offered if q in ticked]  # in the list's order, not the order ticked
+        quants = ["auto"] if "auto" in ticked else [q for q in self.offered if q in ticked]  # list order
         if not quants:
             raise EdgetuneError("export: tick at least one quant type (space ticks)")
         values = self.app.recipe.to_dict()
         values["name"] = self.query_one("#name", Input).value.strip()
         values["runs_dir"] = self.query_one("#runs_dir", Input).value.strip() or "runs"
         values["export"]["quants"] = quants
+        top1 = self.query_one("#min_top1", Input).value.strip()
+        try:
+            values["export"]["auto_min_top1"] = float(top1) / 100
+        except ValueError:
+            raise EdgetuneError(f"export: auto budget {top1!r} must be a percentage such as 98") from None
         self.app.recipe = recipe_mod.from_dict(values, "export")
 
     def next_screen(self):
-        from .summary import SummaryScreen
         return SummaryScreen()

@@ -9,17 +9,30 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import (
+    Button,
+    Footer,
+    Header,
+    RichLog,
+    Static,
+    TabbedContent,
+    TabPane,
+)
 
 from edgetune.errors import EdgetuneError
+from edgetune.events import Cancelled, CancelToken, TrainMetrics, progress_line
+from edgetune.pipeline import Run
 from edgetune.report import verdict_lines
-from edgetune.events import Cancelled, CancelToken, Event, progress_line
 
 from ..display import base_label, one_line, shown_path
-from ..threads import deliver
+from ..messages import CoreEvent, JobFinished
 from ..widgets.loss_chart import LossChart
+from ..widgets.quant_view import QuantView
 from ..widgets.smoke_table import SmokeTable
 from ..widgets.step_table import StepTable
+from .confirm import ConfirmScreen
+
+STEP_STATES = {"step_start": "running", "step_done": "done", "step_skip": "skipped", "step_fail": "failed"}
 
 
 class RunScreen(Screen):
@@ -48,6 +61,7 @@ class RunScreen(Screen):
             with TabPane("Results", id="results"):
                 yield Static("results appear when the smoke test has run", id="accuracy")
                 yield SmokeTable(id="smoke")
+                yield QuantView(id="quant")
                 with Horizontal(classes="nav"):
                     yield Button("Chat", id="chat", disabled=True)
                     yield Button("Compare with F16", id="compare", disabled=True)
@@ -61,6 +75,7 @@ class RunScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#again", Button).display = False
+        self.query_one("#quant", QuantView).display = False
         self.set_interval(1.0, self.query_one(StepTable).tick)
         self.start()
 
@@ -81,42 +96,48 @@ class RunScreen(Screen):
 
     @work(thread=True, exclusive=True, group="pipeline")
     def run_pipeline(self) -> None:
-        post = lambda e: deliver(self.app, self.handle_event, e)  # noqa: E731
+        post = lambda e: self.post_message(CoreEvent(e))  # noqa: E731
         try:
             summary = self.app.runner(self.recipe, post, self.cancel_token)
-            deliver(self.app, self.done, summary, None)
+            self.post_message(JobFinished(summary))
         except Cancelled as e:
             hint = "" if "resume" in str(e) else "; finished steps are kept, run again to resume"
-            deliver(self.app, self.done, None, f"stopped: {e}{hint}")
+            self.post_message(JobFinished(None, f"stopped: {e}{hint}"))
         except EdgetuneError as e:  # a failed smoke test still has its table
-            deliver(self.app, self.done, self._smoke_summary(), str(e))
+            self.post_message(JobFinished(self._smoke_summary(), str(e)))
         except Exception as e:  # a bug: still one line here
-            deliver(self.app, self.done, None, one_line(e))
+            self.post_message(JobFinished(None, one_line(e)))
 
     def _smoke_summary(self) -> dict | None:
-        from edgetune.pipeline import Run
         path = Run(self.recipe).dir / "smoke.json"
         try:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
 
-    def handle_event(self, e: Event) -> None:
-        steps = self.query_one(StepTable)
-        if e.kind == "start" and e.message == e.phase:
-            steps.set_state(e.phase, "running")
-        elif e.kind == "skip":
-            steps.set_state(e.phase, "skipped")
-        elif e.kind == "done" and e.message.startswith(f"{e.phase}: "):
-            steps.set_state(e.phase, "done")
+    def _quant_summary(self) -> dict | None:
+        """quant.json of the quantize step: every file's KL divergence, the auto sweep."""
+        try:
+            return json.loads((self._run().dir / "quant.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def on_core_event(self, message: CoreEvent) -> None:
+        e = message.event
+        if e.kind in STEP_STATES:
+            state = "stopped" if e.data.get("cancelled") else STEP_STATES[e.kind]
+            self.query_one(StepTable).set_state(e.phase, state)
+        if isinstance(e, TrainMetrics) and e.phase == "train" and (e.loss is not None or e.eval_loss is not None):
+            self.query_one("#chart", LossChart).add(e.step or 0, e.loss, e.eval_loss)
         if e.kind == "progress":
             self.query_one("#metrics", Static).update(progress_line(e))
-            if e.phase == "train" and (e.loss is not None or e.eval_loss is not None):
-                self.query_one("#chart", LossChart).add(e.step or 0, e.loss, e.eval_loss)
-            if e.phase == "train" and e.eval_loss is not None:
+            if isinstance(e, TrainMetrics) and e.eval_loss is not None:
                 self.query_one("#log-view", RichLog).write(f"[train] step {e.step}: eval loss {e.eval_loss:.4f}")
         elif e.message:
             self.query_one("#log-view", RichLog).write(f"[{e.phase}] {e.message}")
+
+    def on_job_finished(self, message: JobFinished) -> None:
+        self.done(message.result, message.error)
 
     def done(self, summary: dict | None, error: str | None) -> None:
         self.app.running_tokens.discard(self.cancel_token)
@@ -133,13 +154,13 @@ class RunScreen(Screen):
             self.summary = summary
             self.query_one("#accuracy", Static).update("\n".join(verdict_lines(summary)))
             self.query_one("#smoke", SmokeTable).show(summary["files"])
+            self.query_one("#quant", QuantView).show(self._quant_summary())
             for name in ("chat", "compare", "folder"):
                 self.query_one(f"#{name}", Button).disabled = False
             self.query_one(TabbedContent).active = "results"
             self.query_one("#smoke", SmokeTable).focus()
 
     def _run(self):
-        from edgetune.pipeline import Run
         return Run(self.recipe)
 
     def action_cancel(self) -> None:
@@ -149,7 +170,6 @@ class RunScreen(Screen):
             return
         if self.cancel_token.cancelled:
             return
-        from .confirm import ConfirmScreen
 
         def answered(yes: bool | None) -> None:
             if yes and not self.finished:

@@ -6,6 +6,7 @@ from textual.widgets import Label, Static
 
 from edgetune import recipe as recipe_mod
 
+from .run import RunScreen
 from .wizard import WizardScreen
 
 
@@ -22,11 +23,10 @@ class SummaryScreen(WizardScreen):
             f"{r.data.eval_split:.0%} held out)\n"
             f"training  {t.method}, r={t.rank} alpha={t.alpha} targets={t.targets}, lr {t.lr:g}, "
             f"{t.epochs:g} epochs, batch {t.batch_size}x{t.grad_accum}\n"
-            f"export    F16 + {', '.join(r.export.quants)}\n"
+            f"export    {r.export.outtype.upper()} + {', '.join(r.export.quants)}\n"
             f"output    {recipe_mod.run_dir(r)}/gguf/", id="summary-text")
         yield Static("Run saves recipe.yaml in the run folder; edgetune run --recipe replays it.",
                      classes="hint")
 
     def next_screen(self):
-        from .run import RunScreen
         return RunScreen(self.app.recipe)

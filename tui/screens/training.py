@@ -8,10 +8,11 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from edgetune import recipe as recipe_mod
 from edgetune.errors import EdgetuneError
-from edgetune.train import estimate
+from edgetune.train import estimate, plan
 
 from ..display import one_line
-from ..threads import TRANSFORMERS_LOCK, deliver
+from ..messages import TRANSFORMERS_LOCK, JobFinished
+from .export import ExportScreen
 from .wizard import WizardScreen
 
 METHODS = [("auto", "auto"), ("QLoRA (4-bit base)", "qlora"), ("LoRA (16/32-bit)", "lora")]
@@ -32,12 +33,11 @@ class TrainingScreen(WizardScreen):
     step = 2
 
     def body(self) -> ComposeResult:
-        from edgetune.train import plan
         r = self.app.recipe
         p = plan(recipe_mod.TrainSpec())
         yield Label("Training", classes="title")
-        yield Static(f"Detected {p.device.upper()}: auto means {METHOD_NAMES.get(p.method, p.method)} in {p.dtype} "
-                     f"({p.why}).", classes="hint")
+        method = METHOD_NAMES.get(p.method, p.method)
+        yield Static(f"Detected {p.device.upper()}: auto means {method} in {p.dtype} ({p.why}).", classes="hint")
         yield Static("expected tokens/s: measuring this machine…", id="estimate", classes="hint")
         with Horizontal(classes="field"):
             yield Label("method", classes="field-label")
@@ -67,14 +67,14 @@ class TrainingScreen(WizardScreen):
         """The core's throughput estimate (a short matmul measurement): off the UI thread."""
         with TRANSFORMERS_LOCK:
             try:
-                line = estimate(recipe, stats).line()
+                self.post_message(JobFinished(estimate(recipe, stats).line()))
             except EdgetuneError as e:
-                line = f"expected tokens/s: unknown ({e})"
+                self.post_message(JobFinished(None, str(e)))
             except Exception as e:  # a bug, but the UI must not die: one line
-                line = f"expected tokens/s: unknown ({one_line(e)})"
-        deliver(self.app, self._show_estimate, line)
+                self.post_message(JobFinished(None, one_line(e)))
 
-    def _show_estimate(self, line: str) -> None:
+    def on_job_finished(self, message: JobFinished) -> None:
+        line = message.result if message.error is None else f"expected tokens/s: unknown ({message.error})"
         self.query_one("#estimate", Static).update(line)
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -123,7 +123,6 @@ class TrainingScreen(WizardScreen):
         self.app.recipe = self.settings()
 
     def next_screen(self):
-        from .export import ExportScreen
         return ExportScreen()
 
 

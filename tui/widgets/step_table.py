@@ -6,6 +6,8 @@ import time
 from rich.text import Text
 from textual.widgets import DataTable
 
+from edgetune.pipeline import STEPS
+
 STATE_STYLES = {"pending": "dim", "running": "bold yellow", "done": "green", "skipped": "cyan",
                 "failed": "bold red", "stopped": "yellow"}
 clock = time.monotonic  # tests pin it so snapshots do not show real durations
@@ -14,7 +16,6 @@ clock = time.monotonic  # tests pin it so snapshots do not show real durations
 class StepTable(DataTable):
     def __init__(self, steps: tuple[str, ...] | None = None, **kwargs):
         super().__init__(show_cursor=False, **kwargs)
-        from edgetune.pipeline import STEPS
         self.steps = steps or STEPS
         self.started: dict[str, float] = {}
         self.states: dict[str, str] = {}

@@ -1,0 +1,319 @@
+"""Task-aware quantization: the file-type registry, the importance matrix from training rows (judged
+against llama.cpp's own forward pass), quantizing with it (IQ types), and KL divergence."""
+import gguf
+import numpy as np
+import pytest
+from llama_imatrix import llama_imatrix
+
+from edgetune import imatrix as imatrix_mod
+from edgetune import kld
+from edgetune.convert import convert_hf_to_gguf
+from edgetune.convert.filetypes import DIRECT_TYPES, FILE_TYPES, by_ftype, file_type
+from edgetune.errors import EdgetuneError
+from edgetune.quantize import predicted_size, quantize
+
+from arch_models import bpe_tokenizer, build
+
+TEXTS = ["the last word of red fox tiger is tiger and the first is red.",
+         "Hello world, naive cafe, 1234567890 and new lines\n\nthat go on for a while longer.",
+         "### Instruction:\nWhat is the last word of: blue cat lion\n\n### Response:\nlion"]
+
+
+def build_llama256(folder):
+    """A tiny random Llama whose rows are 256 wide, so K- and IQ-quants apply without fallbacks."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = bpe_tokenizer("gpt-2")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         initializer_range=0.05, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         tie_word_embeddings=False, architectures=["LlamaForCausalLM"])
+    model = LlamaForCausalLM(config)
+    out = folder / "model"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def llama256(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llama256")
+    model_dir = build_llama256(folder)
+    f16 = convert_hf_to_gguf(model_dir, folder / "m-F16.gguf", "f16")
+    return model_dir, f16
+
+
+def token_rows(model_dir, texts=TEXTS, repeat=4):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    return [tok(t)["input_ids"] for t in texts * repeat]
+
+
+@pytest.fixture(scope="module")
+def llama256_imatrix(llama256, tmp_path_factory):
+    model_dir, _f16 = llama256
+    im = imatrix_mod.compute(model_dir, token_rows(model_dir), "texts.jsonl")
+    return imatrix_mod.write(im, tmp_path_factory.mktemp("im") / "m.imatrix.gguf")
+
+
+# ---------------------------------------------------------------- registry
+
+def test_registry_is_built_on_gguf_ids():
+    assert int(file_type("q4_k_m").ftype) == int(gguf.LlamaFileType.MOSTLY_Q4_K_M)
+    assert int(file_type("F32").ftype) == int(gguf.LlamaFileType.ALL_F32)
+    for name, t in FILE_TYPES.items():
+        assert by_ftype(int(t.ftype)) is t and by_ftype(str(int(t.ftype))) is t  # llama.cpp metadata is text
+        assert t.needs_imatrix == name.startswith("IQ")
+    assert set(DIRECT_TYPES) == {"F32", "F16", "BF16", "Q8_0"}
+    assert DIRECT_TYPES["Q8_0"].direct == gguf.GGMLQuantizationType.Q8_0
+    with pytest.raises(EdgetuneError, match="'Q9_X' is not one of F32, F16"):
+        file_type("Q9_X")
+
+
+def test_recipe_and_batch_read_the_registry(tmp_path):
+    from edgetune.batch import run_batch
+    from edgetune.recipe import from_dict
+    assert from_dict({"export": {"quants": ["iq4_xs", "q4_0"]}}).export.quants == ["IQ4_XS", "Q4_0"]
+    with pytest.raises(EdgetuneError, match="export.outtype 'q4_0' is not one of f32, f16, bf16, q8_0"):
+        from_dict({"export": {"outtype": "q4_0"}})
+    with pytest.raises(EdgetuneError, match="IQ3_M needs an importance matrix"):
+        run_batch(tmp_path, tmp_path / "out", ["IQ3_M"])
+
+
+# ---------------------------------------------------------------- importance matrix
+
+@pytest.mark.parametrize("arch", ["llama256", "gemma3", "phi3"])
+def test_imatrix_matches_llama_cpp_forward_pass(arch, tmp_path):
+    """Ours (torch hooks on the HF model) vs llama.cpp's (graph callback on the F16 GGUF): the same
+    tensors, the same token counts, per-tensor correlation >= 0.99. Phi-3 has fused qkv and gate_up."""
+    model_dir = build_llama256(tmp_path) if arch == "llama256" else build(arch, tmp_path)
+    f16 = convert_hf_to_gguf(model_dir, tmp_path / "m-F16.gguf", "f16")
+    rows = token_rows(model_dir, repeat=1)
+    ours = imatrix_mod.compute(model_dir, rows, "t")
+    theirs = llama_imatrix(f16, rows)
+    assert set(ours.sums) == set(theirs) and len(theirs) >= 4 * 2  # phi3: qkv, o, gate_up, down
+    for name, (sums, count) in theirs.items():
+        assert ours.counts[name][0] == count == sum(len(r) for r in rows), name
+        r = np.corrcoef(ours.sums[name][0], sums)[0, 1]
+        assert r >= 0.99, f"{name}: correlation {r:.4f}"
+        rel = np.linalg.norm(ours.sums[name][0] - sums) / np.linalg.norm(sums)
+        assert rel < 0.05, f"{name}: relative L2 difference {rel:.3f}"  # F16 weights in llama.cpp, fp32 in HF
+
+
+def test_imatrix_file_round_trips(llama256_imatrix):
+    im = imatrix_mod.read(llama256_imatrix)
+    reader = gguf.GGUFReader(str(llama256_imatrix))
+    assert reader.fields["general.type"].contents() == "imatrix"
+    assert "general.architecture" not in reader.fields
+    assert im.datasets == ["texts.jsonl"] and im.chunk_size == 512 and im.chunk_count == -(-im.tokens // 512) == 2
+    name = "blk.0.attn_q.weight"
+    sums = next(t for t in reader.tensors if t.name == f"{name}.in_sum2")
+    assert list(sums.shape) == [256, 1]  # ne0 = input columns, ne1 = matrices, as llama-imatrix writes it
+    assert im.sums[name].shape == (1, 256) and im.counts[name][0] == im.tokens > 0
+    assert (im.mean_squares()[name] > 0).all()
+
+
+def test_quantize_with_imatrix_records_it_and_iq_types_load(llama256, llama256_imatrix, tmp_path):
+    from llama_cpp import Llama
+    _model_dir, f16 = llama256
+    for q in ("IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_XXS", "IQ2_M", "IQ2_XS"):
+        out = tmp_path / f"m-{q}.gguf"
+        info = quantize(f16, out, q, imatrix=llama256_imatrix)
+        reader = gguf.GGUFReader(str(out))
+        fields = {k: f.contents() for k, f in reader.fields.items() if k.startswith("quantize.imatrix")}
+        assert fields == {"quantize.imatrix.file": "m.imatrix.gguf", "quantize.imatrix.dataset": "texts.jsonl",
+                          "quantize.imatrix.entries_count": 14, "quantize.imatrix.chunks_count": 2}, q
+        kinds = {t.tensor_type.name for t in reader.tensors}
+        assert any(k.startswith("IQ") for k in kinds), (q, kinds)
+        assert info["bits_per_weight"] < 5
+        llm = Llama(model_path=str(out), n_ctx=64, verbose=False)
+        ids = llm.tokenize(b"the last word", add_bos=True)
+        llm.eval(ids)
+        assert np.isfinite(np.array(llm.scores[len(ids) - 1])).all()
+        llm.close()
+
+
+def test_iq_type_without_imatrix_is_refused_before_quantizing(llama256, tmp_path):
+    _model_dir, f16 = llama256
+    with pytest.raises(EdgetuneError, match="IQ2_M needs an importance matrix"):
+        quantize(f16, tmp_path / "m-IQ2_M.gguf", "IQ2_M")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_quantize_leaves_no_file(llama256, llama256_imatrix, tmp_path):
+    _model_dir, f16 = llama256
+    q8 = quantize(f16, tmp_path / "m-Q8_0.gguf", "Q8_0")["path"]
+    with pytest.raises(EdgetuneError, match="could not quantize"):
+        quantize(q8, tmp_path / "m-IQ4_NL.gguf", "IQ4_NL", imatrix=llama256_imatrix)  # requantizing is refused
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q8_0.gguf"]
+
+
+def test_dry_run_predicts_sizes_and_embedding_type_is_the_lever(llama256, tmp_path):
+    _model_dir, f16 = llama256
+    for q, emb in (("Q4_K_M", None), ("Q4_K_M", "Q4_0"), ("Q8_0", None)):
+        predicted = predicted_size(f16, q, token_embedding_type=emb, output_tensor_type=emb)
+        actual = quantize(f16, tmp_path / f"m-{q}-{emb}.gguf", q, token_embedding_type=emb,
+                          output_tensor_type=emb)["bytes"]
+        assert abs(predicted - actual) < 0.02 * actual + 20_000, (q, emb, predicted, actual)
+    assert list(tmp_path.glob("*Q4_K_M-Q4_0*"))[0].stat().st_size < list(tmp_path.glob("*Q4_K_M-None*"))[0].stat().st_size
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "m-Q4_K_M-Q4_0.gguf")).tensors}
+    assert types["token_embd.weight"] == "Q4_0" and types["output.weight"] == "Q4_0"
+    with pytest.raises(EdgetuneError, match="token_embedding_type: 'Q9' is not a ggml tensor type"):
+        predicted_size(f16, "Q4_0", token_embedding_type="Q9")
+
+
+# ---------------------------------------------------------------- KL divergence
+
+def test_kld_of_a_file_against_itself_is_zero_and_quantized_is_not(llama256, tmp_path):
+    from transformers import AutoTokenizer
+
+    from edgetune.data import Example
+    model_dir, f16 = llama256
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    examples = [Example(f"### Instruction:\nsay {w}\n\n### Response:\n", w) for w in ("red fox", "blue cat", "tiger")]
+    rows = kld.heldout(examples, tok, 64, n_prompts=2)
+    assert len(rows.ids) == 3 and len(rows.prompts) == 2 and rows.expected == ["red fox", "blue cat"]
+    ref = kld.reference(f16, rows, max_tokens=4)
+    same = kld.measure(f16, ref, rows, max_tokens=4)
+    assert same["mean_kld"] == 0 and same["p99_kld"] == 0 and same["top1"] == 1 and same["delta_ppl"] == 0
+    assert same["answers"] == ref.answers
+    q2 = quantize(f16, tmp_path / "m-Q2_K.gguf", "Q2_K")["path"]
+    worse = kld.measure(q2, ref, rows, max_tokens=4)
+    assert worse["mean_kld"] > 1e-4 and worse["p99_kld"] >= worse["mean_kld"] and worse["positions"] == same["positions"]
+
+
+def test_gain_kept():
+    assert kld.gain_kept(10.0, 2.0, 2.0) == 1.0
+    assert kld.gain_kept(10.0, 2.0, 10.0) == 0.0
+    assert kld.gave_back(kld.gain_kept(10.0, 2.0, 3.0)) and not kld.gave_back(kld.gain_kept(10.0, 2.0, 2.5))
+    assert kld.gain_kept(2.0, 2.0, 3.0) is None  # nothing gained, nothing to keep
+
+
+# ---------------------------------------------------------------- the auto sweep
+
+def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
+    """sweep() over candidates whose sizes and measures are given: {label: (MiB, top1, accuracy)}."""
+    from edgetune import sweep as sweep_mod
+    from edgetune.events import CancelToken
+    from edgetune.recipe import from_dict
+
+    spec = from_dict({"export": {"quants": "auto", "auto_types": list(metrics), "auto_embedding_types": ["default"],
+                                 **budget}}).export
+    cancel = CancelToken()
+    monkeypatch.setattr(sweep_mod, "predicted_size", lambda src, q, im, e, o: int(metrics[q][0] * 2**20))
+
+    def fake_quantize(src, dst, q, threads, on_event, imatrix, token_embedding_type, output_tensor_type):
+        if q == cancel_at:
+            cancel.cancel()
+        dst.write_bytes(b"x" * int(metrics[q][0] * 2**20))
+        return {"path": str(dst), "bytes": dst.stat().st_size, "bits_per_weight": 4.0}
+
+    def fake_measure(path, ref, rows, max_tokens, threads):
+        q = path.rsplit("-", 1)[-1].removesuffix(".gguf")
+        cancel.check()
+        return {"mean_kld": 1 - metrics[q][1], "p99_kld": 1.0, "top1": metrics[q][1], "accuracy": metrics[q][2]}
+
+    monkeypatch.setattr(sweep_mod, "quantize", fake_quantize)
+    monkeypatch.setattr(sweep_mod.kld, "measure", fake_measure)
+    ref = kld.Reference("f16", [], 1.0, 0.75, [], 0)
+    return sweep_mod.sweep(tmp_path / "m-F16.gguf", spec, tmp_path / "im.gguf", ref, None,
+                           lambda q: tmp_path / f"m-{q}.gguf", 8, 1, cancel=cancel)
+
+
+SWEEP = {"Q8_0": (8.0, 1.0, 0.75), "Q4_K_M": (4.0, 0.99, 0.75), "IQ4_XS": (3.5, 0.985, 0.5),
+         "Q2_K": (2.0, 0.90, 0.75)}
+
+
+def test_auto_picks_the_smallest_file_within_the_budget(monkeypatch, tmp_path):
+    files, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP)
+    status = {f["label"]: f["status"] for f in files}
+    assert sweep["met"] and sweep["recommended"] == "Q4_K_M"
+    assert "top-1 90.0% < 98%" in status["Q2_K"] and "accuracy 50% < F16's 75% - 1%" in status["IQ4_XS"]
+    assert status["Q8_0"] == "not measured: larger than the recommended file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q4_K_M.gguf"]  # the others were deleted
+
+
+def test_auto_budget_keys_change_the_choice(monkeypatch, tmp_path):
+    _, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP, auto_min_top1=0.85, auto_max_accuracy_drop=0.3)
+    assert sweep["recommended"] == "Q2_K"
+    _, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP, auto_max_mib=3.8, auto_keep_all=True)
+    assert not sweep["met"] and sweep["recommended"] == "IQ4_XS"  # closest under the size limit
+    assert "no candidate meets the budget" in sweep["why"] and "closest: IQ4_XS" in sweep["why"]
+    assert {p.name for p in tmp_path.iterdir()} >= {"m-IQ4_XS.gguf", "m-Q2_K.gguf"}
+
+
+def test_cancelled_sweep_leaves_no_file(monkeypatch, tmp_path):
+    from edgetune.events import Cancelled
+    with pytest.raises(Cancelled):
+        constructed_sweep(monkeypatch, tmp_path, SWEEP, cancel_at="IQ4_XS")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def trained_copy(trained_run, tmp_path):
+    """The session's trained tiny run, copied so this test's later steps stay its own."""
+    import shutil
+    r, run_dir = trained_run
+    shutil.copytree(run_dir, tmp_path / "runs" / r.name)
+    return tmp_path / "runs"
+
+
+def test_pipeline_auto_keeps_the_recommended_file_and_reports_the_sweep(tiny_base, demo_jsonl, trained_copy):
+    import json
+
+    from edgetune import pipeline
+    from edgetune import sweep as sweep_mod
+
+    from conftest import make_recipe
+    r = make_recipe(tiny_base, demo_jsonl, trained_copy, train={"max_steps": 12},
+                    export={"quants": "auto", "auto_types": ["Q8_0", "Q4_0", "IQ4_NL"],
+                            "auto_embedding_types": ["default", "Q4_0"], "auto_min_top1": 0.6,
+                            "auto_max_accuracy_drop": 1.0})
+    events = []
+    pipeline.run(r, events.append, until="quantize")  # the smoke step's own verdicts are tested elsewhere
+    run = pipeline.Run(r)
+    assert [e.phase for e in events if e.kind == "step_skip"] == ["train"]
+    q = json.loads((run.dir / "quant.json").read_text())
+    assert q["imatrix"]["tokens"] >= 1024 and (run.gguf_dir / "t.imatrix.gguf").is_file()
+    measured = [f for f in q["files"] if "mean_kld" in f]
+    best = next(f for f in measured if f.get("recommended"))
+    within = [f for f in measured if not f["misses"]]
+    assert q["sweep"]["met"] and best["predicted_bytes"] == min(f["predicted_bytes"] for f in within)  # smallest
+    assert all(f["status"].startswith("not measured") for f in q["files"] if f["predicted_bytes"] > best["predicted_bytes"])
+    same_size = [f for f in measured if f["predicted_bytes"] == best["predicted_bytes"]]
+    assert all(f["misses"] or f["mean_kld"] >= best["mean_kld"] for f in same_size)
+    on_disk = sorted(p.name for p in run.gguf_dir.glob("*.gguf"))
+    assert on_disk == sorted(["t-F16.gguf", "t.imatrix.gguf", f"t-{best['label']}.gguf"])
+    assert sweep_mod.kept_labels(q) == [best["label"]]  # what the smoke step tests besides F16
+    fields = gguf.GGUFReader(str(run.gguf(best["label"]))).fields
+    assert fields["quantize.imatrix.file"].contents() == "t.imatrix.gguf"
+    assert fields["quantize.imatrix.dataset"].contents() == demo_jsonl.name
+    report = sweep_mod.report_section(q)
+    assert "## Quantization" in report and "★ recommended" in report and "fine-tune kept" in report
+    assert f"FROM ./t-{best['label']}.gguf" in (run.gguf_dir / "Modelfile").read_text()
+    assert 0 <= best["mean_kld"] and best["top1"] >= 0.6 and best["gain_kept"] is not None
+    events = []
+    pipeline.run(r, events.append, until="quantize")
+    assert [e.phase for e in events if e.kind == "step_skip"] == ["train", "merge", "convert", "quantize"]
+
+
+def test_too_few_tokens_to_calibrate_falls_back_visibly(tiny_base, demo_jsonl, trained_copy):
+    from edgetune import pipeline
+
+    from conftest import make_recipe
+    r = make_recipe(tiny_base, demo_jsonl, trained_copy, train={"max_steps": 12},
+                    export={"quants": ["IQ4_NL"], "imatrix_tokens": 100})
+    events = []
+    with pytest.raises(EdgetuneError, match=r"IQ4_NL needs an importance matrix, and there is none \(.*demo.jsonl: "
+                                            r"\d+ training tokens are too few to calibrate"):
+        pipeline.run(r, events.append, until="quantize")
+    assert any("too few to calibrate" in e.message for e in events)
+    assert not pipeline.Run(r).gguf("IQ4_NL").exists()
+
+
+def test_of_two_files_the_same_size_the_closer_is_recommended(monkeypatch, tmp_path):
+    _, sweep = constructed_sweep(monkeypatch, tmp_path, {**SWEEP, "IQ4_NL": (4.0, 0.995, 0.75)})
+    assert sweep["recommended"] == "IQ4_NL"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-IQ4_NL.gguf"]
