@@ -63,12 +63,13 @@ def _fp32():
 
 def bench_recipe(kind: str, base: str, data: str, steps: int, out: str, batch: int = BATCH, accum: int = ACCUM,
                  lr: float = LR, max_length: int = 256, dtype: str = "auto"):
-    """The edgetune recipe the benchmark runs: the same steps, batch, lr and data as the seed recipe."""
+    """The edgetune recipe the benchmark runs: the same steps, batch, lr and data as the seed recipe. It logs
+    every step: the trained-token count is read from the last log line."""
     from edgetune import recipe as R
     return R.from_dict({"name": kind, "base": base, "runs_dir": out,
                         "data": {"path": data, "max_length": max_length, "eval_split": 0.1},
                         "train": {"max_steps": steps, "lr": lr, "batch_size": batch, "grad_accum": accum,
-                                  "logging_steps": 5, "save_steps": 10_000, "eval_steps": 10_000,
+                                  "logging_steps": 1, "save_steps": 10_000, "eval_steps": 10_000,
                                   "gradient_checkpointing": False, "dtype": dtype}})
 
 
