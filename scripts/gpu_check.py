@@ -122,7 +122,7 @@ def main() -> None:
         sys.exit("gpu_check: no CUDA device; this check is for a GPU machine")
     from edgetune import pipeline
     from edgetune import recipe as R
-    from edgetune.events import Event
+    from edgetune.events import Event, TrainMetrics
 
     t_all = time.time()
     r = R.load(Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml")
@@ -132,7 +132,7 @@ def main() -> None:
     rates = []
 
     def on_event(e: Event) -> None:
-        if getattr(e, "tokens_per_s", None):  # TrainMetrics events carry it
+        if isinstance(e, TrainMetrics) and e.tokens_per_s:
             rates.append(e.tokens_per_s)
         if e.kind in ("log", "metric", "done") and e.message:
             print(f"[{e.phase}] {e.message}", flush=True)

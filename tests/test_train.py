@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from edgetune import train
-from edgetune.events import Cancelled, CancelToken
+from edgetune.events import Cancelled, CancelToken, TrainMetrics
 from edgetune.recipe import run_dir
 
 
@@ -26,7 +26,7 @@ def test_lora_loss_falls_and_adapter_changes_output(tiny_recipe, tiny_base):
     summary = json.loads((run_dir(tiny_recipe) / "train.json").read_text())
     assert summary["method"] == "lora" and summary["steps"] == 12 and 0 < summary["trainable_params"] < summary["total_params"]
     assert summary["eval_loss"] > 0 and summary["eval_perplexity"] > 1
-    assert any(e.kind == "progress" and e.loss is not None for e in events)
+    assert any(isinstance(e, TrainMetrics) and e.kind == "progress" and e.loss is not None for e in events)
     assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer.json").is_file()
 
     base = AutoModelForCausalLM.from_pretrained(str(tiny_base))

@@ -143,9 +143,11 @@ class DatasetScreen(WizardScreen):
         d = self.app.recipe.data
         if d.max_length in (DataSpec().max_length, self.app.proposed_max_length):  # not chosen by the user
             d.max_length = self.app.proposed_max_length = stats.suggested_max_length()
+            proposal = f"max length {d.max_length} proposed from the data (p99 {stats.p99}, rounded up)"
+        else:
+            proposal = f"max length {d.max_length} as set; the data suggests {stats.suggested_max_length()} (p99 {stats.p99})"
         self.query_one("#summary", Static).update(
-            f"format {ds.format}: {len(ds.rows)} rows, {len(ds.skipped)} skipped\n{stats.summary()}\n"
-            f"max length {d.max_length} proposed from the data (p99 {stats.p99}, rounded up)")
+            f"format {ds.format}: {len(ds.rows)} rows, {len(ds.skipped)} skipped\n{stats.summary()}\n{proposal}")
         self.query_one("#template-why", Static).update(
             f"{prepared.template.name}: {prepared.template.reason}" if prepared.template else "plain text: no template")
         skipped = self.query_one("#skipped", Static)
