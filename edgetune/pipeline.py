@@ -22,6 +22,7 @@ from edgetune import report as report_mod
 from edgetune import smoke as smoke_mod
 from edgetune import sweep as sweep_mod
 from edgetune import train as train_mod
+from edgetune.base import load_tokenizer
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
@@ -137,10 +138,11 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     modelfile = r.gguf_dir / "Modelfile"
 
     def quantize_all() -> None:
-        summary = sweep_mod.run(recipe, r.merged, r.unquantized, r.gguf, base_path, quant_json, on_event, cancel)
+        tok = load_tokenizer(str(r.merged))  # once for the sweep and the Modelfile
+        summary = sweep_mod.run(recipe, r.merged, r.unquantized, r.gguf, base_path, quant_json, tok, on_event, cancel)
         kept = sweep_mod.kept_labels(summary)  # an auto sweep's recommended file comes first
         target = r.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else r.unquantized
-        report_mod.write_model_files(r.gguf_dir, target, r.merged, recipe.name, recipe.base, recipe.data.path,
+        report_mod.write_model_files(r.gguf_dir, target, r.merged, tok, recipe.name, recipe.base, recipe.data.path,
                                      recipe.train, _train_summary(r).get("template"))
     outputs = [] if sweep_mod.is_auto(recipe) else [r.gguf(q) for q in recipe.export.quants
                                                     if q != recipe.export.outtype.upper()]

@@ -111,12 +111,11 @@ def modelfile(target: str, tok, stop_ids: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_model_files(gguf_dir: Path, target: Path, merged: Path, name: str, base: str, data_path: str,
+def write_model_files(gguf_dir: Path, target: Path, merged: Path, tok, name: str, base: str, data_path: str,
                       train_spec, template: str | None) -> None:
-    """The Modelfile and README.md beside the GGUFs."""
-    from transformers import AutoTokenizer, GenerationConfig
+    """The Modelfile and README.md beside the GGUFs (`tok`: the merged folder's tokenizer)."""
+    from transformers import GenerationConfig
 
-    tok = AutoTokenizer.from_pretrained(str(merged))
     eos = GenerationConfig.from_pretrained(str(merged)).eos_token_id if (merged / "generation_config.json").is_file() \
         else tok.eos_token_id
     stop_ids = [eos] if isinstance(eos, int) else list(eos or [tok.eos_token_id])

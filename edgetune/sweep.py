@@ -38,12 +38,10 @@ def label(qtype: str, embedding: str | None) -> str:
 
 
 def run(recipe: Recipe, merged: Path, unquantized: Path, gguf_path: Callable[[str], Path], base_path: str,
-        out_json: Path, on_event: Callback = ignore, cancel: CancelToken | None = None) -> dict:
-    """The whole quantize step; returns (and writes to out_json) its summary."""
-    from transformers import AutoTokenizer
-
+        out_json: Path, tok, on_event: Callback = ignore, cancel: CancelToken | None = None) -> dict:
+    """The whole quantize step; returns (and writes to out_json) its summary. `tok` is the merged
+    folder's tokenizer (loaded once by the caller: Gemma's takes seconds)."""
     spec, threads, max_tokens = recipe.export, recipe.smoke.threads, recipe.smoke.max_tokens
-    tok = AutoTokenizer.from_pretrained(str(merged))
     # The merged tokenizer carries the template training used: the same rows, split as in training.
     data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
     prepared = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged))
