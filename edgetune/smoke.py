@@ -386,14 +386,15 @@ def _is_8bit(path: Path, ftype) -> bool:
 
 
 def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile: Path | None,
-              on_event: Callback = ignore) -> dict:
+              on_event: Callback = ignore, tok=None) -> dict:
     """The smoke step of a run: the merged HF model is the reference, the base model gives the
-    before-training figures, every GGUF is checked against the reference."""
+    before-training figures, every GGUF is checked against the reference. `tok` is the merged
+    folder's tokenizer when the caller has it loaded already."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = recipe.smoke
-    tok = AutoTokenizer.from_pretrained(str(merged))
+    tok = tok or AutoTokenizer.from_pretrained(str(merged))
     # The merged tokenizer carries the template training used: render the held-out rows with it.
     data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
     examples = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged)).eval
