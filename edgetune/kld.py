@@ -26,6 +26,7 @@ import numpy as np
 from edgetune.data import tokenize
 from edgetune.errors import EdgetuneError
 from edgetune.gguf_io import check_gguf_file
+from edgetune.models import load_causal_lm
 
 REF_BYTES = 1 << 30  # reference log-probabilities kept in memory
 GAIN_LOSS_FLAG = 0.10  # a file that gives back more than this share of the fine-tune's gain is flagged
@@ -170,10 +171,10 @@ def measure(path: str | Path, ref: Reference, rows: Heldout, max_tokens: int = 3
 def hf_base(model_dir: str | Path, rows: Heldout, max_tokens: int = 32) -> tuple[float, float | None]:
     """Perplexity and accuracy of an HF model (the base before fine-tuning) on the held-out rows."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = load_causal_lm(model_dir, dtype=torch.float32)
     model.eval()
     logprobs, answers = [], []
     with torch.no_grad():

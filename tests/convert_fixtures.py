@@ -25,8 +25,9 @@ def llama_logits(path, token_lists, n_ctx: int = 256):
 
 def hf_logits(model_dir, token_lists):
     import torch
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+
+    from edgetune.models import load_causal_lm
+    model = load_causal_lm(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         return [model(torch.tensor([ids])).logits[0].numpy() for ids in token_lists]
 
