@@ -23,6 +23,10 @@ QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
 TEKKEN_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
                 r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# GPT-4o's o200k split (Phi-4-mini, Llama 4): case runs with their contractions, digits in threes.
+GPT4O_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA_CPP_PRE = {
     "gpt-2": ((GPT2_REGEX,), False),
     "llama-bpe": ((LLAMA3_REGEX,), True),  # Llama 3
@@ -30,6 +34,7 @@ LLAMA_CPP_PRE = {
     "qwen2": ((QWEN2_REGEX,), False),  # Qwen2, Qwen2.5, Qwen3
     "smollm": ((r"\p{N}", GPT2_REGEX), False),  # GPT-2 with single digits (SmolLM2, Granite 3, StarCoder)
     "tekken": ((TEKKEN_REGEX,), True),  # Mistral Nemo, Ministral/Mistral 3
+    "gpt-4o": ((GPT4O_REGEX,), False),  # o200k: Phi-4-mini (llama.cpp's converter hashes it as Xenova/gpt-4o)
 }
 PRE_PROBE = ["Hello world, it's HTTPServer's CamelCase don't I'LL WE'VE", " leading  double\tspace\t\ttabs   ",
              "new\nlines\n\n\nand\r\nmore \n x", "digits 1234567890 3.14159 1,000,000 x42y", "Ünïcödé café naïve",

@@ -32,6 +32,7 @@ from edgetune.data import tokenize
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Event, ignore
 from edgetune.fsutil import atomic_path
+from edgetune.models import load_causal_lm
 
 CHUNK_SIZE = 512  # llama-imatrix's default context: what its chunk_count counts
 MIN_TOKENS = 2 * CHUNK_SIZE  # fewer tokens than this give column statistics that are mostly noise
@@ -157,9 +158,8 @@ def compute(merged_dir: str | Path, rows: list[list[int]], dataset: str, on_even
             cancel: CancelToken | None = None) -> Imatrix:
     """Load the merged model in fp32 and collect its importance matrix over `rows`."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    model = load_causal_lm(merged_dir, dtype=torch.float32)
     model.eval()
     try:
         return collect(model, merged_dir, rows, dataset, on_event, cancel)

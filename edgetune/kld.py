@@ -26,6 +26,7 @@ import numpy as np
 from edgetune.data import tokenize
 from edgetune.errors import EdgetuneError
 from edgetune.gguf_io import check_gguf_file
+from edgetune.models import load_causal_lm
 from edgetune.smoke import hf_generate
 
 REF_BYTES = 1 << 30  # reference log-probabilities kept in memory
@@ -172,9 +173,8 @@ def hf_base(model_dir: str | Path, rows: Heldout, tok, stop_ids: list[int], max_
     """Perplexity and accuracy of an HF model (the base before fine-tuning) on the held-out rows;
     greedy answers stop where the fine-tuned model's do (EOS and the template's turn end)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = load_causal_lm(model_dir, dtype=torch.float32)
     model.eval()
     with torch.no_grad():
         logprobs = [_log_softmax(model(torch.tensor([ids])).logits[0, :-1].float().numpy()) for ids in rows.ids]

@@ -36,6 +36,7 @@ from edgetune.events import (
     ignore,
 )
 from edgetune.fsutil import atomic_dir, write_json
+from edgetune.models import load_causal_lm
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.targets import describe, resolve_targets
 
@@ -83,7 +84,7 @@ def _torch_dtype(name: str):
 def load_model(base: str, p: Plan, trust_remote_code: bool = False):
     """The base for training: 4-bit NF4 for QLoRA, 16/32-bit for LoRA."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     kwargs = dict(dtype=_torch_dtype(p.dtype), trust_remote_code=trust_remote_code)
     if p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
@@ -94,7 +95,7 @@ def load_model(base: str, p: Plan, trust_remote_code: bool = False):
             bnb_4bit_compute_dtype=torch.bfloat16 if p.dtype != "fp16" else torch.float16,
         )
         kwargs["device_map"] = {"": _local_device(p)}
-    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    model = load_causal_lm(base, **kwargs)
     if p.method == "qlora":
         keep_4bit_layout_trainable(model)
     return model

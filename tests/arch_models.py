@@ -19,10 +19,14 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 TEKKEN_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
                 r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# GPT-4o's o200k split, as in Phi-4-mini's tokenizer.json (Split, Isolated, then ByteLevel without its regex)
+O200K_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 # tokenizer kind -> (split regex or None for plain ByteLevel, single digits first, ignore_merges)
 BPE_KINDS = {"gpt-2": (None, False, False), "smollm": (None, True, False), "qwen2": (QWEN2_REGEX, False, False),
              "llama-bpe": (LLAMA3_REGEX, False, True), "smaug-bpe": (LLAMA3_REGEX, False, False),
-             "tekken": (TEKKEN_REGEX, False, True)}
+             "tekken": (TEKKEN_REGEX, False, True), "gpt-4o": (O200K_REGEX, False, False)}
 
 
 def bpe_tokenizer(pre: str = "gpt-2", vocab_size: int = 512):
@@ -136,25 +140,49 @@ def config_for(arch: str, vocab: int, bos: int, eos: int):
                                 residual_multiplier=0.5, logits_scaling=2.0)
     if arch == "olmo2":
         return tf.Olmo2Config(**{**common, "pad_token_id": eos})
+    if arch == "phi4-mini":  # Phi-4-mini: 3/4 of each head rotated, tied embeddings, LongRoPE, no sliding window
+        half = 64 // 4 * 3 // 4 // 2
+        return tf.Phi3Config(**{**tied, "pad_token_id": eos, "partial_rotary_factor": 0.75, "sliding_window": None,
+                                "max_position_embeddings": 1024, "original_max_position_embeddings": 256,
+                                "rope_parameters": {
+                                    "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                                    "long_factor": [1.0 + i for i in range(half)],
+                                    "short_factor": [1.0 + 0.5 * i for i in range(half)]}})
+    if arch == "olmo3":  # a sliding layer (window 8) then a full one with OLMo 3's YaRN
+        return tf.Olmo3Config(**{**common, "pad_token_id": eos, "sliding_window": 8,
+                                 "layer_types": ["sliding_attention", "full_attention"], "rope_parameters": {
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 500000.0},
+                                     "full_attention": {"rope_type": "yarn", "rope_theta": 500000.0, "factor": 4.0,
+                                                        "original_max_position_embeddings": 64,
+                                                        "attention_factor": 1.2, "beta_fast": 32.0,
+                                                        "beta_slow": 1.0}}})
+    if arch == "mistral3-mm":  # Ministral 3 3B: the tied text model inside Mistral3ForConditionalGeneration
+        text = config_for("mistral3", vocab, bos, eos)
+        text.tie_word_embeddings = True
+        vision = tf.PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, head_dim=16, image_size=32, patch_size=8)
+        return tf.Mistral3Config(text_config=text, vision_config=vision, image_token_index=vocab - 1,
+                                 spatial_merge_size=2, tie_word_embeddings=True)
     raise ValueError(arch)
 
 
 TOKENIZER_FOR = {"llama": "gpt-2", "llama3": "llama-bpe", "smollm2": "smollm", "mistral": "spm", "qwen2": "qwen2",
                  "qwen2.5": "qwen2", "qwen3": "qwen2", "gemma2": "spm", "gemma3": "spm", "gemma3-mm": "spm",
                  "phi3": "spm", "mistral3": "tekken", "smollm3": "smaug-bpe", "granite": "smollm",
-                 "olmo2": "smaug-bpe"}
+                 "olmo2": "smaug-bpe", "phi4-mini": "gpt-4o", "olmo3": "smaug-bpe", "mistral3-mm": "tekken"}
 
 
 def build(arch: str, folder: Path) -> Path:
     """Save a tiny random `arch` model with its tokenizer under `folder`; return the folder."""
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from edgetune.models import model_class
 
     kind = TOKENIZER_FOR[arch]
     tok = spm_tokenizer(folder / "spm") if kind == "spm" else bpe_tokenizer(kind)
     torch.manual_seed(0)
     config = config_for(arch, len(tok), tok.bos_token_id, tok.eos_token_id)
-    model = AutoModelForCausalLM.from_config(config).to(torch.float32)
+    model = model_class(config.model_type).from_config(config).to(torch.float32)
     model.config.architectures = [type(model).__name__]
     with torch.no_grad():  # norms away from 1 (and gemma's away from 0) so their handling shows in logits
         for name, p in model.named_parameters():

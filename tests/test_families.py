@@ -28,6 +28,9 @@ FAMILIES = {
     "smollm3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "granite": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "olmo2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    "phi4-mini": {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"},
+    "olmo3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    "mistral3-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
 }
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
@@ -164,3 +167,32 @@ def test_wizard_base_step_refuses_an_unconvertible_architecture(tmp_path):
             await wait_until(pilot, lambda: "GPTNeoXForCausalLM" in str(error.render()))
             assert "is not supported" in str(error.render()) and isinstance(app.screen, BaseModelScreen)
     asyncio.run(go())
+
+
+def test_mistral3_multimodal_adapts_and_converts_only_its_text_model(tmp_path):
+    """Mistral3ForConditionalGeneration (Ministral 3, Mistral Small 3.x): transformers maps it to no
+    causal LM, so edgetune loads the whole model, adapts only the text decoder's linears, and the
+    converter writes the text model alone as llama.cpp's mistral3, saying what it left out."""
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.models import load_causal_lm
+    from edgetune.targets import resolve_targets
+    model_dir = build("mistral3-mm", tmp_path / "m")
+    with pytest.raises(ValueError, match="Mistral3Config"):
+        AutoModelForCausalLM.from_pretrained(str(model_dir))
+    model = load_causal_lm(model_dir, dtype=torch.float32)
+    assert type(model).__name__ == "Mistral3ForConditionalGeneration"
+    every_linear = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    chosen = resolve_targets(model, "all-linear")
+    assert any("vision_tower" in n for n in every_linear) and any("multi_modal_projector" in n for n in every_linear)
+    assert all(".language_model.layers." in n for n in chosen) and len(chosen) == 2 * 7
+
+    events = []
+    path = convert_hf_to_gguf(model_dir, tmp_path / "m.gguf", "f16", on_event=events.append)
+    left_out = next(e.data["left_out"] for e in events if e.data and "left_out" in e.data)
+    assert set(left_out) == {"vision tower", "multimodal projector"} and all(n > 0 for n in left_out.values())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "mistral3"
+    names = {t.name for t in reader.tensors}
+    assert "output.weight" not in names and all(n.startswith(("blk.", "token_embd", "output_norm")) for n in names)

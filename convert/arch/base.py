@@ -125,8 +125,10 @@ class Arch:
                                                 or self.cfg.get("original_max_position_embeddings")
                                                 or self.need("max_position_embeddings")))
             if p.get("attention_factor") is not None:
-                # llama.cpp multiplies its own 1 + 0.1 ln(factor) by this; HF uses it as the whole scale.
-                w.add_rope_scaling_yarn_attn_factor(float(p["attention_factor"]) / (1 + 0.1 * math.log(factor)))
+                # llama.cpp multiplies its own 1 + 0.1 ln(factor) by rope.scaling.attn_factor; HF uses
+                # attention_factor as the whole scale. (rope.scaling.yarn_attn_factor, which llama.cpp's
+                # own converter writes, is read by grok alone.)
+                w.add_rope_scaling_attn_factors(float(p["attention_factor"]) / (1 + 0.1 * math.log(factor)))
             if p.get("beta_fast") is not None:
                 w.add_rope_scaling_yarn_beta_fast(float(p["beta_fast"]))
             if p.get("beta_slow") is not None:
