@@ -168,8 +168,9 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
         if gguf_name is None:
             raise EdgetuneError(f"{folder.shard_of(hf_name)}: tensor '{hf_name}' has no GGUF name for "
                                 f"{arch.arch_name} (a {folder.architecture} this converter does not know?)")
-        shape = folder.shape(hf_name)
-        plan.append((hf_name, gguf_name, shape, _target_type(gguf_name, shape, outtype)))
+        shape = arch.gguf_shape(hf_name, folder.shape(hf_name))
+        qtype = gguf.GGMLQuantizationType.F32 if arch.keeps_f32(gguf_name) else _target_type(gguf_name, shape, outtype)
+        plan.append((hf_name, gguf_name, shape, qtype))
     extra = arch.extra_tensors()  # written after the checkpoint's own tensors, always F32
     embedding = [shape for _hf, gguf_name, shape, _q in plan if gguf_name == "token_embd.weight"]
     if not embedding:
