@@ -147,13 +147,22 @@ def config_for(arch: str, vocab: int, bos: int, eos: int):
                                        "linear_conv_kernel_dim": 4, "rope_parameters": {
                                            "rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
                                            "mrope_section": [2, 1, 1], "mrope_interleaved": True}})
+    if arch == "qwen35-mm":  # Qwen3.5 as published: the text model inside Qwen3_5ForConditionalGeneration
+        vision = tf.Qwen3_5VisionConfig(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8,
+                                        out_hidden_size=64, num_position_embeddings=16)
+        return tf.Qwen3_5Config(text_config=config_for("qwen35", vocab, bos, eos).to_dict(),
+                                vision_config=vision.to_dict(), image_token_id=vocab - 1, video_token_id=vocab - 2,
+                                vision_start_token_id=vocab - 3, vision_end_token_id=vocab - 4,
+                                tie_word_embeddings=True)
     raise ValueError(arch)
 
 
 TOKENIZER_FOR = {"llama": "gpt-2", "llama3": "llama-bpe", "smollm2": "smollm", "mistral": "spm", "qwen2": "qwen2",
                  "qwen2.5": "qwen2", "qwen3": "qwen2", "gemma2": "spm", "gemma3": "spm", "gemma3-mm": "spm",
                  "phi3": "spm", "mistral3": "tekken", "smollm3": "smaug-bpe", "granite": "smollm",
-                 "olmo2": "smaug-bpe", "qwen35": "qwen35"}
+                 "olmo2": "smaug-bpe", "qwen35": "qwen35", "qwen35-mm": "qwen35"}
+# where AutoModelForCausalLM would build another class than the checkpoints have
+MODEL_CLASS = {"qwen35-mm": "Qwen3_5ForConditionalGeneration"}
 
 
 def build(arch: str, folder: Path) -> Path:
@@ -165,7 +174,11 @@ def build(arch: str, folder: Path) -> Path:
     tok = spm_tokenizer(folder / "spm") if kind == "spm" else bpe_tokenizer(kind)
     torch.manual_seed(0)
     config = config_for(arch, len(tok), tok.bos_token_id, tok.eos_token_id)
-    model = AutoModelForCausalLM.from_config(config).to(torch.float32)
+    if arch in MODEL_CLASS:
+        import transformers
+        model = getattr(transformers, MODEL_CLASS[arch])(config).to(torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_config(config).to(torch.float32)
     model.config.architectures = [type(model).__name__]
     with torch.no_grad():  # norms away from 1 (and 1 + w ones away from 0) so their handling shows in logits
         for name, p in model.named_parameters():

@@ -31,8 +31,10 @@ FAMILIES = {
     # 2 delta-net layers (in/out projections, the a/b gates) and 2 full-attention ones
     "qwen35": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj_qkv",
                "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
+    "qwen35-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj_qkv",
+                  "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
 }
-ADAPTED = {"smollm3": 4 * 7, "qwen35": 2 * (5 + 3) + 2 * (4 + 3)}  # modules adapted where not 2 layers x the set
+ADAPTED = {"smollm3": 4 * 7, "qwen35": 2 * (5 + 3) + 2 * (4 + 3), "qwen35-mm": 2 * (5 + 3) + 2 * (4 + 3)}  # modules adapted where not 2 layers x the set
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
 
