@@ -57,6 +57,15 @@ def tensor_name_map(model_dir) -> Callable[[str], str | None]:
     return load_arch(ModelFolder(model_dir)).gguf_name
 
 
+def input_order(model_dir) -> Callable[[str, np.ndarray], np.ndarray]:
+    """(HF weight name, one value per input column) -> the values in the GGUF's column order: the
+    converter reorders some matrices' inputs (Qwen3.5's out_proj by value head), and an importance
+    matrix must follow."""
+    import torch
+    arch = load_arch(ModelFolder(model_dir))
+    return lambda hf_name, values: arch.lora_a_modify(hf_name, torch.from_numpy(values)[None])[0].numpy()
+
+
 def needs_qk_permute(model_dir) -> bool:
     """True when the GGUF stores q/k rows in another order than HF (llama's RoPE layout): a LoRA
     adapter's B matrices for q_proj/k_proj then need `load_arch(...).lora_b_modify`."""

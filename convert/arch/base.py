@@ -179,7 +179,8 @@ class Arch:
         return lora_b
 
     def lora_a_modify(self, hf_name: str, lora_a):
-        """The quirk's action on a weight's input columns, for a LoRA A matrix (columns are inputs)."""
+        """The quirk's action on a weight's input columns, for a LoRA A matrix (columns are inputs)
+        and an importance matrix's per-column values."""
         return lora_a
 
 
