@@ -180,3 +180,24 @@ def test_real_qwen35_vocabulary_tokenizes_as_in_hf(tmp_path):
                 tok(s, add_special_tokens=False)["input_ids"], s
     finally:
         llm.close()
+
+
+def test_linear_attention_models_are_never_packed(qwen35, tmp_path):
+    """transformers' delta-net carries its state across the rows of a padding-free packed batch
+    (position ids that restart do not stop it), so packing is off for such models, and an explicit
+    packing: true is refused."""
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.train import Plan, use_packing
+    model = AutoModelForCausalLM.from_pretrained(str(qwen35), dtype=torch.float32).eval()
+    a, b = list(range(10, 30)), list(range(40, 52))
+    with torch.no_grad():
+        alone = model(torch.tensor([b])).logits[0]
+        packed = model(torch.tensor([a + b]), position_ids=torch.tensor([list(range(len(a))) + list(range(len(b)))]))
+    assert nmse([packed.logits[0, len(a):].numpy()], [alone.numpy()]) > 1e-3  # the second row saw the first
+    cpu = Plan("lora", "cpu", "fp32")
+    assert use_packing("auto", cpu, model.config) is False and use_packing("false", cpu, model.config) is False
+    with pytest.raises(EdgetuneError, match="data.packing: true cannot train this model: its linear-attention"):
+        use_packing("true", cpu, model.config)
+    llama = AutoModelForCausalLM.from_pretrained(str(build("llama", tmp_path / "llama")))
+    assert use_packing("true", cpu, llama.config) is True
