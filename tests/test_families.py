@@ -34,7 +34,8 @@ FAMILIES = {
     "qwen35-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj_qkv",
                   "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
 }
-ADAPTED = {"smollm3": 4 * 7, "qwen35": 2 * (5 + 3) + 2 * (4 + 3), "qwen35-mm": 2 * (5 + 3) + 2 * (4 + 3)}  # modules adapted where not 2 layers x the set
+# modules adapted where it is not 2 layers x the set (qwen35: 2 delta-net + 2 full-attention layers, MLPs in all)
+ADAPTED = {"smollm3": 4 * 7, "qwen35": 2 * (5 + 3) + 2 * (4 + 3), "qwen35-mm": 2 * (5 + 3) + 2 * (4 + 3)}
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
 
