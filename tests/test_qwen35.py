@@ -1,6 +1,7 @@
 """Qwen3.5 beyond the family end-to-end test: what llama.cpp's qwen35 loader reads from the GGUF,
-the published multimodal layout with its MTP head, what llama.cpp cannot run (refused before
-training), the importance matrix of the reordered out_proj, and the real Qwen3.5 vocabulary."""
+the published multimodal layout with its MTP head (convert, batch merge, GGUF LoRA adapter), what
+llama.cpp cannot run (refused before training), no packing, and the real Qwen3.5 vocabulary. The
+importance matrix is judged against llama.cpp's own in test_quant.py."""
 import base64
 import json
 import shutil
@@ -16,7 +17,6 @@ from edgetune import pipeline
 from edgetune.batch import run_batch
 from edgetune.convert import check_convertible, convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
-from edgetune.imatrix import collect
 from edgetune.smoke import PARITY_STRINGS, nmse
 from edgetune.train import Plan, use_packing
 
@@ -99,24 +99,6 @@ def test_what_llama_cpp_cannot_run_fails_before_training(qwen35, demo_jsonl, tmp
         pipeline.run(r)
     run = pipeline.Run(r)
     assert not (run.dir / "train_log.jsonl").exists() and not run.adapter.exists()
-
-
-def test_importance_matrix_follows_the_out_proj_column_order(qwen35):
-    """llama.cpp weighs ssm_out's columns in the GGUF's (tiled) value-head order: the importance
-    matrix must be in that order too, not HF's."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(qwen35), dtype=torch.float32).eval()
-    rows = [list(range(5, 45)), list(range(100, 130))]
-    seen = []
-    hook = model.model.layers[0].linear_attn.out_proj.register_forward_pre_hook(
-        lambda _m, args: seen.append((args[0].reshape(-1, args[0].shape[-1]) ** 2).sum(0)))
-    im = collect(model, qwen35, rows, "probe")
-    hook.remove()
-    hf_order = torch.stack(seen).sum(0).double().numpy().reshape(2, 2, 16)  # [k head][v of k][dim]
-    tiled = hf_order.transpose(1, 0, 2).reshape(-1)
-    np.testing.assert_allclose(im.sums["blk.0.ssm_out.weight"][0], tiled, rtol=1e-5)
-    assert not np.allclose(tiled, hf_order.reshape(-1), rtol=1e-3)
 
 
 def real_qwen35_model(dest):
