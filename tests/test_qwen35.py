@@ -164,6 +164,17 @@ def test_real_qwen35_vocabulary_tokenizes_as_in_hf(tmp_path):
         llm.close()
 
 
+def test_attention_presets_cover_the_delta_net(qwen35):
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.targets import describe, resolve_targets
+    model = AutoModelForCausalLM.from_pretrained(str(qwen35), dtype=torch.float32)
+    leaves = {p: sorted({n.rsplit(".", 1)[-1] for n in resolve_targets(model, p)}) for p in ("attn", "qv")}
+    assert leaves["attn"] == ["in_proj_qkv", "in_proj_z", "k_proj", "o_proj", "out_proj", "q_proj", "v_proj"]
+    assert leaves["qv"] == ["in_proj_qkv", "q_proj", "v_proj"]
+    assert "in_proj_qkv is fused q, k and v (delta-net)" in describe(resolve_targets(model, "qv"))
+
+
 def test_linear_attention_models_are_never_packed(qwen35, tmp_path):
     """transformers' delta-net carries its state across the rows of a padding-free packed batch
     (position ids that restart do not stop it), so packing is off for such models, and an explicit
