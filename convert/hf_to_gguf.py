@@ -57,6 +57,15 @@ def tensor_name_map(model_dir) -> Callable[[str], str | None]:
     return load_arch(ModelFolder(model_dir)).gguf_name
 
 
+def input_order(model_dir) -> Callable[[str, np.ndarray], np.ndarray]:
+    """(HF weight name, one value per input column) -> the values in the GGUF's column order: the
+    converter reorders some matrices' inputs (Qwen3.5's out_proj by value head), and an importance
+    matrix must follow."""
+    import torch
+    arch = load_arch(ModelFolder(model_dir))
+    return lambda hf_name, values: arch.lora_a_modify(hf_name, torch.from_numpy(values)[None])[0].numpy()
+
+
 def needs_qk_permute(model_dir) -> bool:
     """True when the GGUF stores q/k rows in another order than HF (llama's RoPE layout): a LoRA
     adapter's B matrices for q_proj/k_proj then need `load_arch(...).lora_b_modify`."""
@@ -168,8 +177,9 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
         if gguf_name is None:
             raise EdgetuneError(f"{folder.shard_of(hf_name)}: tensor '{hf_name}' has no GGUF name for "
                                 f"{arch.arch_name} (a {folder.architecture} this converter does not know?)")
-        shape = folder.shape(hf_name)
-        plan.append((hf_name, gguf_name, shape, _target_type(gguf_name, shape, outtype)))
+        shape = arch.gguf_shape(hf_name, folder.shape(hf_name))
+        qtype = gguf.GGMLQuantizationType.F32 if arch.keeps_f32(gguf_name) else _target_type(gguf_name, shape, outtype)
+        plan.append((hf_name, gguf_name, shape, qtype))
     extra = arch.extra_tensors()  # written after the checkpoint's own tensors, always F32
     embedding = [shape for _hf, gguf_name, shape, _q in plan if gguf_name == "token_embd.weight"]
     if not embedding:

@@ -3,7 +3,8 @@
 Each targeted weight W gets two tensors, `<gguf name>.lora_a` (r x in) and `.lora_b` (out x r);
 llama.cpp adds (alpha / r) * B @ A at run time. Per-module scales (rank_pattern, alpha_pattern,
 rsLoRA) are folded into B so one global alpha serves every module. Architecture quirks that act on
-a weight's output rows (llama's q/k RoPE permutation) are applied to B.
+a weight's output rows (llama's q/k RoPE permutation) are applied to B, those on its input columns
+(Qwen3.5's value-head order in out_proj) to A.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
         # llama.cpp scales by alpha / r: fold this module's own scale into B.
         b = e["B"].to(torch.float32) * (deltas.scale(hf_name) * r / alpha)
         b = arch.lora_b_modify(hf_name, b)
-        for suffix, t in (("lora_a", e["A"].to(torch.float32)), ("lora_b", b)):
+        a = arch.lora_a_modify(hf_name, e["A"].to(torch.float32))
+        for suffix, t in (("lora_a", a), ("lora_b", b)):
             data = t.numpy()
             qtype = _target_type(gguf_name, data.shape, outtype)
             w.add_tensor_info(f"{gguf_name}.{suffix}", data.shape, np.dtype(np.float32), _nbytes(data.shape, qtype),

@@ -27,7 +27,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from edgetune.convert import tensor_name_map
+from edgetune.convert import input_order, tensor_name_map
 from edgetune.data import tokenize
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Event, ignore
@@ -101,6 +101,7 @@ def collect(model, model_dir, rows: list[list[int]], dataset: str, on_event: Cal
     import torch
 
     targets = hf_targets(model, model_dir)
+    to_gguf_columns = input_order(model_dir)
     result = Imatrix(datasets=[dataset])
     state: dict = {"keep": None}
 
@@ -112,7 +113,7 @@ def collect(model, model_dir, rows: list[list[int]], dataset: str, on_event: Cal
             if keep is not None and keep.numel() == x.shape[0]:
                 x = x[keep]  # padding positions are not tokens of the data
             x = x.to(torch.float32)
-            sum_sq = (x * x).sum(0).to(torch.float64).numpy()
+            sum_sq = to_gguf_columns(f"{module_name}.weight", (x * x).sum(0).to(torch.float64).numpy())
             for gguf_name in targets[module_name]:
                 result.add(gguf_name, sum_sq, x.shape[0])
         return pre_hook

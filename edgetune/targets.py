@@ -2,8 +2,9 @@
 
   all-linear  every linear layer of the decoder but the output head, as PEFT's "all-linear": fused
               projections (Phi-3's qkv_proj and gate_up_proj) included, vision towers left out
-  attn        the attention projections (q/k/v/o, or a fused qkv_proj and o_proj)
-  qv          the query and value projections (a fused qkv_proj as a whole: k comes with it)
+  attn        the attention projections (q/k/v/o, or a fused qkv_proj and o_proj; Qwen3.5's
+              delta-net in_proj_qkv, in_proj_z and out_proj)
+  qv          the query and value projections (a fused qkv_proj or in_proj_qkv as a whole: k comes with it)
   a,b,c       these module names; each must exist in the decoder or be its output head
 
 The answer is a list of full module names, so PEFT adapts exactly these and nothing that merely
@@ -16,7 +17,7 @@ from collections import Counter
 from edgetune.errors import EdgetuneError
 from edgetune.recipe import TARGET_PRESETS
 
-FUSED = {"qkv_proj": "q, k and v", "gate_up_proj": "gate and up"}
+FUSED = {"qkv_proj": "q, k and v", "gate_up_proj": "gate and up", "in_proj_qkv": "q, k and v (delta-net)"}
 
 
 def decoder_linears(model) -> dict[str, object]:

@@ -264,7 +264,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * t.grad_accum)))
     planned_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     tokens_per_step = sum(len(x) for x in train_ds["input_ids"]) / steps_per_epoch
-    packing = use_packing(recipe.data.packing, p)
+    packing = use_packing(recipe.data.packing, p, model.config)
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=t.epochs,
@@ -382,9 +382,17 @@ def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Cal
     return on
 
 
-def use_packing(setting: str, p: Plan) -> bool:
+def use_packing(setting: str, p: Plan, config=None) -> bool:
     """Padding-free packing pays off only with varlen attention kernels (flash-attention on CUDA);
-    on the CPU it turns each batch into one long sequence with quadratic attention."""
+    on the CPU it turns each batch into one long sequence with quadratic attention. Models with
+    linear-attention layers (Qwen3.5's delta-net) are never packed: transformers' delta-net and its
+    causal conv ignore row boundaries, so each row would start from the state of the one before."""
+    text = config.get_text_config() if config is not None else None
+    if "linear_attention" in (getattr(text, "layer_types", None) or []):
+        if setting == "true":
+            raise EdgetuneError("data.packing: true cannot train this model: its linear-attention layers would carry "
+                                "state from one packed row into the next; use packing: auto or false")
+        return False
     if setting != "auto":
         return setting == "true"
     return p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None

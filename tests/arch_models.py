@@ -16,6 +16,8 @@ QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
                r"\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN35_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
 TEKKEN_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
                 r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -26,7 +28,8 @@ O200K_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}
 # tokenizer kind -> (split regex or None for plain ByteLevel, single digits first, ignore_merges)
 BPE_KINDS = {"gpt-2": (None, False, False), "smollm": (None, True, False), "qwen2": (QWEN2_REGEX, False, False),
              "llama-bpe": (LLAMA3_REGEX, False, True), "smaug-bpe": (LLAMA3_REGEX, False, False),
-             "tekken": (TEKKEN_REGEX, False, True), "gpt-4o": (O200K_REGEX, False, False)}
+             "tekken": (TEKKEN_REGEX, False, True), "gpt-4o": (O200K_REGEX, False, False),
+             "qwen35": (QWEN35_REGEX, False, False)}
 
 
 def bpe_tokenizer(pre: str = "gpt-2", vocab_size: int = 512):
@@ -163,13 +166,32 @@ def config_for(arch: str, vocab: int, bos: int, eos: int):
                                         num_attention_heads=2, head_dim=16, image_size=32, patch_size=8)
         return tf.Mistral3Config(text_config=text, vision_config=vision, image_token_index=vocab - 1,
                                  spatial_merge_size=2, tie_word_embeddings=True)
+    if arch == "qwen35":  # Qwen3.5 0.8B/2B: delta-net and gated full attention alternating, more value
+        # than key heads in the delta-net (the head reorder shows), partial M-RoPE, tied embeddings
+        return tf.Qwen3_5TextConfig(**{**tied, "num_hidden_layers": 4, "head_dim": 32, "pad_token_id": eos,
+                                       "layer_types": ["linear_attention", "full_attention"] * 2,
+                                       "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+                                       "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                                       "linear_conv_kernel_dim": 4, "rope_parameters": {
+                                           "rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                           "mrope_section": [2, 1, 1], "mrope_interleaved": True}})
+    if arch == "qwen35-mm":  # Qwen3.5 as published: the text model inside Qwen3_5ForConditionalGeneration
+        vision = tf.Qwen3_5VisionConfig(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8,
+                                        out_hidden_size=64, num_position_embeddings=16)
+        return tf.Qwen3_5Config(text_config=config_for("qwen35", vocab, bos, eos).to_dict(),
+                                vision_config=vision.to_dict(), image_token_id=vocab - 1, video_token_id=vocab - 2,
+                                vision_start_token_id=vocab - 3, vision_end_token_id=vocab - 4,
+                                tie_word_embeddings=True)
     raise ValueError(arch)
 
 
 TOKENIZER_FOR = {"llama": "gpt-2", "llama3": "llama-bpe", "smollm2": "smollm", "mistral": "spm", "qwen2": "qwen2",
                  "qwen2.5": "qwen2", "qwen3": "qwen2", "gemma2": "spm", "gemma3": "spm", "gemma3-mm": "spm",
                  "phi3": "spm", "mistral3": "tekken", "smollm3": "smaug-bpe", "granite": "smollm",
-                 "olmo2": "smaug-bpe", "phi4-mini": "gpt-4o", "olmo3": "smaug-bpe", "mistral3-mm": "tekken"}
+                 "olmo2": "smaug-bpe", "phi4-mini": "gpt-4o", "olmo3": "smaug-bpe", "mistral3-mm": "tekken",
+                 "qwen35": "qwen35", "qwen35-mm": "qwen35"}
+# where AutoModelForCausalLM would build another class than the checkpoints have
+MODEL_CLASS = {"qwen35-mm": "Qwen3_5ForConditionalGeneration"}
 
 
 def build(arch: str, folder: Path) -> Path:
@@ -182,14 +204,28 @@ def build(arch: str, folder: Path) -> Path:
     tok = spm_tokenizer(folder / "spm") if kind == "spm" else bpe_tokenizer(kind)
     torch.manual_seed(0)
     config = config_for(arch, len(tok), tok.bos_token_id, tok.eos_token_id)
-    model = model_class(config.model_type).from_config(config).to(torch.float32)
+    if arch in MODEL_CLASS:
+        import transformers
+        model = getattr(transformers, MODEL_CLASS[arch])(config).to(torch.float32)
+    else:
+        model = model_class(config.model_type).from_config(config).to(torch.float32)
     model.config.architectures = [type(model).__name__]
-    with torch.no_grad():  # norms away from 1 (and gemma's away from 0) so their handling shows in logits
+    with torch.no_grad():  # norms away from 1 (and 1 + w ones away from 0) so their handling shows in logits
         for name, p in model.named_parameters():
             if "norm" in name:
-                p.copy_(torch.rand_like(p) * 0.5 + (0.25 if arch.startswith("gemma") else 0.75))
+                one_plus_w = arch.startswith("gemma") or (arch.startswith("qwen35") and ".linear_attn." not in name)
+                p.copy_(torch.rand_like(p) * 0.5 + (0.25 if one_plus_w else 0.75))
             elif name.endswith(".bias"):  # Qwen's q/k/v biases start at zero
                 p.copy_(torch.randn_like(p) * 0.1)
+            elif name.endswith(".A_log"):
+                # Delta-net decay rates A up to 3, not the init's 16: a state that forgets each token
+                # at once leaves a normed output whose sign is that of one q.k product near zero, so
+                # any rounding flips it (bf16 weights alone gave NMSE 2e-3 in HF itself).
+                p.copy_(torch.empty_like(p).uniform_(0.5, 3.0).log())
+        for mixer in [m for m in model.modules() if hasattr(m, "in_proj_qkv")]:
+            # ... and queries that find their keys (q.k away from 0), as attention learns to
+            for w in (mixer.in_proj_qkv.weight, mixer.conv1d.weight):
+                w[: mixer.key_dim] = w[mixer.key_dim: 2 * mixer.key_dim] + 0.3 * w[: mixer.key_dim]
     out = folder / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)

@@ -31,7 +31,14 @@ FAMILIES = {
     "phi4-mini": {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"},
     "olmo3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "mistral3-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    # 2 delta-net layers (in/out projections, the a/b gates) and 2 full-attention ones
+    "qwen35": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj_qkv",
+               "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
+    "qwen35-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj_qkv",
+                  "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
 }
+# modules adapted where it is not 2 layers x the set (qwen35: 2 delta-net + 2 full-attention layers, MLPs in all)
+ADAPTED = {"smollm3": 4 * 7, "qwen35": 2 * (5 + 3) + 2 * (4 + 3), "qwen35-mm": 2 * (5 + 3) + 2 * (4 + 3)}
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
 
@@ -49,7 +56,7 @@ def test_family_trains_merges_converts_and_runs(family, demo_jsonl, tmp_path):
     # all-linear adapted every linear layer of the decoder, fused ones too, and the log says which
     adapted = next(e.data["targets"] for e in events if e.kind == "log" and e.data and "targets" in e.data)
     assert {n.rsplit(".", 1)[-1] for n in adapted} == FAMILIES[family]
-    assert len(adapted) == len(FAMILIES[family]) * (4 if family == "smollm3" else 2)
+    assert len(adapted) == ADAPTED.get(family, len(FAMILIES[family]) * 2)
     assert any(e.kind == "log" and e.message.startswith("targets=all-linear: LoRA on") for e in events)
 
     tok = AutoTokenizer.from_pretrained(str(base))

@@ -10,8 +10,9 @@ from .olmo3 import Olmo3
 from .phi3 import Phi3
 from .qwen2 import Qwen2
 from .qwen3 import Qwen3
+from .qwen35 import Qwen35
 from .smollm3 import SmolLM3
 
 ARCHITECTURES: dict[str, type[Arch]] = {name: cls for cls in (Llama, Qwen2, Qwen3, Gemma2, Gemma3, Phi3, Mistral3,
-                                                              SmolLM3, Granite, Olmo2, Olmo3)
+                                                              SmolLM3, Granite, Olmo2, Olmo3, Qwen35)
                                         for name in cls.hf_names}

@@ -160,6 +160,14 @@ class Arch:
             return None
         return self.name_map.get_name(text_name(hf_name), try_suffixes=(".weight", ".bias"))
 
+    def gguf_shape(self, hf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape `modify` gives this tensor (a delta-net conv1d loses its middle axis)."""
+        return shape
+
+    def keeps_f32(self, gguf_name: str) -> bool:
+        """Matrices llama.cpp only runs in F32 (a delta-net's ssm_conv1d), whatever the outtype."""
+        return False
+
     def permutes_rows(self, hf_name: str) -> bool:
         """Whether `modify` reorders this weight's output rows (so a LoRA B needs `lora_b_modify`)."""
         return False
@@ -171,6 +179,11 @@ class Arch:
     def lora_b_modify(self, hf_name: str, lora_b):
         """The same quirk for a LoRA B matrix (rows are the weight's output rows); None: unsupported."""
         return lora_b
+
+    def lora_a_modify(self, hf_name: str, lora_a):
+        """The quirk's action on a weight's input columns, for a LoRA A matrix (columns are inputs)
+        and an importance matrix's per-column values."""
+        return lora_a
 
 
 def permute_rotary(w, n_head: int):
