@@ -1,7 +1,8 @@
 """What `train.targets` means on a given model: the decoder's linear layers that get LoRA adapters.
 
   all-linear  every linear layer of the decoder but the output head, as PEFT's "all-linear": fused
-              projections (Phi-3's qkv_proj and gate_up_proj) included, vision towers left out
+              projections (Phi-3's qkv_proj and gate_up_proj) included, vision towers left out, and
+              the layers in NOT_ALL_LINEAR left out (name them to adapt them, merged mode only)
   attn        the attention projections (q/k/v/o, or a fused qkv_proj and o_proj)
   qv          the query and value projections (a fused qkv_proj as a whole: k comes with it)
   a,b,c       these module names; each must exist in the decoder or be its output head
@@ -17,6 +18,11 @@ from edgetune.errors import EdgetuneError
 from edgetune.recipe import TARGET_PRESETS
 
 FUSED = {"qkv_proj": "q, k and v", "gate_up_proj": "gate and up"}
+# Linear layers of a decoder that all-linear leaves out, and why. Gemma 4's per-layer input
+# projection runs once on the embeddings, and llama.cpp multiplies it without a LoRA hook, so a GGUF
+# LoRA adapter could not carry it (its per-layer gate and projection inside each layer are adapted).
+NOT_ALL_LINEAR = {"per_layer_model_projection": "Gemma 4's per-layer input projection: llama.cpp applies no "
+                                                "LoRA adapter there"}
 
 
 def decoder_linears(model) -> dict[str, object]:
@@ -41,7 +47,7 @@ def resolve_targets(model, targets: str) -> list[str]:
     linears = decoder_linears(model)
     preset = TARGET_PRESETS.get(targets)
     if targets == "all-linear":
-        chosen = sorted(linears)
+        chosen = sorted(n for n in linears if n.rsplit(".", 1)[-1] not in NOT_ALL_LINEAR)
     elif preset is not None:
         chosen = sorted(n for n in linears if n.rsplit(".", 1)[-1] in preset)
     else:

@@ -28,7 +28,13 @@ FAMILIES = {
     "smollm3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "granite": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "olmo2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    # per-layer embedding gate and projection too; never per_layer_model_projection (see targets.py)
+    "gemma4": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "per_layer_input_gate",
+               "per_layer_projection"},
 }
+# families whose layer count or layout is not 2 layers of every module: how many modules all-linear adapts
+ADAPTED = {"smollm3": 7 * 4,
+           "gemma4": 7 * 6 + 2 * 3}  # 6 layers; the 3 KV-shared ones have no k_proj/v_proj
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
 
@@ -46,7 +52,7 @@ def test_family_trains_merges_converts_and_runs(family, demo_jsonl, tmp_path):
     # all-linear adapted every linear layer of the decoder, fused ones too, and the log says which
     adapted = next(e.data["targets"] for e in events if e.kind == "log" and e.data and "targets" in e.data)
     assert {n.rsplit(".", 1)[-1] for n in adapted} == FAMILIES[family]
-    assert len(adapted) == len(FAMILIES[family]) * (4 if family == "smollm3" else 2)
+    assert len(adapted) == ADAPTED.get(family, len(FAMILIES[family]) * 2)
     assert any(e.kind == "log" and e.message.startswith("targets=all-linear: LoRA on") for e in events)
 
     tok = AutoTokenizer.from_pretrained(str(base))
