@@ -31,10 +31,12 @@ FAMILIES = {
     # per-layer embedding gate and projection too; never per_layer_model_projection (see targets.py)
     "gemma4": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "per_layer_input_gate",
                "per_layer_projection"},
+    "gemma4-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
 }
 # families whose layer count or layout is not 2 layers of every module: how many modules all-linear adapts
 ADAPTED = {"smollm3": 7 * 4,
-           "gemma4": 7 * 6 + 2 * 3}  # 6 layers; the 3 KV-shared ones have no k_proj/v_proj
+           "gemma4": 7 * 6 + 2 * 3,  # 6 layers; the 3 KV-shared ones have no k_proj/v_proj
+           "gemma4-mm": 7 * 3 - 1}  # 3 layers; the full one has no v_proj (attention_k_eq_v)
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
 
