@@ -173,3 +173,16 @@ def test_settings_llama_cpp_cannot_run_fail_before_training(gemma4, demo_jsonl, 
         pipeline.run(r)
     run = pipeline.Run(r)
     assert not (run.dir / "train_log.jsonl").exists() and not run.adapter.exists()
+
+
+def test_proportional_rope_factor_scales_the_full_layers_only(gemma4, tmp_path):
+    config = json.loads((gemma4 / "config.json").read_text())
+    rope = config["rope_parameters"]
+    scaled = _with_config(gemma4, tmp_path / "scaled", rope_parameters={
+        **rope, "full_attention": {**rope["full_attention"], "factor": 8.0}})
+    ids = _ids(scaled)
+    ref = hf_logits(scaled, ids)
+    assert nmse(ref, hf_logits(gemma4, ids)) > 1e-4  # the factor shows in the logits
+    llm, ours = llama_logits(convert_hf_to_gguf(scaled, tmp_path / "s.gguf", "f32"), ids)
+    llm.close()
+    assert nmse(ours, ref) < 1e-5, f"NMSE {nmse(ours, ref):.2e}"
