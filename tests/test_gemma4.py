@@ -186,3 +186,38 @@ def test_proportional_rope_factor_scales_the_full_layers_only(gemma4, tmp_path):
     llm, ours = llama_logits(convert_hf_to_gguf(scaled, tmp_path / "s.gguf", "f32"), ids)
     llm.close()
     assert nmse(ours, ref) < 1e-5, f"NMSE {nmse(ours, ref):.2e}"
+
+
+# Gemma 4 E2B's published text settings (35 layers, 4 sliding : 1 full, the last 20 layers KV-shared)
+E2B_TEXT = {"hidden_size": 1536, "num_hidden_layers": 35, "num_attention_heads": 8, "num_key_value_heads": 1,
+            "head_dim": 256, "global_head_dim": 512, "num_global_key_value_heads": None, "attention_k_eq_v": False,
+            "sliding_window": 512, "vocab_size": 262144, "vocab_size_per_layer_input": 262144,
+            "hidden_size_per_layer_input": 256, "num_kv_shared_layers": 20, "use_double_wide_mlp": True,
+            "intermediate_size": 6144, "max_position_embeddings": 131072, "rms_norm_eps": 1e-6,
+            "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": 30.0, "tie_word_embeddings": True,
+            "layer_types": (["sliding_attention"] * 4 + ["full_attention"]) * 7,
+            "rope_parameters": {"full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0,
+                                                   "rope_type": "proportional"},
+                                "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}}}
+
+
+def test_e2b_shaped_config_gives_llama_cpp_its_hparams():
+    """A full-size config (no weights): what llama.cpp's gemma4 loader reads, per layer where it varies."""
+    import gguf
+
+    from edgetune.convert.arch import ARCHITECTURES
+    arch = ARCHITECTURES["Gemma4ForConditionalGeneration"](E2B_TEXT, "e2b")
+    w = gguf.GGUFWriter(None, "gemma4")
+    arch.add_hparams(w)
+    kv = {k: v.value for k, v in w.kv_data[0].items()}
+    assert kv["gemma4.feed_forward_length"] == [6144] * 15 + [12288] * 20  # double-wide in the shared layers
+    assert kv["gemma4.attention.head_count_kv"] == 1
+    assert (kv["gemma4.attention.key_length"], kv["gemma4.attention.key_length_swa"]) == (512, 256)
+    assert (kv["gemma4.rope.dimension_count"], kv["gemma4.rope.dimension_count_swa"]) == (512, 256)
+    assert (kv["gemma4.rope.freq_base"], kv["gemma4.rope.freq_base_swa"]) == (1e6, 1e4)
+    assert kv["gemma4.attention.shared_kv_layers"] == 20 and kv["gemma4.embedding_length_per_layer_input"] == 256
+    assert kv["gemma4.attention.sliding_window_pattern"] == [t == "sliding_attention" for t in E2B_TEXT["layer_types"]]
+    assert kv["gemma4.final_logit_softcapping"] == 30.0
+    freqs = arch.extra_tensors()["rope_freqs.weight"]
+    assert freqs.shape == (256,) and (freqs[:64] == 1).all() and (freqs[64:] == np.float32(1e30)).all()
+    assert arch.tied_embeddings
