@@ -73,9 +73,17 @@ def leaf_names(names) -> list[str]:
     return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
 
 
-def describe(chosen: list[str]) -> str:
-    """One line for the training log: which module kinds are adapted, how many, and fused ones."""
+def left_out_of_all_linear(model) -> list[str]:
+    """The decoder's linear layers that all-linear does not adapt (NOT_ALL_LINEAR)."""
+    return sorted(n for n in decoder_linears(model) if n.rsplit(".", 1)[-1] in NOT_ALL_LINEAR)
+
+
+def describe(chosen: list[str], left_out: list[str] = ()) -> str:
+    """One line for the training log: which module kinds are adapted, how many, fused ones, and the
+    linear layers all-linear left out with the reason."""
     counts = Counter(n.rsplit(".", 1)[-1] for n in chosen)
     parts = [f"{leaf} x{counts[leaf]}" for leaf in leaf_names(chosen)]
     fused = [f"{leaf} is fused {FUSED[leaf]}" for leaf in counts if leaf in FUSED]
-    return f"LoRA on {len(chosen)} modules: {', '.join(parts)}" + (f" ({'; '.join(fused)})" if fused else "")
+    skipped = [f"{leaf} ({NOT_ALL_LINEAR[leaf]})" for leaf in leaf_names(left_out)]
+    return (f"LoRA on {len(chosen)} modules: {', '.join(parts)}" + (f" ({'; '.join(fused)})" if fused else "")
+            + (f"; left out: {', '.join(skipped)}" if skipped else ""))

@@ -55,7 +55,8 @@ def test_family_trains_merges_converts_and_runs(family, demo_jsonl, tmp_path):
     adapted = next(e.data["targets"] for e in events if e.kind == "log" and e.data and "targets" in e.data)
     assert {n.rsplit(".", 1)[-1] for n in adapted} == FAMILIES[family]
     assert len(adapted) == ADAPTED.get(family, len(FAMILIES[family]) * 2)
-    assert any(e.kind == "log" and e.message.startswith("targets=all-linear: LoRA on") for e in events)
+    line = next(e.message for e in events if e.kind == "log" and e.message.startswith("targets=all-linear: LoRA on"))
+    assert ("left out: per_layer_model_projection (Gemma 4's" in line) == (family == "gemma4"), line
 
     tok = AutoTokenizer.from_pretrained(str(base))
     ids = [tok(PROMPT)["input_ids"]]
