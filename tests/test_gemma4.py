@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from test_batch import make_adapter
 
 from edgetune import pipeline
 from edgetune.batch import run_batch
@@ -18,7 +19,6 @@ from edgetune.smoke import nmse
 from arch_models import build
 from conftest import make_recipe
 from convert_fixtures import gguf_tensors, hf_logits, llama_logits
-from test_batch import make_adapter
 
 PROMPTS = ["the last word of red fox tiger is tiger. Hello world 🙂 1234 naïve", "Hello world"]
 
