@@ -38,7 +38,7 @@ from edgetune.events import (
 from edgetune.fsutil import atomic_dir, write_json
 from edgetune.models import load_causal_lm
 from edgetune.recipe import Recipe, TrainSpec
-from edgetune.targets import describe, resolve_targets
+from edgetune.targets import describe, left_out_of_all_linear, resolve_targets
 
 
 @dataclass
@@ -250,7 +250,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     if p.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = resolve_targets(model, t.targets)
-    on_event(Event("train", "log", f"targets={t.targets}: {describe(targets)}", data={"targets": targets}))
+    left_out = left_out_of_all_linear(model) if t.targets == "all-linear" else []
+    on_event(Event("train", "log", f"targets={t.targets}: {describe(targets, left_out)}", data={"targets": targets}))
     lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
                       target_modules=targets)
     model = get_peft_model(model, lora)

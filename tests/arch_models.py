@@ -182,6 +182,29 @@ def config_for(arch: str, vocab: int, bos: int, eos: int):
                                 vision_config=vision.to_dict(), image_token_id=vocab - 1, video_token_id=vocab - 2,
                                 vision_start_token_id=vocab - 3, vision_end_token_id=vocab - 4,
                                 tie_word_embeddings=True)
+    if arch == "gemma4":  # Gemma 4 E2B/E4B: per-layer embeddings, sliding and full layers of different
+        # head sizes, proportional RoPE on the full ones, KV sharing with a double-wide MLP, soft-capping
+        return tf.Gemma4TextConfig(**{**tied, "num_hidden_layers": 6, "head_dim": 16, "global_head_dim": 32,
+                                      "layer_types": ["sliding_attention", "sliding_attention", "full_attention",
+                                                      "sliding_attention", "full_attention", "full_attention"],
+                                      "sliding_window": 8, "num_kv_shared_layers": 3, "use_double_wide_mlp": True,
+                                      "hidden_size_per_layer_input": 16, "vocab_size_per_layer_input": vocab,
+                                      "final_logit_softcapping": 3.0, "pad_token_id": eos})
+    if arch == "gemma4-mm":  # the text model inside Gemma4ForConditionalGeneration, 31B-style: values are
+        # the keys on full layers (attention_k_eq_v) with their own KV head count, no per-layer embeddings
+        text = tf.Gemma4TextConfig(**{**tied, "num_hidden_layers": 3, "head_dim": 16, "global_head_dim": 32,
+                                      "attention_k_eq_v": True, "num_global_key_value_heads": 1,
+                                      "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+                                      "sliding_window": 8, "hidden_size_per_layer_input": 0,
+                                      "final_logit_softcapping": 3.0, "pad_token_id": eos})
+        vision = tf.Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=2, head_dim=16)
+        audio = tf.Gemma4AudioConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+        # media placeholders (replaced by the pad token in text-only input) on ids text never uses:
+        # SentencePiece's byte pieces <0x00>..<0x02>
+        return tf.Gemma4Config(text_config=text, vision_config=vision, audio_config=audio, boi_token_id=bos,
+                               eoi_token_id=eos, image_token_id=3, video_token_id=4, boa_token_id=bos,
+                               eoa_token_index=eos, audio_token_id=5, tie_word_embeddings=True)
     raise ValueError(arch)
 
 
@@ -189,7 +212,8 @@ TOKENIZER_FOR = {"llama": "gpt-2", "llama3": "llama-bpe", "smollm2": "smollm", "
                  "qwen2.5": "qwen2", "qwen3": "qwen2", "gemma2": "spm", "gemma3": "spm", "gemma3-mm": "spm",
                  "phi3": "spm", "mistral3": "tekken", "smollm3": "smaug-bpe", "granite": "smollm",
                  "olmo2": "smaug-bpe", "phi4-mini": "gpt-4o", "olmo3": "smaug-bpe", "mistral3-mm": "tekken",
-                 "qwen35": "qwen35", "qwen35-mm": "qwen35"}
+                 "qwen35": "qwen35", "qwen35-mm": "qwen35",
+                 "gemma4": "spm", "gemma4-mm": "spm"}
 # where AutoModelForCausalLM would build another class than the checkpoints have
 MODEL_CLASS = {"qwen35-mm": "Qwen3_5ForConditionalGeneration"}
 
@@ -226,6 +250,9 @@ def build(arch: str, folder: Path) -> Path:
             # ... and queries that find their keys (q.k away from 0), as attention learns to
             for w in (mixer.in_proj_qkv.weight, mixer.conv1d.weight):
                 w[: mixer.key_dim] = w[mixer.key_dim: 2 * mixer.key_dim] + 0.3 * w[: mixer.key_dim]
+        for name, b in model.named_buffers():  # Gemma 4's per-layer output scale (a saved buffer) away from 1
+            if name.endswith("layer_scalar"):
+                b.copy_(torch.rand_like(b) * 0.5 + 0.75)
     out = folder / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)

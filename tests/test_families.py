@@ -36,9 +36,16 @@ FAMILIES = {
                "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
     "qwen35-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj_qkv",
                   "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
+    # per-layer embedding gate and projection too; never per_layer_model_projection (see targets.py)
+    "gemma4": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "per_layer_input_gate",
+               "per_layer_projection"},
+    "gemma4-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
 }
-# modules adapted where it is not 2 layers x the set (qwen35: 2 delta-net + 2 full-attention layers, MLPs in all)
-ADAPTED = {"smollm3": 4 * 7, "qwen35": 2 * (5 + 3) + 2 * (4 + 3), "qwen35-mm": 2 * (5 + 3) + 2 * (4 + 3)}
+# families whose layer count or layout is not 2 layers of every module: how many modules all-linear adapts
+ADAPTED = {"smollm3": 7 * 4,
+           "qwen35": 2 * (5 + 3) + 2 * (4 + 3), "qwen35-mm": 2 * (5 + 3) + 2 * (4 + 3),  # 2 delta-net + 2 full-attention layers
+           "gemma4": 7 * 6 + 2 * 3,  # 6 layers; the 3 KV-shared ones have no k_proj/v_proj
+           "gemma4-mm": 7 * 3 - 1}  # 3 layers; the full one has no v_proj (attention_k_eq_v)
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
 
@@ -57,7 +64,8 @@ def test_family_trains_merges_converts_and_runs(family, demo_jsonl, tmp_path):
     adapted = next(e.data["targets"] for e in events if e.kind == "log" and e.data and "targets" in e.data)
     assert {n.rsplit(".", 1)[-1] for n in adapted} == FAMILIES[family]
     assert len(adapted) == ADAPTED.get(family, len(FAMILIES[family]) * 2)
-    assert any(e.kind == "log" and e.message.startswith("targets=all-linear: LoRA on") for e in events)
+    line = next(e.message for e in events if e.kind == "log" and e.message.startswith("targets=all-linear: LoRA on"))
+    assert ("left out: per_layer_model_projection (Gemma 4's" in line) == (family == "gemma4"), line
 
     tok = AutoTokenizer.from_pretrained(str(base))
     ids = [tok(PROMPT)["input_ids"]]

@@ -2,6 +2,7 @@
 from .base import Arch
 from .gemma2 import Gemma2
 from .gemma3 import Gemma3
+from .gemma4 import Gemma4
 from .granite import Granite
 from .llama import Llama
 from .mistral3 import Mistral3
@@ -14,5 +15,6 @@ from .qwen35 import Qwen35
 from .smollm3 import SmolLM3
 
 ARCHITECTURES: dict[str, type[Arch]] = {name: cls for cls in (Llama, Qwen2, Qwen3, Gemma2, Gemma3, Phi3, Mistral3,
-                                                              SmolLM3, Granite, Olmo2, Olmo3, Qwen35)
+                                                              SmolLM3, Granite, Olmo2, Olmo3, Qwen35,
+                                                              Gemma4)
                                         for name in cls.hf_names}
