@@ -18,7 +18,7 @@ def test_same_steps_learn_at_least_as_much_as_the_seed_recipe(tmp_path):
         tok = train.load_tokenizer(base)
         _, eval_ds, _ = train.build_datasets(r, tok)
         run = bench.train_ours if kind == "ours" else (lambda r, out: bench.train_seed(r, tok, out))
-        model, _, tokens = run(r, tmp_path / "runs" / kind)
+        model, _, tokens, _ = run(r, tmp_path / "runs" / kind)
         assert tokens > 0
         losses[kind] = bench.response_loss(model, eval_ds)
     assert losses["ours"] <= losses["seed"], losses
