@@ -136,6 +136,9 @@ def config_for(arch: str, vocab: int, bos: int, eos: int):
                                 residual_multiplier=0.5, logits_scaling=2.0)
     if arch == "olmo2":
         return tf.Olmo2Config(**{**common, "pad_token_id": eos})
+    if arch == "qwen3moe":  # Qwen3-30B-A3B's shape, tiny: every layer a mixture, top-k renormalised
+        return tf.Qwen3MoeConfig(**{**common, "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2,
+                                    "moe_intermediate_size": 32, "decoder_sparse_step": 1, "norm_topk_prob": True})
     raise ValueError(arch)
 
 
@@ -143,6 +146,7 @@ TOKENIZER_FOR = {"llama": "gpt-2", "llama3": "llama-bpe", "smollm2": "smollm", "
                  "qwen2.5": "qwen2", "qwen3": "qwen2", "gemma2": "spm", "gemma3": "spm", "gemma3-mm": "spm",
                  "phi3": "spm", "mistral3": "tekken", "smollm3": "smaug-bpe", "granite": "smollm",
                  "olmo2": "smaug-bpe"}
+TOKENIZER_FOR["qwen3moe"] = "qwen2"
 
 
 def build(arch: str, folder: Path) -> Path:

@@ -9,8 +9,10 @@ from .olmo2 import Olmo2
 from .phi3 import Phi3
 from .qwen2 import Qwen2
 from .qwen3 import Qwen3
+from .qwen3moe import Qwen3Moe
 from .smollm3 import SmolLM3
 
 ARCHITECTURES: dict[str, type[Arch]] = {name: cls for cls in (Llama, Qwen2, Qwen3, Gemma2, Gemma3, Phi3, Mistral3,
                                                               SmolLM3, Granite, Olmo2)
                                         for name in cls.hf_names}
+ARCHITECTURES.update({name: Qwen3Moe for name in Qwen3Moe.hf_names})
