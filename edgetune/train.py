@@ -37,7 +37,7 @@ from edgetune.events import (
 )
 from edgetune.fsutil import atomic_dir, write_json
 from edgetune.recipe import Recipe, TrainSpec
-from edgetune.targets import describe, resolve_targets
+from edgetune.targets import describe, expert_parameters, resolve_experts, resolve_targets
 
 
 @dataclass
@@ -249,9 +249,12 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     if p.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = resolve_targets(model, t.targets)
-    on_event(Event("train", "log", f"targets={t.targets}: {describe(targets)}", data={"targets": targets}))
+    experts = resolve_experts(model, t.experts)
+    on_event(Event("train", "log", f"targets={t.targets}: "
+                   f"{describe(targets, experts, 0 if t.experts else len(expert_parameters(model)))}",
+                   data={"targets": targets + experts}))
     lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
-                      target_modules=targets)
+                      target_modules=targets, target_parameters=experts or None)
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
     on_event(Event("train", "log", f"{p.method} on {p.device} ({p.dtype}), r={t.rank} alpha={t.alpha} "

@@ -28,6 +28,8 @@ FAMILIES = {
     "smollm3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "granite": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "olmo2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    # the experts are 3-D parameters and the router is not adapted: all-linear is attention (train.experts adds them)
+    "qwen3moe": {"q_proj", "k_proj", "v_proj", "o_proj"},
 }
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
