@@ -11,12 +11,12 @@ while streaming (the batch tool's single-pass merge) with bit-identical results.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import struct
 from pathlib import Path
 
 from edgetune.convert.lora_deltas import LoraDeltas
+from edgetune.convert.model_folder import SAFETENSORS_DTYPES, read_header, read_tensors
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir
@@ -81,48 +81,39 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
     return out_dir
 
 
-SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                           "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-
-
 def _write_merged(shards: list[Path], deltas: LoraDeltas, out: Path, total: int, on_event: Callback) -> None:
     """Each base shard with the adapter's deltas added, written tensor by tensor: the header is
-    known before any data (a merge keeps every name, dtype and shape), so only one tensor is in
-    memory at a time, whatever the shard size (a mixture-of-experts shard holds thousands)."""
+    known before any data (a merge keeps every name and dtype, and every shape but a
+    modules_to_save replacement's), so one tensor is in memory at a time, whatever the shard size
+    (a mixture-of-experts shard holds thousands)."""
     import torch
-    from safetensors import safe_open
 
     done = 0
     for shard in shards:
+        base_header, _start = read_header(shard)
+        names = sorted(k for k in base_header if k != "__metadata__")
+        header: dict = {}
+        offset = 0
+        for name in names:
+            entry = base_header[name]
+            shape = list(deltas.full[name].shape) if name in deltas.full else entry["shape"]
+            size = (entry["data_offsets"][1] - entry["data_offsets"][0]) if name not in deltas.full else \
+                deltas.full[name].to(getattr(torch, SAFETENSORS_DTYPES[entry["dtype"]])).nbytes
+            header[name] = {"dtype": entry["dtype"], "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
+        header["__metadata__"] = {**(base_header.get("__metadata__") or {}), "format": "pt"}
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned, as safetensors writes it
         try:
-            with safe_open(str(shard), framework="pt") as f, open(out / shard.name, "wb") as dst:
-                names = list(f.keys())
-                header: dict = {}
-                offset = 0
-                for name in names:
-                    piece = f.get_slice(name)
-                    dtype = piece.get_dtype()
-                    shape = list(deltas.full[name].shape) if name in deltas.full else list(piece.get_shape())
-                    if dtype not in SAFETENSORS_DTYPE_BYTES:
-                        raise EdgetuneError(f"{shard}: tensor {name} has dtype {dtype}, which merging does not handle")
-                    size = math.prod(shape) * SAFETENSORS_DTYPE_BYTES[dtype]
-                    header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
-                    offset += size
-                header["__metadata__"] = {**(f.metadata() or {}), "format": "pt"}
-                blob = json.dumps(header, separators=(",", ":")).encode()
-                blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned, as safetensors writes it
+            with open(out / shard.name, "wb") as dst:
                 dst.write(struct.pack("<Q", len(blob)) + blob)
-                for name in names:
-                    merged = deltas.apply(name, f.get_tensor(name)).contiguous()
+                for name, tensor in read_tensors(shard, names):
+                    merged = deltas.apply(name, tensor).contiguous()
                     if list(merged.shape) != header[name]["shape"]:
-                        raise EdgetuneError(f"{shard}: merged {name} is {tuple(merged.shape)}, not the base's "
+                        raise EdgetuneError(f"{shard}: merged {name} is {tuple(merged.shape)}, not "
                                             f"{tuple(header[name]['shape'])}")
                     dst.write(memoryview(merged.reshape(-1).view(torch.uint8).numpy()))
                     done += 1
-        except EdgetuneError:
-            raise
         except OSError as e:
             raise EdgetuneError(f"{out / shard.name}: cannot write the merged shard ({e.strerror or e})") from None
-        except Exception as e:
-            raise EdgetuneError(f"{shard}: unreadable safetensors ({str(e).splitlines()[0]})") from None
         on_event(Event("merge", "progress", shard.name, step=done, total=total))
