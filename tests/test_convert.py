@@ -12,6 +12,7 @@ from convert_fixtures import build, hf_logits, llama_logits
 
 ARCHS = ["llama", "llama3", "smollm2", "mistral", "qwen2", "qwen2.5", "qwen3", "gemma2", "gemma3", "gemma3-mm", "phi3",
          "mistral3", "smollm3", "granite", "olmo2"]
+ARCHS += ["qwen3moe"]  # mixture of experts: stacked ffn_*_exps, F32 router
 PROMPTS = ["the last word of red fox tiger is tiger.", "Hello world 🙂 1234 naïve\n\nnew  lines"]
 
 
