@@ -28,6 +28,7 @@ import gguf
 import numpy as np
 
 from edgetune.convert import tensor_name_map
+from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.data import tokenize
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Event, ignore
@@ -71,6 +72,26 @@ class Imatrix:
             counts = self.counts[name][:, None]
             out[name] = np.where(counts > 0, sums / np.maximum(counts, 1), 1.0).astype(np.float32).reshape(-1)
         return out
+
+
+def check_covered(model_dir, quants: list[str], auto_types: list[str]) -> None:
+    """Refuse, before training, importance-matrix types on a mixture-of-experts base: the matrix
+    is collected from linear layers' inputs, and the stacked expert weights (blk.N.ffn_*_exps, most
+    of such a model) are not linear layers, so they would be quantized without one (llama.cpp
+    refuses the IQ2 types then, and quantizes the others blind)."""
+    from edgetune.convert.hf_to_gguf import load_arch
+    from edgetune.convert.model_folder import ModelFolder
+
+    asked = auto_types if [q.upper() for q in quants] == ["AUTO"] else quants
+    needing = [q for q in asked if q.upper() in FILE_TYPES and FILE_TYPES[q.upper()].needs_imatrix]
+    if not needing:
+        return
+    arch = load_arch(ModelFolder(model_dir))
+    if getattr(arch, "n_experts", 0):
+        key = "export.auto_types" if asked is auto_types else "export.quants"
+        raise EdgetuneError(f"{key}: {', '.join(needing)} need an importance matrix, which edgetune does not collect "
+                            f"for the expert weights of a mixture-of-experts model ({arch.arch_name}); "
+                            "use Q8_0 or K-quants")
 
 
 # ---------------------------------------------------------------- computing

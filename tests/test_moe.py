@@ -275,3 +275,18 @@ def test_missing_or_extra_experts_are_named(moe_base, tmp_path):
               str(broken / "model.safetensors"))
     with pytest.raises(EdgetuneError, match="expert 4 but num_experts is 4"):
         convert_hf_to_gguf(broken, tmp_path / "x.gguf", "f16")
+
+
+def test_importance_matrix_types_are_refused_before_training(moe_base, demo_jsonl, tmp_path):
+    """edgetune's importance matrix hooks linear layers; the stacked experts are not, so IQ types
+    (explicit, or in auto's sweep) on a mixture-of-experts base stop the run before training."""
+    for key, export in {"export.quants": {"quants": ["Q4_K_M", "IQ2_M"]},
+                        "export.auto_types": {"quants": ["auto"]}}.items():
+        r = make_recipe(moe_base, demo_jsonl, tmp_path / key, export=export)
+        with pytest.raises(EdgetuneError, match=f"{key}: .*IQ.* need an importance matrix, which edgetune does not "
+                                                "collect for the expert weights of a mixture-of-experts model"):
+            pipeline.run(r)
+        assert not (pipeline.Run(r).dir / "train_log.jsonl").exists()
+    r = make_recipe(moe_base, demo_jsonl, tmp_path / "ok", export={"quants": ["auto"], "auto_types": ["Q4_K_M", "Q8_0"]})
+    pipeline.run(r, until="train")  # K-quants only: trains
+    assert pipeline.Run(r).adapter.exists()
