@@ -148,6 +148,7 @@ class LoraDeltas:
         if not found:
             return None
         e = found[0]
+        e["used"] = True
         n, r = e["experts"], e["A"].shape[0] // e["experts"]
         a = e["A"].reshape(n, r, in_)  # PEFT: A rows are expert-major
         b = e["B"].reshape(fused_out, r, n).permute(2, 0, 1)  # B columns are expert-minor
@@ -179,6 +180,19 @@ class LoraDeltas:
                                 f"weight {tuple(tensor.shape)} (adapter made for another base?)")
         self.applied.add(name)
         return (tensor.to(torch.float32) + d).to(tensor.dtype)
+
+    def check_experts_fit(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Every LoRA pair on expert parameters fits some expert tensor of the base (name -> shape),
+        so none is silently left out of a merge or an export."""
+        for name, shape in shapes.items():
+            if self.expert_module(name) is not None:
+                self.factors(name, shape)
+        for module, depths in self.expert_pairs.items():
+            for entry in depths.values():
+                if not entry.pop("used", False):
+                    raise EdgetuneError(f"{self.dir}: LoRA on {module} (A{tuple(entry['A'].shape)}, "
+                                        f"B{tuple(entry['B'].shape)}) fits no expert weight of the base (adapter made "
+                                        f"for another base? it names {self.base_model!r})")
 
     def align_names(self, base_names: set[str]) -> None:
         """PEFT names modules as they are in memory; transformers 5 saves multimodal checkpoints in

@@ -65,6 +65,8 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
     names = tensor_names(base_dir)
     total = len(names)
     deltas.check_complete(names)
+    deltas.check_experts_fit({n: tuple(e["shape"]) for shard in shards for n, e in read_header(shard)[0].items()
+                              if n != "__metadata__"})
     on_event(Event("merge", "start", f"merging {len(deltas.pairs)} LoRA pairs into {base_dir}", total=total))
     with atomic_dir(out_dir) as tmp:
         _write_merged(shards, deltas, tmp, total, on_event)

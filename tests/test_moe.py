@@ -290,3 +290,25 @@ def test_importance_matrix_types_are_refused_before_training(moe_base, demo_json
     r = make_recipe(moe_base, demo_jsonl, tmp_path / "ok", export={"quants": ["auto"], "auto_types": ["Q4_K_M", "Q8_0"]})
     pipeline.run(r, until="train")  # K-quants only: trains
     assert pipeline.Run(r).adapter.exists()
+
+
+def test_expert_lora_that_fits_no_expert_weight_is_named(moe_base, tmp_path):
+    """An expert LoRA pair whose shapes fit none of the base's experts (an adapter for another base)
+    stops the merge, the single-pass batch merge and the GGUF export; it is never silently dropped."""
+    from safetensors.torch import load_file, save_file
+
+    from edgetune.batch import convert_merged
+    adapter = random_expert_adapter(moe_base, tmp_path / "adapter", "fused")
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    key = next(k for k in weights if ".layers.0.mlp.experts." in k and k.endswith("lora_A.weight")
+               and weights[k].shape[1] == 64)  # gate_up's A: (experts x r, hidden)
+    weights[key] = torch.randn(weights[key].shape[0], 48)
+    save_file(weights, str(adapter / "adapter_model.safetensors"))
+    message = r"LoRA on model.layers.0.mlp.experts \(A\(16, 48\), B\(64, 16\)\) fits no expert weight of the base"
+    with pytest.raises(EdgetuneError, match=message):
+        merge(str(moe_base), adapter, tmp_path / "merged")
+    with pytest.raises(EdgetuneError, match=message):
+        convert_lora_to_gguf(adapter, moe_base, tmp_path / "lora.gguf")
+    with pytest.raises(EdgetuneError, match=message):
+        convert_merged(moe_base, adapter, tmp_path, "b", ["F16"])
+    assert not (tmp_path / "merged").exists() and not list(tmp_path.glob("*.gguf"))
