@@ -36,7 +36,6 @@ from edgetune.events import (
     ignore,
 )
 from edgetune.fsutil import atomic_dir, write_json
-from edgetune.imatrix import check_covered
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.targets import describe, expert_parameters, resolve_experts, resolve_targets
 
@@ -232,7 +231,6 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     run_dir.mkdir(parents=True, exist_ok=True)
     t = recipe.train
     base = resolve_base(recipe.base, on_event, allow_pickle=t.allow_pickle)
-    check_covered(base, recipe.export.quants, recipe.export.auto_types)
     p = plan(t)
     if p.method == "qlora" and p.device == "cpu":
         on_event(Event("train", "log", "QLoRA on the CPU: slow; bitsandbytes NF4 on CPU, for testing"))

@@ -277,19 +277,71 @@ def test_missing_or_extra_experts_are_named(moe_base, tmp_path):
         convert_hf_to_gguf(broken, tmp_path / "x.gguf", "f16")
 
 
-def test_importance_matrix_types_are_refused_before_training(moe_base, demo_jsonl, tmp_path):
-    """edgetune's importance matrix hooks linear layers; the stacked experts are not, so IQ types
-    (explicit, or in auto's sweep) on a mixture-of-experts base stop the run before training."""
-    for key, export in {"export.quants": {"quants": ["Q4_K_M", "IQ2_M"]},
-                        "export.auto_types": {"quants": ["auto"]}}.items():
-        r = make_recipe(moe_base, demo_jsonl, tmp_path / key, export=export)
-        with pytest.raises(EdgetuneError, match=f"{key}: .*IQ.* need an importance matrix, which edgetune does not "
-                                                "collect for the expert weights of a mixture-of-experts model"):
-            pipeline.run(r)
-        assert not (pipeline.Run(r).dir / "train_log.jsonl").exists()
-    r = make_recipe(moe_base, demo_jsonl, tmp_path / "ok", export={"quants": ["auto"], "auto_types": ["Q4_K_M", "Q8_0"]})
-    pipeline.run(r, until="train")  # K-quants only: trains
-    assert pipeline.Run(r).adapter.exists()
+def build_moe256(folder):
+    """Qwen3-MoE with rows of 256 (hidden and expert width), so the IQ2 types apply to the experts."""
+    import transformers as tf
+    from transformers import AutoModelForCausalLM
+
+    from arch_models import bpe_tokenizer
+    tok = bpe_tokenizer("qwen2")
+    torch.manual_seed(0)
+    config = tf.Qwen3MoeConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=256,
+                               num_experts=EXPERTS, num_experts_per_tok=2, moe_intermediate_size=256,
+                               norm_topk_prob=True, initializer_range=0.1, bos_token_id=tok.bos_token_id,
+                               eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    model = AutoModelForCausalLM.from_config(config).to(torch.float32)
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(folder / "model")
+    tok.save_pretrained(folder / "model")
+    return folder / "model"
+
+
+def test_importance_matrix_covers_each_expert_as_llama_cpp_does(tmp_path):
+    """Ours (torch hooks; the experts' down inputs recomputed per expert) vs llama.cpp's own forward
+    pass (MUL_MAT_ID, each input column to the expert the router chose): one row per expert, the same
+    tokens routed to each, the same statistics; IQ2 types, which llama.cpp refuses for a tensor the
+    matrix lacks, then quantize the experts and the file answers."""
+    from llama_cpp import Llama
+    from test_quant import token_rows
+
+    from edgetune import imatrix as imatrix_mod
+    from edgetune.quantize import quantize
+    from llama_imatrix import llama_imatrix
+    model_dir = build_moe256(tmp_path)
+    rows = token_rows(model_dir, repeat=1)
+    ours = imatrix_mod.compute(model_dir, rows, "t")
+    theirs = llama_imatrix(convert_hf_to_gguf(model_dir, tmp_path / "m-F32.gguf", "f32"), rows)
+    # the router is a product too, but is never quantized (it stays F32), so it needs no entry
+    assert set(ours.sums) == {n for n in theirs if "ffn_gate_inp" not in n}
+    for layer in range(2):
+        for proj in ("gate", "up", "down"):
+            name = f"blk.{layer}.ffn_{proj}_exps.weight"
+            sums, counts = theirs[name]
+            assert ours.sums[name].shape == sums.shape == (EXPERTS, 256)
+            # the same routing, but for the odd near-tie the two forward passes break differently
+            assert ours.counts[name].sum() == counts.sum() == 2 * sum(len(r) for r in rows), name
+            assert np.abs(ours.counts[name] - counts).max() <= 0.02 * counts.sum(), (name, ours.counts[name], counts)
+            for e in np.flatnonzero(counts):
+                r = np.corrcoef(ours.sums[name][e], sums[e])[0, 1]
+                rel = np.linalg.norm(ours.sums[name][e] - sums[e]) / np.linalg.norm(sums[e])
+                same_tokens = ours.counts[name][e] == counts[e]  # else a token or two of its own differ
+                assert r >= 0.99 and (rel < 0.05 or not same_tokens), \
+                    f"{name} expert {e}: correlation {r:.4f}, relative L2 {rel:.3f}"
+    for name, (sums, count) in theirs.items():  # attention: one matrix, every token
+        if "_exps" not in name and "ffn_gate_inp" not in name:
+            assert ours.counts[name][0] == count and np.corrcoef(ours.sums[name][0], sums)[0, 1] >= 0.99, name
+
+    path = imatrix_mod.write(ours, tmp_path / "m.imatrix.gguf")
+    f16 = convert_hf_to_gguf(model_dir, tmp_path / "m-F16.gguf", "f16")
+    out = quantize(f16, tmp_path / "m-IQ2_XS.gguf", "IQ2_XS", imatrix=path)
+    kinds = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out["path"]).tensors}
+    assert kinds["blk.0.ffn_gate_exps.weight"].startswith("IQ2"), kinds
+    llm = Llama(model_path=out["path"], n_ctx=64, verbose=False, n_threads=1)
+    ids = llm.tokenize(b"the last word", add_bos=True)
+    llm.eval(ids)
+    assert np.isfinite(np.array(llm.scores[len(ids) - 1])).all()
+    llm.close()
 
 
 def test_expert_lora_that_fits_no_expert_weight_is_named(moe_base, tmp_path):
