@@ -58,6 +58,15 @@ def tensor_name_map(model_dir) -> Callable[[str], str | None]:
     return load_arch(ModelFolder(model_dir)).gguf_name
 
 
+def input_order(model_dir) -> Callable[[str, np.ndarray], np.ndarray]:
+    """(HF weight name, one value per input column) -> the values in the GGUF's column order: the
+    converter reorders some matrices' inputs (Qwen3.5's out_proj by value head), and an importance
+    matrix must follow."""
+    import torch
+    arch = load_arch(ModelFolder(model_dir))
+    return lambda hf_name, values: arch.lora_a_modify(hf_name, torch.from_numpy(values)[None])[0].numpy()
+
+
 def needs_qk_permute(model_dir) -> bool:
     """True when the GGUF stores q/k rows in another order than HF (llama's RoPE layout): a LoRA
     adapter's B matrices for q_proj/k_proj then need `load_arch(...).lora_b_modify`."""
@@ -92,10 +101,6 @@ def _add_metadata(w: gguf.GGUFWriter, key: str, value) -> None:
 def _target_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:
     if len(shape) < 2:
         return gguf.GGMLQuantizationType.F32  # norms and biases stay F32, as llama.cpp expects
-    if name.endswith("ffn_gate_inp.weight"):
-        # An MoE router stays F32: rounding its scores can swap which experts a token goes to
-        # (llama.cpp's quantizer never quantizes it either).
-        return gguf.GGMLQuantizationType.F32
     qtype = direct_type(outtype).direct
     if qtype == gguf.GGMLQuantizationType.Q8_0 and shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
         return gguf.GGMLQuantizationType.F16  # rows not a multiple of the block size
@@ -172,7 +177,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
             left_out[arch.left_out(hf_name)] = left_out.get(arch.left_out(hf_name), 0) + 1
         if arch.dropped(hf_name):
             continue
-        shape = folder.shape(hf_name)
+        shape = arch.gguf_shape(hf_name, folder.shape(hf_name))
         parts = arch.parts(hf_name, shape)
         if not parts:
             raise EdgetuneError(f"{folder.shard_of(hf_name)}: tensor '{hf_name}' has no GGUF name for "
@@ -182,7 +187,9 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
             gguf_shape = (part.experts, *part_shape) if part.experts else part_shape
             if part.gguf_name not in index:
                 index[part.gguf_name] = len(plan)
-                plan.append((part.gguf_name, gguf_shape, _target_type(part.gguf_name, gguf_shape, outtype),
+                qtype = (gguf.GGMLQuantizationType.F32 if arch.keeps_f32(part.gguf_name)
+                         else _target_type(part.gguf_name, gguf_shape, outtype))
+                plan.append((part.gguf_name, gguf_shape, qtype,
                              set(range(part.experts)) if part.experts else {None}))
             i = index[part.gguf_name]
             if plan[i][1] != gguf_shape or part.expert not in plan[i][3]:

@@ -5,7 +5,8 @@ llama.cpp adds (alpha / r) * B @ A at run time. A mixture-of-experts layer's sta
 (ffn_*_exps) get stacked pairs, A (experts x r x in) and B (experts x out x r), which llama.cpp
 applies to the experts each token is routed to. Per-module scales (rank_pattern, alpha_pattern,
 rsLoRA) are folded into B so one global alpha serves every module. Architecture quirks that act on
-a weight's output rows (llama's q/k RoPE permutation) are applied to B.
+a weight's output rows (llama's q/k RoPE permutation) are applied to B, those on its input columns
+(Qwen3.5's value-head order in out_proj) to A.
 """
 from __future__ import annotations
 
@@ -69,13 +70,14 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
         if found is None:
             continue
         a, b, scale = found
+        a = arch.lora_a_modify(hf_name, a.to(torch.float32))
         b = arch.lora_b_modify(hf_name, b.to(torch.float32) * scale)
         for part in arch.parts(hf_name, shape):
             b_part = b if part.rows is None else b[..., part.rows, :]
             if part.expert is None:
-                plain[part.gguf_name] = (a.to(torch.float32), b_part)
+                plain[part.gguf_name] = (a, b_part)
             else:
-                stacked.setdefault(part.gguf_name, [None] * part.experts)[part.expert] = (a.to(torch.float32), b_part)
+                stacked.setdefault(part.gguf_name, [None] * part.experts)[part.expert] = (a, b_part)
     plan = []
     for gguf_name, (a, b) in plain.items():
         r = a.shape[-2]  # llama.cpp scales by alpha / r: B carries the rest of this module's scale

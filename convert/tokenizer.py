@@ -20,21 +20,31 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+# Qwen3.5/3.6: Qwen2's with combining marks (\p{M}) kept in words, as llama.cpp's "qwen35" runs it
+QWEN35_REGEX = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}|"
+                r" ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 TEKKEN_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
                 r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# GPT-4o's o200k split (Phi-4-mini, Llama 4): case runs with their contractions, digits in threes.
+GPT4O_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA_CPP_PRE = {
     "gpt-2": ((GPT2_REGEX,), False),
     "llama-bpe": ((LLAMA3_REGEX,), True),  # Llama 3
     "smaug-bpe": ((LLAMA3_REGEX,), False),  # the Llama 3 regex with plain merging (SmolLM3, OLMo 2)
     "qwen2": ((QWEN2_REGEX,), False),  # Qwen2, Qwen2.5, Qwen3
+    "qwen35": ((QWEN35_REGEX,), False),  # Qwen3.5, Qwen3.6
     "smollm": ((r"\p{N}", GPT2_REGEX), False),  # GPT-2 with single digits (SmolLM2, Granite 3, StarCoder)
     "tekken": ((TEKKEN_REGEX,), True),  # Mistral Nemo, Ministral/Mistral 3
+    "gpt-4o": ((GPT4O_REGEX,), False),  # o200k: Phi-4-mini (llama.cpp's converter hashes it as Xenova/gpt-4o)
 }
 PRE_PROBE = ["Hello world, it's HTTPServer's CamelCase don't I'LL WE'VE", " leading  double\tspace\t\ttabs   ",
              "new\nlines\n\n\nand\r\nmore \n x", "digits 1234567890 3.14159 1,000,000 x42y", "Ünïcödé café naïve",
              "日本語のテキスト 한국어 Ελληνικά", "emoji 🙂🚀 mixed!!! ...", "punctuation!?;:—\"quotes\" 'single' (a/b)",
-             "def f(x):\n    return x**2  # comment\n\tpass", "https://example.com/path?q=1&x=2 a@b.co"]
+             "def f(x):\n    return x**2  # comment\n\tpass", "https://example.com/path?q=1&x=2 a@b.co",
+             "combining marks: cafe\u0301 n\u0303o नमस्ते"]
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 

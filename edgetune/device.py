@@ -126,11 +126,17 @@ def lora_flops_per_token(config, seq_len: int, loss_share: float = 1.0) -> float
     at the share of positions that carry loss. LoRA's own small matmuls are left out."""
     c = config.get_text_config()
     h, layers, vocab = c.hidden_size, c.num_hidden_layers, c.vocab_size
-    heads, kv = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-    hd = getattr(c, "head_dim", None) or h // heads
-    per_layer = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * c.intermediate_size
-    attention = 2 * heads * hd * seq_len  # QK^T and AV, causal: half of seq_len x 2
-    return 4 * (layers * (per_layer + attention)) + 4 * vocab * h * loss_share
+    total = 0
+    for i in range(layers):
+        # transformers 5's heterogeneous configs (Gemma 4: other head sizes on full-attention layers)
+        # refuse a global read of per-layer keys; each layer's own config has them
+        lc = c.per_layer_config[i] if getattr(c, "per_layer_config", None) is not None else c
+        heads, kv = lc.num_attention_heads, getattr(lc, "num_key_value_heads", None) or lc.num_attention_heads
+        hd = getattr(lc, "head_dim", None) or h // heads
+        per_layer = h * heads * hd * 2 + h * kv * hd * 2 + 3 * h * lc.intermediate_size
+        attention = 2 * heads * hd * seq_len  # QK^T and AV, causal: half of seq_len x 2
+        total += per_layer + attention
+    return 4 * total + 4 * vocab * h * loss_share
 
 
 def cpu_threads() -> tuple[int, str]:

@@ -29,11 +29,12 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from edgetune.convert import tensor_name_map
+from edgetune.convert import input_order, tensor_name_map
 from edgetune.data import tokenize
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, CancelToken, Event, ignore
 from edgetune.fsutil import atomic_path
+from edgetune.models import load_causal_lm
 
 CHUNK_SIZE = 512  # llama-imatrix's default context: what its chunk_count counts
 MIN_TOKENS = 2 * CHUNK_SIZE  # fewer tokens than this give column statistics that are mostly noise
@@ -134,6 +135,7 @@ def collect(model, model_dir, rows: list[list[int]], dataset: str, on_event: Cal
     import torch
 
     targets = hf_targets(model, model_dir)
+    to_gguf_columns = input_order(model_dir)
     result = Imatrix(datasets=[dataset])
     state: dict = {"keep": None}
 
@@ -150,7 +152,7 @@ def collect(model, model_dir, rows: list[list[int]], dataset: str, on_event: Cal
             if chosen is not None:
                 add_expert_inputs(result, module, targets[module_name], x, chosen)
                 return
-            sum_sq = (x * x).sum(0).to(torch.float64).numpy()
+            sum_sq = to_gguf_columns(f"{module_name}.weight", (x * x).sum(0).to(torch.float64).numpy())
             for gguf_name in targets[module_name]:
                 result.add(gguf_name, sum_sq, x.shape[0])
         return pre_hook
@@ -196,9 +198,8 @@ def compute(merged_dir: str | Path, rows: list[list[int]], dataset: str, on_even
             cancel: CancelToken | None = None) -> Imatrix:
     """Load the merged model in fp32 and collect its importance matrix over `rows`."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
+    model = load_causal_lm(merged_dir, dtype=torch.float32)
     model.eval()
     try:
         return collect(model, merged_dir, rows, dataset, on_event, cancel)

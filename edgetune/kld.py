@@ -26,6 +26,8 @@ import numpy as np
 from edgetune.data import tokenize
 from edgetune.errors import EdgetuneError
 from edgetune.gguf_io import check_gguf_file
+from edgetune.models import load_causal_lm
+from edgetune.smoke import hf_generate
 
 REF_BYTES = 1 << 30  # reference log-probabilities kept in memory
 GAIN_LOSS_FLAG = 0.10  # a file that gives back more than this share of the fine-tune's gain is flagged
@@ -167,22 +169,16 @@ def measure(path: str | Path, ref: Reference, rows: Heldout, max_tokens: int = 3
             "accuracy": _accuracy(answers, rows.expected), "answers": answers}
 
 
-def hf_base(model_dir: str | Path, rows: Heldout, max_tokens: int = 32) -> tuple[float, float | None]:
-    """Perplexity and accuracy of an HF model (the base before fine-tuning) on the held-out rows."""
+def hf_base(model_dir: str | Path, rows: Heldout, tok, stop_ids: list[int], max_tokens: int = 32) -> tuple[float, float | None]:
+    """Perplexity and accuracy of an HF model (the base before fine-tuning) on the held-out rows;
+    greedy answers stop where the fine-tuned model's do (EOS and the template's turn end)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = load_causal_lm(model_dir, dtype=torch.float32)
     model.eval()
-    logprobs, answers = [], []
     with torch.no_grad():
-        for ids in rows.ids:
-            logprobs.append(_log_softmax(model(torch.tensor([ids])).logits[0, :-1].float().numpy()))
-        for ids in rows.prompts:
-            out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id or tok.eos_token_id)
-            answers.append(tok.decode(out[0][len(ids):], skip_special_tokens=True).strip())
+        logprobs = [_log_softmax(model(torch.tensor([ids])).logits[0, :-1].float().numpy()) for ids in rows.ids]
+    answers = [hf_generate(model, tok, ids, max_tokens, stop_ids) for ids in rows.prompts]
     del model
     return _perplexity(logprobs, rows.ids, rows.masks), _accuracy(answers, rows.expected)
 

@@ -69,3 +69,31 @@ def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callb
         (tmp / SOURCE_FILE).write_text(json.dumps(source))
     on_event(Event("base", "done", f"imported base: {out_dir}"))
     return out_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading an HF folder as a text generator
+# ---------------------------------------------------------------------------------------------
+
+
+def model_class(model_type: str | None):
+    """The transformers Auto class that loads a checkpoint of `model_type` with its LM head:
+    AutoModelForCausalLM, or AutoModelForImageTextToText for a multimodal checkpoint transformers
+    maps to no causal LM (Mistral 3 with its Pixtral tower). Both forwards take text alone; training
+    adapts only the text decoder (edgetune.targets) and the converter writes only the text model."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
+
+
+def load_causal_lm(folder: str | Path, **kwargs):
+    """The model of an HF folder, loaded by `model_class` (kwargs go to from_pretrained)."""
+    from edgetune.convert.model_folder import read_config
+
+    return model_class(read_config(Path(folder)).get("model_type")).from_pretrained(str(folder), **kwargs)

@@ -11,6 +11,7 @@ runs/<name>/
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -137,8 +138,12 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     quant_json = r.dir / "quant.json"
     modelfile = r.gguf_dir / "Modelfile"
 
+    @functools.cache
+    def merged_tokenizer():  # once for the sweep, the Modelfile and the smoke test (Gemma's takes seconds)
+        return load_tokenizer(str(r.merged))
+
     def quantize_all() -> None:
-        tok = load_tokenizer(str(r.merged))  # once for the sweep and the Modelfile
+        tok = merged_tokenizer()
         summary = sweep_mod.run(recipe, r.merged, r.unquantized, r.gguf, base_path, quant_json, tok, on_event, cancel)
         kept = sweep_mod.kept_labels(summary)  # an auto sweep's recommended file comes first
         target = r.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else r.unquantized
@@ -153,7 +158,7 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
 
     def smoke_all() -> None:
         summary = smoke_mod.smoke_run(r.merged, base_path, [r.unquantized] + [r.gguf(q) for q in quants],
-                                      recipe, modelfile, on_event)
+                                      recipe, modelfile, on_event, merged_tokenizer())
         summary["task"] = report_mod.task_verdict(summary, _train_summary(r),
                                                   report_mod.train_losses(r.dir / "train_log.jsonl"))
         write_json(r.dir / "smoke.json", summary)

@@ -20,9 +20,11 @@ from edgetune.templates import CHOICES as TEMPLATE_CHOICES
 
 # train.targets presets (edgetune/targets.py resolves them on the model): the leaf names of each
 # family's projections, fused ones included; "all-linear" is every linear layer of the decoder.
+# Qwen3.5's delta-net layers count as attention: in_proj_qkv (fused q, k, v), in_proj_z (output
+# gate, as the gate half of its full attention's q_proj) and out_proj.
 TARGET_PRESETS = {
-    "qv": ["q_proj", "v_proj", "qkv_proj"],
-    "attn": ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"],
+    "qv": ["q_proj", "v_proj", "qkv_proj", "in_proj_qkv"],
+    "attn": ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "in_proj_qkv", "in_proj_z", "out_proj"],
     "all-linear": "all-linear",
 }
 

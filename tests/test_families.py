@@ -28,9 +28,26 @@ FAMILIES = {
     "smollm3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "granite": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     "olmo2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    "phi4-mini": {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"},
+    "olmo3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    "mistral3-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    # 2 delta-net layers (in/out projections, the a/b gates) and 2 full-attention ones
+    "qwen35": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj_qkv",
+               "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
+    "qwen35-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "in_proj_qkv",
+                  "in_proj_z", "in_proj_a", "in_proj_b", "out_proj"},
+    # per-layer embedding gate and projection too; never per_layer_model_projection (see targets.py)
+    "gemma4": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "per_layer_input_gate",
+               "per_layer_projection"},
+    "gemma4-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
     # the experts are 3-D parameters and the router is not adapted: all-linear is attention (train.experts adds them)
     "qwen3moe": {"q_proj", "k_proj", "v_proj", "o_proj"},
 }
+# families whose layer count or layout is not 2 layers of every module: how many modules all-linear adapts
+ADAPTED = {"smollm3": 7 * 4,
+           "qwen35": 2 * (5 + 3) + 2 * (4 + 3), "qwen35-mm": 2 * (5 + 3) + 2 * (4 + 3),  # 2 delta-net + 2 full-attention layers
+           "gemma4": 7 * 6 + 2 * 3,  # 6 layers; the 3 KV-shared ones have no k_proj/v_proj
+           "gemma4-mm": 7 * 3 - 1}  # 3 layers; the full one has no v_proj (attention_k_eq_v)
 PROMPT = "the last word of red fox tiger is tiger. Hello world 🙂 1234"
 
 
@@ -48,8 +65,9 @@ def test_family_trains_merges_converts_and_runs(family, demo_jsonl, tmp_path):
     # all-linear adapted every linear layer of the decoder, fused ones too, and the log says which
     adapted = next(e.data["targets"] for e in events if e.kind == "log" and e.data and "targets" in e.data)
     assert {n.rsplit(".", 1)[-1] for n in adapted} == FAMILIES[family]
-    assert len(adapted) == len(FAMILIES[family]) * (4 if family == "smollm3" else 2)
-    assert any(e.kind == "log" and e.message.startswith("targets=all-linear: LoRA on") for e in events)
+    assert len(adapted) == ADAPTED.get(family, len(FAMILIES[family]) * 2)
+    line = next(e.message for e in events if e.kind == "log" and e.message.startswith("targets=all-linear: LoRA on"))
+    assert ("left out: per_layer_model_projection (Gemma 4's" in line) == (family == "gemma4"), line
 
     tok = AutoTokenizer.from_pretrained(str(base))
     ids = [tok(PROMPT)["input_ids"]]
@@ -166,3 +184,32 @@ def test_wizard_base_step_refuses_an_unconvertible_architecture(tmp_path):
             await wait_until(pilot, lambda: "GPTNeoXForCausalLM" in str(error.render()))
             assert "is not supported" in str(error.render()) and isinstance(app.screen, BaseModelScreen)
     asyncio.run(go())
+
+
+def test_mistral3_multimodal_adapts_and_converts_only_its_text_model(tmp_path):
+    """Mistral3ForConditionalGeneration (Ministral 3, Mistral Small 3.x): transformers maps it to no
+    causal LM, so edgetune loads the whole model, adapts only the text decoder's linears, and the
+    converter writes the text model alone as llama.cpp's mistral3, saying what it left out."""
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.models import load_causal_lm
+    from edgetune.targets import resolve_targets
+    model_dir = build("mistral3-mm", tmp_path / "m")
+    with pytest.raises(ValueError, match="Mistral3Config"):
+        AutoModelForCausalLM.from_pretrained(str(model_dir))
+    model = load_causal_lm(model_dir, dtype=torch.float32)
+    assert type(model).__name__ == "Mistral3ForConditionalGeneration"
+    every_linear = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    chosen = resolve_targets(model, "all-linear")
+    assert any("vision_tower" in n for n in every_linear) and any("multi_modal_projector" in n for n in every_linear)
+    assert all(".language_model.layers." in n for n in chosen) and len(chosen) == 2 * 7
+
+    events = []
+    path = convert_hf_to_gguf(model_dir, tmp_path / "m.gguf", "f16", on_event=events.append)
+    left_out = next(e.data["left_out"] for e in events if e.data and "left_out" in e.data)
+    assert set(left_out) == {"vision tower", "multimodal projector"} and all(n > 0 for n in left_out.values())
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "mistral3"
+    names = {t.name for t in reader.tensors}
+    assert "output.weight" not in names and all(n.startswith(("blk.", "token_embd", "output_norm")) for n in names)

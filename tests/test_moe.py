@@ -252,7 +252,7 @@ def test_experts_option_is_checked(demo_jsonl, tmp_path, moe_base):
     assert resolve_experts(model, False) == []
     chosen = resolve_targets(model, "all-linear")
     assert not any(".mlp." in n for n in chosen)  # the router is not a linear layer to adapt
-    assert describe(chosen, [], 4).endswith("experts not adapted (4 stacked expert weights; train.experts: true "
+    assert describe(chosen, experts_left=4).endswith("experts not adapted (4 stacked expert weights; train.experts: true "
                                             "adds them)")
     dense = AutoModelForCausalLM.from_pretrained(str(build("llama", tmp_path / "llama")), dtype=torch.float32)
     with pytest.raises(EdgetuneError, match="train.experts: true, but this model has no mixture-of-experts layers"):
@@ -271,8 +271,8 @@ def test_missing_or_extra_experts_are_named(moe_base, tmp_path):
     with pytest.raises(EdgetuneError, match=r"blk.1.ffn_\w+_exps.weight is missing experts \[3\]"):
         convert_hf_to_gguf(broken, tmp_path / "x.gguf", "f16")
     assert not (tmp_path / "x.gguf").exists()
-    save_file({**weights, "model.layers.0.mlp.experts.4.up_proj.weight": weights["model.layers.0.mlp.experts.0.up_proj.weight"].clone()},
-              str(broken / "model.safetensors"))
+    extra = weights["model.layers.0.mlp.experts.0.up_proj.weight"].clone()
+    save_file({**weights, "model.layers.0.mlp.experts.4.up_proj.weight": extra}, str(broken / "model.safetensors"))
     with pytest.raises(EdgetuneError, match="expert 4 but num_experts is 4"):
         convert_hf_to_gguf(broken, tmp_path / "x.gguf", "f16")
 
@@ -303,11 +303,11 @@ def test_importance_matrix_covers_each_expert_as_llama_cpp_does(tmp_path):
     tokens routed to each, the same statistics; IQ2 types, which llama.cpp refuses for a tensor the
     matrix lacks, then quantize the experts and the file answers."""
     from llama_cpp import Llama
+    from llama_imatrix import llama_imatrix
     from test_quant import token_rows
 
     from edgetune import imatrix as imatrix_mod
     from edgetune.quantize import quantize
-    from llama_imatrix import llama_imatrix
     model_dir = build_moe256(tmp_path)
     rows = token_rows(model_dir, repeat=1)
     ours = imatrix_mod.compute(model_dir, rows, "t")

@@ -84,10 +84,11 @@ def test_recipe_and_batch_read_the_registry(tmp_path):
 
 # ---------------------------------------------------------------- importance matrix
 
-@pytest.mark.parametrize("arch", ["llama256", "gemma3", "phi3"])
+@pytest.mark.parametrize("arch", ["llama256", "gemma3", "phi3", "qwen35"])
 def test_imatrix_matches_llama_cpp_forward_pass(arch, tmp_path):
     """Ours (torch hooks on the HF model) vs llama.cpp's (graph callback on the F16 GGUF): the same
-    tensors, the same token counts, per-tensor correlation >= 0.99. Phi-3 has fused qkv and gate_up."""
+    tensors, the same token counts, per-tensor correlation >= 0.99. Phi-3 has fused qkv and gate_up;
+    Qwen3.5's delta-net out_proj has its columns in llama.cpp's value-head order."""
     model_dir = build_llama256(tmp_path) if arch == "llama256" else build(arch, tmp_path)
     f16 = convert_hf_to_gguf(model_dir, tmp_path / "m-F16.gguf", "f16")
     rows = token_rows(model_dir, repeat=1)

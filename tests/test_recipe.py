@@ -10,7 +10,8 @@ def test_defaults_are_the_seed_recipe():
     assert (t.rank, t.alpha, t.dropout, t.lr, t.scheduler) == (16, 32, 0.05, 2e-4, "cosine")
     assert (t.warmup_ratio, t.weight_decay, t.max_grad_norm, t.epochs) == (0.03, 0.01, 0.3, 3.0)
     assert t.batch_size * t.grad_accum == 16
-    assert recipe.target_modules("attn") == ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj"]
+    assert recipe.target_modules("attn") == ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "in_proj_qkv",
+                                             "in_proj_z", "out_proj"]
 
 
 def test_demo_recipe_loads_and_round_trips(tmp_path):

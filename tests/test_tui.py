@@ -219,9 +219,10 @@ def test_wizard_shows_the_hub_line_inline_when_an_id_cannot_be_had(tmp_path, tin
             screen.query_one("#kind-hub").value = True
             screen.query_one("#path").value = "some-org/some-model"
             await pilot.press("ctrl+n")
-            await pilot.pause()
+            # the check runs in a thread: the screen stays live meanwhile
+            await wait_until(pilot, lambda: str(screen.query_one("#error").render()) == str(expected.value))
             assert app.screen is screen and app.recipe.base == "demo"
-            assert str(screen.query_one("#error").render()) == str(expected.value)
+            assert not screen.query_one("#next").disabled
             from edgetune.tui.screens.dataset import DatasetScreen
             app.recipe.base = str(tiny_base)
             await app.push_screen(DatasetScreen())
@@ -232,8 +233,44 @@ def test_wizard_shows_the_hub_line_inline_when_an_id_cannot_be_had(tmp_path, tin
             await wait_until(pilot, lambda: "some-org/some-data" in str(error.render()))
             assert "this hub dataset is not in the local cache and the hub cannot be reached" in str(error.render())
             await pilot.press("ctrl+n")
-            await pilot.pause()
+            await wait_until(pilot, lambda: not app.screen.query_one("#next").disabled)
+            assert str(error.render()).startswith("some-org/some-data")
             assert app.screen.__class__.__name__ == "DatasetScreen" and app.recipe.data.path == "demo"
+    asyncio.run(go())
+
+
+def test_wizard_stays_live_while_a_hub_id_is_checked(monkeypatch):
+    """The hub check runs off the UI thread: the step says it is checking, ignores a second Next,
+    keeps answering keys, and moves on when the check passes."""
+    import threading
+
+    from edgetune.tui.screens import base_model
+    release, calls = threading.Event(), []
+
+    def slow_check(repo_id, repo_type="model"):
+        calls.append(repo_id)
+        assert release.wait(10)
+        return "on the hub"
+    monkeypatch.setattr(base_model, "check_id", slow_check)
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            screen.query_one("#kind-hub").value = True
+            screen.query_one("#path").value = "some-org/some-model"
+            await pilot.press("ctrl+n")
+            await wait_until(pilot, lambda: calls == ["some-org/some-model"])
+            assert str(screen.query_one("#error").render()) == "checking…" and screen.query_one("#next").disabled
+            await pilot.press("ctrl+n")  # ignored while the check runs
+            screen.query_one("#path").focus()
+            await pilot.press("end", "x")  # the UI answers keys meanwhile
+            assert screen.query_one("#path").value == "some-org/some-modelx"
+            assert app.screen is screen and app.recipe.base == "demo"
+            release.set()
+            await wait_until(pilot, lambda: app.screen.__class__.__name__ == "DatasetScreen")
+            assert app.recipe.base == "some-org/some-model" and calls == ["some-org/some-model"]
     asyncio.run(go())
 
 

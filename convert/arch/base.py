@@ -136,8 +136,10 @@ class Arch:
                                                 or self.cfg.get("original_max_position_embeddings")
                                                 or self.need("max_position_embeddings")))
             if p.get("attention_factor") is not None:
-                # llama.cpp multiplies its own 1 + 0.1 ln(factor) by this; HF uses it as the whole scale.
-                w.add_rope_scaling_yarn_attn_factor(float(p["attention_factor"]) / (1 + 0.1 * math.log(factor)))
+                # llama.cpp multiplies its own 1 + 0.1 ln(factor) by rope.scaling.attn_factor; HF uses
+                # attention_factor as the whole scale. (rope.scaling.yarn_attn_factor, which llama.cpp's
+                # own converter writes, is read by grok alone.)
+                w.add_rope_scaling_attn_factors(float(p["attention_factor"]) / (1 + 0.1 * math.log(factor)))
             if p.get("beta_fast") is not None:
                 w.add_rope_scaling_yarn_beta_fast(float(p["beta_fast"]))
             if p.get("beta_slow") is not None:
@@ -175,6 +177,14 @@ class Arch:
         name = self.gguf_name(hf_name)
         return [Part(name)] if name is not None else []
 
+    def gguf_shape(self, hf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape `modify` gives this tensor (a delta-net conv1d loses its middle axis)."""
+        return shape
+
+    def keeps_f32(self, gguf_name: str) -> bool:
+        """Matrices llama.cpp only runs in F32 (a delta-net's ssm_conv1d), whatever the outtype."""
+        return False
+
     def permutes_rows(self, hf_name: str) -> bool:
         """Whether `modify` reorders this weight's output rows (so a LoRA B needs `lora_b_modify`)."""
         return False
@@ -186,6 +196,11 @@ class Arch:
     def lora_b_modify(self, hf_name: str, lora_b):
         """The same quirk for a LoRA B matrix (rows are the weight's output rows); None: unsupported."""
         return lora_b
+
+    def lora_a_modify(self, hf_name: str, lora_a):
+        """The quirk's action on a weight's input columns, for a LoRA A matrix (columns are inputs)
+        and an importance matrix's per-column values."""
+        return lora_a
 
 
 def permute_rotary(w, n_head: int):

@@ -1,7 +1,8 @@
 """Ministral 3 / Mistral 3 text models (Ministral3ForCausalLM): a Llama with YaRN RoPE and Llama-4
-attention temperature scaling (llama.cpp's mistral3 arch). The multimodal
-Mistral3ForConditionalGeneration is not listed: transformers' AutoModelForCausalLM cannot load it
-for training."""
+attention temperature scaling (llama.cpp's mistral3 arch). The multimodal checkpoints
+(Mistral3ForConditionalGeneration: Ministral 3, Mistral Small 3.1/3.2) convert their text model
+(`language_model.*`, settings from text_config) and leave out the Pixtral tower and projector, as
+llama.cpp's converter does; they are loaded for training by edgetune.models.load_causal_lm."""
 from __future__ import annotations
 
 import gguf
@@ -11,7 +12,7 @@ from .llama import Llama
 
 class Mistral3(Llama):
     gguf_arch = gguf.MODEL_ARCH.MISTRAL3
-    hf_names = ("Ministral3ForCausalLM",)
+    hf_names = ("Ministral3ForCausalLM", "Mistral3ForConditionalGeneration")
     yarn_mscale = True
 
     def add_rope_scaling(self, w: gguf.GGUFWriter) -> None:

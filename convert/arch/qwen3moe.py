@@ -50,6 +50,11 @@ class Qwen3Moe(Qwen3):
         w.add_expert_used_count(self.n_used)
         w.add_expert_feed_forward_length(self.expert_width)
 
+    def keeps_f32(self, gguf_name: str) -> bool:
+        # The router stays F32: rounding its scores can swap which experts a token goes to
+        # (llama.cpp's quantizer never quantizes it either).
+        return gguf_name.endswith("ffn_gate_inp.weight") or super().keeps_f32(gguf_name)
+
     def gguf_name(self, hf_name: str) -> str | None:
         """One expert's projection is named by the stacked tensor it is a slot of."""
         m = PER_EXPERT.fullmatch(hf_name)

@@ -121,7 +121,7 @@ def main() -> None:
         print(f"Qwen3-MoE, {a.experts} experts x {a.layers} layers, hidden {a.hidden}, expert width {a.width}, "
               f"bf16: checkpoint {total / 2**20:.0f} MiB in {len(list(base.glob('*.safetensors')))} shard(s), "
               f"one layer's tensors {layer / 2**20:.1f} MiB")
-        print(f"| step | peak RSS above start, MiB | x one layer | x whole checkpoint |\n|---|---|---|---|")
+        print("| step | peak RSS above start, MiB | x one layer | x whole checkpoint |\n|---|---|---|---|")
         for name in ("hold whole", "convert", "merge", "batch"):
             run = subprocess.run([sys.executable, __file__, "--step", name, "--dir", str(d)], capture_output=True,
                                  text=True)

@@ -1,6 +1,7 @@
 """Wizard step 1: which base model to fine-tune."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from textual.app import ComposeResult
@@ -70,7 +71,7 @@ class BaseModelScreen(WizardScreen):
         self.app.push_screen(FilePickerScreen(title, self.query_one("#path", Input).value.strip() or ".",
                                               (".gguf",) if gguf else ()), picked)
 
-    def apply(self) -> None:
+    def apply(self) -> Callable[[], None] | None:
         kind, text = self._kind(), self.query_one("#path", Input).value.strip()
         if kind in ("demo", "gemma3-270m"):
             self.app.recipe.base = kind
@@ -84,11 +85,17 @@ class BaseModelScreen(WizardScreen):
             if path.suffix != ".gguf":
                 raise EdgetuneError(f"{text}: not a .gguf file")
             check_gguf_file(path)
-        else:  # cached -> used; else the same one line as the CLI (unreachable, gated, private)
+        else:
             if not is_hub_id(text):
                 raise EdgetuneError(f"{text}: a hub id looks like org/model")
-            check_id(text, "model")
-        self.app.recipe.base = str(path) if kind != "hub" else text
+            return lambda: self._use_hub_id(text)
+        self.app.recipe.base = str(path)
+        return None
+
+    def _use_hub_id(self, repo_id: str) -> None:
+        """Cached -> used; else the same one line as the CLI (unreachable, gated, private)."""
+        check_id(repo_id, "model")
+        self.app.recipe.base = repo_id
 
     def next_screen(self):
         return DatasetScreen()

@@ -2,6 +2,7 @@
 template, token lengths, and bad rows named by file and line."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import work
@@ -174,16 +175,24 @@ class DatasetScreen(WizardScreen):
             text.append(ex.completion, style="bold")
             self.query_one("#rendered", Static).update(text)
 
-    def apply(self) -> None:
+    def apply(self) -> Callable[[], None] | None:
         path, fmt, skip, template = self._values()
         if not path:
             raise EdgetuneError("dataset: type a file path (or demo)")
+
+        def use() -> None:
+            d = self.app.recipe.data
+            d.path, d.format, d.on_bad_row, d.template = path, fmt, skip, template
         if path != "demo" and not Path(path).expanduser().exists():
             if not is_hub_id(path):
                 raise EdgetuneError(f"{path}: no such file")
-            check_id(path, "dataset")
-        d = self.app.recipe.data
-        d.path, d.format, d.on_bad_row, d.template = path, fmt, skip, template
+
+            def check_then_use() -> None:  # cached -> used; else the CLI's one line
+                check_id(path, "dataset")
+                use()
+            return check_then_use
+        use()
+        return None
 
     def next_screen(self):
         return TrainingScreen()

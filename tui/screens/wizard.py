@@ -1,6 +1,9 @@
 """What every wizard step shares: a title, a one-line hint, Back/Next, and an inline error line."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -33,8 +36,10 @@ class WizardScreen(Screen):
     def body(self) -> ComposeResult:
         yield from ()
 
-    def apply(self) -> None:
-        """Copy the widgets' values into self.app.recipe; raise EdgetuneError on bad input."""
+    def apply(self) -> Callable[[], None] | None:
+        """Copy the widgets' values into self.app.recipe; raise EdgetuneError on bad input. A check
+        that can block (a hub id: a network round trip, up to its timeout) is returned instead of
+        run: the step runs it in a thread, the screen stays live, and it moves on when it passes."""
 
     def next_screen(self) -> Screen | None:
         return None
@@ -53,11 +58,35 @@ class WizardScreen(Screen):
             self.app.pop_screen()
 
     def action_next(self) -> None:
+        if self.query_one("#next", Button).disabled:
+            return  # a check is under way
         try:
-            self.apply()
+            pending = self.apply()
         except EdgetuneError as e:
             self.show_error(str(e))
             return
+        if pending is None:
+            self.advance()
+        else:
+            self.query_one("#next", Button).disabled = True
+            self.show_error("checking…")
+            self.run_check(pending)
+
+    @work(thread=True, exclusive=True, group="wizard-check")
+    def run_check(self, pending: Callable[[], None]) -> None:
+        try:
+            pending()
+        except EdgetuneError as e:
+            self.app.call_from_thread(self.check_failed, str(e))
+            return
+        self.app.call_from_thread(self.advance)
+
+    def check_failed(self, message: str) -> None:
+        self.query_one("#next", Button).disabled = False
+        self.show_error(message)
+
+    def advance(self) -> None:
+        self.query_one("#next", Button).disabled = False
         self.show_error("")
         screen = self.next_screen()
         if screen is not None:
