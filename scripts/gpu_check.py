@@ -76,7 +76,7 @@ def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
         log = [json.loads(x) for x in (Path(out) / kind / "train_log.jsonl").read_text().splitlines()]
         tokens = max(x.get("num_tokens", 0) for x in log)
     else:
-        _, _, tokens = bench.train_seed(r, load_tokenizer(base), Path(out) / kind, p, checkpointing=True)
+        _, _, tokens, _ = bench.train_seed(r, load_tokenizer(base), Path(out) / kind, p, checkpointing=True)
     return {"kind": kind, "peak_mib": torch.cuda.max_memory_allocated() / 2**20, "tokens": tokens,
             "seconds": time.time() - t0, "method": p.method, "dtype": p.dtype}
 

@@ -73,19 +73,26 @@ def bench_recipe(kind: str, base: str, data: str, steps: int, out: str, batch: i
                                   "gradient_checkpointing": False, "dtype": dtype}})
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (VmHWM)."""
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+
+
 def train_ours(r, out: Path):
-    """`edgetune train`; returns (model with the adapter, seconds in trainer.train(), trained tokens)."""
+    """`edgetune train`; returns (model with the adapter, seconds in trainer.train(), trained tokens, peak
+    RSS of training: taken before the held-out model is loaded)."""
     from peft import PeftModel
 
     from edgetune import train
 
     train.train(r, out)
+    peak = peak_rss_mb()
     seconds = json.loads((out / "train.json").read_text())["seconds"]
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     tokens = max(x.get("num_tokens", 0) for x in log)
     # Held-out loss in fp32 for both sides, whatever dtype training ran in.
     model = PeftModel.from_pretrained(train.load_model(r.base, _fp32()), str(out / "adapter"))
-    return model, seconds, tokens
+    return model, seconds, tokens, peak
 
 
 def train_seed(r, tok, out: Path, p=None, checkpointing: bool = False):
@@ -93,7 +100,7 @@ def train_seed(r, tok, out: Path, p=None, checkpointing: bool = False):
     split edgetune uses; the tokenizer adds BOS), padding to the longest row of each batch, no packing,
     loss on every token (full-vocabulary logits), LoRA r16 all-linear. On the CPU in fp32 (plan `p` None);
     with a QLoRA plan on CUDA: NF4 + double quant, bf16 compute, paged AdamW 32-bit, as the guide's QLoRA
-    recipe. Returns (model, seconds, tokens)."""
+    recipe. Returns (model, seconds, tokens, peak RSS of training)."""
     import datasets
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
@@ -129,7 +136,7 @@ def train_seed(r, tok, out: Path, p=None, checkpointing: bool = False):
     trainer.train()
     seconds = time.time() - t0
     tokens = max(x.get("num_tokens", 0) for x in trainer.state.log_history)
-    return model, seconds, tokens
+    return model, seconds, tokens, peak_rss_mb()
 
 
 def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
@@ -143,9 +150,9 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     tok = train.load_tokenizer(base)
     _, eval_ds, _ = train.build_datasets(r, tok)
     if kind == "ours":
-        model, seconds, tokens = train_ours(r, Path(out) / kind)
+        model, seconds, tokens, peak = train_ours(r, Path(out) / kind)
     else:
-        model, seconds, tokens = train_seed(r, tok, Path(out) / kind)
+        model, seconds, tokens, peak = train_seed(r, tok, Path(out) / kind)
     eval_loss = response_loss(model, eval_ds)
     from edgetune.device import lora_flops_per_token
     ids = [i for x in eval_ds["input_ids"] for i in x]
@@ -162,7 +169,7 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
     return {"expected_tokens_per_s": expected, "kind": kind, "seconds": seconds, "tokens": tokens,
             "tokens_per_s": tokens / seconds,
-            "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, "eval_loss": eval_loss,
+            "peak_rss_mb": peak, "eval_loss": eval_loss,
             "gflops": flops / 1e9, "dtype": "fp32" if kind == "seed" else train.plan(r.train).dtype}
 
 
