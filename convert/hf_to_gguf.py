@@ -19,6 +19,7 @@ from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
 
 from .arch import ARCHITECTURES, Arch
+from .arch.base import Part
 from .filetypes import DIRECT_TYPES, FileType
 from .model_folder import ModelFolder
 from .tokenizer import add_tokenizer, check_tokenizer
@@ -165,23 +166,43 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     arch = load_arch(folder)
     out_path = Path(out_path)
 
-    # Pass 1: names, shapes and types from the safetensors headers only.
-    plan = []
+    # Pass 1: names, shapes and types from the safetensors headers only. A GGUF tensor may be
+    # built from several HF tensors (one per expert) and an HF tensor may feed several (fused ones).
+    plan = []  # (gguf name, shape, qtype, slots to fill)
+    index: dict[str, int] = {}
+    routes: dict[str, list[tuple[int, Part]]] = {}  # hf name -> (plan index, where its data goes)
     left_out: dict[str, int] = {}  # what a multimodal checkpoint holds beside its text model
     for hf_name in folder.names():
         if arch.left_out(hf_name):
             left_out[arch.left_out(hf_name)] = left_out.get(arch.left_out(hf_name), 0) + 1
         if arch.dropped(hf_name):
             continue
-        gguf_name = arch.gguf_name(hf_name)
-        if gguf_name is None:
+        shape = arch.gguf_shape(hf_name, folder.shape(hf_name))
+        parts = arch.parts(hf_name, shape)
+        if not parts:
             raise EdgetuneError(f"{folder.shard_of(hf_name)}: tensor '{hf_name}' has no GGUF name for "
                                 f"{arch.arch_name} (a {folder.architecture} this converter does not know?)")
-        shape = arch.gguf_shape(hf_name, folder.shape(hf_name))
-        qtype = gguf.GGMLQuantizationType.F32 if arch.keeps_f32(gguf_name) else _target_type(gguf_name, shape, outtype)
-        plan.append((hf_name, gguf_name, shape, qtype))
+        for part in parts:
+            part_shape = shape if part.rows is None else (*shape[:-2], len(range(shape[-2])[part.rows]), shape[-1])
+            gguf_shape = (part.experts, *part_shape) if part.experts else part_shape
+            if part.gguf_name not in index:
+                index[part.gguf_name] = len(plan)
+                qtype = (gguf.GGMLQuantizationType.F32 if arch.keeps_f32(part.gguf_name)
+                         else _target_type(part.gguf_name, gguf_shape, outtype))
+                plan.append((part.gguf_name, gguf_shape, qtype,
+                             set(range(part.experts)) if part.experts else {None}))
+            i = index[part.gguf_name]
+            if plan[i][1] != gguf_shape or part.expert not in plan[i][3]:
+                raise EdgetuneError(f"{folder.shard_of(hf_name)}: tensor '{hf_name}' {shape} does not fit "
+                                    f"{part.gguf_name} {plan[i][1]} (another expert's shape, or written twice)")
+            plan[i][3].discard(part.expert)
+            routes.setdefault(hf_name, []).append((i, part))
+    for gguf_name, _shape, _q, unfilled in plan:
+        if unfilled:
+            raise EdgetuneError(f"{folder.path}: {gguf_name} is missing experts {sorted(unfilled)[:8]} "
+                                "(an incomplete checkpoint?)")
     extra = arch.extra_tensors()  # written after the checkpoint's own tensors, always F32
-    embedding = [shape for _hf, gguf_name, shape, _q in plan if gguf_name == "token_embd.weight"]
+    embedding = [shape for gguf_name, shape, _q, _u in plan if gguf_name == "token_embd.weight"]
     if not embedding:
         raise EdgetuneError(f"{folder.path}: no token embedding tensor (model.embed_tokens.weight) in the safetensors")
     n_vocab = embedding[0][0]
@@ -203,31 +224,45 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     w.add_file_type(int(file_type.ftype))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_tokenizer(w, folder.path, n_vocab)
-    for hf_name, gguf_name, shape, qtype in plan:
+    for gguf_name, shape, qtype, _u in plan:
         w.add_tensor_info(gguf_name, shape, np.dtype(np.float32), _nbytes(shape, qtype), raw_dtype=qtype)
     for gguf_name, data in extra.items():
         w.add_tensor_info(gguf_name, data.shape, data.dtype, data.nbytes, raw_dtype=gguf.GGMLQuantizationType.F32)
 
-    # Pass 2: each tensor's data, in the order of the index.
-    order = {hf: i for i, (hf, *_rest) in enumerate(plan)}
+    # Pass 2: each tensor's data, in the order of the index. A stacked tensor is filled expert by
+    # expert in its encoded form, so at most one layer's experts are held at a time.
     pending: dict[int, np.ndarray] = {}
+    stacks: dict[int, tuple[np.ndarray, set[int]]] = {}  # plan index -> (encoded stack, experts still to come)
     next_index = 0
     with atomic_path(out_path) as tmp, closing_on_error(w):
         w.write_header_to_file(tmp)
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
         for hf_name, tensor in folder.tensors():
-            if hf_name not in order:
+            if hf_name not in routes:
                 continue
             if tensor_transform is not None:
                 tensor = tensor_transform(hf_name, tensor)
             # Matrices are only permuted (exact in any dtype); 1-D tensors get arithmetic (gemma's +1).
             tensor = arch.modify(hf_name, tensor if tensor.dim() >= 2 else tensor.to(torch.float32))
-            i = order[hf_name]
-            pending[i] = encode_tensor(tensor, plan[i][3])
+            for i, part in routes[hf_name]:
+                data = encode_tensor(tensor if part.rows is None else tensor[..., part.rows, :], plan[i][2])
+                if part.expert is None:
+                    pending[i] = data
+                    continue
+                stack, missing = stacks.get(i) or (np.empty((part.experts, *data.shape), data.dtype),
+                                                   set(range(part.experts)))
+                stack[part.expert] = data
+                missing.discard(part.expert)
+                if missing:
+                    stacks[i] = (stack, missing)
+                else:
+                    stacks.pop(i, None)
+                    pending[i] = stack
+            del tensor
             while next_index in pending:  # shards may list tensors in another order than the index
                 w.write_tensor_data(pending.pop(next_index))
-                on_event(Event("convert", "progress", plan[next_index][1], step=next_index + 1, total=total))
+                on_event(Event("convert", "progress", plan[next_index][0], step=next_index + 1, total=total))
                 next_index += 1
         for i, (gguf_name, data) in enumerate(extra.items(), len(plan) + 1):
             w.write_tensor_data(data)

@@ -1,7 +1,9 @@
 """PEFT LoRA adapter -> GGUF LoRA adapter (llama.cpp's format), to load beside the base GGUF.
 
 Each targeted weight W gets two tensors, `<gguf name>.lora_a` (r x in) and `.lora_b` (out x r);
-llama.cpp adds (alpha / r) * B @ A at run time. Per-module scales (rank_pattern, alpha_pattern,
+llama.cpp adds (alpha / r) * B @ A at run time. A mixture-of-experts layer's stacked expert tensors
+(ffn_*_exps) get stacked pairs, A (experts x r x in) and B (experts x out x r), which llama.cpp
+applies to the experts each token is routed to. Per-module scales (rank_pattern, alpha_pattern,
 rsLoRA) are folded into B so one global alpha serves every module. Architecture quirks that act on
 a weight's output rows (llama's q/k RoPE permutation) are applied to B, those on its input columns
 (Qwen3.5's value-head order in out_proj) to A.
@@ -43,13 +45,11 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
     alpha = float(deltas.config.get("lora_alpha", 8))
 
     deltas.align_names(set(folder.names()))
-    plan = []
     for hf_name in sorted(deltas.pairs):
         if hf_name not in folder.names():
             raise EdgetuneError(f"{where}: {hf_name} has no base weight in {folder.path} (adapter made for another base? "
                                 f"it names {deltas.base_model!r})")
-        gguf_name = arch.gguf_name(hf_name)
-        if gguf_name is None:
+        if arch.gguf_name(hf_name) is None:
             raise EdgetuneError(f"{where}: {hf_name} has no GGUF tensor in {arch.arch_name}")
         a, b = deltas.pairs[hf_name]["A"], deltas.pairs[hf_name]["B"]
         out_dim, in_dim = folder.shape(hf_name)
@@ -57,7 +57,42 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
         if tuple(a.shape) != (r, in_dim) or tuple(b.shape) != (out_dim, r):
             raise EdgetuneError(f"{where}: LoRA shapes A{tuple(a.shape)} B{tuple(b.shape)} for {hf_name} do not fit "
                                 f"the base weight {(out_dim, in_dim)} (adapter made for another base?)")
-        plan.append((hf_name, gguf_name, r))
+    deltas.check_experts_fit({n: folder.shape(n) for n in folder.names()})
+    touched = [n for n in folder.names() if deltas.touches(n)]
+
+    # Per GGUF tensor: A (r, in) and B (out, r) with this module's scale folded in, or, for llama.cpp's
+    # stacked experts, one slot per expert: A (experts, r, in), B (experts, out, r).
+    plain: dict[str, tuple] = {}
+    stacked: dict[str, list] = {}
+    for hf_name in touched:
+        shape = folder.shape(hf_name)
+        found = deltas.factors(hf_name, shape)
+        if found is None:
+            continue
+        a, b, scale = found
+        a = arch.lora_a_modify(hf_name, a.to(torch.float32))
+        b = arch.lora_b_modify(hf_name, b.to(torch.float32) * scale)
+        for part in arch.parts(hf_name, shape):
+            b_part = b if part.rows is None else b[..., part.rows, :]
+            if part.expert is None:
+                plain[part.gguf_name] = (a, b_part)
+            else:
+                stacked.setdefault(part.gguf_name, [None] * part.experts)[part.expert] = (a, b_part)
+    plan = []
+    for gguf_name, (a, b) in plain.items():
+        r = a.shape[-2]  # llama.cpp scales by alpha / r: B carries the rest of this module's scale
+        plan.append((gguf_name, a, b * (r / alpha)))
+    for gguf_name, slots in stacked.items():
+        # one rank for the whole stack (llama.cpp reads it from B): a smaller expert is zero-padded,
+        # an expert the adapter leaves alone is all zeros
+        r = max(a.shape[0] for a, _b in filter(None, slots))
+        in_dim = next(a.shape[1] for a, _b in filter(None, slots))
+        out_dim = next(b.shape[0] for _a, b in filter(None, slots))
+        a_stack, b_stack = torch.zeros(len(slots), r, in_dim), torch.zeros(len(slots), out_dim, r)
+        for j, slot in enumerate(slots):
+            if slot is not None:
+                a_stack[j, :slot[0].shape[0]], b_stack[j, :, :slot[1].shape[1]] = slot
+        plan.append((gguf_name, a_stack, b_stack * (r / alpha)))
     if not plan:
         raise EdgetuneError(f"{where}: the adapter has no LoRA weights")
     on_event(Event("convert", "start", f"{where.name} -> {Path(out_path).name} (LoRA, {len(plan)} pairs)",
@@ -69,14 +104,9 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
     w.add_string(gguf.Keys.Adapter.TYPE, "lora")
     w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
     tensors = []
-    for hf_name, gguf_name, r in plan:
-        e = deltas.pairs[hf_name]
-        # llama.cpp scales by alpha / r: fold this module's own scale into B.
-        b = e["B"].to(torch.float32) * (deltas.scale(hf_name) * r / alpha)
-        b = arch.lora_b_modify(hf_name, b)
-        a = arch.lora_a_modify(hf_name, e["A"].to(torch.float32))
+    for gguf_name, a, b in plan:
         for suffix, t in (("lora_a", a), ("lora_b", b)):
-            data = t.numpy()
+            data = t.contiguous().numpy()
             qtype = _target_type(gguf_name, data.shape, outtype)
             w.add_tensor_info(f"{gguf_name}.{suffix}", data.shape, np.dtype(np.float32), _nbytes(data.shape, qtype),
                               raw_dtype=qtype)

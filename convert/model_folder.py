@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Iterator
 
 from edgetune.errors import EdgetuneError
+
+# safetensors dtype -> torch dtype name
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                      "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+                      "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
 
 def read_config(path: Path) -> dict:
@@ -78,12 +84,38 @@ class ModelFolder:
         return self._shapes[name]
 
     def tensors(self) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
-        """(name, tensor) one at a time, shard by shard; a shard is opened once."""
-        from safetensors import safe_open
+        """(name, tensor) one at a time, shard by shard, in the order of `names`."""
         for shard in self.shards:
-            with safe_open(str(shard), framework="pt") as f:
-                for name in f.keys():
-                    try:
-                        yield name, f.get_tensor(name)
-                    except Exception as e:
-                        raise EdgetuneError(f"{shard}: cannot read tensor {name} ({str(e).splitlines()[0]})") from None
+            yield from read_tensors(shard, [n for n, s in self._index.items() if s == shard])
+
+
+def read_header(shard: Path) -> tuple[dict, int]:
+    """A safetensors file's header (name -> dtype, shape, data_offsets; and __metadata__) and
+    where its data starts."""
+    try:
+        with open(shard, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            return json.loads(f.read(size)), 8 + size
+    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgetuneError(f"{shard}: unreadable safetensors ({e})") from None
+
+
+def read_tensors(shard: Path, names: list[str] | None = None) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
+    """(name, tensor) for the shard's tensors (all, in name order, or `names`), each read with
+    plain file reads into memory of its own. Not memory-mapped: a mapped shard's pages count in the
+    process's RSS until the file is closed, so a shard of thousands of experts would stay resident."""
+    import torch
+    header, start = read_header(shard)
+    with open(shard, "rb") as f:
+        for name in names if names is not None else sorted(k for k in header if k != "__metadata__"):
+            entry = header[name]
+            begin, end = entry["data_offsets"]
+            dtype = getattr(torch, SAFETENSORS_DTYPES.get(entry["dtype"], ""), None)
+            if dtype is None:
+                raise EdgetuneError(f"{shard}: tensor {name} has dtype {entry['dtype']}, which edgetune does not read")
+            data = bytearray(end - begin)
+            f.seek(start + begin)
+            if f.readinto(data) != len(data):
+                raise EdgetuneError(f"{shard}: cannot read tensor {name} (the file is truncated)")
+            tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+            yield name, tensor.reshape(entry["shape"])

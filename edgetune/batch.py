@@ -25,6 +25,7 @@ from edgetune.base import resolve_base
 from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
 from edgetune.convert.filetypes import DIRECT_TYPES, file_type
 from edgetune.convert.lora_deltas import LoraDeltas
+from edgetune.convert.model_folder import ModelFolder
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.fsutil import write_json, write_text
@@ -98,6 +99,8 @@ def convert_merged(base_dir: Path, adapter: Path, out_dir: Path, name: str, quan
     deltas = LoraDeltas(adapter)
     names = tensor_names(base_dir)
     deltas.check_complete(names)
+    folder = ModelFolder(base_dir)
+    deltas.check_experts_fit({n: folder.shape(n) for n in folder.names()})
     direct = [q for q in quants if q in DIRECT_TYPES]
     kquants = [q for q in quants if q not in DIRECT_TYPES]
     files = []

@@ -11,6 +11,8 @@ lookup, not a product; output.weight only with its --process-output). GGUF names
 converter's own tensor-name table (edgetune.convert), so they match the file being quantized; a
 fused HF matrix the converter writes fused (Phi-3 qkv_proj -> attn_qkv) gets one entry, and a
 matrix the converter splits by rows would give every part the same entry (the inputs are shared).
+A mixture-of-experts layer's stacked experts (ffn_{gate,up,down}_exps) get one row per expert,
+from the tokens the router sent to it, as llama-imatrix collects them.
 
 The file is llama.cpp's imatrix GGUF, readable by `llama-quantize --imatrix`:
   general.type = "imatrix", imatrix.datasets [str], imatrix.chunk_count u32, imatrix.chunk_size u32
@@ -77,13 +79,19 @@ class Imatrix:
 # ---------------------------------------------------------------- computing
 
 def hf_targets(model, model_dir) -> dict[str, list[str]]:
-    """HF Linear module name -> the GGUF tensor names its weight becomes (blk.* only)."""
+    """HF Linear module name -> the GGUF tensor names its weight becomes (blk.* only); an experts
+    module (stacked 3-D weights) -> its stacked gate, up and down tensors (ffn_*_exps)."""
     import torch
 
 
     to_gguf = tensor_name_map(model_dir)
     targets = {}
     for name, module in model.named_modules():
+        if is_experts(module):
+            stacked = [to_gguf(f"{name}.0.{p}.weight") for p in ("gate_proj", "up_proj", "down_proj")]
+            if all(stacked):
+                targets[name] = stacked
+            continue
         if not isinstance(module, torch.nn.Linear):
             continue
         gguf_name = to_gguf(f"{name}.weight")
@@ -92,6 +100,32 @@ def hf_targets(model, model_dir) -> dict[str, list[str]]:
     if not targets:
         raise EdgetuneError(f"{model_dir}: no weight matrix maps to a GGUF blk.* tensor; cannot compute an importance matrix")
     return targets
+
+
+def is_experts(module) -> bool:
+    """transformers 5's mixture-of-experts layout: gate_up_proj [experts, 2 x width, hidden] and
+    down_proj [experts, hidden, width], called with (hidden states, chosen experts, weights)."""
+    gate_up, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
+    return getattr(gate_up, "dim", lambda: 0)() == 3 and getattr(down, "dim", lambda: 0)() == 3
+
+
+def add_expert_inputs(result: Imatrix, module, names: list[str], x, chosen) -> None:
+    """Per expert, the squared inputs of its gate/up (the tokens routed to it) and of its down
+    projection (act(gate) * up of those tokens, recomputed here), as llama.cpp's imatrix keeps them:
+    one row per expert of the stacked tensor."""
+    import torch
+    gate, up, down = names
+    n = module.gate_up_proj.shape[0]
+    for e in range(n):
+        xe = x[(chosen == e).any(-1)]
+        if not len(xe):
+            continue
+        sum_sq = (xe * xe).sum(0).to(torch.float64).numpy()
+        result.add(gate, sum_sq, len(xe), e, n)
+        result.add(up, sum_sq, len(xe), e, n)
+        g, u = (xe @ module.gate_up_proj[e].to(torch.float32).T).chunk(2, dim=-1)
+        h = module.act_fn(g) * u
+        result.add(down, (h * h).sum(0).to(torch.float64).numpy(), len(xe), e, n)
 
 
 def collect(model, model_dir, rows: list[list[int]], dataset: str, on_event: Callback = ignore,
@@ -106,13 +140,18 @@ def collect(model, model_dir, rows: list[list[int]], dataset: str, on_event: Cal
     state: dict = {"keep": None}
 
     def hook(module_name):
-        def pre_hook(_module, args):
+        def pre_hook(module, args):
             x = args[0].detach()
             x = x.reshape(-1, x.shape[-1])
             keep = state["keep"]
+            chosen = args[1].reshape(x.shape[0], -1) if is_experts(module) else None
             if keep is not None and keep.numel() == x.shape[0]:
                 x = x[keep]  # padding positions are not tokens of the data
+                chosen = chosen[keep] if chosen is not None else None
             x = x.to(torch.float32)
+            if chosen is not None:
+                add_expert_inputs(result, module, targets[module_name], x, chosen)
+                return
             sum_sq = to_gguf_columns(f"{module_name}.weight", (x * x).sum(0).to(torch.float64).numpy())
             for gguf_name in targets[module_name]:
                 result.add(gguf_name, sum_sq, x.shape[0])

@@ -2,18 +2,21 @@
 
 The base is always read from its original safetensors files (never the 4-bit copy used for
 QLoRA training: merging into dequantized NF4 weights costs perplexity). Each delta is computed in
-fp32 as scale * B @ A and added before casting back to the base dtype. Peak memory is about one
-shard plus the adapter.
+fp32 as scale * B @ A and added before casting back to the base dtype. Tensors are read and
+written one at a time: peak memory is about the largest tensor plus the adapter.
 
 `LoraDeltas` is the same arithmetic as a per-tensor function, so the GGUF converter can apply it
 while streaming (the batch tool's single-pass merge) with bit-identical results.
 """
 from __future__ import annotations
 
+import json
 import shutil
+import struct
 from pathlib import Path
 
 from edgetune.convert.lora_deltas import LoraDeltas
+from edgetune.convert.model_folder import SAFETENSORS_DTYPES, read_header, read_tensors
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir
@@ -62,6 +65,8 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
     names = tensor_names(base_dir)
     total = len(names)
     deltas.check_complete(names)
+    deltas.check_experts_fit({n: tuple(e["shape"]) for shard in shards for n, e in read_header(shard)[0].items()
+                              if n != "__metadata__"})
     on_event(Event("merge", "start", f"merging {len(deltas.pairs)} LoRA pairs into {base_dir}", total=total))
     with atomic_dir(out_dir) as tmp:
         _write_merged(shards, deltas, tmp, total, on_event)
@@ -79,23 +84,38 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
 
 
 def _write_merged(shards: list[Path], deltas: LoraDeltas, out: Path, total: int, on_event: Callback) -> None:
-    """Each base shard with the adapter's deltas added, one shard in memory at a time."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    """Each base shard with the adapter's deltas added, written tensor by tensor: the header is
+    known before any data (a merge keeps every name and dtype, and every shape but a
+    modules_to_save replacement's), so one tensor is in memory at a time, whatever the shard size
+    (a mixture-of-experts shard holds thousands)."""
+    import torch
 
     done = 0
     for shard in shards:
-        merged = {}
+        base_header, _start = read_header(shard)
+        names = sorted(k for k in base_header if k != "__metadata__")
+        header: dict = {}
+        offset = 0
+        for name in names:
+            entry = base_header[name]
+            shape = list(deltas.full[name].shape) if name in deltas.full else entry["shape"]
+            size = (entry["data_offsets"][1] - entry["data_offsets"][0]) if name not in deltas.full else \
+                deltas.full[name].to(getattr(torch, SAFETENSORS_DTYPES[entry["dtype"]])).nbytes
+            header[name] = {"dtype": entry["dtype"], "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
+        header["__metadata__"] = {**(base_header.get("__metadata__") or {}), "format": "pt"}
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned, as safetensors writes it
         try:
-            with safe_open(str(shard), framework="pt") as f:
-                metadata = f.metadata() or {}
-                for name in f.keys():
-                    merged[name] = deltas.apply(name, f.get_tensor(name)).contiguous()
+            with open(out / shard.name, "wb") as dst:
+                dst.write(struct.pack("<Q", len(blob)) + blob)
+                for name, tensor in read_tensors(shard, names):
+                    merged = deltas.apply(name, tensor).contiguous()
+                    if list(merged.shape) != header[name]["shape"]:
+                        raise EdgetuneError(f"{shard}: merged {name} is {tuple(merged.shape)}, not "
+                                            f"{tuple(header[name]['shape'])}")
+                    dst.write(memoryview(merged.reshape(-1).view(torch.uint8).numpy()))
                     done += 1
-        except EdgetuneError:
-            raise
-        except Exception as e:
-            raise EdgetuneError(f"{shard}: unreadable safetensors ({str(e).splitlines()[0]})") from None
-        save_file(merged, str(out / shard.name), metadata={**metadata, "format": "pt"})
-        del merged
+        except OSError as e:
+            raise EdgetuneError(f"{out / shard.name}: cannot write the merged shard ({e.strerror or e})") from None
         on_event(Event("merge", "progress", shard.name, step=done, total=total))

@@ -52,6 +52,9 @@ class TrainSpec:
     alpha: int = 32
     dropout: float = 0.05
     targets: str = "all-linear"  # qv | attn | all-linear | comma-separated module names
+    # Mixture-of-experts bases: also adapt every expert's projections (stacked 3-D weights, one LoRA
+    # pair per expert; PEFT allows no dropout on them, so dropout must be 0). The router never is.
+    experts: bool = False
     lr: float = 2e-4
     epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -210,6 +213,9 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     if t.max_grad_norm <= 0:
         bad("train.max_grad_norm", f"{t.max_grad_norm} must be positive")
     target_modules(t.targets, where)
+    if t.experts and t.dropout:
+        bad("train.dropout", f"{t.dropout} must be 0 with train.experts: true (PEFT's LoRA on stacked expert "
+                             "weights has no dropout)")
     if r.export.outtype.upper() not in DIRECT_TYPES:
         bad("export.outtype", f"{r.export.outtype!r} is not one of {', '.join(t.outtype for t in DIRECT_TYPES.values())}")
     e = r.export

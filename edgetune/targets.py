@@ -10,6 +10,13 @@
 
 The answer is a list of full module names, so PEFT adapts exactly these and nothing that merely
 shares a leaf name (a vision tower's q_proj); `describe` is the line the training log prints.
+
+Mixture-of-experts layers (Qwen3-MoE) hold their experts as 3-D parameters, not linear layers, so
+no preset reaches them: `train.experts: true` adds them (`expert_parameters`, PEFT's
+target_parameters: one LoRA pair per expert and projection). Off by default: each expert sees only
+the tokens routed to it, an adapter on all of them is `experts` times the size, and attention
+adapters carry most of a fine-tune's effect. The router (`mlp.gate`) is never adapted: changing
+which experts a token goes to is a different model, not a small update.
 """
 from __future__ import annotations
 
@@ -69,6 +76,23 @@ def resolve_targets(model, targets: str) -> list[str]:
     return chosen
 
 
+def expert_parameters(model) -> list[str]:
+    """Full names of the stacked expert weights (3-D parameters of an `experts` module), in order."""
+    out = []
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "experts":
+            out += [f"{name}.{p}" for p, value in module.named_parameters(recurse=False) if value.dim() == 3]
+    return out
+
+
+def resolve_experts(model, adapt: bool) -> list[str]:
+    """The expert weights `train.experts` adapts; asking for them on a dense model is a user error."""
+    experts = expert_parameters(model)
+    if adapt and not experts:
+        raise EdgetuneError("train.experts: true, but this model has no mixture-of-experts layers")
+    return experts if adapt else []
+
+
 def leaf_names(names) -> list[str]:
     """Distinct last components, in first-seen order."""
     return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
@@ -79,12 +103,20 @@ def left_out_of_all_linear(model) -> list[str]:
     return sorted(n for n in decoder_linears(model) if n.rsplit(".", 1)[-1] in NOT_ALL_LINEAR)
 
 
-def describe(chosen: list[str], left_out: list[str] = ()) -> str:
-    """One line for the training log: which module kinds are adapted, how many, fused ones, and the
-    linear layers all-linear left out with the reason."""
+def describe(chosen: list[str], left_out: list[str] = (), experts: list[str] = (), experts_left: int = 0) -> str:
+    """One line for the training log: which module kinds are adapted, how many, fused ones, the
+    linear layers all-linear left out with the reason, and on a mixture-of-experts model whether
+    the experts are."""
     counts = Counter(n.rsplit(".", 1)[-1] for n in chosen)
     parts = [f"{leaf} x{counts[leaf]}" for leaf in leaf_names(chosen)]
     fused = [f"{leaf} is fused {FUSED[leaf]}" for leaf in counts if leaf in FUSED]
     skipped = [f"{leaf} ({NOT_ALL_LINEAR[leaf]})" for leaf in leaf_names(left_out)]
-    return (f"LoRA on {len(chosen)} modules: {', '.join(parts)}" + (f" ({'; '.join(fused)})" if fused else "")
+    line = (f"LoRA on {len(chosen)} modules: {', '.join(parts)}" + (f" ({'; '.join(fused)})" if fused else "")
             + (f"; left out: {', '.join(skipped)}" if skipped else ""))
+    if experts:
+        stacked = Counter(n.rsplit(".", 1)[-1] for n in experts)
+        line += "; experts: " + ", ".join(f"{leaf} x{stacked[leaf]}" for leaf in leaf_names(experts)) + \
+                " (every expert's, stacked; router not adapted)"
+    elif experts_left:
+        line += f"; experts not adapted ({experts_left} stacked expert weights; train.experts: true adds them)"
+    return line

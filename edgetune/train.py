@@ -38,7 +38,7 @@ from edgetune.events import (
 from edgetune.fsutil import atomic_dir, write_json
 from edgetune.models import load_causal_lm
 from edgetune.recipe import Recipe, TrainSpec
-from edgetune.targets import describe, left_out_of_all_linear, resolve_targets
+from edgetune.targets import describe, expert_parameters, left_out_of_all_linear, resolve_experts, resolve_targets
 
 
 @dataclass
@@ -251,9 +251,11 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = resolve_targets(model, t.targets)
     left_out = left_out_of_all_linear(model) if t.targets == "all-linear" else []
-    on_event(Event("train", "log", f"targets={t.targets}: {describe(targets, left_out)}", data={"targets": targets}))
+    experts = resolve_experts(model, t.experts)
+    line = describe(targets, left_out, experts, 0 if t.experts else len(expert_parameters(model)))
+    on_event(Event("train", "log", f"targets={t.targets}: {line}", data={"targets": targets + experts}))
     lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
-                      target_modules=targets)
+                      target_modules=targets, target_parameters=experts or None)
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
     on_event(Event("train", "log", f"{p.method} on {p.device} ({p.dtype}), r={t.rank} alpha={t.alpha} "

@@ -205,6 +205,9 @@ def config_for(arch: str, vocab: int, bos: int, eos: int):
         return tf.Gemma4Config(text_config=text, vision_config=vision, audio_config=audio, boi_token_id=bos,
                                eoi_token_id=eos, image_token_id=3, video_token_id=4, boa_token_id=bos,
                                eoa_token_index=eos, audio_token_id=5, tie_word_embeddings=True)
+    if arch == "qwen3moe":  # Qwen3-30B-A3B's shape, tiny: every layer a mixture, top-k renormalised
+        return tf.Qwen3MoeConfig(**{**common, "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2,
+                                    "moe_intermediate_size": 32, "decoder_sparse_step": 1, "norm_topk_prob": True})
     raise ValueError(arch)
 
 
@@ -216,6 +219,7 @@ TOKENIZER_FOR = {"llama": "gpt-2", "llama3": "llama-bpe", "smollm2": "smollm", "
                  "gemma4": "spm", "gemma4-mm": "spm"}
 # where AutoModelForCausalLM would build another class than the checkpoints have
 MODEL_CLASS = {"qwen35-mm": "Qwen3_5ForConditionalGeneration"}
+TOKENIZER_FOR["qwen3moe"] = "qwen2"
 
 
 def build(arch: str, folder: Path) -> Path:

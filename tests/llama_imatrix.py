@@ -53,23 +53,40 @@ def _weight_name(raw: bytes) -> str:
 
 def llama_imatrix(gguf_path: str | Path, rows: list[list[int]]) -> dict[str, tuple[np.ndarray, int]]:
     """GGUF tensor name -> (sum of squared inputs per column, tokens), from llama.cpp's forward pass
-    over each row alone (every position an output, so the last layer sees every token too)."""
+    over each row alone (every position an output, so the last layer sees every token too). For
+    stacked experts (MUL_MAT_ID): ([experts, columns] sums, [experts] tokens routed to each)."""
     import llama_cpp
 
     ggml = _ggml_base()
     mul_mat = next(i for i in range(200) if ggml.ggml_op_name(i) == b"MUL_MAT")
+    mul_mat_id = next(i for i in range(200) if ggml.ggml_op_name(i) == b"MUL_MAT_ID")
     stats: dict[str, list] = {}
+
+    def column(src, i1, i2):
+        return np.ctypeslib.as_array(ctypes.cast(src.data + i1 * src.nb[1] + i2 * src.nb[2],
+                                                 ctypes.POINTER(ctypes.c_float)), shape=(src.ne[0],)).astype(np.float64)
 
     @llama_cpp.ggml_backend_sched_eval_callback
     def callback(t_ptr, ask, _user):
         t = ctypes.cast(t_ptr, ctypes.POINTER(GgmlTensor)).contents
-        if t.op != mul_mat:
+        if t.op not in (mul_mat, mul_mat_id):
             return False if ask else True
         src0, src1 = t.src[0].contents, t.src[1].contents
         name = _weight_name(src0.name)
         if not name.startswith("blk.") or src1.type != GGML_TYPE_F32:
             return False if ask else True
         if ask:
+            return True
+        if t.op == mul_mat_id:  # stacked experts: ids [used, tokens] picks the expert of each input column
+            ids = t.src[2].contents
+            n_expert = src0.ne[2]
+            entry = stats.setdefault(name, [np.zeros((n_expert, src1.ne[0])), np.zeros(n_expert)])
+            for token in range(ids.ne[1]):
+                for slot in range(ids.ne[0]):
+                    e = ctypes.cast(ids.data + slot * ids.nb[0] + token * ids.nb[1], ctypes.POINTER(ctypes.c_int32))[0]
+                    x = column(src1, slot % src1.ne[1], token)
+                    entry[0][e] += x * x
+                    entry[1][e] += 1
             return True
         n_cols = src1.ne[0]
         total = np.zeros(n_cols, dtype=np.float64)

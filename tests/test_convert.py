@@ -13,6 +13,7 @@ from convert_fixtures import build, hf_logits, llama_logits
 ARCHS = ["llama", "llama3", "smollm2", "mistral", "qwen2", "qwen2.5", "qwen3", "gemma2", "gemma3", "gemma3-mm", "phi3",
          "mistral3", "smollm3", "granite", "olmo2", "phi4-mini", "olmo3", "mistral3-mm", "qwen35"]
 ARCHS += ["gemma4", "gemma4-mm"]  # Gemma 4 text, and the text model of its multimodal checkpoint
+ARCHS += ["qwen3moe"]  # mixture of experts: stacked ffn_*_exps, F32 router
 PROMPTS = ["the last word of red fox tiger is tiger.", "Hello world 🙂 1234 naïve\n\nnew  lines"]
 
 

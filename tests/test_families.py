@@ -40,6 +40,8 @@ FAMILIES = {
     "gemma4": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "per_layer_input_gate",
                "per_layer_projection"},
     "gemma4-mm": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    # the experts are 3-D parameters and the router is not adapted: all-linear is attention (train.experts adds them)
+    "qwen3moe": {"q_proj", "k_proj", "v_proj", "o_proj"},
 }
 # families whose layer count or layout is not 2 layers of every module: how many modules all-linear adapts
 ADAPTED = {"smollm3": 7 * 4,

@@ -11,6 +11,7 @@ from .olmo3 import Olmo3
 from .phi3 import Phi3
 from .qwen2 import Qwen2
 from .qwen3 import Qwen3
+from .qwen3moe import Qwen3Moe
 from .qwen35 import Qwen35
 from .smollm3 import SmolLM3
 
@@ -18,3 +19,4 @@ ARCHITECTURES: dict[str, type[Arch]] = {name: cls for cls in (Llama, Qwen2, Qwen
                                                               SmolLM3, Granite, Olmo2, Olmo3, Qwen35,
                                                               Gemma4)
                                         for name in cls.hf_names}
+ARCHITECTURES.update({name: Qwen3Moe for name in Qwen3Moe.hf_names})

@@ -7,6 +7,7 @@ one HF -> GGUF tensor-name table every caller uses (converter, LoRA export, impo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import gguf
 import numpy as np
@@ -46,6 +47,16 @@ def rope_params(cfg: dict, layer_type: str | None = None, default_theta: float =
 
 def rope_theta(cfg: dict, layer_type: str | None = None, default: float = 10000.0) -> float:
     return rope_params(cfg, layer_type, default)["rope_theta"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Where an HF tensor's data goes in the GGUF: a whole tensor, one expert's slot of a tensor
+    that stacks every expert of a layer (llama.cpp's ffn_*_exps), or a band of rows of a fused one."""
+    gguf_name: str
+    expert: int | None = None  # slot along the stacked expert axis (the GGUF tensor's first)
+    experts: int = 0  # length of that axis; 0: not stacked
+    rows: slice | None = None  # rows (second-to-last axis) of the HF tensor that belong here
 
 
 class Arch:
@@ -159,6 +170,12 @@ class Arch:
         if self.dropped(hf_name):
             return None
         return self.name_map.get_name(text_name(hf_name), try_suffixes=(".weight", ".bias"))
+
+    def parts(self, hf_name: str, shape: tuple[int, ...]) -> list[Part]:
+        """Where this tensor is written; empty when it has no GGUF name. Mixture-of-experts
+        architectures stack per-expert tensors and split fused ones here."""
+        name = self.gguf_name(hf_name)
+        return [Part(name)] if name is not None else []
 
     def gguf_shape(self, hf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The shape `modify` gives this tensor (a delta-net conv1d loses its middle axis)."""
