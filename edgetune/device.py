@@ -35,6 +35,22 @@ def cpu_bf16() -> tuple[bool, str]:
     return True, f"bf16 autocast, fp32 LoRA weights: the CPU has {'/'.join(f.upper().replace('_', '-') for f in flags)}"
 
 
+# bf16 autocast casts every weight and activation it multiplies; below this width the casts and
+# oneDNN's per-shape kernels cost more than the bf16 units save. Measured on the 2-core AMX VM,
+# 2026-11-29, scripts/bench/train.py idle: the demo model (hidden 128) trained at 0.92x the fp32 seed
+# recipe in bf16 with 1.65x its peak RSS; Gemma 3 270M (hidden 640) at 3.84x with 0.82x.
+BF16_MIN_HIDDEN = 512
+
+
+def bf16_pays(config, why: str) -> tuple[bool, str]:
+    """(use bf16, why) for a model the CPU could train in bf16: only where its layers are wide enough."""
+    hidden = getattr(config.get_text_config(), "hidden_size", None) or 0
+    if hidden < BF16_MIN_HIDDEN:
+        return False, (f"fp32: the CPU has bf16 units, but this model's layers (hidden {hidden}) are too narrow for "
+                       f"bf16 autocast to pay (it needs {BF16_MIN_HIDDEN} or more)")
+    return True, why
+
+
 def physical_cores() -> int:
     """Distinct (package, core) pairs: hyper-threads share one core's matmul units, so torch gains nothing
     from them and loses to contention."""

@@ -21,6 +21,7 @@ from edgetune import templates
 from edgetune.base import load_tokenizer, resolve_base
 from edgetune.device import (
     Estimate,
+    bf16_pays,
     cpu_bf16,
     cpu_threads,
     estimate_throughput,
@@ -58,11 +59,11 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def plan(spec: TrainSpec) -> Plan:
+def plan(spec: TrainSpec, config=None) -> Plan:
     """Device auto: CUDA -> QLoRA in bf16 (fp16 where bf16 is missing); CPU -> LoRA in bf16 autocast where
-    the CPU has bf16 matmul units (AVX512-BF16, AMX-BF16), else fp32. LoRA weights stay fp32 either way."""
+    the CPU has bf16 matmul units (AVX512-BF16, AMX-BF16) and the model's layers are wide enough for them
+    to pay (`config`, when known: see device.bf16_pays), else fp32. LoRA weights stay fp32 either way."""
     import torch
-
 
     cuda = torch.cuda.is_available()
     method = spec.method if spec.method != "auto" else ("qlora" if cuda else "lora")
@@ -72,6 +73,8 @@ def plan(spec: TrainSpec) -> Plan:
         dtype, why = ("bf16", "bf16: the GPU supports it") if bf16 else ("fp16", "fp16: the GPU has no bf16")
     elif dtype == "auto":
         ok, why = cpu_bf16()
+        if ok and config is not None:
+            ok, why = bf16_pays(config, why)
         dtype = "bf16" if ok else "fp32"
     return Plan(method, "cuda" if cuda else "cpu", dtype, why)
 
@@ -222,6 +225,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     """Fine-tune `recipe.base` on `recipe.data`; return the adapter folder. Resumes from checkpoints."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoConfig
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig
 
@@ -232,7 +236,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     run_dir.mkdir(parents=True, exist_ok=True)
     t = recipe.train
     base = resolve_base(recipe.base, on_event, allow_pickle=t.allow_pickle)
-    p = plan(t)
+    p = plan(t, AutoConfig.from_pretrained(base, trust_remote_code=t.trust_remote_code))
     if p.method == "qlora" and p.device == "cpu":
         on_event(Event("train", "log", "QLoRA on the CPU: slow; bitsandbytes NF4 on CPU, for testing"))
     tokenizer = load_tokenizer(base, t.trust_remote_code)
@@ -355,7 +359,7 @@ def estimate(recipe: Recipe, stats: data_mod.TokenStats | None = None) -> Estima
     t = recipe.train
     config = AutoConfig.from_pretrained(resolve_base(recipe.base, allow_pickle=t.allow_pickle),
                                          trust_remote_code=t.trust_remote_code)
-    p = plan(t)
+    p = plan(t, config)
     seq_len, loss_share = recipe.data.max_length, 1.0
     if stats is not None and stats.lengths:
         rows = [(min(prompt, recipe.data.max_length), min(total, recipe.data.max_length))
@@ -371,7 +375,6 @@ def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Cal
     checkpointing; logs the device, dtype, threads and checkpointing with their reasons. Returns
     whether to checkpoint."""
     import torch
-
 
     if p.device == "cpu":
         n, threads = cpu_threads()

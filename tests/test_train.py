@@ -109,6 +109,23 @@ def test_qlora_gradients_survive_an_eval_pass(tiny_base):
         assert rel < 0.05, f"{name}: gradient off by {rel:.0%} after an eval pass"
 
 
+def test_cpu_bf16_only_where_the_layers_are_wide_enough(monkeypatch):
+    """dtype auto on a CPU with bf16 units: bf16 autocast for a model as wide as Gemma 3 270M, fp32 for
+    one as narrow as the demo's (where bf16 measured slower and bigger), each with its reason."""
+    from transformers import Gemma3TextConfig, LlamaConfig
+
+    monkeypatch.setattr(train, "cpu_bf16", lambda: (True, "bf16 autocast: the CPU has AMX-BF16"))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    spec = train.TrainSpec()
+    wide, narrow = Gemma3TextConfig(hidden_size=640), LlamaConfig(hidden_size=128)
+    assert train.plan(spec, wide) == train.Plan("lora", "cpu", "bf16", "bf16 autocast: the CPU has AMX-BF16")
+    p = train.plan(spec, narrow)
+    assert p.dtype == "fp32" and "hidden 128" in p.why and "too narrow" in p.why
+    assert train.plan(spec).dtype == "bf16"  # no model known yet: the CPU decides
+    spec.dtype = "bf16"
+    assert train.plan(spec, narrow).dtype == "bf16"  # asked for: kept
+
+
 def test_estimate_before_training_is_sane_for_the_tiny_base(tiny_recipe, tiny_base):
     """The expected tokens/s shown before a run: this machine's matmul rate x the stated efficiency over
     the LoRA FLOPs per token of the recipe's batch shape; the data's own lengths make it closer."""
@@ -119,7 +136,7 @@ def test_estimate_before_training_is_sane_for_the_tiny_base(tiny_recipe, tiny_ba
 
     config = AutoConfig.from_pretrained(tiny_base)
     est = train.estimate(tiny_recipe)
-    p = train.plan(tiny_recipe.train)
+    p = train.plan(tiny_recipe.train, config)
     assert (est.device, est.dtype, est.why) == (p.device, p.dtype, p.why)
     assert est.seq_len == tiny_recipe.data.max_length and est.batch_size == tiny_recipe.train.batch_size
     assert est.flops_per_token == lora_flops_per_token(config, tiny_recipe.data.max_length, 1.0)

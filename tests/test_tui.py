@@ -276,8 +276,10 @@ def test_wizard_stays_live_while_a_hub_id_is_checked(monkeypatch):
 
 def test_training_step_shows_device_dtype_and_expected_tokens_per_s(tiny_base):
     """Measured in a worker (the screen is usable meanwhile), computed by the core."""
+    from transformers import AutoConfig
+
     from edgetune.train import plan
-    p = plan(EdgetuneApp().recipe.train)
+    p = plan(EdgetuneApp().recipe.train, AutoConfig.from_pretrained(tiny_base))
 
     async def go():
         app = EdgetuneApp(runner=FakeRunner())
@@ -288,6 +290,6 @@ def test_training_step_shows_device_dtype_and_expected_tokens_per_s(tiny_base):
             line = app.screen.query_one("#estimate")
             await wait_until(pilot, lambda: "trained tokens/s" in str(line.render()))
             assert "expected ~" in str(line.render()) and "an estimate" in str(line.render())
-            hint = str(app.screen.query_one(".hint").render())
+            hint = str(app.screen.query_one("#plan").render())
             assert f"Detected {p.device.upper()}" in hint and p.dtype in hint and p.why in hint
     asyncio.run(go())

@@ -1,5 +1,6 @@
 """Qwen3 (Qwen3ForCausalLM): NeoX RoPE, per-head RMSNorm on q and k, explicit head_dim, tied
-embeddings in the small sizes, YaRN where the config sets it."""
+embeddings in the small sizes, YaRN where the config sets it. Its head_dim is not hidden / heads
+in general: `Arch.add_hparams` writes the key/value lengths whenever they differ."""
 from __future__ import annotations
 
 import gguf
@@ -11,7 +12,3 @@ class Qwen3(Qwen2):
     gguf_arch = gguf.MODEL_ARCH.QWEN3
     hf_names = ("Qwen3ForCausalLM",)
 
-    def add_hparams(self, w: gguf.GGUFWriter) -> None:
-        super().add_hparams(w)
-        w.add_key_length(self.head_dim)  # Qwen3's head_dim is not hidden / heads in general
-        w.add_value_length(self.head_dim)

@@ -3,8 +3,8 @@
 The seed recipe is TRL's SFTTrainer with the guide's arguments: the formatted text as one field,
 padding to the longest row of each batch, no packing, loss on every token, fp32. edgetune tokenizes
 itself, masks the prompt (loss on the response), batches rows of similar length in random order,
-runs the output head at loss positions only, and on CPUs with bf16 units trains in bf16 autocast
-(BENCH_DTYPE=fp32 to compare). Runs alternate (seed, ours, seed, ours, ...) in fresh processes; each
+runs the output head at loss positions only, and on CPUs with bf16 units trains models of hidden size
+512 and up in bf16 autocast (BENCH_DTYPE=fp32 to compare). Runs alternate (seed, ours, seed, ours, ...) in fresh processes; each
 reports non-padding tokens/s, peak RSS, held-out response loss (fp32, same rows for both) and achieved
 model GFLOP/s as a share of this machine's measured matmul peak at that dtype. Prints ratios ours/seed.
 
@@ -163,14 +163,14 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     expected = None
     if kind == "ours":  # the estimate `edgetune train` shows before training, for the same batch shape
         from edgetune.device import estimate_throughput
-        p = train.plan(r.train)
+        p = train.plan(r.train, model.config)
         expected = estimate_throughput(model.config, p.device, p.dtype, p.why, r.train.batch_size, int(mean_len),
                                        loss_share).tokens_per_s
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
     return {"expected_tokens_per_s": expected, "kind": kind, "seconds": seconds, "tokens": tokens,
             "tokens_per_s": tokens / seconds,
             "peak_rss_mb": peak, "eval_loss": eval_loss,
-            "gflops": flops / 1e9, "dtype": "fp32" if kind == "seed" else train.plan(r.train).dtype}
+            "gflops": flops / 1e9, "dtype": "fp32" if kind == "seed" else train.plan(r.train, model.config).dtype}
 
 
 def main() -> None:

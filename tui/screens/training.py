@@ -37,7 +37,7 @@ class TrainingScreen(WizardScreen):
         p = plan(recipe_mod.TrainSpec())
         yield Label("Training", classes="title")
         method = METHOD_NAMES.get(p.method, p.method)
-        yield Static(f"Detected {p.device.upper()}: auto means {method} in {p.dtype} ({p.why}).", classes="hint")
+        yield Static(f"Detected {p.device.upper()}: auto means {method}.", id="plan", classes="hint")
         yield Static("expected tokens/s: measuring this machine…", id="estimate", classes="hint")
         with Horizontal(classes="field"):
             yield Label("method", classes="field-label")
@@ -67,15 +67,21 @@ class TrainingScreen(WizardScreen):
         """The core's throughput estimate (a short matmul measurement): off the UI thread."""
         with TRANSFORMERS_LOCK:
             try:
-                self.post_message(JobFinished(estimate(recipe, stats).line()))
+                self.post_message(JobFinished(estimate(recipe, stats)))
             except EdgetuneError as e:
                 self.post_message(JobFinished(None, str(e)))
             except Exception as e:  # a bug, but the UI must not die: one line
                 self.post_message(JobFinished(None, one_line(e)))
 
     def on_job_finished(self, message: JobFinished) -> None:
-        line = message.result if message.error is None else f"expected tokens/s: unknown ({message.error})"
-        self.query_one("#estimate", Static).update(line)
+        if message.error is not None:
+            self.query_one("#estimate", Static).update(f"expected tokens/s: unknown ({message.error})")
+            return
+        est = message.result  # the dtype depends on the base model's width: known once its config is read
+        method = METHOD_NAMES.get(plan(recipe_mod.TrainSpec()).method, "")
+        self.query_one("#plan", Static).update(f"Detected {est.device.upper()}: auto means {method} in {est.dtype} "
+                                               f"({est.why}).")
+        self.query_one("#estimate", Static).update(est.line())
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "f-max_length":
