@@ -168,10 +168,10 @@ def cpu_threads() -> tuple[int, str]:
 
 # Share of the measured matmul rate (at the model's own MLP shape) that LoRA training reaches end to
 # end; the rest goes to attention, norms and other elementwise work, LoRA's thin matmuls, the optimizer
-# and Python. CPU: calibrated on scripts/bench/train.py (docs/benchmarks.md, 2026-11-29, shared 2-core
-# VM, 1 thread, bf16 with AMX): the demo model reached 2.7% of it, Gemma 3 270M about 2.3%. CUDA: not
-# measured (no GPU here); a guess, shown as an estimate like the CPU's.
-TRAINING_EFFICIENCY = {"cpu": 0.025, "cuda": 0.25}
+# and Python. CPU: calibrated on scripts/bench/train.py on the idle 2-core VM, 2 threads, 2026-11-29
+# (docs/benchmarks.md): Gemma 3 270M in bf16 reached 6.0% of it, the demo model in fp32 6.6%. CUDA:
+# not measured (no GPU here); a guess, shown as an estimate like the CPU's.
+TRAINING_EFFICIENCY = {"cpu": 0.06, "cuda": 0.25}
 
 
 @dataclass
