@@ -75,7 +75,7 @@ def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n
     import torch
     from transformers import AutoTokenizer
 
-    tok = tokenizer or AutoTokenizer.from_pretrained(str(hf_dir))
+    tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(hf_dir))
     model = load_causal_lm(hf_dir, dtype=torch.float32)
     model.eval()
     stop_ids = generation_stop_ids(model.generation_config, tok)
@@ -395,7 +395,8 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
     from transformers import AutoTokenizer
 
     spec = recipe.smoke
-    tok = tok or AutoTokenizer.from_pretrained(str(merged))
+    if tok is None:
+        tok = AutoTokenizer.from_pretrained(str(merged))
     # The merged tokenizer carries the template training used: render the held-out rows with it.
     data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
     examples = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged)).eval

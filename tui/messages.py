@@ -6,7 +6,10 @@ import threading
 
 from textual.message import Message
 
+from edgetune.errors import EdgetuneError
 from edgetune.events import Event
+
+from .display import one_line
 
 # transformers resolves its lazy imports unsafely when two threads import at once: workers that load
 # tokenizers or configs (the dataset check, the training estimate) take this lock, one at a time.
@@ -28,6 +31,16 @@ class JobFinished(Message):
         super().__init__()
         self.result = result
         self.error = error
+
+
+def finished(fn, *args) -> JobFinished:
+    """Run a core call in a worker: its result, or its one-line error (a bug too: the UI must not die)."""
+    try:
+        return JobFinished(fn(*args))
+    except EdgetuneError as e:
+        return JobFinished(None, str(e))
+    except Exception as e:
+        return JobFinished(None, one_line(e))
 
 
 class ReplyPiece(Message):

@@ -17,8 +17,8 @@ from edgetune.errors import EdgetuneError
 from edgetune.hub import check_id, is_hub_id
 from edgetune.recipe import DataSpec
 
-from ..display import base_label, one_line
-from ..messages import TRANSFORMERS_LOCK, JobFinished
+from ..display import base_label
+from ..messages import TRANSFORMERS_LOCK, JobFinished, finished
 from ..widgets.histogram import Histogram
 from .file_picker import FilePickerScreen
 from .training import TrainingScreen
@@ -113,15 +113,10 @@ class DatasetScreen(WizardScreen):
 
     @work(thread=True, exclusive=True, group="inspect")
     def inspect(self, path: str, fmt: str, on_bad_row: str, template: str, base: str) -> None:
+        spec = DataSpec(path=path, format=fmt, on_bad_row=on_bad_row, template=template,
+                        max_length=self.app.recipe.data.max_length)
         with TRANSFORMERS_LOCK:
-            try:
-                spec = DataSpec(path=path, format=fmt, on_bad_row=on_bad_row, template=template,
-                                max_length=self.app.recipe.data.max_length)
-                self.post_message(JobFinished(_inspect(spec, base)))
-            except EdgetuneError as e:
-                self.post_message(JobFinished(None, str(e)))
-            except Exception as e:  # a bug, but the UI must not die: one line
-                self.post_message(JobFinished(None, one_line(e)))
+            self.post_message(finished(_inspect, spec, base))
 
     def on_job_finished(self, message: JobFinished) -> None:
         if message.error is not None:

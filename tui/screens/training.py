@@ -10,8 +10,7 @@ from edgetune import recipe as recipe_mod
 from edgetune.errors import EdgetuneError
 from edgetune.train import estimate, plan
 
-from ..display import one_line
-from ..messages import TRANSFORMERS_LOCK, JobFinished
+from ..messages import TRANSFORMERS_LOCK, JobFinished, finished
 from .export import ExportScreen
 from .wizard import WizardScreen
 
@@ -66,12 +65,7 @@ class TrainingScreen(WizardScreen):
     def measure(self, recipe: recipe_mod.Recipe, stats) -> None:
         """The core's throughput estimate (a short matmul measurement): off the UI thread."""
         with TRANSFORMERS_LOCK:
-            try:
-                self.post_message(JobFinished(estimate(recipe, stats)))
-            except EdgetuneError as e:
-                self.post_message(JobFinished(None, str(e)))
-            except Exception as e:  # a bug, but the UI must not die: one line
-                self.post_message(JobFinished(None, one_line(e)))
+            self.post_message(finished(estimate, recipe, stats))
 
     def on_job_finished(self, message: JobFinished) -> None:
         if message.error is not None:
