@@ -15,6 +15,7 @@ data.template: auto | model | alpaca | chatml | gemma | llama3 | <path to a .jin
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,13 +117,19 @@ def adds_bos(tokenizer) -> bool:
 def render(jinja: str, messages: list[dict], tokenizer, add_generation_prompt: bool) -> str:
     """The text of a conversation under `jinja`, as HF and llama-cpp-python both render it
     (sandboxed Jinja, trim_blocks and lstrip_blocks, bos_token/eos_token as text)."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader())
-    env.globals["raise_exception"] = _raise
     try:
-        return env.from_string(jinja).render(messages=messages, add_generation_prompt=add_generation_prompt,
+        return _compiled(jinja).render(messages=messages, add_generation_prompt=add_generation_prompt,
                                             bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "")
     except jinja2.TemplateError as e:
         raise EdgetuneError(f"chat template: {e}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(jinja: str) -> jinja2.Template:
+    """Compiling a template costs ~3 ms, rendering a row ~0.1 ms: compile once per template, not per row."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader())
+    env.globals["raise_exception"] = _raise
+    return env.from_string(jinja)
 
 
 def _raise(message: str):

@@ -178,6 +178,8 @@ def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path:
                            total=state.max_steps))
 
         def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= state.max_steps:
+                control.should_evaluate = False  # train() evaluates once after the loop: not twice at the last step
             if cancel is not None and cancel.cancelled:
                 control.should_save = True
                 control.should_training_stop = True
@@ -293,7 +295,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         bf16=p.dtype == "bf16",
         fp16=p.dtype == "fp16",
         use_cpu=p.device == "cpu",
-        optim="paged_adamw_32bit" if p.method == "qlora" and p.device == "cuda" else "adamw_torch",
+        # LoRA: torch's fused AdamW (one kernel for all adapter tensors, not ~10 ops per tensor per step).
+        optim="paged_adamw_32bit" if p.method == "qlora" and p.device == "cuda" else "adamw_torch_fused",
         gradient_checkpointing=checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         max_length=recipe.data.max_length,

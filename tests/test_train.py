@@ -26,6 +26,12 @@ def test_lora_loss_falls_and_adapter_changes_output(tiny_recipe, tiny_base):
     summary = json.loads((run_dir(tiny_recipe) / "train.json").read_text())
     assert summary["method"] == "lora" and summary["steps"] == 12 and 0 < summary["trainable_params"] < summary["total_params"]
     assert summary["eval_loss"] > 0 and summary["eval_perplexity"] > 1
+    # eval_steps 6 of 12: evaluated at step 6 and once at the end (not a second time at step 12).
+    _, rows = _losses(run_dir(tiny_recipe))
+    assert [r["step"] for r in rows if "eval_loss" in r] == [6, 12]
+    # LoRA's AdamW is torch's fused kernel.
+    ckpt = max((run_dir(tiny_recipe) / "checkpoints").glob("checkpoint-*"), key=lambda d: int(d.name.split("-")[1]))
+    assert torch.load(ckpt / "optimizer.pt", weights_only=True)["param_groups"][0]["fused"] is True
     assert any(isinstance(e, TrainMetrics) and e.kind == "progress" and e.loss is not None for e in events)
     assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer.json").is_file()
 
