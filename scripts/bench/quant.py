@@ -104,9 +104,13 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=256, help="tokens per row")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--task", default="demo", help="the task dataset (demo, or a file edgetune reads)")
+    ap.add_argument("--types", default=",".join(w for w, _ in PAIRS),
+                    help="the types with an imatrix to measure (each against its pair without one)")
+    ap.add_argument("--no-task", action="store_true", help="skip the task-vs-generic comparison")
     ap.add_argument("--train-rows", type=int, default=8,
                     help="rows the training pass times; the epoch time is per-token time x calibration tokens")
     a = ap.parse_args()
+    pairs = [(w, b) for w, b in PAIRS if w in a.types.split(",")]
     from transformers import AutoTokenizer
 
     from edgetune import data as data_mod
@@ -165,22 +169,24 @@ def main() -> None:
             on_task[(q, kind)] = {**kld.measure(out, task_ref, task_held, max_tokens=1, threads=a.threads), **size}
             out.unlink()
 
-        for with_im, without in PAIRS:
+        for with_im, without in pairs:
             if (with_im, "generic") not in results:
                 measure(with_im, "generic", im_path)
             if (without, "none") not in results:
                 measure(without, "none", None)
-            measure(with_im, "task", task_im_path, task_only=True)
+            if not a.no_task:
+                measure(with_im, "task", task_im_path, task_only=True)
 
     print(f"\n{'with imatrix':14}{'MiB':>7}{'bpw':>6}{'KLD':>9}{'top-1':>7} | {'without':10}{'MiB':>7}{'KLD':>9}"
           f"{'top-1':>7} | {'KLD ratio':>9}")
-    for with_im, without in PAIRS:
+    for with_im, without in pairs:
         w, b = results[(with_im, "generic")], results[(without, "none")]
         print(f"{with_im:14}{w['mib']:7.1f}{w['bpw']:6.2f}{w['mean_kld']:9.4f}{w['top1']:7.1%} | {without:10}"
               f"{b['mib']:7.1f}{b['mean_kld']:9.4f}{b['top1']:7.1%} | {w['mean_kld'] / b['mean_kld']:9.2f}x")
-    print(f"\non the task's held-out rows: {'type':8}{'task imatrix KLD':>17}{'top-1':>7} | {'generic KLD':>12}{'top-1':>7}"
-          f" | {'none KLD':>9} | {'task/generic':>12}")
-    for with_im, without in PAIRS:
+    if not a.no_task:
+        print(f"\non the task's held-out rows: {'type':8}{'task imatrix KLD':>17}{'top-1':>7} | {'generic KLD':>12}"
+              f"{'top-1':>7} | {'none KLD':>9} | {'task/generic':>12}")
+    for with_im, without in pairs if not a.no_task else []:
         t, g, n = on_task[(with_im, "task")], on_task[(with_im, "generic")], on_task[(without, "none")]
         print(f"{'':29}{with_im:8}{t['mean_kld']:17.4f}{t['top1']:7.1%} | {g['mean_kld']:12.4f}{g['top1']:7.1%}"
               f" | {n['mean_kld']:9.4f} | {t['mean_kld'] / g['mean_kld']:11.2f}x")
