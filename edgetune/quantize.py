@@ -23,10 +23,13 @@ from edgetune.gguf_io import bits_per_weight, check_gguf_file, header_bytes
 
 def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_event: Callback = ignore,
              imatrix: str | Path | None = None, token_embedding_type: str | None = None,
-             output_tensor_type: str | None = None) -> dict:
+             output_tensor_type: str | None = None, tensor_types: dict[str, str] | None = None,
+             pure: bool = False) -> dict:
     """Quantize `src` to `dst` as `qtype`, weighting the error by `imatrix` (an imatrix GGUF) when
     given; `token_embedding_type` / `output_tensor_type` (ggml type names such as Q8_0, Q4_0) override
-    what llama.cpp picks for those two tensors. Returns {path, type, bytes, bits_per_weight, seconds}."""
+    what llama.cpp picks for those two tensors; `tensor_types` ({exact tensor name: ggml type}) sets
+    single tensors; `pure` gives every other quantizable tensor the file type's own tensor type
+    (no per-layer mix). Returns {path, type, bytes, bits_per_weight, seconds}."""
     import llama_cpp
 
     ft = file_type(qtype)
@@ -37,7 +40,10 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
     check_gguf_file(src)
     on_event(Event("quantize", "start", f"{src.name} -> {ft.name}" + (" (importance matrix)" if imatrix else "")))
     t0 = time.time()
-    with atomic_path(dst) as tmp, _params(ft, threads, imatrix, token_embedding_type, output_tensor_type) as params:
+    # llama.cpp warns once per overridden tensor ("applying manual override"): collected, not printed
+    quiet = _captured_log([]) if tensor_types else contextlib.nullcontext()
+    with atomic_path(dst) as tmp, _params(ft, threads, imatrix, token_embedding_type, output_tensor_type,
+                                          tensor_types, pure) as params, quiet:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0:
             raise EdgetuneError(f"{src}: llama.cpp could not quantize it to {ft.name} (rc {rc}; "
@@ -83,9 +89,11 @@ def ggml_type(name: str | None, where: str) -> int | None:
 
 
 @contextlib.contextmanager
-def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_tensor_type):
+def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_tensor_type,
+            tensor_types: dict[str, str] | None = None, pure: bool = False):
     """llama_model_quantize_params with the importance matrix and the quantize.imatrix.* metadata
-    llama-quantize writes; the ctypes arrays they point into live until the block ends."""
+    llama-quantize writes, and per-tensor types; the ctypes arrays they point into live until the
+    block ends."""
     import llama_cpp
     import llama_cpp._logger
 
@@ -94,12 +102,17 @@ def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_te
     params.ftype = int(ft.ftype)
     params.nthread = threads
     params.allow_requantize = False
+    params.pure = pure
     for attr, value, where in (("token_embedding_type", token_embedding_type, "token_embedding_type"),
                                ("output_tensor_type", output_tensor_type, "output_tensor_type")):
         type_id = ggml_type(value, where)
         if type_id is not None:
             setattr(params, attr, type_id)
     keep = []
+    if tensor_types:
+        overrides = _tensor_overrides(tensor_types)
+        keep.append(overrides)
+        params.tt_overrides = overrides
     if imatrix is not None:
         im = imatrix_mod.read(imatrix)
         data = im.mean_squares()
@@ -121,6 +134,25 @@ def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_te
         params.kv_overrides = overrides
     yield params
     del keep
+
+
+def _tensor_overrides(tensor_types: dict[str, str]):
+    """A llama_model_tensor_override array ending with {NULL, GGML_TYPE_COUNT}. llama.cpp matches
+    each pattern with std::regex_search on the tensor name and takes the first that matches, so
+    every name is anchored and escaped: blk.1.attn_q.weight must not also match blk.11.attn_q.weight.
+    (token_embedding_type / output_tensor_type, when set, win over these for those two tensors.)"""
+    import llama_cpp
+
+    arr = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+    for o, (name, type_name) in zip(arr, sorted(tensor_types.items())):
+        type_id = ggml_type(type_name, f"tensor type of {name}")
+        if type_id is None:
+            raise EdgetuneError(f"tensor type of {name}: give a ggml type, not {type_name!r}")
+        o.pattern = f"^{re.escape(name)}$".encode()
+        o.type = type_id
+    arr[len(tensor_types)].pattern = None
+    arr[len(tensor_types)].type = llama_cpp.GGML_TYPE_COUNT
+    return arr
 
 
 def _kv_overrides(items: list[tuple[str, str | int]]):
