@@ -1,0 +1,132 @@
+"""Mixed quant types per tensor (edgetune.mixed): the per-tensor error table, the chooser under a byte
+budget, and the mix written through llama.cpp's per-tensor overrides."""
+import re
+
+import gguf
+import numpy as np
+import pytest
+
+from edgetune import mixed
+from edgetune.convert import convert_hf_to_gguf
+from edgetune.errors import EdgetuneError
+from edgetune.mixed import Option, Table
+
+from test_quant import llama256, llama256_imatrix  # noqa: F401  (module fixtures: rows 256 wide, K-quants fit)
+
+K_LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
+
+
+@pytest.fixture(scope="module")
+def table(llama256, llama256_imatrix):  # noqa: F811
+    _model_dir, f16 = llama256
+    return mixed.error_table(f16, llama256_imatrix)
+
+
+def test_error_falls_as_bits_rise_for_every_tensor(table):
+    assert "token_embd.weight" in table.options and "output.weight" in table.options
+    assert len(table.options) == 2 * 7 + 2 and not table.fallbacks
+    for name, opts in table.options.items():
+        err = {o.type: o.error for o in opts}
+        size = {o.type: o.bytes for o in opts}
+        assert set(err) == set(mixed.LADDER), name
+        ladder = [err[t] for t in K_LADDER]
+        assert all(a > b > 0 for a, b in zip(ladder, ladder[1:])), (name, ladder)
+        assert err["Q4_0"] > err["Q5_0"] > err["Q8_0"] and err["Q4_K"] < err["Q4_0"], name  # imatrix-aware K-quant
+        assert [size[t] for t in K_LADDER] == sorted(size[t] for t in K_LADDER)
+        assert 0.03 < err["Q2_K"] < 0.2 and err["Q8_0"] < 1e-4, name  # a relative error: a share of the output
+
+
+def test_error_is_weighted_by_the_importance_matrix():
+    """A column with twice the mean squared input counts twice; no importance matrix: plain squared error."""
+    class T:  # what tensor_error reads of a GGUFReader tensor
+        def __init__(self, data, kind):
+            self.data, self.tensor_type = data, kind
+
+    w = np.arange(64, dtype=np.float32).reshape(2, 32) / 64
+    q = w.copy()
+    q[:, 3] += 0.5  # all the error is in column 3
+    plain, signal = mixed.tensor_error(T(w, gguf.GGMLQuantizationType.F32), T(q, gguf.GGMLQuantizationType.F32), None)
+    assert plain == pytest.approx(2 * 0.25) and signal == pytest.approx(float((w.astype(np.float64) ** 2).sum()))
+    weights = np.ones((1, 32))
+    weights[0, 3] = 2.0
+    weighted, _ = mixed.tensor_error(T(w, gguf.GGMLQuantizationType.F32), T(q, gguf.GGMLQuantizationType.F32), weights)
+    assert weighted == pytest.approx(2 * plain)
+
+
+def test_fallback_types_are_what_the_table_holds(tiny_base, tmp_path):
+    """Rows of 64 take no 256-block K-quant: the quantizer writes Q5_0 for Q4_K, and the table says so;
+    the tied embedding (also the output head) counts twice."""
+    f16 = convert_hf_to_gguf(tiny_base, tmp_path / "m-F16.gguf", "f16")
+    t = mixed.error_table(f16, None, ladder=("Q4_K", "Q8_0"))
+    assert set(t.fallbacks) == {"Q4_K"} and set(t.fallbacks["Q4_K"]) == set(t.options)
+    assert set(t.fallbacks["Q4_K"].values()) == {"Q5_0"}
+    assert all([o.type for o in opts] == ["Q5_0", "Q8_0"] for opts in t.options.values())
+    assert "output.weight" not in t.options and "token_embd.weight" in t.options
+    assert not [p for p in tmp_path.iterdir() if p.name != "m-F16.gguf"]  # the ladder's files are gone
+
+
+def constructed() -> Table:
+    """Two tensors of equal size; b's error matters 100x more. c has a dominated option (more bytes, more error)."""
+    return Table("m.gguf", 1000, {
+        "a": [Option("Q2_K", 100, 1.0), Option("Q4_K", 200, 0.1), Option("Q8_0", 400, 0.001)],
+        "b": [Option("Q2_K", 100, 100.0), Option("Q4_K", 200, 10.0), Option("Q8_0", 400, 0.1)],
+        "c": [Option("Q4_0", 50, 0.5), Option("Q4_1", 60, 0.6), Option("Q8_0", 100, 0.01)],
+    })
+
+
+def test_chooser_spends_bytes_where_the_error_matters_most():
+    t = constructed()
+    assert t.smallest() == 1250
+    plan = mixed.choose(t, 1250 + 100)
+    assert plan.types == {"a": "Q2_K", "b": "Q4_K", "c": "Q4_0"} and plan.bytes == 1350
+    plan = mixed.choose(t, 1250 + 300)
+    assert plan.types == {"a": "Q2_K", "b": "Q8_0", "c": "Q4_0"}
+    assert mixed.choose(t, 10**9).types == {"a": "Q8_0", "b": "Q8_0", "c": "Q8_0"}
+    last = float("inf")
+    for budget in range(1250, 2000, 7):
+        plan = mixed.choose(t, budget)
+        assert plan.bytes == t.size(plan.types) <= budget and plan.types["c"] != "Q4_1"
+        assert plan.error <= last
+        last = plan.error
+    assert mixed.choose(t, 1777) == mixed.choose(t, 1777)
+
+
+def test_budget_below_the_smallest_mix_is_one_clear_line():
+    with pytest.raises(EdgetuneError) as e:
+        mixed.choose(constructed(), 1200)
+    assert str(e.value) == ("mixed quantization: a budget of 0.00 MiB (1,200 bytes) is below the smallest mix, "
+                            "0.00 MiB (1,250 bytes)")
+
+
+def test_overrides_are_anchored_tensor_names():
+    from edgetune.quantize import _tensor_overrides
+    arr = _tensor_overrides({"blk.1.attn_q.weight": "Q6_K", "token_embd.weight": "Q4_0"})
+    patterns = {arr[i].pattern.decode(): arr[i].type for i in range(2)}
+    assert arr[2].pattern is None
+    pattern = next(p for p in patterns if "attn_q" in p)
+    assert re.search(pattern, "blk.1.attn_q.weight") and not re.search(pattern, "blk.11.attn_q.weight")
+    assert not re.search(pattern, "blk.1xattn_q.weight")
+    assert patterns[pattern] == int(gguf.GGMLQuantizationType.Q6_K)
+
+
+def test_mixed_file_has_the_planned_types_and_runs(table, llama256, llama256_imatrix, tmp_path):  # noqa: F811
+    from llama_cpp import Llama
+    _model_dir, f16 = llama256
+    largest = table.size({n: opts[-1].type for n, opts in table.options.items()})
+    budget = (table.smallest() + largest) // 2
+    plan = mixed.choose(table, budget)
+    assert len(set(plan.types.values())) >= 2 and plan.types["token_embd.weight"] in mixed.LADDER
+    out = tmp_path / "m-mixed.gguf"
+    info = mixed.quantize_mix(f16, out, plan, llama256_imatrix)
+    written = mixed.written_types(out)
+    assert {n: written[n] for n in plan.types} == plan.types
+    assert info["bytes"] == out.stat().st_size == plan.bytes <= budget
+    assert gguf.GGUFReader(str(out)).fields["quantize.imatrix.file"].contents() == llama256_imatrix.name
+    llm = Llama(model_path=str(out), n_ctx=64, verbose=False)
+    text = llm.create_completion("the last word", max_tokens=4, temperature=0.0)["choices"][0]["text"]
+    ids = llm.tokenize(b"the last word", add_bos=True)
+    llm.reset()
+    llm.eval(ids)
+    assert np.isfinite(np.array(llm.scores[len(ids) - 1])).all() and isinstance(text, str)
+    llm.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-mixed.gguf"]
