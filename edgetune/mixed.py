@@ -8,8 +8,12 @@ upgrades. Here each tensor's cost is measured instead:
    back with gguf's reader and dequantized, and its error scored against the source. The quantizer
    falls back where a type does not fit a tensor (a row of 640 is no multiple of K-quants' 256:
    Q4_K -> Q5_0, Q6_K -> Q8_0): the table holds the type it actually wrote, and its bytes.
-2. choose: the per-tensor types with the least total error within a byte budget.
-3. quantize_mix: the plan through the quantizer's per-tensor overrides (tt_overrides), checked
+2. calibrate (optional, needs held-out rows): what a unit of relative error costs in KL divergence,
+   measured by llama.cpp per kind of tensor (attn_q, ffn_down, token_embd, ...): each kind alone at
+   its smallest type, every other tensor at its largest, against the F16 file. Errors become
+   predicted KLD, so a byte goes where the model's output notices it most.
+3. choose: the per-tensor types with the least total error within a byte budget.
+4. quantize_mix: the plan through the quantizer's per-tensor overrides (tt_overrides), checked
    against the written file's tensor types.
 
 The error of a tensor is relative: how much quantization perturbs its output on the calibration
@@ -24,11 +28,14 @@ a lookup, so its output is one row per token and its relative error is the rows'
 their squared norm, each token weighted alike (no token frequencies are kept); with tied
 embeddings (no output.weight) the same matrix is also the output head, whose relative logit error
 is the same figure for isotropic final hidden states, so it counts twice. The total a plan
-minimises is the sum of these relative errors over tensors.
+minimises is the sum of these relative errors over tensors; after calibrate, the sum of
+sensitivity(kind) x relative error, a first-order model of the file's mean KLD (KLD and relative
+error are both quadratic in the weight error).
 """
 from __future__ import annotations
 
 import heapq
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +45,7 @@ import gguf
 import numpy as np
 
 from edgetune import imatrix as imatrix_mod
+from edgetune import kld
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.gguf_io import check_gguf_file
@@ -68,6 +76,7 @@ class Table:
     fixed_bytes: int  # header, metadata and the tensors no ladder type changes
     options: dict[str, list[Option]]  # tensor -> one option per distinct written type, fewest bytes first
     fallbacks: dict[str, dict[str, str]] = field(default_factory=dict)  # ladder type -> {tensor: type written}
+    sensitivity: dict[str, float] = field(default_factory=dict)  # kind -> KLD per unit relative error (calibrate)
 
     def smallest(self) -> int:
         return self.fixed_bytes + sum(opts[0].bytes for opts in self.options.values())
@@ -194,7 +203,45 @@ def error_table(src: str | Path, imatrix: str | Path | None, ladder=LADDER, thre
     return Table(str(src), fixed, options, fallbacks)
 
 
-# ---------------------------------------------------------------- 2. the chooser
+# ---------------------------------------------------------------- 2. calibration by KL divergence
+
+def kind(name: str) -> str:
+    """A tensor's kind: its name without the block (blk.3.attn_q.weight -> attn_q.weight)."""
+    return re.sub(r"^blk\.\d+\.", "", name)
+
+
+def calibrate(table: Table, src: str | Path, imatrix: str | Path | None, ref: kld.Reference, rows: kld.Heldout,
+              threads: int = 0, on_event: Callback = ignore, workdir: str | Path | None = None) -> Table:
+    """The table with each error scaled to predicted KLD: per kind, the mean KLD (against `ref`, the
+    F16 file's) of a file with that kind at its smallest type and the rest at its largest, less the
+    KLD of the all-largest file, over the kind's summed relative error at the smallest type."""
+    src = Path(src)
+    largest = {n: opts[-1].type for n, opts in table.options.items()}
+    kinds = sorted({kind(n) for n in table.options})
+    sensitivity = {}
+    with tempfile.TemporaryDirectory(dir=workdir or src.parent, prefix=".mixed-") as tmp:
+        def kld_of(types: dict[str, str]) -> float:
+            path = Path(tmp) / f"{src.stem}-probe.gguf"
+            quantize_mix(src, path, Plan(types, table.size(types), table.error(types)), imatrix, threads)
+            try:
+                return kld.measure(path, ref, rows, max_tokens=1, threads=threads)["mean_kld"]
+            finally:
+                path.unlink()
+
+        base = kld_of(largest)
+        for step, k in enumerate(kinds, 1):
+            low = {n: opts[0].type for n, opts in table.options.items() if kind(n) == k}
+            probe = kld_of({**largest, **low})
+            err = sum(table.option(n, t).error - table.option(n, largest[n]).error for n, t in low.items())
+            sensitivity[k] = max(probe - base, 0.0) / max(err, 1e-30)
+            on_event(Event("quantize", "progress", f"mixed: {k} at its smallest type: KLD {probe:.4f} "
+                           f"(all largest: {base:.4f})", step=step, total=len(kinds)))
+    options = {n: [Option(o.type, o.bytes, sensitivity[kind(n)] * o.error) for o in opts]
+               for n, opts in table.options.items()}
+    return Table(table.src, table.fixed_bytes, options, table.fallbacks, sensitivity)
+
+
+# ---------------------------------------------------------------- 3. the chooser
 
 def _hull(options: list[Option]) -> list[Option]:
     """The options on the lower convex hull of (bytes, error): each step buys less error per byte
@@ -251,7 +298,7 @@ def choose(table: Table, budget: int) -> Plan:
     return Plan(types, total, table.error(types), dict(held))
 
 
-# ---------------------------------------------------------------- 3. the mixed file
+# ---------------------------------------------------------------- 4. the mixed file
 
 def written_types(path: str | Path) -> dict[str, str]:
     return {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path), "r").tensors}

@@ -40,8 +40,8 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
     check_gguf_file(src)
     on_event(Event("quantize", "start", f"{src.name} -> {ft.name}" + (" (importance matrix)" if imatrix else "")))
     t0 = time.time()
-    # llama.cpp warns once per overridden tensor ("applying manual override"): collected, not printed
-    quiet = _captured_log([]) if tensor_types else contextlib.nullcontext()
+    # llama.cpp warns once per overridden or fallen-back tensor: collected, not printed
+    quiet = _captured_log([]) if tensor_types or pure else contextlib.nullcontext()
     with atomic_path(dst) as tmp, _params(ft, threads, imatrix, token_embedding_type, output_tensor_type,
                                           tensor_types, pure) as params, quiet:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
