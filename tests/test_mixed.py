@@ -130,3 +130,24 @@ def test_mixed_file_has_the_planned_types_and_runs(table, llama256, llama256_ima
     assert np.isfinite(np.array(llm.scores[len(ids) - 1])).all() and isinstance(text, str)
     llm.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-mixed.gguf"]
+
+
+def test_calibrate_turns_errors_into_predicted_kld(table, llama256, llama256_imatrix):  # noqa: F811
+    from edgetune import kld
+
+    from test_quant import token_rows
+    model_dir, f16 = llama256
+    ids = token_rows(model_dir, repeat=1)
+    rows = kld.Heldout(ids, [[1] * len(r) for r in ids])
+    ref = kld.reference(f16, rows, max_tokens=1)
+    before = {p.name for p in f16.parent.iterdir()}
+    cal = mixed.calibrate(table, f16, llama256_imatrix, ref, rows)
+    assert set(cal.sensitivity) == {"token_embd.weight", "output.weight", "attn_q.weight", "attn_k.weight",
+                                    "attn_v.weight", "attn_output.weight", "ffn_gate.weight", "ffn_up.weight",
+                                    "ffn_down.weight"}
+    assert all(v >= 0 for v in cal.sensitivity.values()) and max(cal.sensitivity.values()) > 0
+    for name, opts in table.options.items():
+        s = cal.sensitivity[mixed.kind(name)]
+        assert [o.type for o in cal.options[name]] == [o.type for o in opts]
+        assert [o.error for o in cal.options[name]] == pytest.approx([s * o.error for o in opts])
+    assert {p.name for p in f16.parent.iterdir()} == before  # the probe files are gone
