@@ -92,6 +92,8 @@ class ExportSpec:
     auto_max_accuracy_drop: float = 0.01  # budget: held-out exact-match accuracy below the F16 file's
     auto_max_mib: float = 0.0  # budget: file size limit (0: none)
     auto_keep_all: bool = False  # keep every file of the sweep, not only the recommended one
+    # also build per-tensor mixed types (edgetune.mixed) at the recommended file's size; kept if closer to F16
+    auto_mixed: bool = False
 
 
 @dataclass

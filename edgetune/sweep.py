@@ -6,7 +6,10 @@ of export.auto_embedding_types, is sized first by llama.cpp's dry run; then, sma
 quantized with the importance matrix and measured (edgetune.kld) until one meets the budget (top-1
 agreement with F16, accuracy drop, size). That one is the smallest file within the budget (of
 candidates of the same size, the lowest KLD); larger candidates are not measured, the others are
-deleted unless export.auto_keep_all.
+deleted unless export.auto_keep_all. With export.auto_mixed, per-tensor mixed types (edgetune.mixed,
+errors calibrated to KLD on the same held-out rows) are then built with the recommended file's size as
+the budget and measured the same way; the mix replaces it only if its mean KLD is lower (and it is
+within the budget whenever that file is).
 
 Writes runs/<name>/quant.json: {imatrix, reference, base, files, sweep}; report_section() renders it.
 """
@@ -20,6 +23,7 @@ from typing import Callable
 from edgetune import data as data_mod
 from edgetune import imatrix as imatrix_mod
 from edgetune import kld
+from edgetune import mixed
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
@@ -199,6 +203,19 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
                             f"(smallest: {cands[0]['label']}, {cands[0]['predicted_bytes'] / 2**20:.1f} MiB)")
     if not met:  # keep the closest, and say so
         chosen = max(measured, key=lambda c: (c["top1"], -c["mean_kld"]))
+    mix = None
+    if spec.auto_mixed:
+        try:
+            mix = mixed_candidate(src, chosen, spec, imatrix, ref, rows, gguf_path, max_tokens, threads, on_event)
+        except (Cancelled, KeyboardInterrupt):
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
+        if mix is not None and "mean_kld" in mix:
+            cands.append(mix)
+            measured.append(mix)
+            if mix["won"]:
+                chosen, met = mix, met or not mix["misses"]
     budget = (f"top-1 >= {spec.auto_min_top1:.0%}, accuracy >= F16's - {spec.auto_max_accuracy_drop:.0%}"
               + (f", <= {spec.auto_max_mib:g} MiB" if spec.auto_max_mib else ""))
     if met:
@@ -208,12 +225,55 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
         why = (f"no candidate meets the budget ({budget}); closest: {chosen['label']} "
                f"({'; '.join(chosen['misses'])}), kept")
     on_event(Event("quantize", "log", f"sweep: {why}"))
+    if mix is not None:
+        why += f"; {mix['verdict']}"
+        on_event(Event("quantize", "log", f"sweep: {mix['verdict']}"))
     for c in measured:
         c["kept"] = c is chosen or spec.auto_keep_all
         c["recommended"] = c is chosen
         if not c["kept"]:
             Path(c["path"]).unlink(missing_ok=True)
-    return cands, {"budget": budget, "met": met, "recommended": chosen["label"], "why": why, "left_out": left_out}
+    result = {"budget": budget, "met": met, "recommended": chosen["label"], "why": why, "left_out": left_out}
+    if mix is not None:
+        result["mixed"] = {k: mix.get(k) for k in ("label", "against", "won", "verdict", "types", "sensitivity",
+                                                    "mean_kld", "against_kld")}
+    return cands, result
+
+
+def mixed_candidate(src: Path, single: dict, spec: ExportSpec, imatrix: Path | None, ref, rows,
+                    gguf_path: Callable[[str], Path], max_tokens: int, threads: int,
+                    on_event: Callback = ignore) -> dict:
+    """Per-tensor mixed types with `single`'s file size as the budget, measured as the sweep's files
+    are; `won` says whether it is closer to F16 than `single` (and within the budget if `single` is)."""
+    label = f"{single['label']}-MIXED"
+    on_event(Event("quantize", "log", f"sweep: per-tensor mixed types within {single['label']}'s "
+                   f"{single['bytes'] / 2**20:.1f} MiB"))
+    table = mixed.error_table(src, imatrix, threads=threads, on_event=on_event)
+    table = mixed.calibrate(table, src, imatrix, ref, rows, threads, on_event)
+    row = {"label": label, "type": "mixed", "against": single["label"], "against_kld": single["mean_kld"],
+           "sensitivity": table.sensitivity, "won": False}
+    try:
+        plan = mixed.choose(table, single["bytes"])
+    except EdgetuneError as e:  # the smallest mix is larger than the single file: nothing to compare
+        return {**row, "verdict": f"no mixed file: {e}"}
+    path = gguf_path(label)
+    info = mixed.quantize_mix(src, path, plan, imatrix, threads, on_event)
+    try:
+        row.update(_measured(info, ref, rows, max_tokens, threads))
+    except BaseException:  # cancelled or failed: no file of it is left
+        path.unlink(missing_ok=True)
+        raise
+    row.update({"label": label, "type": "mixed", "embedding": plan.types.get(mixed.EMBEDDING, "default"),
+                "predicted_bytes": plan.bytes, "types": plan.counts()})
+    row["misses"] = meets(row, ref.accuracy, spec)
+    row["status"] = "within budget" if not row["misses"] else "; ".join(row["misses"])
+    ratio = row["mean_kld"] / single["mean_kld"] if single["mean_kld"] > 0 else float("inf")
+    row["won"] = row["mean_kld"] < single["mean_kld"] and (not row["misses"] or bool(single["misses"]))
+    row["verdict"] = (f"mixed per-tensor types at {single['label']}'s size: {row['bytes'] / 2**20:.1f} MiB, mean KLD "
+                      f"{row['mean_kld']:.4f} vs {single['mean_kld']:.4f} ({ratio:.2f}x), top-1 {row['top1']:.1%} vs "
+                      f"{single['top1']:.1%}: " + (f"{label} is recommended instead" if row["won"] else
+                                                    f"{single['label']} stays recommended"))
+    return row
 
 
 def kept_labels(summary: dict) -> list[str]:

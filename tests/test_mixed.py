@@ -151,3 +151,49 @@ def test_calibrate_turns_errors_into_predicted_kld(table, llama256, llama256_ima
         assert [o.type for o in cal.options[name]] == [o.type for o in opts]
         assert [o.error for o in cal.options[name]] == pytest.approx([s * o.error for o in opts])
     assert {p.name for p in f16.parent.iterdir()} == before  # the probe files are gone
+
+
+# ---------------------------------------------------------------- export.quants: auto with auto_mixed
+
+def test_auto_mixed_is_a_recipe_key():
+    from edgetune.recipe import from_dict
+    assert from_dict({}).export.auto_mixed is False
+    assert from_dict({"export": {"quants": "auto", "auto_mixed": True}}).export.auto_mixed is True
+    with pytest.raises(EdgetuneError, match="recipe.export.auto_mixed: expected true or false, got 'yes'"):
+        from_dict({"export": {"auto_mixed": "yes"}})
+
+
+def test_pipeline_auto_mixed_keeps_the_closer_file(tiny_base, demo_jsonl, trained_run, tmp_path):
+    """The mix is built at the recommended single file's size, measured the same way, and kept only if its
+    KLD is lower; the report says which won and by how much."""
+    import json
+    import shutil
+
+    from edgetune import pipeline
+    from edgetune import sweep as sweep_mod
+
+    from conftest import make_recipe
+    r0, run_dir = trained_run
+    shutil.copytree(run_dir, tmp_path / "runs" / r0.name)
+    r = make_recipe(tiny_base, demo_jsonl, tmp_path / "runs", train={"max_steps": 12},
+                    export={"quants": "auto", "auto_types": ["Q4_0", "Q8_0"], "auto_embedding_types": ["default"],
+                            "auto_min_top1": 0.6, "auto_max_accuracy_drop": 1.0, "auto_mixed": True})
+    pipeline.run(r, until="quantize")
+    run = pipeline.Run(r)
+    q = json.loads((run.dir / "quant.json").read_text())
+    m = q["sweep"]["mixed"]
+    mix = next(f for f in q["files"] if f["label"] == m["label"])
+    single = next(f for f in q["files"] if f["label"] == m["against"])
+    assert m["label"] == f"{single['label']}-MIXED" and mix["bytes"] <= single["bytes"]
+    assert set(m["sensitivity"]) >= {"token_embd.weight", "attn_q.weight", "ffn_down.weight"}
+    assert m["won"] == (mix["mean_kld"] < single["mean_kld"])  # both within the loose budget
+    winner, loser = (mix, single) if m["won"] else (single, mix)
+    assert q["sweep"]["recommended"] == winner["label"] and winner["recommended"] and not loser["kept"]
+    assert run.gguf(winner["label"]).is_file() and not run.gguf(loser["label"]).exists()
+    assert f"{mix['mean_kld']:.4f} vs {single['mean_kld']:.4f}" in q["sweep"]["why"]
+    assert f"{winner['label']} is recommended instead" in q["sweep"]["why"] if m["won"] else \
+        f"{single['label']} stays recommended" in q["sweep"]["why"]
+    types = mixed.written_types(run.gguf(mix["label"])) if m["won"] else None
+    assert types is None or sum(mix["types"].values()) == len([t for t in types.values() if t not in ("F32",)])
+    assert sweep_mod.kept_labels(q) == [winner["label"]]
+    assert winner["label"] in sweep_mod.report_section(q)
