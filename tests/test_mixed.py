@@ -197,3 +197,33 @@ def test_pipeline_auto_mixed_keeps_the_closer_file(tiny_base, demo_jsonl, traine
     assert types is None or sum(mix["types"].values()) == len([t for t in types.values() if t not in ("F32",)])
     assert sweep_mod.kept_labels(q) == [winner["label"]]
     assert winner["label"] in sweep_mod.report_section(q)
+
+
+@pytest.mark.parametrize("mix_kld, mix_top1, won", [(0.05, 0.99, True), (0.2, 0.99, False), (0.05, 0.5, False)])
+def test_mixed_candidate_wins_only_when_closer_and_within_budget(monkeypatch, tmp_path, mix_kld, mix_top1, won):
+    from edgetune import kld
+    from edgetune import sweep as sweep_mod
+    from edgetune.recipe import from_dict
+
+    spec = from_dict({"export": {"quants": "auto", "auto_mixed": True}}).export
+    monkeypatch.setattr(sweep_mod.mixed, "error_table", lambda *a, **k: constructed())
+    monkeypatch.setattr(sweep_mod.mixed, "calibrate", lambda table, *a: table)
+
+    def fake_mix(src, dst, plan, imatrix, threads, on_event):
+        dst.write_bytes(b"x" * plan.bytes)
+        return {"path": str(dst), "bytes": plan.bytes, "bits_per_weight": 4.0}
+
+    monkeypatch.setattr(sweep_mod.mixed, "quantize_mix", fake_mix)
+    monkeypatch.setattr(sweep_mod.kld, "measure", lambda path, *a: {"mean_kld": mix_kld, "top1": mix_top1,
+                                                                   "accuracy": 0.75, "p99_kld": 1.0})
+    single = {"label": "Q4_K_M", "bytes": 1400, "mean_kld": 0.1, "top1": 0.99, "misses": []}
+    ref = kld.Reference("f16", [], 1.0, 0.75, [], 0)
+    row = sweep_mod.mixed_candidate(tmp_path / "m-F16.gguf", single, spec, None, ref, None,
+                                    lambda q: tmp_path / f"m-{q}.gguf", 8, 1)
+    assert row["won"] is won and row["bytes"] <= 1400 and row["label"] == "Q4_K_M-MIXED"
+    assert f"{mix_kld:.4f} vs 0.1000 ({mix_kld / 0.1:.2f}x)" in row["verdict"]
+    assert ("Q4_K_M-MIXED is recommended instead" if won else "Q4_K_M stays recommended") in row["verdict"]
+    single["bytes"] = 1000  # below the smallest mix (1,250 bytes): no mixed file, said why
+    row = sweep_mod.mixed_candidate(tmp_path / "m-F16.gguf", single, spec, None, ref, None,
+                                    lambda q: tmp_path / f"m-{q}.gguf", 8, 1)
+    assert not row["won"] and "mean_kld" not in row and "below the smallest mix" in row["verdict"]
