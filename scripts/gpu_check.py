@@ -58,7 +58,8 @@ def gemma_shaped_base(out: Path) -> Path:
 
 
 def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
-    """One side of the comparison in this (fresh) process: QLoRA training, then its peak CUDA memory."""
+    """One side of the comparison in this (fresh) process: QLoRA training, then its peak CUDA memory
+    (without CUDA, as in the test that runs this path on the CPU: the process's peak RSS)."""
     import torch
     import train as bench  # scripts/bench/train.py: the benchmark's recipe and the seed recipe
 
@@ -69,7 +70,9 @@ def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
                            dtype="bf16")
     r.train.method, r.train.gradient_checkpointing = "qlora", "true"
     p = train.plan(r.train)
-    torch.cuda.reset_peak_memory_stats()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
     if kind == "ours":
         train.train(r, Path(out) / kind)
@@ -77,16 +80,18 @@ def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
         tokens = max(x.get("num_tokens", 0) for x in log)
     else:
         _, _, tokens, _ = bench.train_seed(r, load_tokenizer(base), Path(out) / kind, p, checkpointing=True)
-    return {"kind": kind, "peak_mib": torch.cuda.max_memory_allocated() / 2**20, "tokens": tokens,
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else bench.peak_rss_mb()
+    return {"kind": kind, "peak_mib": peak, "tokens": tokens,
             "seconds": time.time() - t0, "method": p.method, "dtype": p.dtype}
 
 
-def memory_comparison(out: Path, steps: int) -> list[tuple[str, str]]:
-    """Rows for the table: each side's peak memory and the ratio, or why a side failed."""
+def memory_comparison(out: Path, steps: int, base: Path | None = None) -> list[tuple[str, str]]:
+    """Rows for the table: each side's peak memory and the ratio, or why a side failed. `base`: the
+    Gemma-shaped model by default (a test passes a tiny one)."""
     import train as bench
 
     out.mkdir(parents=True, exist_ok=True)
-    base = gemma_shaped_base(out / "gemma3-270m-shaped")
+    base = base or gemma_shaped_base(out / "gemma3-270m-shaped")
     data = bench.make_data(out / "memory.jsonl", 400)
     result = {}
     for kind in ("seed", "ours"):
@@ -99,7 +104,7 @@ def memory_comparison(out: Path, steps: int) -> list[tuple[str, str]]:
         print(f"memory {kind}: {json.dumps(result[kind])}", flush=True)
     seed, ours = result["seed"], result["ours"]
     ratio = ours["peak_mib"] / seed["peak_mib"]
-    shape = f"Gemma 3 270M shape, batch {MEMORY_BATCH}, max_length {MEMORY_MAX_LENGTH}, {steps} steps"
+    shape = f"{Path(base).name}, batch {MEMORY_BATCH}, max_length {MEMORY_MAX_LENGTH}, {steps} steps"
     return [("QLoRA peak memory, seed recipe", f"{seed['peak_mib']:.0f} MiB ({shape})"),
             ("QLoRA peak memory, edgetune", f"{ours['peak_mib']:.0f} MiB"),
             ("peak memory ratio ours/seed", f"{ratio:.2f}x ({'meets' if ratio <= 0.5 else 'misses'} target <= 0.5x)")]
