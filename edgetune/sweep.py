@@ -22,8 +22,7 @@ from typing import Callable
 
 from edgetune import data as data_mod
 from edgetune import imatrix as imatrix_mod
-from edgetune import kld
-from edgetune import mixed
+from edgetune import kld, mixed
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore

@@ -5,13 +5,12 @@ import re
 import gguf
 import numpy as np
 import pytest
+from test_quant import llama256, llama256_imatrix  # noqa: F401  (module fixtures: rows 256 wide, K-quants fit)
 
 from edgetune import mixed
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.mixed import Option, Table
-
-from test_quant import llama256, llama256_imatrix  # noqa: F401  (module fixtures: rows 256 wide, K-quants fit)
 
 K_LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
 
@@ -133,9 +132,9 @@ def test_mixed_file_has_the_planned_types_and_runs(table, llama256, llama256_ima
 
 
 def test_calibrate_turns_errors_into_predicted_kld(table, llama256, llama256_imatrix):  # noqa: F811
-    from edgetune import kld
-
     from test_quant import token_rows
+
+    from edgetune import kld
     model_dir, f16 = llama256
     ids = token_rows(model_dir, repeat=1)
     rows = kld.Heldout(ids, [[1] * len(r) for r in ids])

@@ -19,8 +19,11 @@ def test_export_screen_auto_and_budget():
             await pilot.pause()
             app.screen.query_one("#quants").select("auto")
             app.screen.query_one("#min_top1").value = "95"
+            assert app.screen.query_one("#auto_mixed").value is False  # the recipe's default
+            await pilot.click("#auto_mixed")
             app.screen.apply()
             assert app.recipe.export.quants == ["auto"] and app.recipe.export.auto_min_top1 == 0.95
+            assert app.recipe.export.auto_mixed is True
             app.screen.query_one("#min_top1").value = "lots"
             with pytest.raises(EdgetuneError, match="auto budget 'lots' must be a percentage"):
                 app.screen.apply()

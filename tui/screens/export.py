@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Input, Label, SelectionList, Static
+from textual.widgets import Checkbox, Input, Label, SelectionList, Static
 
 from edgetune import recipe as recipe_mod
 from edgetune.convert.filetypes import FILE_TYPES
@@ -36,6 +36,8 @@ class ExportScreen(WizardScreen):
             yield Label("auto budget", classes="field-label")
             yield Input(value=f"{r.export.auto_min_top1 * 100:g}", id="min_top1", classes="field-input", compact=True)
             yield Static("% of next tokens whose top-1 matches F16", classes="field-help")
+        yield Checkbox("auto: also try mixed types per tensor (slower)",
+                       value=r.export.auto_mixed, id="auto_mixed", compact=True)
         with Horizontal(classes="field"):
             yield Label("run name", classes="field-label")
             yield Input(value=r.name, id="name", classes="field-input", compact=True)
@@ -65,6 +67,7 @@ class ExportScreen(WizardScreen):
         values["name"] = self.query_one("#name", Input).value.strip()
         values["runs_dir"] = self.query_one("#runs_dir", Input).value.strip() or "runs"
         values["export"]["quants"] = quants
+        values["export"]["auto_mixed"] = self.query_one("#auto_mixed", Checkbox).value
         top1 = self.query_one("#min_top1", Input).value.strip()
         try:
             values["export"]["auto_min_top1"] = float(top1) / 100
