@@ -24,6 +24,13 @@ def test_export_screen_auto_and_budget():
             app.screen.apply()
             assert app.recipe.export.quants == ["auto"] and app.recipe.export.auto_min_top1 == 0.95
             assert app.recipe.export.auto_mixed is True
+            from edgetune.tui.screens.summary import SummaryScreen
+            await app.push_screen(SummaryScreen())
+            await pilot.pause()
+            text = str(app.screen.query_one("#summary-text").render())
+            assert "auto: the smallest file with top-1 >= 95% of F16, mixed types per tensor tried too" in text
+            app.pop_screen()
+            await pilot.pause()
             app.screen.query_one("#min_top1").value = "lots"
             with pytest.raises(EdgetuneError, match="auto budget 'lots' must be a percentage"):
                 app.screen.apply()

@@ -37,7 +37,7 @@ class ExportScreen(WizardScreen):
             yield Input(value=f"{r.export.auto_min_top1 * 100:g}", id="min_top1", classes="field-input", compact=True)
             yield Static("% of next tokens whose top-1 matches F16", classes="field-help")
         yield Checkbox("auto: also try mixed types per tensor (slower)",
-                       value=r.export.auto_mixed, id="auto_mixed", compact=True)
+                       value=r.export.auto_mixed, id="auto_mixed", classes="field-check", compact=True)
         with Horizontal(classes="field"):
             yield Label("run name", classes="field-label")
             yield Input(value=r.name, id="name", classes="field-input", compact=True)

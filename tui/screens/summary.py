@@ -10,6 +10,14 @@ from .run import RunScreen
 from .wizard import WizardScreen
 
 
+def export_line(e) -> str:
+    """The quant types, or what the auto sweep will look for."""
+    if e.quants != ["auto"]:
+        return ", ".join(e.quants)
+    return (f"auto: the smallest file with top-1 >= {e.auto_min_top1:.0%} of F16"
+            + (", mixed types per tensor tried too" if e.auto_mixed else ""))
+
+
 class SummaryScreen(WizardScreen):
     step = 4
 
@@ -23,7 +31,7 @@ class SummaryScreen(WizardScreen):
             f"{r.data.eval_split:.0%} held out)\n"
             f"training  {t.method}, r={t.rank} alpha={t.alpha} targets={t.targets}, lr {t.lr:g}, "
             f"{t.epochs:g} epochs, batch {t.batch_size}x{t.grad_accum}\n"
-            f"export    {r.export.outtype.upper()} + {', '.join(r.export.quants)}\n"
+            f"export    {r.export.outtype.upper()} + {export_line(r.export)}\n"
             f"output    {recipe_mod.run_dir(r)}/gguf/", id="summary-text")
         yield Static("Run saves recipe.yaml in the run folder; edgetune run --recipe replays it.",
                      classes="hint")
