@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import gguf
@@ -40,14 +41,21 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
     check_gguf_file(src)
     on_event(Event("quantize", "start", f"{src.name} -> {ft.name}" + (" (importance matrix)" if imatrix else "")))
     t0 = time.time()
-    # llama.cpp warns once per overridden or fallen-back tensor: collected, not printed
-    quiet = _captured_log([]) if tensor_types or pure else contextlib.nullcontext()
+    # llama.cpp logs a line per tensor, and a warning per tensor whose rows its type cannot take:
+    # collected, and summed up in one event line instead of tens of lines on the terminal.
+    log: list[str] = []
     with atomic_path(dst) as tmp, _params(ft, threads, imatrix, token_embedding_type, output_tensor_type,
-                                          tensor_types, pure) as params, quiet:
+                                          tensor_types, pure) as params, _captured_log(log):
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0:
+            last = next((x.strip() for x in reversed(log) if x.strip()), "")
             raise EdgetuneError(f"{src}: llama.cpp could not quantize it to {ft.name} (rc {rc}; "
-                                "is it already quantized, or not a GGUF model?)")
+                                + (f"llama.cpp: {last})" if last else "is it already quantized, or not a GGUF model?)"))
+    fallbacks = fell_back(log)
+    if fallbacks and not (tensor_types or pure):  # a mix plans its fallbacks itself
+        kinds = ", ".join(f"{n} to {t}" for t, n in sorted(Counter(fallbacks.values()).items()))
+        on_event(Event("quantize", "log", f"{ft.name}: {len(fallbacks)} tensors whose row length is no multiple "
+                       f"of the type's block took another type ({kinds}), as llama.cpp does"))
     info = {"path": str(dst), "type": ft.name, "bytes": dst.stat().st_size,
             "bits_per_weight": bits_per_weight(dst), "seconds": round(time.time() - t0, 2),
             "imatrix": str(imatrix) if imatrix else None,
@@ -55,6 +63,14 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
     on_event(Event("quantize", "done", f"{dst.name}: {info['bytes'] / 2**20:.1f} MiB, "
                    f"{info['bits_per_weight']:.2f} bits/weight", data=info))
     return info
+
+
+FALLBACK = re.compile(r"(\S+)\s+- ncols .*?-> falling back to\s+(\w+)")
+
+
+def fell_back(log: list[str]) -> dict[str, str]:
+    """{tensor name: the type it got instead} from llama.cpp's quantize log ("... -> falling back to q4_0")."""
+    return {m[1]: m[2].upper() for m in FALLBACK.finditer("".join(log))}
 
 
 def predicted_size(src: str | Path, qtype: str, imatrix: str | Path | None = None,

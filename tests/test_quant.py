@@ -151,6 +151,22 @@ def test_failed_quantize_leaves_no_file(llama256, llama256_imatrix, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q8_0.gguf"]
 
 
+def test_fallback_types_are_one_event_not_a_line_per_tensor(tiny_base, tmp_path, capfd):
+    """Rows 64 wide take no K-quant: llama.cpp warns per tensor; the user sees one line."""
+    from edgetune.convert import convert_hf_to_gguf
+    f16 = convert_hf_to_gguf(tiny_base, tmp_path / "t-F16.gguf", "f16")
+    capfd.readouterr()
+    events = []
+    quantize(f16, tmp_path / "t-Q4_K_M.gguf", "Q4_K_M", on_event=events.append)
+    out, err = capfd.readouterr()
+    assert "falling back" not in out + err
+    lines = [e.message for e in events if "took another type" in e.message]
+    assert len(lines) == 1 and lines[0].startswith("Q4_K_M: ") and " to Q5_0" in lines[0], lines
+    written = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "t-Q4_K_M.gguf")).tensors}
+    n = int(lines[0].split(": ")[1].split()[0])
+    assert n == sum(name.startswith("blk.") and t not in ("Q4_K", "Q6_K", "F32") for name, t in written.items())
+
+
 def test_dry_run_predicts_sizes_and_embedding_type_is_the_lever(llama256, tmp_path):
     _model_dir, f16 = llama256
     for q, emb in (("Q4_K_M", None), ("Q4_K_M", "Q4_0"), ("Q8_0", None)):
