@@ -26,6 +26,9 @@ class FileType:
     direct: Q | None = None  # our converter writes it in one pass (no llama.cpp quantizer)
     offered: bool = False  # in the wizard's and batch screen's short list
     swept: bool = False  # a candidate of export.quants: auto (the recipe's auto_types default)
+    # the ggml type a `pure` quantize gives every tensor it can; set on one file type per ggml type,
+    # the one that quantizes to it and labels a per-tensor mix (edgetune.mixed) made mostly of it
+    pure_type: Q | None = None
 
     @property
     def ftype(self) -> gguf.LlamaFileType:
@@ -45,26 +48,28 @@ FILE_TYPES: dict[str, FileType] = {t.name: t for t in (
     FileType("F32", 32, "full precision", direct=Q.F32),
     FileType("F16", 16, "half precision, the reference file", direct=Q.F16, offered=True),
     FileType("BF16", 16, "bfloat16, the training dtype of most bases", direct=Q.BF16),
-    FileType("Q8_0", 8.5, "near lossless", direct=Q.Q8_0, offered=True, swept=True),
-    FileType("Q6_K", 6.6, "very close to F16", offered=True, swept=True),
-    FileType("Q5_1", 6.0, "legacy 5-bit with offsets"),
-    FileType("Q5_K_M", 5.7, "close to F16", offered=True, swept=True),
+    FileType("Q8_0", 8.5, "near lossless", direct=Q.Q8_0, offered=True, swept=True, pure_type=Q.Q8_0),
+    FileType("Q6_K", 6.6, "very close to F16", offered=True, swept=True, pure_type=Q.Q6_K),
+    FileType("Q5_1", 6.0, "legacy 5-bit with offsets", pure_type=Q.Q5_1),
+    FileType("Q5_K_M", 5.7, "close to F16", offered=True, swept=True, pure_type=Q.Q5_K),
     FileType("Q5_K_S", 5.5, "5-bit K-quant, smaller mix"),
-    FileType("Q5_0", 5.5, "legacy 5-bit, block 32"),
-    FileType("Q4_1", 5.0, "legacy 4-bit with offsets"),
-    FileType("Q4_K_M", 4.9, "the usual CPU choice", offered=True, swept=True),
+    FileType("Q5_0", 5.5, "legacy 5-bit, block 32", pure_type=Q.Q5_0),
+    FileType("Q4_1", 5.0, "legacy 4-bit with offsets", pure_type=Q.Q4_1),
+    FileType("Q4_K_M", 4.9, "the usual CPU choice", offered=True, swept=True, pure_type=Q.Q4_K),
     FileType("Q4_K_S", 4.6, "4-bit K-quant, smaller mix"),
-    FileType("Q4_0", 4.5, "fastest to decode", offered=True, swept=True),
-    FileType("IQ4_NL", 4.5, "non-linear 4-bit, block 32", needs_imatrix=True, swept=True),
-    FileType("IQ4_XS", 4.3, "non-linear 4-bit, block 256", needs_imatrix=True, swept=True),
+    FileType("Q4_0", 4.5, "fastest to decode", offered=True, swept=True, pure_type=Q.Q4_0),
+    FileType("IQ4_NL", 4.5, "non-linear 4-bit, block 32", needs_imatrix=True, swept=True,
+             pure_type=Q.IQ4_NL),
+    FileType("IQ4_XS", 4.3, "non-linear 4-bit, block 256", needs_imatrix=True, swept=True,
+             pure_type=Q.IQ4_XS),
     FileType("Q3_K_L", 4.3, "3-bit K-quant, large mix"),
-    FileType("Q3_K_M", 3.9, "3-bit K-quant", swept=True),
+    FileType("Q3_K_M", 3.9, "3-bit K-quant", swept=True, pure_type=Q.Q3_K),
     FileType("IQ3_M", 3.7, "3-bit i-quant mix", needs_imatrix=True, swept=True),
     FileType("Q3_K_S", 3.5, "3-bit K-quant, small mix"),
     FileType("IQ3_S", 3.4, "3-bit i-quant", needs_imatrix=True),
     FileType("IQ3_XS", 3.3, "3-bit i-quant, smaller mix", needs_imatrix=True),
     FileType("IQ3_XXS", 3.1, "3-bit i-quant, smallest mix", needs_imatrix=True, swept=True),
-    FileType("Q2_K", 3.0, "2-bit K-quant mix", swept=True),
+    FileType("Q2_K", 3.0, "2-bit K-quant mix", swept=True, pure_type=Q.Q2_K),
     FileType("IQ2_M", 2.7, "2-bit i-quant mix", needs_imatrix=True, swept=True),
     FileType("IQ2_S", 2.5, "2-bit i-quant", needs_imatrix=True),
     FileType("IQ2_XS", 2.3, "2-bit i-quant, smaller", needs_imatrix=True),

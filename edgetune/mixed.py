@@ -46,17 +46,16 @@ import numpy as np
 
 from edgetune import imatrix as imatrix_mod
 from edgetune import kld
+from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.gguf_io import check_gguf_file
 from edgetune.quantize import quantize
 
 LADDER = ("Q2_K", "Q3_K", "Q4_0", "Q4_K", "Q5_0", "Q5_K", "Q6_K", "Q8_0")  # ggml tensor types, fewest bits first
-# The file type whose own tensor type each ladder type is (what `pure` writes everywhere); also the
-# file type a mix is labelled with, by the type holding most of its bytes.
-FILE_TYPE_OF = {"Q2_K": "Q2_K", "Q3_K": "Q3_K_M", "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q4_K": "Q4_K_M",
-                "Q5_0": "Q5_0", "Q5_1": "Q5_1", "Q5_K": "Q5_K_M", "Q6_K": "Q6_K", "Q8_0": "Q8_0",
-                "IQ4_NL": "IQ4_NL", "IQ4_XS": "IQ4_XS"}
+# ggml type -> the file type whose `pure` quantize writes it (the registry's pure_type): how a ladder type
+# is quantized, and what a mix made mostly of that type is labelled.
+FILE_TYPE_OF = {t.pure_type.name: t.name for t in FILE_TYPES.values() if t.pure_type is not None}
 EMBEDDING = "token_embd.weight"
 ROWS_PER_CHUNK = 8192  # rows dequantized at once (Gemma's embedding is 262,144 rows)
 

@@ -215,8 +215,7 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
             measured.append(mix)
             if mix["won"]:
                 chosen, met = mix, met or not mix["misses"]
-    budget = (f"top-1 >= {spec.auto_min_top1:.0%}, accuracy >= F16's - {spec.auto_max_accuracy_drop:.0%}"
-              + (f", <= {spec.auto_max_mib:g} MiB" if spec.auto_max_mib else ""))
+    budget = budget_text(spec)
     if met:
         why = (f"{chosen['label']} is the smallest file within the budget ({budget}): {chosen['bytes'] / 2**20:.1f} MiB, "
                f"top-1 {chosen['top1']:.1%}, mean KLD {chosen['mean_kld']:.4f}")
@@ -237,6 +236,12 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
         result["mixed"] = {k: mix.get(k) for k in ("label", "against", "won", "verdict", "types", "sensitivity",
                                                     "mean_kld", "against_kld")}
     return cands, result
+
+
+def budget_text(spec: ExportSpec) -> str:
+    """The auto sweep's budget in words, for the log, the report and the wizard."""
+    return (f"top-1 >= {spec.auto_min_top1:.0%}, accuracy >= F16's - {spec.auto_max_accuracy_drop:.0%}"
+            + (f", <= {spec.auto_max_mib:g} MiB" if spec.auto_max_mib else ""))
 
 
 def mixed_candidate(src: Path, single: dict, spec: ExportSpec, imatrix: Path | None, ref, rows,

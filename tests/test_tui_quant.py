@@ -28,7 +28,8 @@ def test_export_screen_auto_and_budget():
             await app.push_screen(SummaryScreen())
             await pilot.pause()
             text = str(app.screen.query_one("#summary-text").render())
-            assert "auto: the smallest file with top-1 >= 95% of F16, mixed types per tensor tried too" in text
+            assert ("auto: the smallest file within top-1 >= 95%, accuracy >= F16's - 1%, mixed types per tensor tried too"
+                    in text), text
             app.pop_screen()
             await pilot.pause()
             app.screen.query_one("#min_top1").value = "lots"

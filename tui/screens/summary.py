@@ -5,6 +5,7 @@ from textual.app import ComposeResult
 from textual.widgets import Label, Static
 
 from edgetune import recipe as recipe_mod
+from edgetune.sweep import budget_text
 
 from .run import RunScreen
 from .wizard import WizardScreen
@@ -14,7 +15,7 @@ def export_line(e) -> str:
     """The quant types, or what the auto sweep will look for."""
     if e.quants != ["auto"]:
         return ", ".join(e.quants)
-    return (f"auto: the smallest file with top-1 >= {e.auto_min_top1:.0%} of F16"
+    return (f"auto: the smallest file within {budget_text(e)}"
             + (", mixed types per tensor tried too" if e.auto_mixed else ""))
 
 
