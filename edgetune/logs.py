@@ -12,6 +12,7 @@ Three routes, one per kind of source:
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import logging
@@ -83,18 +84,49 @@ def _route_llama_cpp() -> None:
     import llama_cpp
     import llama_cpp._logger  # noqa: F401  installs llama-cpp-python's printer; ours replaces it below
 
-    log = logging.getLogger("llama_cpp")
-
     @llama_cpp.llama_log_callback
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        # llama.cpp sends a line in pieces (level 5 continues the last one): join them up to the newline.
-        if level != 5:
-            _llama["level"] = LLAMA_LEVELS.get(level, logging.INFO)
-        _llama["partial"] += text.decode("utf-8", errors="replace")
-        while "\n" in _llama["partial"]:
-            line, _llama["partial"] = _llama["partial"].split("\n", 1)
-            if line.strip():
-                log.log(_llama["level"], line)
+        _to_logger(level, text)
 
     _llama["callback"] = callback  # ctypes would free it while llama.cpp still calls it
+    _set_llama_callback(callback)
+
+
+def _to_logger(level: int, text: bytes) -> None:
+    """llama.cpp sends a line in pieces (level 5 continues the last one): join them up to the newline."""
+    if level != 5:
+        _llama["level"] = LLAMA_LEVELS.get(level, logging.INFO)
+    _llama["partial"] += text.decode("utf-8", errors="replace")
+    while "\n" in _llama["partial"]:
+        line, _llama["partial"] = _llama["partial"].split("\n", 1)
+        if line.strip():
+            logging.getLogger("llama_cpp").log(_llama["level"], line)
+
+
+def _set_llama_callback(callback) -> None:
+    import llama_cpp
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+@contextlib.contextmanager
+def llama_lines(lines: list[str]):
+    """Collect llama.cpp's log text into `lines` for the length of the block (callers read it: the
+    quantizer's fallbacks, a dry run's predicted size). Where `route` sent llama.cpp's log to a file it
+    still goes there too; afterwards the routing in force before is back (llama-cpp-python's own stderr
+    printer only where nothing was routed)."""
+    import llama_cpp
+    import llama_cpp._logger  # installs llama-cpp-python's printer, the default to restore
+
+    routed = _llama["callback"]
+
+    @llama_cpp.llama_log_callback
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append(text.decode("utf-8", errors="replace"))
+        if routed is not None:
+            _to_logger(level, text)
+
+    _set_llama_callback(collect)
+    try:
+        yield lines
+    finally:
+        _set_llama_callback(routed if routed is not None else llama_cpp._logger.llama_log_callback)

@@ -20,6 +20,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
 from edgetune.gguf_io import bits_per_weight, check_gguf_file, header_bytes
+from edgetune.logs import llama_lines
 
 
 def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_event: Callback = ignore,
@@ -45,7 +46,7 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
     # collected, and summed up in one event line instead of tens of lines on the terminal.
     log: list[str] = []
     with atomic_path(dst) as tmp, _params(ft, threads, imatrix, token_embedding_type, output_tensor_type,
-                                          tensor_types, pure) as params, _captured_log(log):
+                                          tensor_types, pure) as params, llama_lines(log):
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0:
             last = next((x.strip() for x in reversed(log) if x.strip()), "")
@@ -82,7 +83,7 @@ def predicted_size(src: str | Path, qtype: str, imatrix: str | Path | None = Non
     src = Path(src)
     check_gguf_file(src)
     lines: list[str] = []
-    with _params(ft, 0, imatrix, token_embedding_type, output_tensor_type) as params, _captured_log(lines):
+    with _params(ft, 0, imatrix, token_embedding_type, output_tensor_type) as params, llama_lines(lines):
         params.dry_run = True
         rc = llama_cpp.llama_model_quantize(str(src).encode(), b"/dev/null", params)
     text = "".join(lines)
@@ -188,18 +189,3 @@ def _kv_overrides(items: list[tuple[str, str | int]]):
     return arr
 
 
-@contextlib.contextmanager
-def _captured_log(lines: list[str]):
-    """llama.cpp's log lines, collected instead of printed, for the length of the block."""
-    import llama_cpp
-    import llama_cpp._logger
-
-    @llama_cpp.llama_log_callback
-    def collect(level, text, user_data):
-        lines.append(text.decode("utf-8", errors="replace"))
-
-    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
-    try:
-        yield
-    finally:
-        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))

@@ -1,5 +1,7 @@
 """Task-aware quantization: the file-type registry, the importance matrix from training rows (judged
 against llama.cpp's own forward pass), quantizing with it (IQ types), and KL divergence."""
+import ctypes
+
 import gguf
 import numpy as np
 import pytest
@@ -334,3 +336,32 @@ def test_of_two_files_the_same_size_the_closer_is_recommended(monkeypatch, tmp_p
     _, sweep = constructed_sweep(monkeypatch, tmp_path, {**SWEEP, "IQ4_NL": (4.0, 0.995, 0.75)})
     assert sweep["recommended"] == "IQ4_NL"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-IQ4_NL.gguf"]
+
+
+def test_quantizing_keeps_llama_cpp_log_where_it_was_routed(tiny_base, tmp_path):
+    """The quantizer reads llama.cpp's log (fallbacks, dry-run sizes); the CLI routes that log to the run's
+    edgetune.log. Reading it must not hand llama.cpp back to llama-cpp-python's stderr printer: after a
+    quantize, a model load still logs into the file (a sweep's dry runs used to undo the routing, so
+    later llama.cpp warnings reached the terminal)."""
+    import logging
+
+    import llama_cpp
+    import llama_cpp._logger
+
+    from edgetune import logs
+    from edgetune.convert import convert_hf_to_gguf
+    f16 = convert_hf_to_gguf(tiny_base, tmp_path / "t-F16.gguf", "f16")
+    log = tmp_path / "edgetune.log"
+    logs.route(log, hf=False, llama=True)
+    try:
+        out = quantize(f16, tmp_path / "t-Q8_0.gguf", "Q8_0")["path"]
+        text = log.read_text()
+        assert "llama_model_quantize" in text  # the quantizer's own lines still reach the file
+        llm = llama_cpp.Llama(model_path=out, n_ctx=32, verbose=False)
+        llm.close()
+        assert "llama_cpp: " in log.read_text()[len(text):]  # the load's lines too: the route is back
+    finally:
+        logs.route(None)
+        logging.captureWarnings(False)
+        logs._llama["callback"] = None
+        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
