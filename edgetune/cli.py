@@ -23,6 +23,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Event, TrainMetrics, progress_line
 from edgetune.fsutil import cache_dir
 from edgetune.recipe import DataSpec
+from edgetune.runs import RunFolder
 
 EPILOG = """\b
 Examples:
@@ -157,9 +158,10 @@ def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default
           name: Optional[str] = None, base: Optional[str] = None, data: Optional[str] = None):
     """Fine-tune: QLoRA on a CUDA GPU, LoRA on the CPU. Leaves runs/<name>/adapter/."""
     r = _load_recipe(recipe, name, base, data)
-    _log_libraries(pipeline.Run(r).dir / "edgetune.log", llama=False)
+    folder = RunFolder.of(r)
+    _log_libraries(folder.log, llama=False)
     pipeline.run(r, CliRenderer(), until="train")
-    typer.echo(f"adapter: {pipeline.Run(r).adapter}")
+    typer.echo(f"adapter: {folder.adapter}")
 
 
 @app.command()
@@ -172,14 +174,14 @@ def run(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML."), name: 
 
 
 def _run_pipeline(r, until: str = "smoke", force: bool = False) -> None:
-    _log_libraries(pipeline.Run(r).dir / "edgetune.log")
-    report = pipeline.Run(r).dir / "report.md"
+    folder = RunFolder.of(r)
+    _log_libraries(folder.log)
     try:
         pipeline.run(r, CliRenderer(), until=until, force=force)
     finally:  # a failed file verdict still has its report
-        if report.exists():
-            typer.echo(report.read_text())
-    typer.echo(f"run folder: {pipeline.Run(r).dir}")
+        if folder.report_md.exists():
+            typer.echo(folder.report_md.read_text())
+    typer.echo(f"run folder: {folder.dir}")
 
 
 @app.command()

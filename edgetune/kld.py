@@ -146,7 +146,21 @@ def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: in
                      _accuracy(answers, rows.expected), answers, sum(len(lp) for lp in logprobs))
 
 
-def measure(path: str | Path, ref: Reference, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> dict:
+@dataclass
+class Measure:
+    """One file against the reference on the held-out rows."""
+
+    mean_kld: float
+    p99_kld: float
+    top1: float  # share of positions whose most likely token is the reference's
+    positions: int
+    perplexity: float
+    delta_ppl: float  # file minus reference
+    accuracy: float | None
+    answers: list[str]
+
+
+def measure(path: str | Path, ref: Reference, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> Measure:
     """KLD, top-1 agreement, perplexity and accuracy of one file against the reference."""
     f = _File(path, _n_ctx(rows, max_tokens), threads)
     try:
@@ -161,12 +175,10 @@ def measure(path: str | Path, ref: Reference, rows: Heldout, max_tokens: int = 3
         f.close()
     k = np.concatenate(klds) if klds else np.zeros(0)
     ppl = _perplexity(logprobs, rows.ids[: len(logprobs)], rows.masks[: len(logprobs)])
-    return {"path": str(path), "file": Path(path).name, "bytes": Path(path).stat().st_size,
-            "mean_kld": float(k.mean()) if k.size else float("nan"),
-            "p99_kld": float(np.percentile(k, 99)) if k.size else float("nan"),
-            "top1": same / max(k.size, 1), "positions": int(k.size),
-            "perplexity": ppl, "delta_ppl": ppl - ref.perplexity,
-            "accuracy": _accuracy(answers, rows.expected), "answers": answers}
+    return Measure(mean_kld=float(k.mean()) if k.size else float("nan"),
+                   p99_kld=float(np.percentile(k, 99)) if k.size else float("nan"),
+                   top1=same / max(k.size, 1), positions=int(k.size), perplexity=ppl,
+                   delta_ppl=ppl - ref.perplexity, accuracy=_accuracy(answers, rows.expected), answers=answers)
 
 
 def hf_base(model_dir: str | Path, rows: Heldout, tok, stop_ids: list[int], max_tokens: int = 32) -> tuple[float, float | None]:

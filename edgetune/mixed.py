@@ -223,7 +223,7 @@ def calibrate(table: Table, src: str | Path, imatrix: str | Path | None, ref: kl
             path = Path(tmp) / f"{src.stem}-probe.gguf"
             quantize_mix(src, path, Plan(types, table.size(types), table.error(types)), imatrix, threads)
             try:
-                return kld.measure(path, ref, rows, max_tokens=1, threads=threads)["mean_kld"]
+                return kld.measure(path, ref, rows, max_tokens=1, threads=threads).mean_kld
             finally:
                 path.unlink()
 

@@ -1,24 +1,23 @@
-"""The pipeline: train -> merge -> convert -> quantize -> smoke -> report, over one run folder.
+"""The pipeline: train -> merge -> convert -> quantize -> smoke, then report.md, over one run folder.
 
-Each step reads only what earlier steps wrote into runs/<name>/ and records a fingerprint of its
-inputs in state.json; a step whose output exists with the same fingerprint is skipped, so a rerun
-resumes where the last one stopped (training itself resumes from its last checkpoint).
-
-runs/<name>/
-  recipe.yaml  state.json  train_log.jsonl  train.json  adapter/  checkpoints/  merged/
-  gguf/<name>-F16.gguf  gguf/<name>-Q4_K_M.gguf ...  gguf/Modelfile  gguf/README.md
-  smoke.json  report.md
+Each step reads only what earlier steps wrote into the RunFolder and records a fingerprint of its
+inputs in state.json; a step whose outputs exist with the same fingerprint is skipped, so a rerun
+resumes where the last one stopped (training itself resumes from its last checkpoint). state.json
+also says how the last attempt ended (done, failed, interrupted), which the runs list shows.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from edgetune import merge as merge_mod
-from edgetune import recipe as recipe_mod
 from edgetune import report as report_mod
 from edgetune import smoke as smoke_mod
 from edgetune import sweep as sweep_mod
@@ -27,59 +26,54 @@ from edgetune.base import load_tokenizer
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
-from edgetune.fsutil import is_main_process, write_json, write_text
+from edgetune.fsutil import is_main_process, write_text
 from edgetune.hub import preflight
 from edgetune.recipe import Recipe
+from edgetune.results import QuantResult, SmokeResult, TrainResult
+from edgetune.runs import RunFolder
 
-STEPS = ("train", "merge", "convert", "quantize", "smoke")
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    settings: Callable[[Recipe], tuple]  # what of the recipe the step's output depends on (beside upstream)
+    outputs: Callable[[Recipe, RunFolder], list[Path]]  # what must exist for it to count as done
 
 
-class Run:
-    """Paths and per-step state of one run folder."""
+def _quant_outputs(r: Recipe, f: RunFolder) -> list[Path]:
+    files = [] if sweep_mod.is_auto(r) else [f.gguf(q) for q in r.export.quants if q != r.export.outtype.upper()]
+    return files + [f.quant_json, f.modelfile]
 
-    def __init__(self, recipe: Recipe):
-        self.recipe = recipe
-        self.dir = recipe_mod.run_dir(recipe)
-        self.adapter = self.dir / "adapter"
-        self.merged = self.dir / "merged"
-        self.gguf_dir = self.dir / "gguf"
-        self.state_path = self.dir / "state.json"
 
-    def gguf(self, qtype: str) -> Path:
-        return self.gguf_dir / f"{self.recipe.name}-{qtype.upper()}.gguf"
+# The order of the pipeline, written once: fingerprints, skipping and `until` all read it.
+STEP_TABLE = (
+    Step("train", lambda r: (r.base, r.data, r.train), lambda r, f: [f.adapter / "adapter_config.json"]),
+    Step("merge", lambda r: (), lambda r, f: [f.merged / "config.json"]),
+    Step("convert", lambda r: (r.export.outtype,), lambda r, f: [unquantized(r, f)]),
+    Step("quantize", lambda r: (r.export, r.smoke), _quant_outputs),
+    Step("smoke", lambda r: (r.smoke, r.export.quants), lambda r, f: [f.smoke_json]),
+)
+STEPS = tuple(s.name for s in STEP_TABLE)
 
-    @property
-    def unquantized(self) -> Path:
-        return self.gguf(self.recipe.export.outtype)
 
-    def state(self) -> dict:
-        try:
-            return json.loads(self.state_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+def unquantized(recipe: Recipe, folder: RunFolder) -> Path:
+    return folder.gguf(recipe.export.outtype)
 
-    def mark(self, step: str, fingerprint: str, seconds: float) -> None:
-        if not is_main_process():
-            return
-        state = self.state()
-        state[step] = {"fingerprint": fingerprint, "seconds": round(seconds, 1), "finished": time.time()}
-        write_json(self.state_path, state)
 
-    def fingerprint(self, step: str) -> str:
-        r = self.recipe
-        parts = {"train": (r.base, r.data, r.train), "merge": (), "convert": (r.export.outtype,),
-                 "quantize": (r.export, r.smoke), "smoke": (r.smoke, r.export.quants)}
-        upstream = STEPS[: STEPS.index(step)]
-        text = json.dumps([_plain(parts[s]) for s in upstream + (step,)], default=str, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+def fingerprint(recipe: Recipe, step: str) -> str:
+    """A hash of the settings of `step` and of every step before it."""
+    upto = STEP_TABLE[: STEPS.index(step) + 1]
+    text = json.dumps([_plain(s.settings(recipe)) for s in upto], default=str, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def up_to_date(self, step: str, outputs: list[Path]) -> bool:
-        entry = self.state().get(step)
-        return bool(entry) and entry["fingerprint"] == self.fingerprint(step) and all(p.exists() for p in outputs)
+
+def up_to_date(recipe: Recipe, folder: RunFolder, step: str) -> bool:
+    record = folder.state().steps.get(step)
+    outputs = STEP_TABLE[STEPS.index(step)].outputs(recipe, folder)
+    return record is not None and record.fingerprint == fingerprint(recipe, step) and all(p.exists() for p in outputs)
 
 
 def _plain(obj):
-    import dataclasses
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)
     if isinstance(obj, (list, tuple)):
@@ -88,116 +82,126 @@ def _plain(obj):
 
 
 def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None = None,
-        until: str = "smoke", force: bool = False) -> dict:
-    """Run every step up to `until`; return the smoke summary (or {} when stopping earlier)."""
-
+        until: str = "smoke", force: bool = False) -> SmokeResult | None:
+    """Run every step up to `until`; return the smoke result (None when stopping earlier)."""
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
     preflight(models=[recipe.base], datasets=[recipe.data.path])  # a hub id that cannot be had: before any write
     train_mod.quiet_libraries()
-    r = Run(recipe)
-    r.dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder.of(recipe)
+    folder.dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
-        write_text(r.dir / "recipe.yaml", recipe.to_yaml())
+        write_text(folder.recipe_yaml, recipe.to_yaml())
     if force:  # redo everything, training included
-        r.state_path.unlink(missing_ok=True)
+        folder.forget_steps()
+    folder.mark_outcome("running")
+    current = [""]
+    try:
+        result = _run_steps(recipe, folder, on_event, cancel, until, force, current)
+    except (Cancelled, KeyboardInterrupt) as e:
+        folder.mark_outcome("interrupted", current[0], str(e) or "interrupted")
+        raise
+    except Exception as e:
+        folder.mark_outcome("failed", current[0], str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+    folder.mark_outcome("done", until)
+    return result
 
-    def step(name: str, outputs: list[Path], fn) -> None:
-        if cancel is not None:
-            cancel.check()
-        if r.up_to_date(name, outputs):
-            on_event(Event(name, "step_skip", f"{name}: up to date"))
-            return
-        t0 = time.time()
-        on_event(Event(name, "step_start", name))
-        try:
-            fn()
-        except BaseException as e:
-            stopped = isinstance(e, Cancelled)
-            on_event(Event(name, "step_fail", f"{name}: {'stopped' if stopped else 'failed'}",
-                           data={"cancelled": stopped}))
-            raise
-        r.mark(name, r.fingerprint(name), time.time() - t0)
-        on_event(Event(name, "step_done", f"{name}: {time.time() - t0:.1f}s", data={"seconds": time.time() - t0}))
 
-    drop_stale_checkpoints(r, on_event, force)
-    step("train", [r.adapter / "adapter_config.json"],
-         lambda: train_mod.train(recipe, r.dir, on_event, cancel))
-    if until == "train" or not is_main_process():
-        return {}  # under a multi-process launch only rank 0 goes past training
-    base_path = _trained_base(r)
-    step("merge", [r.merged / "config.json"],
-         lambda: merge_mod.merge(base_path, r.adapter, r.merged, on_event))
-    if until == "merge":
-        return {}
-    step("convert", [r.unquantized],
-         lambda: convert_hf_to_gguf(r.merged, r.unquantized, recipe.export.outtype, on_event,
-                                    metadata={"general.name": recipe.name}))
-    if until == "convert":
-        return {}
-    quant_json = r.dir / "quant.json"
-    modelfile = r.gguf_dir / "Modelfile"
-
+def _run_steps(recipe: Recipe, folder: RunFolder, on_event: Callback, cancel: CancelToken | None,
+               until: str, force: bool, current: list[str]) -> SmokeResult | None:
     @functools.cache
     def merged_tokenizer():  # once for the sweep, the Modelfile and the smoke test (Gemma's takes seconds)
-        return load_tokenizer(str(r.merged))
+        return load_tokenizer(str(folder.merged))
 
-    def quantize_all() -> None:
-        tok = merged_tokenizer()
-        summary = sweep_mod.run(recipe, r.merged, r.unquantized, r.gguf, base_path, quant_json, tok, on_event, cancel)
-        kept = sweep_mod.kept_labels(summary)  # an auto sweep's recommended file comes first
-        target = r.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else r.unquantized
-        report_mod.write_model_files(r.gguf_dir, target, r.merged, tok, recipe.name, recipe.base, recipe.data.path,
-                                     recipe.train, _train_summary(r).get("template"))
-    outputs = [] if sweep_mod.is_auto(recipe) else [r.gguf(q) for q in recipe.export.quants
-                                                    if q != recipe.export.outtype.upper()]
-    step("quantize", outputs + [quant_json, modelfile], quantize_all)
-    quants = sweep_mod.kept_labels(json.loads(quant_json.read_text()))
-    if until == "quantize":
-        return {}
+    def base_path() -> str:
+        return _train_result(folder).base_path
 
-    def smoke_all() -> None:
-        summary = smoke_mod.smoke_run(r.merged, base_path, [r.unquantized] + [r.gguf(q) for q in quants],
-                                      recipe, modelfile, on_event, merged_tokenizer())
-        summary["task"] = report_mod.task_verdict(summary, _train_summary(r),
-                                                  report_mod.train_losses(r.dir / "train_log.jsonl"))
-        write_json(r.dir / "smoke.json", summary)
-    step("smoke", [r.dir / "smoke.json"], smoke_all)
-    summary = json.loads((r.dir / "smoke.json").read_text())
-    write_text(r.dir / "report.md", report_mod.report(recipe.name, recipe.base, recipe.data.path,
-                                                      _train_summary(r), summary)
-               + sweep_mod.report_section(json.loads(quant_json.read_text())))
-    for line in report_mod.verdict_lines(summary):
+    work = {
+        "train": lambda: train_mod.train(recipe, folder.dir, on_event, cancel),
+        "merge": lambda: merge_mod.merge(base_path(), folder.adapter, folder.merged, on_event),
+        "convert": lambda: convert_hf_to_gguf(folder.merged, unquantized(recipe, folder), recipe.export.outtype,
+                                              on_event, metadata={"general.name": recipe.name}),
+        "quantize": lambda: _quantize(recipe, folder, base_path(), merged_tokenizer(), on_event, cancel),
+        "smoke": lambda: _smoke(recipe, folder, base_path(), merged_tokenizer(), on_event),
+    }
+    drop_stale_checkpoints(recipe, folder, on_event, force)
+    for step in STEP_TABLE:
+        current[0] = step.name
+        _run_step(recipe, folder, step.name, work[step.name], on_event, cancel)
+        if step.name == until or not is_main_process():  # under a multi-process launch only rank 0 goes past training
+            return None if step.name != "smoke" else _finish(recipe, folder, on_event)
+    return None
+
+
+def _run_step(recipe: Recipe, folder: RunFolder, name: str, fn, on_event: Callback, cancel: CancelToken | None) -> None:
+    if cancel is not None:
+        cancel.check()
+    if up_to_date(recipe, folder, name):
+        on_event(Event(name, "step_skip", f"{name}: up to date"))
+        return
+    t0 = time.time()
+    on_event(Event(name, "step_start", name))
+    try:
+        fn()
+    except BaseException as e:
+        stopped = isinstance(e, (Cancelled, KeyboardInterrupt))
+        on_event(Event(name, "step_fail", f"{name}: {'stopped' if stopped else 'failed'}", data={"cancelled": stopped}))
+        raise
+    seconds = time.time() - t0
+    if is_main_process():
+        folder.mark_step(name, fingerprint(recipe, name), seconds)
+    on_event(Event(name, "step_done", f"{name}: {seconds:.1f} s", data={"seconds": seconds}))
+
+
+def _quantize(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback,
+              cancel: CancelToken | None) -> None:
+    result = sweep_mod.run(recipe, folder, base_path, tok, on_event, cancel)
+    kept = result.kept_labels()  # an auto sweep's recommended file comes first
+    target = folder.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else unquantized(recipe, folder)
+    report_mod.write_model_files(folder, target, tok, recipe, _train_result(folder).template)
+
+
+def _smoke(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback) -> None:
+    quants = QuantResult.read(folder.quant_json).kept_labels()
+    files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quants]
+    result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok)
+    result.task = report_mod.task_verdict(result, _train_result(folder), report_mod.train_losses(folder.train_log))
+    result.write(folder.smoke_json)
+
+
+def _finish(recipe: Recipe, folder: RunFolder, on_event: Callback) -> SmokeResult:
+    """report.md from the records, the two verdicts in the log; a failed file verdict raises."""
+    result = folder.smoke_result()
+    quant = folder.quant_result()
+    write_text(folder.report_md, report_mod.report(recipe, _train_result(folder), result) + sweep_mod.report_section(quant))
+    for line in report_mod.verdict_lines(result):
         on_event(Event("smoke", "metric", line))
-    smoke_mod.require_pass(summary["files"])
-    return summary
+    smoke_mod.require_pass(result.files)
+    return result
 
 
-def drop_stale_checkpoints(r: Run, on_event: Callback, force: bool = False) -> None:
+def drop_stale_checkpoints(recipe: Recipe, folder: RunFolder, on_event: Callback, force: bool = False) -> None:
     """Checkpoints resume only the training they were made by: when the base, data or training
     settings changed (or `force`), start over rather than continue another run's optimizer state."""
-    import shutil
-    ckpt = r.dir / "checkpoints"
+    ckpt = folder.checkpoints
     stamp = ckpt / "edgetune-fingerprint"
     if not is_main_process():
         return
-    if ckpt.is_dir() and (force or not stamp.is_file() or stamp.read_text() != r.fingerprint("train")):
+    train_print = fingerprint(recipe, "train")
+    if ckpt.is_dir() and (force or not stamp.is_file() or stamp.read_text() != train_print):
         shutil.rmtree(ckpt)
-        (r.dir / "train_log.jsonl").unlink(missing_ok=True)
+        folder.train_log.unlink(missing_ok=True)
         on_event(Event("train", "log", "settings changed since the last checkpoints: training starts over"))
     ckpt.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(r.fingerprint("train"))
+    stamp.write_text(train_print)
 
 
-def _train_summary(r: Run) -> dict:
+def _train_result(folder: RunFolder) -> TrainResult:
     try:
-        return json.loads((r.dir / "train.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        raise EdgetuneError(f"{r.dir}/train.json: missing; run the train step first") from None
+        return folder.train_result()
+    except EdgetuneError as e:
+        raise EdgetuneError(f"{e}; run the train step first") from None
 
 
-def _trained_base(r: Run) -> str:
-    try:
-        return _train_summary(r)["base_path"]
-    except KeyError:
-        raise EdgetuneError(f"{r.dir}/train.json: no base_path; run the train step again") from None
+__all__ = ["STEPS", "STEP_TABLE", "fingerprint", "run", "unquantized", "up_to_date"]

@@ -278,10 +278,6 @@ def load(path: str | Path) -> Recipe:
     return from_dict(values or {}, str(path))
 
 
-def run_dir(r: Recipe) -> Path:
-    return Path(r.runs_dir) / r.name
-
-
 def demo() -> Recipe:
     """The built-in demo recipe (recipes/demo.yaml in the checkout)."""
     path = Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml"

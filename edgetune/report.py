@@ -14,24 +14,27 @@ from pathlib import Path
 
 from edgetune import templates
 from edgetune.fsutil import write_text
+from edgetune.recipe import Recipe
+from edgetune.results import SmokeResult, TaskVerdict, TrainResult
+from edgetune.runs import RunFolder
 
 FEW_STEPS = 30  # fewer optimizer steps than this rarely teach a new format
 STILL_FALLING = 0.05  # last logged losses this much below the ones before: training had not settled
 
 
-def task_verdict(summary: dict, train: dict, losses: list[float]) -> dict:
+def task_verdict(smoke: SmokeResult, train: TrainResult, losses: list[float]) -> TaskVerdict:
     """Did training help? 'good' when held-out accuracy or response perplexity improved over the
     base model; else 'poor' with the likely reasons, most likely first."""
-    base, tuned = summary["base"], summary["hf"]
-    gained_accuracy = tuned["accuracy"] > base["accuracy"]
-    base_ppl, ppl = base.get("perplexity"), tuned["perplexity"]
+    base, tuned = smoke.base, smoke.hf
+    gained_accuracy = tuned.accuracy > base.accuracy
+    base_ppl, ppl = base.perplexity, tuned.perplexity
     gained_ppl = base_ppl is not None and ppl < 0.95 * base_ppl
     reasons = []
-    tokens = train.get("tokens", {})
+    tokens = train.tokens
     if tokens.get("responses_cut"):
         reasons.append(f"{tokens['responses_cut']} of {tokens['count']} responses were cut at data.max_length "
                        f"{tokens['max_length']} (p99 length {tokens.get('p99')}): raise data.max_length")
-    if not any(tuned["answers"]):
+    if not any(tuned.answers):
         reasons.append("the fine-tuned model answers nothing on the held-out prompts")
     if len(losses) >= 6:
         first, before, last = losses[0], sum(losses[-6:-3]) / 3, sum(losses[-3:]) / 3
@@ -41,57 +44,59 @@ def task_verdict(summary: dict, train: dict, losses: list[float]) -> dict:
             reasons.append(f"the training loss was still falling ({before:.3f} -> {last:.3f}): train longer")
         elif last > 0.98 * first:
             reasons.append(f"the training loss barely moved ({first:.3f} -> {last:.3f}): raise train.lr or train longer")
-    if train.get("steps", 0) < FEW_STEPS:
-        reasons.append(f"only {train.get('steps')} optimizer steps")
+    if train.steps < FEW_STEPS:
+        reasons.append(f"only {train.steps} optimizer steps")
     good = gained_accuracy or gained_ppl
-    return {"verdict": "good" if good else "poor", "accuracy": [base["accuracy"], tuned["accuracy"]],
-            "perplexity": [base_ppl, ppl], "eval_loss": train.get("eval_loss"),
-            "reasons": [] if good else reasons or ["no likely cause found in the data or the loss curve"]}
+    return TaskVerdict(verdict="good" if good else "poor", accuracy=[base.accuracy, tuned.accuracy],
+                       perplexity=[base_ppl, ppl], eval_loss=train.eval_loss,
+                       reasons=[] if good else reasons or ["no likely cause found in the data or the loss curve"])
 
 
-def verdict_lines(summary: dict) -> list[str]:
+def verdict_lines(smoke: SmokeResult) -> list[str]:
     """The two verdicts in a line each (the CLI prints them, the TUI shows them)."""
-    files = summary["files"]
-    failed = [f for f in files if not f["passed"]]
+    files, failed = smoke.files, smoke.failed()
     lines = [f"file verdict: {'PASS' if not failed else 'FAIL'} ({len(files) - len(failed)} of {len(files)} files "
              "are the trained model as consumers run them)"
-             + ("" if not failed else f"; {failed[0]['file']}: {failed[0]['problems'][0]}")]
-    task = summary.get("task")
+             + ("" if not failed else f"; {failed[0].file}: {failed[0].problems[0]}")]
+    task = smoke.task
     if task:
-        base_ppl, ppl = task["perplexity"]
-        numbers = (f"held-out accuracy {task['accuracy'][0]:.0%} -> {task['accuracy'][1]:.0%}"
+        base_ppl, ppl = task.perplexity
+        numbers = (f"held-out accuracy {task.accuracy[0]:.0%} -> {task.accuracy[1]:.0%}"
                    + (f", response perplexity {base_ppl:.2f} -> {ppl:.2f}" if base_ppl is not None else ""))
-        lines.append(f"task verdict: {task['verdict']} ({numbers})"
-                     + ("" if task["verdict"] == "good" else f"; likely: {'; '.join(task['reasons'])}"))
+        lines.append(f"task verdict: {task.verdict} ({numbers})"
+                     + ("" if task.verdict == "good" else f"; likely: {'; '.join(task.reasons)}"))
     return lines
 
 
-def report(name: str, base: str, data_path: str, train: dict, summary: dict) -> str:
-    lines = [f"# edgetune run `{name}`", "",
-             f"- base: `{base}`; data: `{data_path}`; chat template: {train.get('template') or 'none'}",
-             f"- {train['method']} on {train['device']} ({train['dtype']}), {train['steps']} steps, "
-             f"{train['seconds']}s; trainable {train['trainable_params']:,} of {train['total_params']:,} params",
-             f"- eval loss {train.get('eval_loss', float('nan')):.4f}, perplexity "
-             f"{train.get('eval_perplexity', float('nan')):.3f}", ""]
-    lines += [f"**{line}**" for line in verdict_lines(summary)] + [""]
-    lines += [f"Perplexity is on the held-out responses; accuracy is exact match on {len(summary['expected'])} "
+def report(recipe: Recipe, train: TrainResult, smoke: SmokeResult) -> str:
+    lines = [f"# edgetune run `{recipe.name}`", "",
+             f"- base: `{recipe.base}`; data: `{recipe.data.path}`; chat template: {train.template or 'none'}",
+             f"- {train.method} on {train.device} ({train.dtype}), {train.steps} steps, "
+             f"{train.seconds} s; trainable {train.trainable_params:,} of {train.total_params:,} params",
+             f"- eval loss {_num(train.eval_loss, '.4f')}, perplexity {_num(train.eval_perplexity, '.3f')}", ""]
+    lines += [f"**{line}**" for line in verdict_lines(smoke)] + [""]
+    lines += [f"Perplexity is on the held-out responses; accuracy is exact match on {len(smoke.expected)} "
               "held-out prompts. Chat path: the file's own template rendered as llama-cpp-python's chat completion "
               "does, token ids and answers compared with the training format.", "",
-              "| file | size MiB | bits/w | ppl (HF {:.3f}) | logits NMSE | agree HF | accuracy | stops at EOS "
-              "| chat path | prompt tok/s | gen tok/s | file verdict |".format(summary["hf"]["perplexity"]),
+              f"| file | size MiB | bits/w | ppl (HF {smoke.hf.perplexity:.3f}) | logits NMSE | agree HF | accuracy "
+              "| stops at EOS | chat path | prompt tok/s | gen tok/s | file verdict |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for f in summary["files"]:
+    for f in smoke.files:
         lines.append(
-            f"| {f['file']} | {f['bytes'] / 2**20:.2f} | {f['bits_per_weight']:.2f} | {f['perplexity']:.3f} | "
-            f"{f['nmse']:.2e} | {f['agreement']:.0%} | {f['accuracy']:.0%} | "
-            f"{f['stopped_at_eos']}/{len(f['answers'])} | {f.get('chat_path', '')} | {f['prompt_tokens_per_s'] or 0:.0f} | "
-            f"{f['gen_tokens_per_s'] or 0:.0f} | {'pass' if f['passed'] else 'FAIL: ' + '; '.join(f['problems'])} |")
-    best = summary["files"][-1]
-    lines += ["", f"## Answers of `{best['file']}` on held-out prompts", "",
+            f"| {f.file} | {f.bytes / 2**20:.2f} | {f.bits_per_weight:.2f} | {f.perplexity:.3f} | "
+            f"{f.nmse:.2e} | {f.agreement:.0%} | {f.accuracy:.0%} | "
+            f"{f.stopped_at_eos}/{len(f.answers)} | {f.chat_path} | {f.prompt_tokens_per_s or 0:.0f} | "
+            f"{f.gen_tokens_per_s or 0:.0f} | {'pass' if f.passed else 'FAIL: ' + '; '.join(f.problems)} |")
+    best = smoke.files[-1]
+    lines += ["", f"## Answers of `{best.file}` on held-out prompts", "",
               "| prompt | expected | base | GGUF |", "|---|---|---|---|"]
-    for p, e, b, a in zip(summary["prompts"], summary["expected"], summary["base"]["answers"], best["answers"]):
+    for p, e, b, a in zip(smoke.prompts, smoke.expected, smoke.base.answers, best.answers):
         lines.append(f"| {_cell(p)} | {_cell(e)} | {_cell(b)} | {_cell(a)} |")
     return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
 
 
 def _cell(text: str) -> str:
@@ -111,22 +116,22 @@ def modelfile(target: str, tok, stop_ids: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_model_files(gguf_dir: Path, target: Path, merged: Path, tok, name: str, base: str, data_path: str,
-                      train_spec, template: str | None) -> None:
+def write_model_files(folder: RunFolder, target: Path, tok, recipe: Recipe, template: str | None) -> None:
     """The Modelfile and README.md beside the GGUFs (`tok`: the merged folder's tokenizer)."""
     from transformers import GenerationConfig
 
+    merged = folder.merged
     eos = GenerationConfig.from_pretrained(str(merged)).eos_token_id if (merged / "generation_config.json").is_file() \
         else tok.eos_token_id
     stop_ids = [eos] if isinstance(eos, int) else list(eos or [tok.eos_token_id])
-    write_text(gguf_dir / "Modelfile", modelfile(target.name, tok, stop_ids))
-    t = train_spec
-    card = [f"# {name}", "", f"Fine-tuned from `{base}` on `{data_path}` with edgetune "
+    write_text(folder.modelfile, modelfile(target.name, tok, stop_ids))
+    t = recipe.train
+    card = [f"# {recipe.name}", "", f"Fine-tuned from `{recipe.base}` on `{recipe.data.path}` with edgetune "
             f"(LoRA r={t.rank}, alpha={t.alpha}, targets {t.targets}, lr {t.lr}, {t.epochs} epochs).", "",
-            "Files:", ""] + [f"- `{p.name}` ({p.stat().st_size / 2**20:.1f} MiB)" for p in sorted(gguf_dir.glob("*.gguf"))] + [
+            "Files:", ""] + [f"- `{p.name}` ({p.stat().st_size / 2**20:.1f} MiB)" for p in folder.ggufs()] + [
             "", f"Prompt format: the chat template stored in the GGUF ({template or 'none: plain text completion'}).",
-            "", f"Run: `ollama create {name} -f Modelfile`, or `edgetune chat {target.name}`."]
-    write_text(gguf_dir / "README.md", "\n".join(card) + "\n")
+            "", f"Run: `ollama create {recipe.name} -f Modelfile`, or `edgetune chat {target.name}`."]
+    write_text(folder.model_card, "\n".join(card) + "\n")
 
 
 def train_losses(log_path: Path) -> list[float]:

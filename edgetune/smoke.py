@@ -34,6 +34,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.gguf_io import bits_per_weight, check_gguf_file
 from edgetune.models import load_causal_lm
+from edgetune.results import FileCheck, ModelAnswers, SmokeResult
 
 PARITY_STRINGS = [
     "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
@@ -64,6 +65,7 @@ class Reference:
     messages: list[list[dict]]  # the held-out prompts as conversations (the chat path)
     chat_template: str | None
     probe_ids: dict[str, list[int]]  # HF apply_chat_template ids of templates.PROBES
+    stopped: int = 0  # of the HF answers, how many ended on a stop token
 
 
 def _norm(s: str) -> str:
@@ -82,7 +84,8 @@ def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n
     prompts = [e for e in examples if e.prompt][:n_prompts]
     # The template writes BOS into the text where the model uses one: no special tokens are added.
     prompt_ids = [tok(e.prompt, add_special_tokens=False)["input_ids"] for e in prompts]
-    answers = [hf_generate(model, tok, ids, max_tokens, stop_ids) for ids in prompt_ids]
+    generated = [hf_answer(model, tok, ids, max_tokens, stop_ids) for ids in prompt_ids]
+    answers = [text for text, _ in generated]
     eval_ids, eval_masks = [], []
     for e in examples[:n_prompts]:
         rows = data_mod.tokenize([e], tok, 512, completion_only=bool(e.prompt))
@@ -102,7 +105,7 @@ def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n
     on_event(Event("smoke", "log", f"HF reference: {len(prompt_ids)} prompts, {len(eval_ids)} eval rows"))
     return Reference(prompt_ids, answers, [_norm(e.answer or e.completion) for e in prompts], eval_ids, eval_masks,
                      logits, perplexity(logits, eval_ids, eval_masks), parity_ids, tok.eos_token_id, parity_texts,
-                     stop_ids, [e.messages for e in prompts], template, probe_ids)
+                     stop_ids, [e.messages for e in prompts], template, probe_ids, sum(eog for _, eog in generated))
 
 
 def hf_chat_ids(tok, messages: list[dict]) -> list[int]:
@@ -118,12 +121,18 @@ def generation_stop_ids(generation_config, tok) -> list[int]:
 
 
 def hf_generate(model, tok, ids: list[int], max_tokens: int, stop_ids: list[int] | None = None) -> str:
+    return hf_answer(model, tok, ids, max_tokens, stop_ids)[0]
+
+
+def hf_answer(model, tok, ids: list[int], max_tokens: int, stop_ids: list[int] | None = None) -> tuple[str, bool]:
+    """The greedy answer of an HF model to prompt `ids`, and whether it ended on a stop token."""
     import torch
     stop_ids = stop_ids or generation_stop_ids(model.generation_config, tok)
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
                              eos_token_id=stop_ids, pad_token_id=tok.pad_token_id or stop_ids[0])
-    return _norm(tok.decode(out[0][len(ids):], skip_special_tokens=True))
+    new = out[0][len(ids):].tolist()
+    return _norm(tok.decode(new, skip_special_tokens=True)), bool(new) and new[-1] in stop_ids
 
 
 def perplexity(logits: list[np.ndarray], ids: list[list[int]], masks: list[list[int]] | None = None) -> float:
@@ -152,7 +161,7 @@ def _llama(path: Path, n_ctx: int, threads: int):
 
 
 def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int = 0,
-               on_event: Callback = ignore, modelfile: Path | None = None) -> dict:
+               on_event: Callback = ignore, modelfile: Path | None = None) -> FileCheck:
     """All smoke measures for one GGUF file, and its verdict."""
 
     path = Path(path)
@@ -238,11 +247,12 @@ def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int =
         problems.append(f"EOS id {row['eos_id']} != HF {ref.eos_id}")
     row["problems"] = problems
     row["passed"] = not problems
-    on_event(Event("smoke", "metric", f"{path.name}: {'PASS' if row['passed'] else 'FAIL'} "
-                   f"ppl {row['perplexity']:.3f} (HF {ref.perplexity:.3f}), nmse {row['nmse']:.2e}, "
-                   f"agree {row['agreement']:.0%}, acc {row['accuracy']:.0%}, "
-                   f"{row['gen_tokens_per_s'] or 0:.0f} tok/s", data=row))
-    return row
+    check = FileCheck(**row)
+    on_event(Event("smoke", "metric", f"{path.name}: {'PASS' if check.passed else 'FAIL'} "
+                   f"ppl {check.perplexity:.3f} (HF {ref.perplexity:.3f}), nmse {check.nmse:.2e}, "
+                   f"agree {check.agreement:.0%}, acc {check.accuracy:.0%}, "
+                   f"{check.gen_tokens_per_s or 0:.0f} tok/s", data=row))
+    return check
 
 
 def greedy(llm, ids: list[int], max_tokens: int) -> tuple[str, int | None, bool]:
@@ -406,24 +416,27 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
     # Before fine-tuning: the base model on the same prompts and held-out responses.
     base = load_causal_lm(base_path, dtype=torch.float32)
     base.eval()
-    base_answers = [hf_generate(base, tok, ids, spec.max_tokens, ref.stop_ids) for ids in ref.prompt_ids]
+    base_generated = [hf_answer(base, tok, ids, spec.max_tokens, ref.stop_ids) for ids in ref.prompt_ids]
+    base_answers, base_stopped = [text for text, _ in base_generated], sum(eog for _, eog in base_generated)
     with torch.no_grad():
         base_logits = [base(torch.tensor([ids])).logits[0].float().numpy() for ids in ref.eval_ids]
     del base
-    n = max(len(ref.expected), 1)
     rows = smoke(files, ref, spec.max_tokens, spec.threads, on_event, modelfile)
-    return {
-        "prompts": [tok.decode(ids, skip_special_tokens=True) for ids in ref.prompt_ids], "expected": ref.expected,
-        "base": {"answers": base_answers, "accuracy": sum(a == b for a, b in zip(base_answers, ref.expected)) / n,
-                 "perplexity": perplexity(base_logits, ref.eval_ids, ref.eval_masks)},
-        "hf": {"answers": ref.answers, "accuracy": sum(a == b for a, b in zip(ref.answers, ref.expected)) / n,
-               "perplexity": ref.perplexity},
-        "files": rows,
-    }
+    return SmokeResult(
+        prompts=[tok.decode(ids, skip_special_tokens=True) for ids in ref.prompt_ids], expected=ref.expected,
+        base=ModelAnswers(base_answers, accuracy(base_answers, ref.expected),
+                          perplexity(base_logits, ref.eval_ids, ref.eval_masks), base_stopped),
+        hf=ModelAnswers(ref.answers, accuracy(ref.answers, ref.expected), ref.perplexity, ref.stopped),
+        files=rows)
+
+
+def accuracy(answers: list[str], expected: list[str]) -> float:
+    """Exact-match share of `answers` against `expected` (0 when there is nothing to match)."""
+    return sum(a == b for a, b in zip(answers, expected)) / max(len(expected), 1)
 
 
 def smoke(ggufs: list[Path], ref: Reference, max_tokens: int, threads: int = 0,
-          on_event: Callback = ignore, modelfile: Path | None = None) -> list[dict]:
+          on_event: Callback = ignore, modelfile: Path | None = None) -> list[FileCheck]:
     on_event(Event("smoke", "start", f"smoke-testing {len(ggufs)} GGUF files", total=len(ggufs)))
     rows = []
     for i, path in enumerate(ggufs, 1):
@@ -432,10 +445,10 @@ def smoke(ggufs: list[Path], ref: Reference, max_tokens: int, threads: int = 0,
     return rows
 
 
-def require_pass(rows: list[dict]) -> None:
-    failed = [r for r in rows if not r["passed"]]
+def require_pass(rows: list[FileCheck]) -> None:
+    failed = [r for r in rows if not r.passed]
     if failed:
-        raise EdgetuneError("; ".join(f"{r['path']}: {', '.join(r['problems'])}" for r in failed))
+        raise EdgetuneError("; ".join(f"{r.path}: {', '.join(r.problems)}" for r in failed))
 
 
 QUICK_PROMPT = "### Instruction:\nWhat is the last word of: red fox tiger\n\n### Response:\n"

@@ -11,7 +11,7 @@ errors calibrated to KLD on the same held-out rows) are then built with the reco
 the budget and measured the same way; the mix replaces it only if its mean KLD is lower (and it is
 within the budget whenever that file is).
 
-Writes runs/<name>/quant.json: {imatrix, reference, base, files, sweep}; report_section() renders it.
+Writes the run's quant.json (edgetune.results.QuantResult); report_section() renders it.
 """
 from __future__ import annotations
 
@@ -26,9 +26,18 @@ from edgetune import kld, mixed
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
-from edgetune.fsutil import write_json
 from edgetune.quantize import predicted_size, quantize
 from edgetune.recipe import ExportSpec, Recipe
+from edgetune.results import (
+    BaseFigures,
+    ImatrixInfo,
+    MixedInfo,
+    QuantFile,
+    QuantReference,
+    QuantResult,
+    SweepResult,
+)
+from edgetune.runs import RunFolder
 from edgetune.smoke import generation_stop_ids
 
 
@@ -41,11 +50,12 @@ def label(qtype: str, embedding: str | None) -> str:
     return qtype if embedding is None else f"{qtype}-EMB-{embedding}"
 
 
-def run(recipe: Recipe, merged: Path, unquantized: Path, gguf_path: Callable[[str], Path], base_path: str,
-        out_json: Path, tok, on_event: Callback = ignore, cancel: CancelToken | None = None) -> dict:
-    """The whole quantize step; returns (and writes to out_json) its summary. `tok` is the merged
-    folder's tokenizer (loaded once by the caller: Gemma's takes seconds)."""
+def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback = ignore,
+        cancel: CancelToken | None = None) -> QuantResult:
+    """The whole quantize step; returns (and writes to the folder's quant.json) its result. `tok` is
+    the merged folder's tokenizer (loaded once by the caller: Gemma's takes seconds)."""
     spec, threads, max_tokens = recipe.export, recipe.smoke.threads, recipe.smoke.max_tokens
+    merged, unquantized = folder.merged, folder.gguf(spec.outtype)
     # The merged tokenizer carries the template training used: the same rows, split as in training.
     data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
     prepared = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged))
@@ -57,14 +67,14 @@ def run(recipe: Recipe, merged: Path, unquantized: Path, gguf_path: Callable[[st
                             "(data.eval_split is 0)")
     quants = [] if auto else [q for q in spec.quants if q != spec.outtype.upper()]
 
-    summary: dict = {"imatrix": None, "reference": None, "base": None, "files": [], "sweep": None}
+    result = QuantResult()
     im_path = None
     if spec.imatrix and (auto or quants):
-        im_path, summary["imatrix"] = _imatrix(recipe, merged, train_ex, tok, gguf_path, on_event, cancel)
+        im_path, result.imatrix = _imatrix(recipe, folder, merged, train_ex, tok, on_event, cancel)
     if not auto:  # an IQ type without an importance matrix: say so before quantizing anything
         for q in quants:
             if FILE_TYPES[q].needs_imatrix and im_path is None:
-                why = summary["imatrix"]["note"] if summary["imatrix"] else "export.imatrix is false"
+                why = result.imatrix.note if result.imatrix else "export.imatrix is false"
                 raise EdgetuneError(f"export.quants: {q} needs an importance matrix, and there is none ({why})")
 
     ref = None
@@ -72,26 +82,26 @@ def run(recipe: Recipe, merged: Path, unquantized: Path, gguf_path: Callable[[st
         on_event(Event("quantize", "log", f"measuring against {unquantized.name} on {len(rows.ids)} held-out rows"))
         ref = kld.reference(unquantized, rows, max_tokens, threads)
         base_ppl, base_acc = kld.hf_base(base_path, rows, tok, _stop_ids(merged, tok), max_tokens)
-        summary["reference"] = {"file": unquantized.name, "perplexity": ref.perplexity, "accuracy": ref.accuracy,
-                                "positions": ref.positions, "rows": len(ref.logprobs)}
-        summary["base"] = {"perplexity": base_ppl, "accuracy": base_acc}
+        result.reference = QuantReference(unquantized.name, ref.perplexity, ref.accuracy, ref.positions,
+                                          len(ref.logprobs))
+        result.base = BaseFigures(base_ppl, base_acc)
 
     if auto:
-        summary["files"], summary["sweep"] = sweep(unquantized, spec, im_path, ref, rows, gguf_path, max_tokens,
-                                                   threads, on_event, cancel)
+        result.files, result.sweep = sweep(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens,
+                                           threads, on_event, cancel)
     else:
         for q in quants:
             if cancel is not None:
                 cancel.check()
-            info = quantize(unquantized, gguf_path(q), q, threads, on_event, imatrix=im_path)
-            row = _measured(info, ref, rows, max_tokens, threads) if ref else dict(info)
-            summary["files"].append({**row, "label": q, "type": q, "kept": True})
-    for row in summary["files"]:
-        if "perplexity" in row and summary["base"]:
-            row["gain_kept"] = kld.gain_kept(summary["base"]["perplexity"], ref.perplexity, row["perplexity"])
-            row["gave_back"] = kld.gave_back(row["gain_kept"])
-    write_json(out_json, summary)
-    return summary
+            f = _quantized(QuantFile(q, q, kept=True),
+                           quantize(unquantized, folder.gguf(q), q, threads, on_event, imatrix=im_path))
+            result.files.append(_measured(f, ref, rows, max_tokens, threads) if ref else f)
+    for f in result.files:
+        if f.perplexity is not None and result.base:
+            f.gain_kept = kld.gain_kept(result.base.perplexity, ref.perplexity, f.perplexity)
+            f.gave_back = kld.gave_back(f.gain_kept)
+    result.write(folder.quant_json)
+    return result
 
 
 def _stop_ids(merged: Path, tok) -> list[int]:
@@ -101,7 +111,7 @@ def _stop_ids(merged: Path, tok) -> list[int]:
     return generation_stop_ids(GenerationConfig.from_pretrained(str(merged)) if has_config else None, tok)
 
 
-def _imatrix(recipe, merged, train_ex, tok, gguf_path, on_event, cancel) -> tuple[Path | None, dict]:
+def _imatrix(recipe, folder: RunFolder, merged, train_ex, tok, on_event, cancel) -> tuple[Path | None, ImatrixInfo]:
     spec = recipe.export
     calib = imatrix_mod.calibration_rows(train_ex, tok, recipe.data.max_length, spec.imatrix_tokens)
     n_tokens = sum(len(r) for r in calib)
@@ -110,36 +120,42 @@ def _imatrix(recipe, merged, train_ex, tok, gguf_path, on_event, cancel) -> tupl
         note = (f"{recipe.data.path}: {n_tokens} training tokens are too few to calibrate an importance matrix "
                 f"(at least {imatrix_mod.MIN_TOKENS}); quantizing without one")
         on_event(Event("quantize", "log", note))
-        return None, {"tokens": n_tokens, "note": note}
+        return None, ImatrixInfo(tokens=n_tokens, note=note)
     t0 = time.time()
     im = imatrix_mod.compute(merged, calib, dataset, on_event, cancel)
-    path = imatrix_mod.write(im, gguf_path("imatrix").with_name(f"{recipe.name}.imatrix.gguf"))
-    info = {"path": str(path), "file": path.name, "dataset": dataset, "rows": len(calib), "tokens": n_tokens,
-            "chunks": im.chunk_count, "entries": len(im.sums), "seconds": round(time.time() - t0, 1), "note": ""}
+    path = imatrix_mod.write(im, folder.imatrix)
+    info = ImatrixInfo(tokens=n_tokens, path=str(path), file=path.name, dataset=dataset, rows=len(calib),
+                       chunks=im.chunk_count, entries=len(im.sums), seconds=round(time.time() - t0, 1))
     on_event(Event("quantize", "log", f"importance matrix: {n_tokens:,} tokens of {dataset}, {len(im.sums)} "
-                   f"matrices, {info['seconds']}s -> {path.name}", data=info))
+                   f"matrices, {info.seconds} s -> {path.name}", data=info.to_dict()))
     return path, info
 
 
-def _measured(info: dict, ref, rows, max_tokens: int, threads: int) -> dict:
-    m = kld.measure(info["path"], ref, rows, max_tokens, threads)
-    return {**info, **m}
+def _quantized(f: QuantFile, info: dict) -> QuantFile:
+    """`f` with what llama.cpp's quantizer wrote (edgetune.quantize's info)."""
+    f.path, f.file, f.bytes = info["path"], Path(info["path"]).name, info["bytes"]
+    f.bits_per_weight, f.seconds = info["bits_per_weight"], info.get("seconds")
+    return f
 
 
-def meets(row: dict, ref_accuracy: float | None, spec: ExportSpec) -> list[str]:
+def _measured(f: QuantFile, ref, rows, max_tokens: int, threads: int) -> QuantFile:
+    return dataclasses.replace(f, **vars(kld.measure(f.path, ref, rows, max_tokens, threads)))
+
+
+def meets(f: QuantFile, ref_accuracy: float | None, spec: ExportSpec) -> list[str]:
     """What keeps a measured file outside the budget (empty: it is within)."""
     misses = []
-    if row["top1"] < spec.auto_min_top1:
-        misses.append(f"top-1 {row['top1']:.1%} < {spec.auto_min_top1:.0%}")
-    if ref_accuracy is not None and row["accuracy"] is not None and \
-            row["accuracy"] < ref_accuracy - spec.auto_max_accuracy_drop - 1e-9:
-        misses.append(f"accuracy {row['accuracy']:.0%} < F16's {ref_accuracy:.0%} - {spec.auto_max_accuracy_drop:.0%}")
-    if spec.auto_max_mib and row["bytes"] > spec.auto_max_mib * 2**20:
-        misses.append(f"{row['bytes'] / 2**20:.1f} MiB > {spec.auto_max_mib:g} MiB")
+    if f.top1 < spec.auto_min_top1:
+        misses.append(f"top-1 {f.top1:.1%} < {spec.auto_min_top1:.0%}")
+    if ref_accuracy is not None and f.accuracy is not None and \
+            f.accuracy < ref_accuracy - spec.auto_max_accuracy_drop - 1e-9:
+        misses.append(f"accuracy {f.accuracy:.0%} < F16's {ref_accuracy:.0%} - {spec.auto_max_accuracy_drop:.0%}")
+    if spec.auto_max_mib and f.size > spec.auto_max_mib * 2**20:
+        misses.append(f"{f.size / 2**20:.1f} MiB > {spec.auto_max_mib:g} MiB")
     return misses
 
 
-def candidates(src: Path, spec: ExportSpec, imatrix: Path | None) -> tuple[list[dict], list[str]]:
+def candidates(src: Path, spec: ExportSpec, imatrix: Path | None) -> tuple[list[QuantFile], list[str]]:
     """Every (type, embedding type) pair with its dry-run size, smallest first; an override that
     changes nothing (same size as llama.cpp's own choice) is dropped. Also the types left out."""
     left_out, found = [], []
@@ -154,54 +170,54 @@ def candidates(src: Path, spec: ExportSpec, imatrix: Path | None) -> tuple[list[
             if size in sizes.values():
                 continue
             sizes[e] = size
-            found.append({"label": label(q, e), "type": q, "embedding": e or "default", "predicted_bytes": size})
-    return sorted(found, key=lambda c: c["predicted_bytes"]), left_out
+            found.append(QuantFile(label(q, e), q, embedding=e or "default", predicted_bytes=size))
+    return sorted(found, key=lambda c: c.predicted_bytes), left_out
 
 
 def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_path: Callable[[str], Path],
           max_tokens: int, threads: int, on_event: Callback = ignore,
-          cancel: CancelToken | None = None) -> tuple[list[dict], dict]:
+          cancel: CancelToken | None = None) -> tuple[list[QuantFile], SweepResult]:
     """Quantize and measure candidates, smallest first, until one is within the budget."""
     cands, left_out = candidates(src, spec, imatrix)
     if left_out:
         on_event(Event("quantize", "log", f"sweep: without an importance matrix {', '.join(left_out)} are left out"))
     on_event(Event("quantize", "log", f"sweep: {len(cands)} candidates from "
-                   f"{cands[0]['predicted_bytes'] / 2**20:.1f} to {cands[-1]['predicted_bytes'] / 2**20:.1f} MiB"))
+                   f"{cands[0].predicted_bytes / 2**20:.1f} to {cands[-1].predicted_bytes / 2**20:.1f} MiB"))
     written: list[Path] = []
-    chosen = None
+    chosen: QuantFile | None = None
     try:
-        for i, c in enumerate(cands, 1):
-            if chosen is not None and c["predicted_bytes"] > chosen["predicted_bytes"]:
-                c["status"] = "not measured: larger than the recommended file"
+        for i, c in enumerate(cands):
+            if chosen is not None and c.predicted_bytes > chosen.predicted_bytes:
+                c.status = "not measured: larger than the recommended file"
                 continue
-            if spec.auto_max_mib and c["predicted_bytes"] > spec.auto_max_mib * 2**20:
-                c["status"] = f"not measured: predicted over {spec.auto_max_mib:g} MiB"
+            if spec.auto_max_mib and c.predicted_bytes > spec.auto_max_mib * 2**20:
+                c.status = f"not measured: predicted over {spec.auto_max_mib:g} MiB"
                 continue
             if cancel is not None:
                 cancel.check()
-            emb = None if c["embedding"] == "default" else c["embedding"]
-            path = gguf_path(c["label"])
-            info = quantize(src, path, c["type"], threads, on_event, imatrix=imatrix,
+            emb = None if c.embedding == "default" else c.embedding
+            path = gguf_path(c.label)
+            info = quantize(src, path, c.type, threads, on_event, imatrix=imatrix,
                             token_embedding_type=emb, output_tensor_type=emb)
             written.append(path)
-            c.update(_measured(info, ref, rows, max_tokens, threads))
-            c["misses"] = meets(c, ref.accuracy, spec)
-            c["status"] = "within budget" if not c["misses"] else "; ".join(c["misses"])
-            on_event(Event("quantize", "progress", f"sweep {c['label']}: {c['bytes'] / 2**20:.1f} MiB, "
-                           f"KLD {c['mean_kld']:.4f}, top-1 {c['top1']:.1%}", step=i, total=len(cands)))
-            if not c["misses"] and (chosen is None or c["mean_kld"] < chosen["mean_kld"]):
+            c = cands[i] = _measured(_quantized(c, info), ref, rows, max_tokens, threads)
+            c.misses = meets(c, ref.accuracy, spec)
+            c.status = "within budget" if not c.misses else "; ".join(c.misses)
+            on_event(Event("quantize", "progress", f"sweep {c.label}: {c.size / 2**20:.1f} MiB, "
+                           f"KLD {c.mean_kld:.4f}, top-1 {c.top1:.1%}", step=i + 1, total=len(cands)))
+            if not c.misses and (chosen is None or c.mean_kld < chosen.mean_kld):
                 chosen = c  # of files the same size within the budget, the closest to F16
     except (Cancelled, KeyboardInterrupt):
         for p in written:  # a cancelled sweep chose nothing: leave no file of it
             p.unlink(missing_ok=True)
         raise
-    measured = [c for c in cands if "mean_kld" in c]
+    measured = [c for c in cands if c.measured]
     met = chosen is not None
     if not measured:
         raise EdgetuneError(f"export.auto_max_mib {spec.auto_max_mib:g}: every candidate is predicted larger "
-                            f"(smallest: {cands[0]['label']}, {cands[0]['predicted_bytes'] / 2**20:.1f} MiB)")
+                            f"(smallest: {cands[0].label}, {cands[0].predicted_bytes / 2**20:.1f} MiB)")
     if not met:  # keep the closest, and say so
-        chosen = max(measured, key=lambda c: (c["top1"], -c["mean_kld"]))
+        chosen = max(measured, key=lambda c: (c.top1, -c.mean_kld))
     mix = None
     if spec.auto_mixed:
         try:
@@ -210,31 +226,30 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
             for p in written:
                 p.unlink(missing_ok=True)
             raise
-        if mix is not None and "mean_kld" in mix:
+        if mix.measured:
             cands.append(mix)
             measured.append(mix)
-            if mix["won"]:
-                chosen, met = mix, met or not mix["misses"]
+            if mix.won:
+                chosen, met = mix, met or not mix.misses
     budget = budget_text(spec)
     if met:
-        why = (f"{chosen['label']} is the smallest file within the budget ({budget}): {chosen['bytes'] / 2**20:.1f} MiB, "
-               f"top-1 {chosen['top1']:.1%}, mean KLD {chosen['mean_kld']:.4f}")
+        why = (f"{chosen.label} is the smallest file within the budget ({budget}): {chosen.size / 2**20:.1f} MiB, "
+               f"top-1 {chosen.top1:.1%}, mean KLD {chosen.mean_kld:.4f}")
     else:
-        why = (f"no candidate meets the budget ({budget}); closest: {chosen['label']} "
-               f"({'; '.join(chosen['misses'])}), kept")
+        why = f"no candidate meets the budget ({budget}); closest: {chosen.label} ({'; '.join(chosen.misses)}), kept"
     on_event(Event("quantize", "log", f"sweep: {why}"))
     if mix is not None:
-        why += f"; {mix['verdict']}"
-        on_event(Event("quantize", "log", f"sweep: {mix['verdict']}"))
+        why += f"; {mix.verdict}"
+        on_event(Event("quantize", "log", f"sweep: {mix.verdict}"))
     for c in measured:
-        c["kept"] = c is chosen or spec.auto_keep_all
-        c["recommended"] = c is chosen
-        if not c["kept"]:
-            Path(c["path"]).unlink(missing_ok=True)
-    result = {"budget": budget, "met": met, "recommended": chosen["label"], "why": why, "left_out": left_out}
+        c.kept = c is chosen or spec.auto_keep_all
+        c.recommended = c is chosen
+        if not c.kept:
+            Path(c.path).unlink(missing_ok=True)
+    result = SweepResult(budget=budget, met=met, recommended=chosen.label, why=why, left_out=left_out)
     if mix is not None:
-        result["mixed"] = {k: mix.get(k) for k in ("label", "against", "won", "verdict", "types", "sensitivity",
-                                                    "mean_kld", "against_kld")}
+        result.mixed = MixedInfo(mix.label, mix.against, mix.won, mix.verdict, mix.types, mix.sensitivity,
+                                 mix.mean_kld, mix.against_kld)
     return cands, result
 
 
@@ -244,46 +259,41 @@ def budget_text(spec: ExportSpec) -> str:
             + (f", <= {spec.auto_max_mib:g} MiB" if spec.auto_max_mib else ""))
 
 
-def mixed_candidate(src: Path, single: dict, spec: ExportSpec, imatrix: Path | None, ref, rows,
+def mixed_candidate(src: Path, single: QuantFile, spec: ExportSpec, imatrix: Path | None, ref, rows,
                     gguf_path: Callable[[str], Path], max_tokens: int, threads: int,
-                    on_event: Callback = ignore) -> dict:
+                    on_event: Callback = ignore) -> QuantFile:
     """Per-tensor mixed types with `single`'s file size as the budget, measured as the sweep's files
     are; `won` says whether it is closer to F16 than `single` (and within the budget if `single` is)."""
-    label = f"{single['label']}-MIXED"
-    on_event(Event("quantize", "log", f"sweep: per-tensor mixed types within {single['label']}'s "
-                   f"{single['bytes'] / 2**20:.1f} MiB"))
+    name = f"{single.label}-MIXED"
+    on_event(Event("quantize", "log", f"sweep: per-tensor mixed types within {single.label}'s "
+                   f"{single.size / 2**20:.1f} MiB"))
     table = mixed.error_table(src, imatrix, threads=threads, on_event=on_event)
     table = mixed.calibrate(table, src, imatrix, ref, rows, threads, on_event)
-    row = {"label": label, "type": "mixed", "against": single["label"], "against_kld": single["mean_kld"],
-           "sensitivity": table.sensitivity, "won": False}
+    row = QuantFile(name, "mixed", against=single.label, against_kld=single.mean_kld, sensitivity=table.sensitivity)
     try:
-        plan = mixed.choose(table, single["bytes"])
+        plan = mixed.choose(table, single.size)
     except EdgetuneError as e:  # the smallest mix is larger than the single file: nothing to compare
-        return {**row, "verdict": f"no mixed file: {e}"}
-    path = gguf_path(label)
+        row.verdict = f"no mixed file: {e}"
+        return row
+    path = gguf_path(name)
     info = mixed.quantize_mix(src, path, plan, imatrix, threads, on_event)
+    row = _quantized(row, info)
+    row.embedding = plan.types.get(mixed.EMBEDDING, "default")
+    row.predicted_bytes, row.types = plan.bytes, plan.counts()
     try:
-        row.update(_measured(info, ref, rows, max_tokens, threads))
+        row = _measured(row, ref, rows, max_tokens, threads)
     except BaseException:  # cancelled or failed: no file of it is left
         path.unlink(missing_ok=True)
         raise
-    row.update({"label": label, "type": "mixed", "embedding": plan.types.get(mixed.EMBEDDING, "default"),
-                "predicted_bytes": plan.bytes, "types": plan.counts()})
-    row["misses"] = meets(row, ref.accuracy, spec)
-    row["status"] = "within budget" if not row["misses"] else "; ".join(row["misses"])
-    ratio = row["mean_kld"] / single["mean_kld"] if single["mean_kld"] > 0 else float("inf")
-    row["won"] = row["mean_kld"] < single["mean_kld"] and (not row["misses"] or bool(single["misses"]))
-    row["verdict"] = (f"mixed per-tensor types at {single['label']}'s size: {row['bytes'] / 2**20:.1f} MiB, mean KLD "
-                      f"{row['mean_kld']:.4f} vs {single['mean_kld']:.4f} ({ratio:.2f}x), top-1 {row['top1']:.1%} vs "
-                      f"{single['top1']:.1%}: " + (f"{label} is recommended instead" if row["won"] else
-                                                    f"{single['label']} stays recommended"))
+    row.misses = meets(row, ref.accuracy, spec)
+    row.status = "within budget" if not row.misses else "; ".join(row.misses)
+    ratio = row.mean_kld / single.mean_kld if single.mean_kld > 0 else float("inf")
+    row.won = row.mean_kld < single.mean_kld and (not row.misses or bool(single.misses))
+    row.verdict = (f"mixed per-tensor types at {single.label}'s size: {row.size / 2**20:.1f} MiB, mean KLD "
+                   f"{row.mean_kld:.4f} vs {single.mean_kld:.4f} ({ratio:.2f}x), top-1 {row.top1:.1%} vs "
+                   f"{single.top1:.1%}: " + (f"{name} is recommended instead" if row.won else
+                                              f"{single.label} stays recommended"))
     return row
-
-
-def kept_labels(summary: dict) -> list[str]:
-    """The quant labels the smoke step tests: the recommended file first, as the pipeline names them."""
-    files = [f for f in summary.get("files", []) if f.get("kept")]
-    return [f["label"] for f in sorted(files, key=lambda f: not f.get("recommended"))]
 
 
 # ---------------------------------------------------------------- report
@@ -292,36 +302,35 @@ def _pct(v) -> str:
     return "—" if v is None else f"{v:.0%}"
 
 
-def report_section(summary: dict) -> str:
+def report_section(result: QuantResult) -> str:
     """The quantization table of report.md: every file (every sweep candidate) against F16."""
     lines = ["", "## Quantization", ""]
-    im = summary.get("imatrix")
-    if im and im.get("path"):
-        lines.append(f"Importance matrix from {im['tokens']:,} training tokens of `{im['dataset']}` ({im['rows']} rows, "
-                     f"{im['seconds']}s): `{im['file']}`.")
+    im = result.imatrix
+    if im and im.path:
+        lines.append(f"Importance matrix from {im.tokens:,} training tokens of `{im.dataset}` ({im.rows} rows, "
+                     f"{im.seconds} s): `{im.file}`.")
     elif im:
-        lines.append(f"No importance matrix: {im['note']}.")
-    ref, base = summary.get("reference"), summary.get("base")
+        lines.append(f"No importance matrix: {im.note}.")
+    ref, base = result.reference, result.base
     if not ref:
         return "\n".join(lines + ["No held-out rows: files were not measured."]) + "\n"
-    lines += [f"Measured against `{ref['file']}` on {ref['rows']} held-out rows ({ref['positions']} next-token "
-              f"positions): perplexity {ref['perplexity']:.3f}, accuracy {_pct(ref['accuracy'])}; base model before "
-              f"fine-tuning: perplexity {base['perplexity']:.3f}, accuracy {_pct(base['accuracy'])}.", ""]
-    sweep = summary.get("sweep")
-    if sweep:
-        lines += [f"**Recommended:** {sweep['why']}.", ""]
+    lines += [f"Measured against `{ref.file}` on {ref.rows} held-out rows ({ref.positions} next-token "
+              f"positions): perplexity {ref.perplexity:.3f}, accuracy {_pct(ref.accuracy)}; base model before "
+              f"fine-tuning: perplexity {base.perplexity:.3f}, accuracy {_pct(base.accuracy)}.", ""]
+    if result.sweep:
+        lines += [f"**Recommended:** {result.sweep.why}.", ""]
     lines += ["| file | MiB | bits/w | mean KLD | p99 KLD | top-1 | Δppl | accuracy | fine-tune kept | status |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    for f in summary["files"]:
-        mib = f.get("bytes", f.get("predicted_bytes", 0)) / 2**20
-        if "mean_kld" not in f:
-            lines.append(f"| {f['label']} | ~{mib:.2f} | | | | | | | | {f.get('status', '')} |")
+    for f in result.files:
+        mib = f.size / 2**20
+        if not f.measured:
+            lines.append(f"| {f.label} | ~{mib:.2f} | | | | | | | | {f.status} |")
             continue
-        kept = "—" if f.get("gain_kept") is None else f"{f['gain_kept']:.0%}" + (" ⚠ gave back >10%" if f["gave_back"] else "")
-        status = ("★ recommended" if f.get("recommended") else f.get("status", "")) + ("" if f.get("kept") else " (deleted)")
-        lines.append(f"| {f['label']} | {mib:.2f} | {f['bits_per_weight']:.2f} | {f['mean_kld']:.4f} | {f['p99_kld']:.4f} | "
-                     f"{f['top1']:.1%} | {f['delta_ppl']:+.3f} | {_pct(base['accuracy'])} → {_pct(ref['accuracy'])} → "
-                     f"{_pct(f['accuracy'])} | {kept} | {status} |")
+        kept = "—" if f.gain_kept is None else f"{f.gain_kept:.0%}" + (" ⚠ gave back >10%" if f.gave_back else "")
+        status = ("★ recommended" if f.recommended else f.status) + ("" if f.kept else " (deleted)")
+        lines.append(f"| {f.label} | {mib:.2f} | {f.bits_per_weight:.2f} | {f.mean_kld:.4f} | {f.p99_kld:.4f} | "
+                     f"{f.top1:.1%} | {f.delta_ppl:+.3f} | {_pct(base.accuracy)} → {_pct(ref.accuracy)} → "
+                     f"{_pct(f.accuracy)} | {kept} | {status} |")
     lines += ["", "KLD: KL(F16 ‖ file) of next-token distributions; top-1: same most likely token as F16; "
               "fine-tune kept: (ppl_base − ppl_file) / (ppl_base − ppl_F16); accuracy: base → F16 → file."]
     return "\n".join(lines) + "\n"

@@ -36,9 +36,11 @@ from edgetune.events import (
     TrainMetrics,
     ignore,
 )
-from edgetune.fsutil import atomic_dir, write_json
+from edgetune.fsutil import atomic_dir
 from edgetune.models import load_causal_lm
 from edgetune.recipe import Recipe, TrainSpec
+from edgetune.results import TrainResult
+from edgetune.runs import RunFolder
 from edgetune.targets import describe, expert_parameters, left_out_of_all_linear, resolve_experts, resolve_targets
 
 
@@ -268,7 +270,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
                    f"targets={t.targets}: trainable {trainable:,} / {total:,} params "
                    f"({100 * trainable / total:.2f}%)", data={"trainable": trainable, "total": total}))
 
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = RunFolder(run_dir, recipe.name).checkpoints
     resume = _last_checkpoint(ckpt_dir)
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * t.grad_accum)))
     planned_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
@@ -311,7 +313,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         dataloader_num_workers=0,
         save_only_model=False,
     )
-    log_path = run_dir / "train_log.jsonl"
+    log_path = RunFolder(run_dir, recipe.name).train_log
     progress = _progress_callback(on_event, cancel, log_path, tokens_per_step)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, callbacks=[progress])
@@ -320,37 +322,36 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     if resume:
         on_event(Event("train", "log", f"resuming from {resume.name}"))
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trained = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if progress.nan:
         raise EdgetuneError(f"{run_dir}: training stopped, the loss became NaN/inf at step "
                             f"{trainer.state.global_step} (try a lower train.lr)")
     if cancel is not None and cancel.cancelled:
         raise Cancelled(f"training cancelled at step {trainer.state.global_step}; rerun to resume")
 
-    summary = {"method": p.method, "device": p.device, "dtype": p.dtype, "base": recipe.base, "base_path": base,
-               "trainable_params": trainable, "total_params": total, "steps": trainer.state.global_step,
-               "train_loss": result.training_loss, "seconds": round(time.time() - t0, 1),
-               "format": ds.format, "lost_rows": prepared.lost,
-               "template": prepared.template.name if prepared.template else None, "train_rows": len(train_ds),
-               "eval_rows": len(eval_ds) if eval_ds is not None else 0,
-               "tokens": stats.to_dict()}
+    result = TrainResult(
+        method=p.method, device=p.device, dtype=p.dtype, base=recipe.base, base_path=base,
+        trainable_params=trainable, total_params=total, steps=trainer.state.global_step,
+        train_loss=trained.training_loss, seconds=round(time.time() - t0, 1), format=ds.format,
+        lost_rows=prepared.lost, template=prepared.template.name if prepared.template else None,
+        train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0, tokens=stats.to_dict())
     if eval_ds is not None:
         metrics = trainer.evaluate()
-        summary["eval_loss"] = metrics["eval_loss"]
-        summary["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
-        on_event(TrainMetrics(kind="metric", message=f"eval loss {metrics['eval_loss']:.4f}, perplexity "
-                              f"{summary['eval_perplexity']:.2f}", eval_loss=metrics["eval_loss"]))
-    adapter_dir = run_dir / "adapter"
+        result.eval_loss = metrics["eval_loss"]
+        result.eval_perplexity = math.exp(min(metrics["eval_loss"], 50))
+        on_event(TrainMetrics(kind="metric", message=f"eval loss {result.eval_loss:.4f}, perplexity "
+                              f"{result.eval_perplexity:.2f}", eval_loss=result.eval_loss))
+    folder = RunFolder(run_dir, recipe.name)
     if not trainer.is_world_process_zero():
-        return adapter_dir
-    with atomic_dir(adapter_dir) as tmp:
+        return folder.adapter
+    with atomic_dir(folder.adapter) as tmp:
         trainer.model.save_pretrained(tmp)
         store_template(tokenizer, prepared, model.generation_config)
         tokenizer.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
-    write_json(run_dir / "train.json", summary)
-    on_event(Event("train", "done", f"adapter saved: {adapter_dir}", data=summary))
-    return adapter_dir
+    result.write(folder.train_json)
+    on_event(Event("train", "done", f"adapter saved: {folder.adapter}", data=result.to_dict()))
+    return folder.adapter
 
 
 def estimate(recipe: Recipe, stats: data_mod.TokenStats | None = None) -> Estimate:

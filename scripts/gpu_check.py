@@ -128,6 +128,7 @@ def main() -> None:
     from edgetune import pipeline
     from edgetune import recipe as R
     from edgetune.events import Event, TrainMetrics
+    from edgetune.runs import RunFolder
 
     t_all = time.time()
     r = R.load(Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml")
@@ -149,21 +150,21 @@ def main() -> None:
     except ImportError:
         until = "merge"
         print("gguf/llama-cpp-python missing: stopping after merge", flush=True)
-    summary = {}
+    summary = None
     try:
         summary = pipeline.run(r, on_event, until=until, force=True)
     finally:
-        train = json.loads((Path(a.out) / r.name / "train.json").read_text()) if \
-            (Path(a.out) / r.name / "train.json").exists() else {}
+        folder = RunFolder.of(r)
+        train = folder.optional(folder.train_result)
         rows = [("device", torch.cuda.get_device_name(0)), ("torch", torch.__version__),
-                ("method", f"{train.get('method')} {train.get('dtype')}"), ("steps", train.get("steps")),
+                ("method", f"{train.method} {train.dtype}" if train else "-"), ("steps", train.steps if train else "-"),
                 ("train tokens/s (last)", f"{rates[-1]:.0f}" if rates else "-"),
                 ("max_memory_allocated", f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"),
-                ("eval loss", f"{train.get('eval_loss', float('nan')):.4f}"),
+                ("eval loss", f"{train.eval_loss:.4f}" if train and train.eval_loss is not None else "-"),
                 ("total seconds", f"{time.time() - t_all:.0f}")]
-        for f in (summary or {}).get("files", []):
-            rows.append((f["file"], f"{'pass' if f['passed'] else 'FAIL'} ppl {f['perplexity']:.3f} "
-                         f"nmse {f['nmse']:.1e} acc {f['accuracy']:.0%} {f['gen_tokens_per_s'] or 0:.0f} tok/s"))
+        for f in summary.files if summary else []:
+            rows.append((f.file, f"{'pass' if f.passed else 'FAIL'} ppl {f.perplexity:.3f} "
+                         f"nmse {f.nmse:.1e} acc {f.accuracy:.0%} {f.gen_tokens_per_s or 0:.0f} tok/s"))
         try:
             rows += memory_comparison(Path(a.out) / "memory-check", a.memory_steps)
         except Exception as e:  # the pipeline's rows above still print

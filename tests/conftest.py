@@ -59,6 +59,7 @@ def make_recipe(base, data_path, runs_dir, **overrides):
 def trained_run(tiny_base, demo_jsonl, tmp_path_factory):
     """A tiny run trained once per session: (recipe, run folder with adapter/)."""
     from edgetune import pipeline
+    from edgetune.runs import RunFolder
     r = make_recipe(tiny_base, demo_jsonl, tmp_path_factory.mktemp("shared_runs"))
     pipeline.run(r, until="train")
-    return r, pipeline.Run(r).dir
+    return r, RunFolder.of(r).dir

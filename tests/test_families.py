@@ -8,6 +8,7 @@ import torch
 
 from edgetune import pipeline
 from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
+from edgetune.runs import RunFolder
 from edgetune.smoke import nmse, quick_check
 
 from arch_models import build
@@ -60,7 +61,7 @@ def test_family_trains_merges_converts_and_runs(family, demo_jsonl, tmp_path):
                     train={"max_steps": 3, "targets": "all-linear", "lr": 5e-2})
     events = []
     pipeline.run(r, events.append, until="quantize")
-    run = pipeline.Run(r)
+    run = RunFolder.of(r)
 
     # all-linear adapted every linear layer of the decoder, fused ones too, and the log says which
     adapted = next(e.data["targets"] for e in events if e.kind == "log" and e.data and "targets" in e.data)
@@ -145,8 +146,8 @@ def test_unconvertible_base_fails_before_training(demo_jsonl, tmp_path):
     with pytest.raises(EdgetuneError, match=r"architecture 'GPTNeoXForCausalLM' is not supported: .*"
                                             r"LlamaForCausalLM \(llama\).*Phi3ForCausalLM \(phi3\)"):
         pipeline.run(r)
-    run = pipeline.Run(r)
-    assert not (run.dir / "train_log.jsonl").exists() and not list(run.dir.glob("checkpoints/checkpoint-*"))
+    run = RunFolder.of(r)
+    assert not run.train_log.exists() and not list(run.dir.glob("checkpoints/checkpoint-*"))
     assert not run.adapter.exists()
 
     smol = build("smollm3", tmp_path / "smol")

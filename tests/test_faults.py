@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgetune.errors import EdgetuneError
+from edgetune.runs import RunFolder
 
 from conftest import make_recipe
 
@@ -40,7 +41,7 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(tiny_base, dem
     steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()
              if "loss" in json.loads(x)]
     assert steps[-1] == 40 and steps.count(1) == 1  # the resumed run did not start over
-    assert json.loads((run / "train.json").read_text())["steps"] == 40
+    assert RunFolder(run).train_result().steps == 40
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_nan_loss_stops_training_with_a_clear_error(tiny_recipe, monkeypatch):
     import transformers
 
     from edgetune import train
-    from edgetune.recipe import run_dir
+    from edgetune.runs import RunFolder
     original = transformers.Trainer.log
 
     def poisoned(self, logs, *args, **kwargs):
@@ -88,5 +89,5 @@ def test_nan_loss_stops_training_with_a_clear_error(tiny_recipe, monkeypatch):
 
     monkeypatch.setattr(transformers.Trainer, "log", poisoned)
     with pytest.raises(EdgetuneError, match="the loss became NaN/inf at step"):
-        train.train(tiny_recipe, run_dir(tiny_recipe))
-    assert not (run_dir(tiny_recipe) / "adapter").exists()
+        train.train(tiny_recipe, RunFolder.of(tiny_recipe).dir)
+    assert not (RunFolder.of(tiny_recipe).dir / "adapter").exists()

@@ -14,6 +14,7 @@ from edgetune.batch import run_batch
 from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.merge import merge
+from edgetune.runs import RunFolder
 from edgetune.smoke import nmse
 
 from arch_models import build
@@ -171,8 +172,8 @@ def test_settings_llama_cpp_cannot_run_fail_before_training(gemma4, demo_jsonl, 
     r = make_recipe(bad, demo_jsonl, tmp_path / "runs")
     with pytest.raises(EdgetuneError, match=f"{bad}/config.json: {message}"):
         pipeline.run(r)
-    run = pipeline.Run(r)
-    assert not (run.dir / "train_log.jsonl").exists() and not run.adapter.exists()
+    run = RunFolder.of(r)
+    assert not run.train_log.exists() and not run.adapter.exists()
 
 
 def test_proportional_rope_factor_scales_the_full_layers_only(gemma4, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 
 from edgetune import pipeline
 from edgetune.demo import write_dataset
+from edgetune.runs import RunFolder
 
 from conftest import make_recipe
 
@@ -24,14 +25,13 @@ def test_gemma_chat_path_answers_like_training(tmp_path):
                            "eval_steps": 6, "logging_steps": 2},
                     export={"quants": ["Q8_0"]}, smoke={"prompts": 4, "max_tokens": 12})
     summary = pipeline.run(r)
-    run = pipeline.Run(r)
-    train = (run.dir / "train.json").read_text()
-    assert '"template": "gemma"' in train  # no template in the base; its vocabulary has the turn tokens
-    for f in summary["files"]:
-        assert f["passed"], (f["file"], f["problems"])
-        assert f["chat_path"] == "ok" and f["chat_answers"] == f["answers"] and len(f["answers"]) == 4
+    run = RunFolder.of(r)
+    assert run.train_result().template == "gemma"  # no template in the base; its vocabulary has the turn tokens
+    for f in summary.files:
+        assert f.passed, (f.file, f.problems)
+        assert f.chat_path == "ok" and f.chat_answers == f.answers and len(f.answers) == 4
     llm = Llama(model_path=str(run.gguf("Q8_0")), vocab_only=True, verbose=False)
     ids = smoke.chat_ids(llm, smoke.chat_formatter(llm), [{"role": "user", "content": "Hi"}])
     assert ids[:2] == [2, 105] and ids.count(2) == 1  # <bos><start_of_turn>, BOS exactly once
-    modelfile = (run.gguf_dir / "Modelfile").read_text()
+    modelfile = (run.modelfile).read_text()
     assert "<start_of_turn>" in modelfile and 'PARAMETER stop "<end_of_turn>"' in modelfile

@@ -1,4 +1,3 @@
-import json
 import shutil
 
 import pytest
@@ -7,6 +6,7 @@ from safetensors.torch import load_file, save_file
 
 from edgetune import merge
 from edgetune.errors import EdgetuneError
+from edgetune.runs import RunFolder
 
 
 def test_merge_matches_peft_merge_and_unload(trained_run, tiny_base, tmp_path):
@@ -58,14 +58,14 @@ def test_merge_rejects_an_adapter_for_another_base(trained_run, tmp_path):
     tensors[key] = torch.zeros(tensors[key].shape[0], tensors[key].shape[1] + 3)
     save_file(tensors, str(adapter / "adapter_model.safetensors"))
     with pytest.raises(EdgetuneError, match="does not match the base weight"):
-        merge.merge(json.loads((run / "train.json").read_text())["base_path"], adapter, tmp_path / "out")
+        merge.merge(RunFolder(run).train_result().base_path, adapter, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
     tensors = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     renamed = {k.replace("layers.0.", "layers.9."): v for k, v in tensors.items()}
     save_file(renamed, str(adapter / "adapter_model.safetensors"))
     with pytest.raises(EdgetuneError, match="have no base weight"):
-        merge.merge(json.loads((run / "train.json").read_text())["base_path"], adapter, tmp_path / "out")
+        merge.merge(RunFolder(run).train_result().base_path, adapter, tmp_path / "out")
 
     (adapter / "adapter_config.json").unlink()
     with pytest.raises(EdgetuneError, match="no adapter_config.json"):

@@ -11,6 +11,7 @@ from edgetune import mixed
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.mixed import Option, Table
+from edgetune.runs import RunFolder
 
 K_LADDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
 
@@ -165,7 +166,6 @@ def test_auto_mixed_is_a_recipe_key():
 def test_pipeline_auto_mixed_keeps_the_closer_file(tiny_base, demo_jsonl, trained_run, tmp_path):
     """The mix is built at the recommended single file's size, measured the same way, and kept only if its
     KLD is lower; the report says which won and by how much."""
-    import json
     import shutil
 
     from edgetune import pipeline
@@ -178,24 +178,24 @@ def test_pipeline_auto_mixed_keeps_the_closer_file(tiny_base, demo_jsonl, traine
                     export={"quants": "auto", "auto_types": ["Q4_0", "Q8_0"], "auto_embedding_types": ["default"],
                             "auto_min_top1": 0.6, "auto_max_accuracy_drop": 1.0, "auto_mixed": True})
     pipeline.run(r, until="quantize")
-    run = pipeline.Run(r)
-    q = json.loads((run.dir / "quant.json").read_text())
-    m = q["sweep"]["mixed"]
-    mix = next(f for f in q["files"] if f["label"] == m["label"])
-    single = next(f for f in q["files"] if f["label"] == m["against"])
-    assert m["label"] == f"{single['label']}-MIXED" and mix["bytes"] <= single["bytes"]
-    assert set(m["sensitivity"]) >= {"token_embd.weight", "attn_q.weight", "ffn_down.weight"}
-    assert m["won"] == (mix["mean_kld"] < single["mean_kld"])  # both within the loose budget
-    winner, loser = (mix, single) if m["won"] else (single, mix)
-    assert q["sweep"]["recommended"] == winner["label"] and winner["recommended"] and not loser["kept"]
-    assert run.gguf(winner["label"]).is_file() and not run.gguf(loser["label"]).exists()
-    assert f"{mix['mean_kld']:.4f} vs {single['mean_kld']:.4f}" in q["sweep"]["why"]
-    assert f"{winner['label']} is recommended instead" in q["sweep"]["why"] if m["won"] else \
-        f"{single['label']} stays recommended" in q["sweep"]["why"]
-    types = mixed.written_types(run.gguf(mix["label"])) if m["won"] else None
-    assert types is None or sum(mix["types"].values()) == len([t for t in types.values() if t not in ("F32",)])
-    assert sweep_mod.kept_labels(q) == [winner["label"]]
-    assert winner["label"] in sweep_mod.report_section(q)
+    run = RunFolder.of(r)
+    q = run.quant_result()
+    m = q.sweep.mixed
+    mix = next(f for f in q.files if f.label == m.label)
+    single = next(f for f in q.files if f.label == m.against)
+    assert m.label == f"{single.label}-MIXED" and mix.bytes <= single.bytes
+    assert set(m.sensitivity) >= {"token_embd.weight", "attn_q.weight", "ffn_down.weight"}
+    assert m.won == (mix.mean_kld < single.mean_kld)  # both within the loose budget
+    winner, loser = (mix, single) if m.won else (single, mix)
+    assert q.sweep.recommended == winner.label and winner.recommended and not loser.kept
+    assert run.gguf(winner.label).is_file() and not run.gguf(loser.label).exists()
+    assert f"{mix.mean_kld:.4f} vs {single.mean_kld:.4f}" in q.sweep.why
+    assert f"{winner.label} is recommended instead" in q.sweep.why if m.won else \
+        f"{single.label} stays recommended" in q.sweep.why
+    types = mixed.written_types(run.gguf(mix.label)) if m.won else None
+    assert types is None or sum(mix.types.values()) == len([t for t in types.values() if t not in ("F32",)])
+    assert q.kept_labels() == [winner.label]
+    assert winner.label in sweep_mod.report_section(q)
 
 
 @pytest.mark.parametrize("mix_kld, mix_top1, won", [(0.05, 0.99, True), (0.2, 0.99, False), (0.05, 0.5, False)])
@@ -203,6 +203,7 @@ def test_mixed_candidate_wins_only_when_closer_and_within_budget(monkeypatch, tm
     from edgetune import kld
     from edgetune import sweep as sweep_mod
     from edgetune.recipe import from_dict
+    from edgetune.results import QuantFile
 
     spec = from_dict({"export": {"quants": "auto", "auto_mixed": True}}).export
     monkeypatch.setattr(sweep_mod.mixed, "error_table", lambda *a, **k: constructed())
@@ -213,16 +214,16 @@ def test_mixed_candidate_wins_only_when_closer_and_within_budget(monkeypatch, tm
         return {"path": str(dst), "bytes": plan.bytes, "bits_per_weight": 4.0}
 
     monkeypatch.setattr(sweep_mod.mixed, "quantize_mix", fake_mix)
-    monkeypatch.setattr(sweep_mod.kld, "measure", lambda path, *a: {"mean_kld": mix_kld, "top1": mix_top1,
-                                                                   "accuracy": 0.75, "p99_kld": 1.0})
-    single = {"label": "Q4_K_M", "bytes": 1400, "mean_kld": 0.1, "top1": 0.99, "misses": []}
+    monkeypatch.setattr(sweep_mod.kld, "measure", lambda path, *a: kld.Measure(mix_kld, 1.0, mix_top1, 10, 2.0, 1.0,
+                                                                              0.75, []))
+    single = QuantFile("Q4_K_M", "Q4_K_M", bytes=1400, mean_kld=0.1, top1=0.99)
     ref = kld.Reference("f16", [], 1.0, 0.75, [], 0)
     row = sweep_mod.mixed_candidate(tmp_path / "m-F16.gguf", single, spec, None, ref, None,
                                     lambda q: tmp_path / f"m-{q}.gguf", 8, 1)
-    assert row["won"] is won and row["bytes"] <= 1400 and row["label"] == "Q4_K_M-MIXED"
-    assert f"{mix_kld:.4f} vs 0.1000 ({mix_kld / 0.1:.2f}x)" in row["verdict"]
-    assert ("Q4_K_M-MIXED is recommended instead" if won else "Q4_K_M stays recommended") in row["verdict"]
-    single["bytes"] = 1000  # below the smallest mix (1,250 bytes): no mixed file, said why
+    assert row.won is won and row.bytes <= 1400 and row.label == "Q4_K_M-MIXED"
+    assert f"{mix_kld:.4f} vs 0.1000 ({mix_kld / 0.1:.2f}x)" in row.verdict
+    assert ("Q4_K_M-MIXED is recommended instead" if won else "Q4_K_M stays recommended") in row.verdict
+    single.bytes = 1000  # below the smallest mix (1,250 bytes): no mixed file, said why
     row = sweep_mod.mixed_candidate(tmp_path / "m-F16.gguf", single, spec, None, ref, None,
                                     lambda q: tmp_path / f"m-{q}.gguf", 8, 1)
-    assert not row["won"] and "mean_kld" not in row and "below the smallest mix" in row["verdict"]
+    assert not row.won and not row.measured and "below the smallest mix" in row.verdict

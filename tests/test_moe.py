@@ -14,6 +14,7 @@ from edgetune import pipeline
 from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.merge import merge
+from edgetune.runs import RunFolder
 from edgetune.smoke import nmse, quick_check
 
 from arch_models import build
@@ -62,7 +63,7 @@ def test_experts_adapted_train_merge_convert_lora_and_batch(moe_base, demo_jsonl
                     train={"max_steps": 3, "targets": "all-linear", "lr": 5e-2, "experts": True, "dropout": 0.0})
     events = []
     pipeline.run(r, events.append, until="quantize")
-    run = pipeline.Run(r)
+    run = RunFolder.of(r)
 
     # the log names every adapted module: attention and both stacked expert weights of each layer, never the router
     adapted = next(e.data["targets"] for e in events if e.kind == "log" and e.data and "targets" in e.data)
@@ -236,8 +237,8 @@ def test_what_llama_cpp_cannot_run_fails_before_training(moe_base, demo_jsonl, t
         r = make_recipe(odd, demo_jsonl, tmp_path / f"runs-{name}")
         with pytest.raises(EdgetuneError, match=f"{odd}/config.json: .*{message}"):
             pipeline.run(r)
-        run = pipeline.Run(r)
-        assert not (run.dir / "train_log.jsonl").exists() and not run.adapter.exists()
+        run = RunFolder.of(r)
+        assert not run.train_log.exists() and not run.adapter.exists()
 
 
 def test_experts_option_is_checked(demo_jsonl, tmp_path, moe_base):

@@ -6,6 +6,7 @@ import pytest
 from edgetune import pipeline
 from edgetune.errors import EdgetuneError
 from edgetune.events import Cancelled, CancelToken
+from edgetune.runs import RunFolder
 
 from conftest import make_recipe
 
@@ -23,10 +24,10 @@ def finished_run(tiny_bos_base, demo_jsonl, tmp_path_factory):
 
 def test_every_step_produces_its_output(finished_run):
     r, summary, events = finished_run
-    run = pipeline.Run(r)
+    run = RunFolder.of(r)
     for path in (run.adapter / "adapter_config.json", run.merged / "config.json", run.gguf("F16"),
-                 run.gguf("Q8_0"), run.gguf("Q4_K_M"), run.dir / "smoke.json", run.dir / "report.md",
-                 run.gguf_dir / "Modelfile", run.gguf_dir / "README.md", run.dir / "recipe.yaml"):
+                 run.gguf("Q8_0"), run.gguf("Q4_K_M"), run.smoke_json, run.report_md,
+                 run.modelfile, run.model_card, run.recipe_yaml):
         assert path.exists(), path
     step_done = [e.phase for e in events if e.kind == "step_done"]
     assert step_done == list(pipeline.STEPS)
@@ -35,15 +36,15 @@ def test_every_step_produces_its_output(finished_run):
 
 def test_f16_gguf_is_the_trained_model(finished_run):
     _, summary, _ = finished_run
-    f16 = next(f for f in summary["files"] if f["file"].endswith("-F16.gguf"))
-    assert f16["passed"], f16["problems"]
-    assert f16["nmse"] < 1e-4
-    assert f16["tokenizer_mismatches"] == [] and f16["eos_matches"] and f16["chat_template"]
-    assert f16["agreement"] >= 0.75  # greedy answers equal HF's (ties may flip one at F16)
-    assert abs(f16["perplexity"] / f16["hf_perplexity"] - 1) < 1e-3
-    for f in summary["files"]:
-        assert f["passed"], (f["file"], f["problems"])
-        assert f["prompt_tokens_per_s"] > 0 and f["gen_tokens_per_s"] > 0
+    f16 = next(f for f in summary.files if f.file.endswith("-F16.gguf"))
+    assert f16.passed, f16.problems
+    assert f16.nmse < 1e-4
+    assert f16.tokenizer_mismatches == [] and f16.eos_matches and f16.chat_template
+    assert f16.agreement >= 0.75  # greedy answers equal HF's (ties may flip one at F16)
+    assert abs(f16.perplexity / f16.hf_perplexity - 1) < 1e-3
+    for f in summary.files:
+        assert f.passed, (f.file, f.problems)
+        assert f.prompt_tokens_per_s > 0 and f.gen_tokens_per_s > 0
 
 
 def test_chat_path_is_the_training_path(finished_run):
@@ -54,10 +55,10 @@ def test_chat_path_is_the_training_path(finished_run):
     from edgetune import smoke as smoke_mod
 
     r, summary, _ = finished_run
-    for f in summary["files"]:
-        assert f["chat_path"] == "ok", f["problems"]
-        assert f["chat_answers"] == f["answers"] and len(f["answers"]) == 4
-    llm = Llama(model_path=str(pipeline.Run(r).gguf("Q8_0")), vocab_only=True, verbose=False)
+    for f in summary.files:
+        assert f.chat_path == "ok", f.problems
+        assert f.chat_answers == f.answers and len(f.answers) == 4
+    llm = Llama(model_path=str(RunFolder.of(r).gguf("Q8_0")), vocab_only=True, verbose=False)
     ids = smoke_mod.chat_ids(llm, smoke_mod.chat_formatter(llm), [{"role": "user", "content": "hi"}])
     assert ids[0] == llm.token_bos() and ids.count(llm.token_bos()) == 1
 
@@ -65,18 +66,18 @@ def test_chat_path_is_the_training_path(finished_run):
 def test_verdicts(finished_run):
     _, summary, _ = finished_run
     # 30 steps on the tiny model: the responses' perplexity falls well before answers turn exact.
-    assert summary["task"]["verdict"] == "good" and summary["task"]["reasons"] == []
-    assert summary["task"]["perplexity"][1] < 0.95 * summary["task"]["perplexity"][0]
-    assert summary["task"]["accuracy"][1] >= summary["task"]["accuracy"][0]
+    assert summary.task.verdict == "good" and summary.task.reasons == []
+    assert summary.task.perplexity[1] < 0.95 * summary.task.perplexity[0]
+    assert summary.task.accuracy[1] >= summary.task.accuracy[0]
 
 
 def test_report_and_modelfile(finished_run):
     r, summary, _ = finished_run
-    run = pipeline.Run(r)
-    report = (run.dir / "report.md").read_text()
+    run = RunFolder.of(r)
+    report = (run.report_md).read_text()
     assert "file verdict: PASS (3 of 3 files" in report and "task verdict: good" in report
     assert "t-Q4_K_M.gguf" in report and "| pass |" in report and "chat template: alpaca" in report
-    modelfile = (run.gguf_dir / "Modelfile").read_text()
+    modelfile = (run.modelfile).read_text()
     assert "FROM ./t-Q4_K_M.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert 'TEMPLATE """{{ range .Messages }}' in modelfile and "### Instruction" in modelfile
 
@@ -96,7 +97,7 @@ def test_changing_quants_redoes_only_quantize_and_smoke(finished_run):
     pipeline.run(r, events.append)
     skipped = [e.phase for e in events if e.kind == "step_skip"]
     assert skipped == ["train", "merge", "convert"]
-    assert pipeline.Run(r).gguf("Q5_K_M").exists()
+    assert RunFolder.of(r).gguf("Q5_K_M").exists()
 
 
 def test_a_broken_gguf_fails_the_smoke_test(finished_run, tmp_path):
@@ -111,7 +112,7 @@ def test_a_broken_gguf_fails_the_smoke_test(finished_run, tmp_path):
     from edgetune import smoke as smoke_mod
 
     r, _, _ = finished_run
-    run = pipeline.Run(r)
+    run = RunFolder.of(r)
     # Rewrite the F16 file with one weight matrix zeroed: it still loads, but it is not our model.
     reader = gguf.GGUFReader(str(run.gguf("F16")))
     broken = tmp_path / "broken-F16.gguf"
@@ -124,7 +125,7 @@ def test_a_broken_gguf_fails_the_smoke_test(finished_run, tmp_path):
     examples = data.prepare(dataclasses.replace(r.data, template="model"), tok).eval
     ref = smoke_mod.hf_reference(run.merged, examples, 8, 4)
     row = smoke_mod.check_gguf(broken, ref, 8)
-    assert not row["passed"] and any("NMSE" in p for p in row["problems"])
+    assert not row.passed and any("NMSE" in p for p in row.problems)
     with pytest.raises(EdgetuneError, match="broken-F16.gguf: .*logits NMSE"):
         smoke_mod.require_pass([row])
 
@@ -139,7 +140,7 @@ def test_cancel_between_steps_keeps_what_is_done(tiny_base, demo_jsonl, tmp_path
 
     with pytest.raises(Cancelled):
         pipeline.run(r, stop_after_merge, cancel)
-    run = pipeline.Run(r)
+    run = RunFolder.of(r)
     assert (run.merged / "config.json").exists() and not run.gguf("F16").exists()
     state = json.loads(run.state_path.read_text())
     assert set(state) == {"train", "merge"}

@@ -13,6 +13,7 @@ from edgetune.convert import convert_hf_to_gguf
 from edgetune.convert.filetypes import DIRECT_TYPES, FILE_TYPES, by_ftype, file_type
 from edgetune.errors import EdgetuneError
 from edgetune.quantize import predicted_size, quantize
+from edgetune.runs import RunFolder
 
 from arch_models import bpe_tokenizer, build
 
@@ -196,11 +197,11 @@ def test_kld_of_a_file_against_itself_is_zero_and_quantized_is_not(llama256, tmp
     assert len(rows.ids) == 3 and len(rows.prompts) == 2 and rows.expected == ["red fox", "blue cat"]
     ref = kld.reference(f16, rows, max_tokens=4)
     same = kld.measure(f16, ref, rows, max_tokens=4)
-    assert same["mean_kld"] == 0 and same["p99_kld"] == 0 and same["top1"] == 1 and same["delta_ppl"] == 0
-    assert same["answers"] == ref.answers
+    assert same.mean_kld == 0 and same.p99_kld == 0 and same.top1 == 1 and same.delta_ppl == 0
+    assert same.answers == ref.answers
     q2 = quantize(f16, tmp_path / "m-Q2_K.gguf", "Q2_K")["path"]
     worse = kld.measure(q2, ref, rows, max_tokens=4)
-    assert worse["mean_kld"] > 1e-4 and worse["p99_kld"] >= worse["mean_kld"] and worse["positions"] == same["positions"]
+    assert worse.mean_kld > 1e-4 and worse.p99_kld >= worse.mean_kld and worse.positions == same.positions
 
 
 def test_gain_kept():
@@ -232,7 +233,7 @@ def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
     def fake_measure(path, ref, rows, max_tokens, threads):
         q = path.rsplit("-", 1)[-1].removesuffix(".gguf")
         cancel.check()
-        return {"mean_kld": 1 - metrics[q][1], "p99_kld": 1.0, "top1": metrics[q][1], "accuracy": metrics[q][2]}
+        return kld.Measure(1 - metrics[q][1], 1.0, metrics[q][1], 10, 2.0, 1.0, metrics[q][2], [])
 
     monkeypatch.setattr(sweep_mod, "quantize", fake_quantize)
     monkeypatch.setattr(sweep_mod.kld, "measure", fake_measure)
@@ -247,8 +248,8 @@ SWEEP = {"Q8_0": (8.0, 1.0, 0.75), "Q4_K_M": (4.0, 0.99, 0.75), "IQ4_XS": (3.5, 
 
 def test_auto_picks_the_smallest_file_within_the_budget(monkeypatch, tmp_path):
     files, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP)
-    status = {f["label"]: f["status"] for f in files}
-    assert sweep["met"] and sweep["recommended"] == "Q4_K_M"
+    status = {f.label: f.status for f in files}
+    assert sweep.met and sweep.recommended == "Q4_K_M"
     assert "top-1 90.0% < 98%" in status["Q2_K"] and "accuracy 50% < F16's 75% - 1%" in status["IQ4_XS"]
     assert status["Q8_0"] == "not measured: larger than the recommended file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-Q4_K_M.gguf"]  # the others were deleted
@@ -256,10 +257,10 @@ def test_auto_picks_the_smallest_file_within_the_budget(monkeypatch, tmp_path):
 
 def test_auto_budget_keys_change_the_choice(monkeypatch, tmp_path):
     _, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP, auto_min_top1=0.85, auto_max_accuracy_drop=0.3)
-    assert sweep["recommended"] == "Q2_K"
+    assert sweep.recommended == "Q2_K"
     _, sweep = constructed_sweep(monkeypatch, tmp_path, SWEEP, auto_max_mib=3.8, auto_keep_all=True)
-    assert not sweep["met"] and sweep["recommended"] == "IQ4_XS"  # closest under the size limit
-    assert "no candidate meets the budget" in sweep["why"] and "closest: IQ4_XS" in sweep["why"]
+    assert not sweep.met and sweep.recommended == "IQ4_XS"  # closest under the size limit
+    assert "no candidate meets the budget" in sweep.why and "closest: IQ4_XS" in sweep.why
     assert {p.name for p in tmp_path.iterdir()} >= {"m-IQ4_XS.gguf", "m-Q2_K.gguf"}
 
 
@@ -280,7 +281,6 @@ def trained_copy(trained_run, tmp_path):
 
 
 def test_pipeline_auto_keeps_the_recommended_file_and_reports_the_sweep(tiny_base, demo_jsonl, trained_copy):
-    import json
 
     from edgetune import pipeline
     from edgetune import sweep as sweep_mod
@@ -292,27 +292,27 @@ def test_pipeline_auto_keeps_the_recommended_file_and_reports_the_sweep(tiny_bas
                             "auto_max_accuracy_drop": 1.0})
     events = []
     pipeline.run(r, events.append, until="quantize")  # the smoke step's own verdicts are tested elsewhere
-    run = pipeline.Run(r)
+    run = RunFolder.of(r)
     assert [e.phase for e in events if e.kind == "step_skip"] == ["train"]
-    q = json.loads((run.dir / "quant.json").read_text())
-    assert q["imatrix"]["tokens"] >= 1024 and (run.gguf_dir / "t.imatrix.gguf").is_file()
-    measured = [f for f in q["files"] if "mean_kld" in f]
-    best = next(f for f in measured if f.get("recommended"))
-    within = [f for f in measured if not f["misses"]]
-    assert q["sweep"]["met"] and best["predicted_bytes"] == min(f["predicted_bytes"] for f in within)  # smallest
-    assert all(f["status"].startswith("not measured") for f in q["files"] if f["predicted_bytes"] > best["predicted_bytes"])
-    same_size = [f for f in measured if f["predicted_bytes"] == best["predicted_bytes"]]
-    assert all(f["misses"] or f["mean_kld"] >= best["mean_kld"] for f in same_size)
+    q = run.quant_result()
+    assert q.imatrix.tokens >= 1024 and (run.gguf_dir / "t.imatrix.gguf").is_file()
+    measured = [f for f in q.files if f.measured]
+    best = next(f for f in measured if f.recommended)
+    within = [f for f in measured if not f.misses]
+    assert q.sweep.met and best.predicted_bytes == min(f.predicted_bytes for f in within)  # smallest
+    assert all(f.status.startswith("not measured") for f in q.files if f.predicted_bytes > best.predicted_bytes)
+    same_size = [f for f in measured if f.predicted_bytes == best.predicted_bytes]
+    assert all(f.misses or f.mean_kld >= best.mean_kld for f in same_size)
     on_disk = sorted(p.name for p in run.gguf_dir.glob("*.gguf"))
-    assert on_disk == sorted(["t-F16.gguf", "t.imatrix.gguf", f"t-{best['label']}.gguf"])
-    assert sweep_mod.kept_labels(q) == [best["label"]]  # what the smoke step tests besides F16
-    fields = gguf.GGUFReader(str(run.gguf(best["label"]))).fields
+    assert on_disk == sorted(["t-F16.gguf", "t.imatrix.gguf", f"t-{best.label}.gguf"])
+    assert q.kept_labels() == [best.label]  # what the smoke step tests besides F16
+    fields = gguf.GGUFReader(str(run.gguf(best.label))).fields
     assert fields["quantize.imatrix.file"].contents() == "t.imatrix.gguf"
     assert fields["quantize.imatrix.dataset"].contents() == demo_jsonl.name
     report = sweep_mod.report_section(q)
     assert "## Quantization" in report and "★ recommended" in report and "fine-tune kept" in report
-    assert f"FROM ./t-{best['label']}.gguf" in (run.gguf_dir / "Modelfile").read_text()
-    assert 0 <= best["mean_kld"] and best["top1"] >= 0.6 and best["gain_kept"] is not None
+    assert f"FROM ./t-{best.label}.gguf" in (run.modelfile).read_text()
+    assert 0 <= best.mean_kld and best.top1 >= 0.6 and best.gain_kept is not None
     events = []
     pipeline.run(r, events.append, until="quantize")
     assert [e.phase for e in events if e.kind == "step_skip"] == ["train", "merge", "convert", "quantize"]
@@ -329,12 +329,12 @@ def test_too_few_tokens_to_calibrate_falls_back_visibly(tiny_base, demo_jsonl, t
                                             r"\d+ training tokens are too few to calibrate"):
         pipeline.run(r, events.append, until="quantize")
     assert any("too few to calibrate" in e.message for e in events)
-    assert not pipeline.Run(r).gguf("IQ4_NL").exists()
+    assert not RunFolder.of(r).gguf("IQ4_NL").exists()
 
 
 def test_of_two_files_the_same_size_the_closer_is_recommended(monkeypatch, tmp_path):
     _, sweep = constructed_sweep(monkeypatch, tmp_path, {**SWEEP, "IQ4_NL": (4.0, 0.995, 0.75)})
-    assert sweep["recommended"] == "IQ4_NL"
+    assert sweep.recommended == "IQ4_NL"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-IQ4_NL.gguf"]
 
 

@@ -17,6 +17,7 @@ from edgetune import pipeline
 from edgetune.batch import run_batch
 from edgetune.convert import check_convertible, convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
+from edgetune.runs import RunFolder
 from edgetune.smoke import PARITY_STRINGS, nmse
 from edgetune.train import Plan, use_packing
 
@@ -97,8 +98,8 @@ def test_what_llama_cpp_cannot_run_fails_before_training(qwen35, demo_jsonl, tmp
     r = make_recipe(tmp_path / "unequal-heads", demo_jsonl, tmp_path / "runs")
     with pytest.raises(EdgetuneError, match="linear_key_head_dim 16 != linear_value_head_dim 32"):
         pipeline.run(r)
-    run = pipeline.Run(r)
-    assert not (run.dir / "train_log.jsonl").exists() and not run.adapter.exists()
+    run = RunFolder.of(r)
+    assert not run.train_log.exists() and not run.adapter.exists()
 
 
 def real_qwen35_model(dest):

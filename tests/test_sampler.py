@@ -124,7 +124,7 @@ def record_batches(monkeypatch):
 def test_training_mixes_lengths_from_the_start_and_resumes_on_the_same_batches(tiny_base, tmp_path, monkeypatch):
     from edgetune import train
     from edgetune.events import Cancelled, CancelToken
-    from edgetune.recipe import run_dir
+    from edgetune.runs import RunFolder
 
     from conftest import make_recipe
 
@@ -132,7 +132,7 @@ def test_training_mixes_lengths_from_the_start_and_resumes_on_the_same_batches(t
     settings = {"max_steps": 24, "batch_size": 8, "save_steps": 100, "eval_steps": 100, "logging_steps": 1}
     full = make_recipe(tiny_base, data, tmp_path / "a", data={"max_length": 128}, train=settings)
     seen = record_batches(monkeypatch)
-    train.train(full, run_dir(full))
+    train.train(full, RunFolder.of(full).dir)
     uninterrupted = dict(seen)
     assert len(uninterrupted) == 24  # 144 train rows / 8 = 18 batches: the run crosses into a second epoch
 
@@ -151,9 +151,9 @@ def test_training_mixes_lengths_from_the_start_and_resumes_on_the_same_batches(t
 
     resumed = make_recipe(tiny_base, data, tmp_path / "b", data={"max_length": 128}, train=settings)
     with pytest.raises(Cancelled):
-        train.train(resumed, run_dir(resumed), stop_after_step_20, cancel)
+        train.train(resumed, RunFolder.of(resumed).dir, stop_after_step_20, cancel)
     seen.clear()
-    train.train(resumed, run_dir(resumed))
+    train.train(resumed, RunFolder.of(resumed).dir)
     after = dict(seen)
     assert after and min(after) > 18 and max(after) == 23  # resumed inside the second epoch
     assert all(after[step] == uninterrupted[step] for step in after)

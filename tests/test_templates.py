@@ -10,6 +10,7 @@ from edgetune import report, smoke, templates
 from edgetune.base import load_tokenizer
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
+from edgetune.results import FileCheck, ModelAnswers, SmokeResult, TaskVerdict, TrainResult
 
 TURN_TOKENS = ["<start_of_turn>", "<end_of_turn>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
@@ -153,25 +154,26 @@ def test_modelfile_check_catches_a_wrong_template_and_stops(tiny_bos_base, tmp_p
 
 
 def test_task_verdict_names_likely_causes():
-    summary = {"base": {"accuracy": 0.0, "perplexity": 9.0, "answers": ["", ""]},
-               "hf": {"accuracy": 0.0, "perplexity": 8.9, "answers": ["", ""]}, "files": [], "expected": ["a", "b"]}
-    train = {"steps": 12, "tokens": {"responses_cut": 85, "count": 240, "max_length": 128, "p99": 210}}
+    summary = SmokeResult(prompts=["p", "q"], expected=["a", "b"], base=ModelAnswers(["", ""], 0.0, 9.0),
+                          hf=ModelAnswers(["", ""], 0.0, 8.9), files=[])
+    train = TrainResult("lora", "cpu", "fp32", "b", "b", 1, 10, steps=12, seconds=1.0,
+                        tokens={"responses_cut": 85, "count": 240, "max_length": 128, "p99": 210})
     task = report.task_verdict(summary, train, [3.0, 2.9, 2.8, 2.5, 2.2, 1.9])
-    assert task["verdict"] == "poor"
-    reasons = " | ".join(task["reasons"])
+    assert task.verdict == "poor"
+    reasons = " | ".join(task.reasons)
     assert "85 of 240 responses were cut at data.max_length 128" in reasons
     assert "answers nothing" in reasons and "still falling" in reasons and "only 12 optimizer steps" in reasons
-    summary["hf"]["accuracy"] = 1.0
-    assert report.task_verdict(summary, train, [])["verdict"] == "good"
-    summary["hf"]["accuracy"], summary["hf"]["perplexity"] = 0.0, 4.0  # free text: perplexity shows the gain
-    assert report.task_verdict(summary, train, [])["verdict"] == "good"
+    summary.hf.accuracy = 1.0
+    assert report.task_verdict(summary, train, []).verdict == "good"
+    summary.hf.accuracy, summary.hf.perplexity = 0.0, 4.0  # free text: perplexity shows the gain
+    assert report.task_verdict(summary, train, []).verdict == "good"
 
 
 def test_verdict_lines_split_file_and_task():
-    row = {"file": "t-F16.gguf", "passed": False, "problems": ["chat template (one turn): token 0 is ..."]}
-    summary = {"files": [row, {"file": "t-Q8_0.gguf", "passed": True, "problems": []}],
-               "task": {"verdict": "poor", "accuracy": [0.0, 0.0], "perplexity": [9.0, 8.9], "eval_loss": 2.0,
-                        "reasons": ["only 12 optimizer steps"]}}
+    row = FileCheck("t-F16.gguf", "t-F16.gguf", 1, 16.0, False, ["chat template (one turn): token 0 is ..."])
+    summary = SmokeResult([], [], ModelAnswers([], 0.0), ModelAnswers([], 0.0),
+                          files=[row, FileCheck("t-Q8_0.gguf", "t-Q8_0.gguf", 1, 8.5, True)],
+                          task=TaskVerdict("poor", [0.0, 0.0], [9.0, 8.9], 2.0, ["only 12 optimizer steps"]))
     file_line, task_line = report.verdict_lines(summary)
     assert file_line.startswith("file verdict: FAIL (1 of 2 files") and "t-F16.gguf: chat template" in file_line
     assert task_line.startswith("task verdict: poor") and "likely: only 12 optimizer steps" in task_line

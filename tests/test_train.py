@@ -5,7 +5,7 @@ import torch
 
 from edgetune import train
 from edgetune.events import Cancelled, CancelToken, TrainMetrics
-from edgetune.recipe import run_dir
+from edgetune.runs import RunFolder
 
 
 def _losses(run):
@@ -18,19 +18,19 @@ def test_lora_loss_falls_and_adapter_changes_output(tiny_recipe, tiny_base):
     from transformers import AutoModelForCausalLM
 
     events = []
-    adapter = train.train(tiny_recipe, run_dir(tiny_recipe), events.append)
-    losses, _ = _losses(run_dir(tiny_recipe))
+    adapter = train.train(tiny_recipe, RunFolder.of(tiny_recipe).dir, events.append)
+    losses, _ = _losses(RunFolder.of(tiny_recipe).dir)
     # Batches are cut by length, so one logged loss depends on which lengths it saw: compare a few.
     assert len(losses) >= 4 and sum(losses[-3:]) / 3 < losses[0] * 0.8
     assert any(e.message.startswith("output head and loss at loss positions only") for e in events)
-    summary = json.loads((run_dir(tiny_recipe) / "train.json").read_text())
-    assert summary["method"] == "lora" and summary["steps"] == 12 and 0 < summary["trainable_params"] < summary["total_params"]
-    assert summary["eval_loss"] > 0 and summary["eval_perplexity"] > 1
+    summary = RunFolder.of(tiny_recipe).train_result()
+    assert summary.method == "lora" and summary.steps == 12 and 0 < summary.trainable_params < summary.total_params
+    assert summary.eval_loss > 0 and summary.eval_perplexity > 1
     # eval_steps 6 of 12: evaluated at step 6 and once at the end (not a second time at step 12).
-    _, rows = _losses(run_dir(tiny_recipe))
+    _, rows = _losses(RunFolder.of(tiny_recipe).dir)
     assert [r["step"] for r in rows if "eval_loss" in r] == [6, 12]
     # LoRA's AdamW is torch's fused kernel.
-    ckpt = max((run_dir(tiny_recipe) / "checkpoints").glob("checkpoint-*"), key=lambda d: int(d.name.split("-")[1]))
+    ckpt = max((RunFolder.of(tiny_recipe).dir / "checkpoints").glob("checkpoint-*"), key=lambda d: int(d.name.split("-")[1]))
     assert torch.load(ckpt / "optimizer.pt", weights_only=True)["param_groups"][0]["fused"] is True
     assert any(isinstance(e, TrainMetrics) and e.kind == "progress" and e.loss is not None for e in events)
     assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer.json").is_file()
@@ -52,20 +52,20 @@ def test_cancel_then_resume_continues_from_checkpoint(tiny_recipe):
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        train.train(tiny_recipe, run_dir(tiny_recipe), stop_at_step_6, cancel)
-    ckpts = sorted((run_dir(tiny_recipe) / "checkpoints").glob("checkpoint-*"))
-    assert ckpts and not (run_dir(tiny_recipe) / "adapter").exists()
+        train.train(tiny_recipe, RunFolder.of(tiny_recipe).dir, stop_at_step_6, cancel)
+    ckpts = sorted((RunFolder.of(tiny_recipe).dir / "checkpoints").glob("checkpoint-*"))
+    assert ckpts and not (RunFolder.of(tiny_recipe).dir / "adapter").exists()
     stopped_at = int(ckpts[-1].name.split("-")[1])
     assert 6 <= stopped_at < 12
 
     messages = []
-    train.train(tiny_recipe, run_dir(tiny_recipe), lambda e: messages.append(e.message))
+    train.train(tiny_recipe, RunFolder.of(tiny_recipe).dir, lambda e: messages.append(e.message))
     assert any(m.startswith("resuming from checkpoint-") for m in messages)
-    _, rows = _losses(run_dir(tiny_recipe))
+    _, rows = _losses(RunFolder.of(tiny_recipe).dir)
     steps = [r["step"] for r in rows if "loss" in r]
     # The log is continuous: steps before the stop, then the resumed steps after it, no restart at 1.
     assert steps == sorted(steps) and steps[-1] == 12 and steps.count(2) == 1
-    assert json.loads((run_dir(tiny_recipe) / "train.json").read_text())["steps"] == 12
+    assert RunFolder.of(tiny_recipe).train_result().steps == 12
 
 
 def test_qlora_on_cpu_trains_linear4bit(tiny_recipe):
@@ -80,9 +80,9 @@ def test_qlora_on_cpu_trains_linear4bit(tiny_recipe):
     tiny_recipe.train.method = "qlora"
     tiny_recipe.train.dtype = "bf16"
     tiny_recipe.train.max_steps = 4
-    adapter = train.train(tiny_recipe, run_dir(tiny_recipe))
-    summary = json.loads((run_dir(tiny_recipe) / "train.json").read_text())
-    assert summary["method"] == "qlora" and summary["steps"] == 4
+    adapter = train.train(tiny_recipe, RunFolder.of(tiny_recipe).dir)
+    summary = RunFolder.of(tiny_recipe).train_result()
+    assert summary.method == "qlora" and summary.steps == 4
     from safetensors.torch import load_file
     tensors = load_file(str(adapter / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tensors.items())

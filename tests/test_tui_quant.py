@@ -1,9 +1,11 @@
 """The wizard's auto export option and budget field; the Results view of quant.json."""
 import asyncio
+import json
 
 import pytest
 
 from edgetune.errors import EdgetuneError
+from edgetune.results import QuantResult
 from edgetune.tui.app import EdgetuneApp
 from edgetune.tui.widgets.quant_view import quant_text
 
@@ -43,13 +45,14 @@ def test_export_screen_auto_and_budget():
 
 def test_results_view_marks_the_recommended_file_and_plots_size_against_kld():
     def row(label, mib, kld, top1, **extra):
-        return {"label": label, "bytes": mib * 2**20, "mean_kld": kld, "p99_kld": 10 * kld, "top1": top1,
+        return {"label": label, "type": label, "bytes": int(mib * 2**20), "mean_kld": kld, "p99_kld": 10 * kld, "top1": top1,
                 "accuracy": 1.0, "gain_kept": 0.97, "gave_back": False, **extra}
-    summary = {"imatrix": {"path": "x", "note": ""},
-               "sweep": {"met": True, "why": "Q4_K_M is the smallest file within the budget"},
+    summary = {"imatrix": {"tokens": 2048, "path": "x", "note": ""},
+               "sweep": {"budget": "top-1 >= 98%", "met": True, "recommended": "Q4_K_M",
+                         "why": "Q4_K_M is the smallest file within the budget"},
                "files": [row("Q2_K", 2.0, 0.5, 0.8), row("Q4_K_M", 4.0, 0.01, 0.99, recommended=True),
-                         {"label": "Q8_0", "predicted_bytes": 8 * 2**20, "status": "not measured"}]}
-    text = quant_text(summary).plain
+                         {"label": "Q8_0", "type": "Q8_0", "predicted_bytes": 8 * 2**20, "status": "not measured"}]}
+    text = quant_text(QuantResult.from_dict(json.loads(json.dumps(summary)))).plain  # as read from quant.json
     assert "Q4_K_M is the smallest file within the budget" in text
     assert "Q4_K_M" in text.splitlines()[3] and text.splitlines()[3].endswith("★")
     assert "mean KLD (log) against file size" in text and "2.0" in text and "4.0" in text

@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 from edgetune.events import Cancelled, Event, TrainMetrics
+from edgetune.results import SmokeResult
 
-FAKE_SUMMARY = {
+FAKE_SUMMARY = SmokeResult.from_dict({
     "prompts": ["p"] * 4, "expected": ["x"] * 4, "base": {"answers": [""] * 4, "accuracy": 0.0},
     "hf": {"answers": ["x"] * 4, "accuracy": 1.0, "perplexity": 1.5},
     "task": {"verdict": "good", "accuracy": [0.0, 1.0], "perplexity": [9.3, 1.5], "eval_loss": 0.4, "reasons": []},
@@ -18,7 +19,7 @@ FAKE_SUMMARY = {
                   ("F16", 2.1, 16.0, 1.50, 1.0, 1.0, 900.0, True),
                   ("Q8_0", 1.2, 8.5, 1.51, 1.0, 1.0, 1400.0, True),
                   ("Q4_K_M", 0.8, 5.2, 1.63, 0.75, 0.75, 1800.0, False))],
-}
+})
 
 
 class FakeRunner:

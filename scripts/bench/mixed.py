@@ -83,7 +83,7 @@ def main() -> None:
                 plan = mixed.choose(t, size)
                 mix = tmp / f"m-{q}-mixed.gguf"
                 mixed.quantize_mix(f16, mix, plan, im, a.threads)
-                mixes.append((plan, kld.measure(mix, ref, held, max_tokens=1, threads=a.threads)))
+                mixes.append((plan, kld.measure(mix, ref, held, max_tokens=1, threads=a.threads), mix.stat().st_size))
                 mix.unlink()
             rows.append((q, size, s, single_err, types.get("token_embd.weight"), mixes))
 
@@ -94,12 +94,12 @@ def main() -> None:
     print(f"\n{'single':8}{'MiB':>7}{'KLD':>8}{'top-1':>7}{'emb':>6} | {'mix (relative error)':22}{'KLD':>8}{'top-1':>7}"
           f"{'emb':>6}{'ratio':>7} | {'mix (KLD-calibrated)':22}{'KLD':>8}{'top-1':>7}{'emb':>6}{'ratio':>7}")
     for q, size, s, single_err, emb, mixes in rows:
-        line = f"{q:8}{size / 2**20:7.2f}{s['mean_kld']:8.4f}{s['top1']:7.1%}{emb:>6}"
-        for plan, m in mixes:
-            line += (f" | {m['bytes'] / 2**20:7.2f} MiB{'':11}{m['mean_kld']:8.4f}{m['top1']:7.1%}"
-                     f"{plan.types.get('token_embd.weight', '-'):>6}{m['mean_kld'] / s['mean_kld']:6.2f}x")
+        line = f"{q:8}{size / 2**20:7.2f}{s.mean_kld:8.4f}{s.top1:7.1%}{emb:>6}"
+        for plan, m, mix_bytes in mixes:
+            line += (f" | {mix_bytes / 2**20:7.2f} MiB{'':11}{m.mean_kld:8.4f}{m.top1:7.1%}"
+                     f"{plan.types.get('token_embd.weight', '-'):>6}{m.mean_kld / s.mean_kld:6.2f}x")
         print(line)
-        for name, (plan, _m) in zip(("relative", "calibrated"), mixes):
+        for name, (plan, _m, _bytes) in zip(("relative", "calibrated"), mixes):
             print(f"{'':8}{name} mix types: " + ", ".join(f"{t} x{n}" for t, n in plan.counts().items()))
     print("\nratio: mix KLD / single KLD at the single file's size (< 1: the mix is closer to F16)")
 

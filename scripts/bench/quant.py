@@ -165,8 +165,8 @@ def main() -> None:
             info = quantize(f16, out, q, a.threads, imatrix=path_im)
             size = {"mib": info["bytes"] / 2**20, "bpw": info["bits_per_weight"]}
             if not task_only:
-                results[(q, kind)] = {**kld.measure(out, ref, held, max_tokens=1, threads=a.threads), **size}
-            on_task[(q, kind)] = {**kld.measure(out, task_ref, task_held, max_tokens=1, threads=a.threads), **size}
+                results[(q, kind)] = {**vars(kld.measure(out, ref, held, max_tokens=1, threads=a.threads)), **size}
+            on_task[(q, kind)] = {**vars(kld.measure(out, task_ref, task_held, max_tokens=1, threads=a.threads)), **size}
             out.unlink()
 
         for with_im, without in pairs:

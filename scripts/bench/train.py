@@ -84,14 +84,16 @@ def train_ours(r, out: Path):
     from peft import PeftModel
 
     from edgetune import train
+    from edgetune.runs import RunFolder
 
     train.train(r, out)
     peak = peak_rss_mb()
-    seconds = json.loads((out / "train.json").read_text())["seconds"]
-    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    folder = RunFolder(out, r.name)
+    seconds = folder.train_result().seconds
+    log = [json.loads(x) for x in folder.train_log.read_text().splitlines()]
     tokens = max(x.get("num_tokens", 0) for x in log)
     # Held-out loss in fp32 for both sides, whatever dtype training ran in.
-    model = PeftModel.from_pretrained(train.load_model(r.base, _fp32()), str(out / "adapter"))
+    model = PeftModel.from_pretrained(train.load_model(r.base, _fp32()), str(folder.adapter))
     return model, seconds, tokens, peak
 
 

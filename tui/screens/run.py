@@ -2,8 +2,6 @@
 done, the smoke-test table with buttons to chat with any produced GGUF."""
 from __future__ import annotations
 
-import json
-
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,8 +19,9 @@ from textual.widgets import (
 
 from edgetune.errors import EdgetuneError
 from edgetune.events import Cancelled, CancelToken, TrainMetrics, progress_line
-from edgetune.pipeline import Run
 from edgetune.report import verdict_lines
+from edgetune.results import QuantResult, SmokeResult
+from edgetune.runs import RunFolder
 
 from ..display import base_label, one_line, shown_path
 from ..messages import CoreEvent, JobFinished
@@ -43,7 +42,7 @@ class RunScreen(Screen):
         self.recipe = recipe
         self.cancel_token = CancelToken()
         self.finished = False
-        self.summary: dict | None = None
+        self.summary: SmokeResult | None = None
 
     def compose(self) -> ComposeResult:
         r = self.recipe
@@ -108,19 +107,14 @@ class RunScreen(Screen):
         except Exception as e:  # a bug: still one line here
             self.post_message(JobFinished(None, one_line(e)))
 
-    def _smoke_summary(self) -> dict | None:
-        path = Run(self.recipe).dir / "smoke.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+    def _smoke_summary(self) -> SmokeResult | None:
+        folder = self._run()
+        return folder.optional(folder.smoke_result)
 
-    def _quant_summary(self) -> dict | None:
-        """quant.json of the quantize step: every file's KL divergence, the auto sweep."""
-        try:
-            return json.loads((self._run().dir / "quant.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+    def _quant_summary(self) -> QuantResult | None:
+        """The quantize step's result: every file's KL divergence, the auto sweep."""
+        folder = self._run()
+        return folder.optional(folder.quant_result)
 
     def on_core_event(self, message: CoreEvent) -> None:
         e = message.event
@@ -139,7 +133,7 @@ class RunScreen(Screen):
     def on_job_finished(self, message: JobFinished) -> None:
         self.done(message.result, message.error)
 
-    def done(self, summary: dict | None, error: str | None) -> None:
+    def done(self, summary: SmokeResult | None, error: str | None) -> None:
         self.app.running_tokens.discard(self.cancel_token)
         self.finished = True
         self.query_one("#cancel", Button).display = False
@@ -153,15 +147,15 @@ class RunScreen(Screen):
         if summary:
             self.summary = summary
             self.query_one("#accuracy", Static).update("\n".join(verdict_lines(summary)))
-            self.query_one("#smoke", SmokeTable).show(summary["files"])
+            self.query_one("#smoke", SmokeTable).show(summary.files)
             self.query_one("#quant", QuantView).show(self._quant_summary())
             for name in ("chat", "compare", "folder"):
                 self.query_one(f"#{name}", Button).disabled = False
             self.query_one(TabbedContent).active = "results"
             self.query_one("#smoke", SmokeTable).focus()
 
-    def _run(self):
-        return Run(self.recipe)
+    def _run(self) -> RunFolder:
+        return RunFolder.of(self.recipe)
 
     def action_cancel(self) -> None:
         if self.finished:
@@ -198,8 +192,8 @@ class RunScreen(Screen):
         elif event.button.id == "chat":
             self.action_chat_selected()
         elif event.button.id == "compare" and self.summary:
-            first, selected = self.summary["files"][0]["path"], self._selected_file()
-            other = selected if selected != first else self.summary["files"][-1]["path"]
+            first, selected = self.summary.files[0].path, self._selected_file()
+            other = selected if selected != first else self.summary.files[-1].path
             self.app.action_chat(first, other)
         elif event.button.id == "folder":
             self.query_one("#status", Static).update(f"output folder: {self._run().gguf_dir.resolve()}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.widgets import Label, Static
 
-from edgetune import recipe as recipe_mod
+from edgetune.runs import RunFolder
 from edgetune.sweep import budget_text
 
 from .run import RunScreen
@@ -33,7 +33,7 @@ class SummaryScreen(WizardScreen):
             f"training  {t.method}, r={t.rank} alpha={t.alpha} targets={t.targets}, lr {t.lr:g}, "
             f"{t.epochs:g} epochs, batch {t.batch_size}x{t.grad_accum}\n"
             f"export    {r.export.outtype.upper()} + {export_line(r.export)}\n"
-            f"output    {recipe_mod.run_dir(r)}/gguf/", id="summary-text")
+            f"output    {RunFolder.of(r).gguf_dir}/", id="summary-text")
         yield Static("Run saves recipe.yaml in the run folder; edgetune run --recipe replays it.",
                      classes="hint")
 

@@ -7,37 +7,38 @@ import math
 from rich.text import Text
 from textual.widgets import Static
 
+from edgetune.results import QuantFile, QuantResult
+
 PLOT_WIDTH, PLOT_HEIGHT = 44, 7
 MARKS = "abcdefghijklmnopqrstuvwxyz"
 
 
-def quant_text(summary: dict) -> Text:
-    files = [f for f in summary.get("files", []) if "mean_kld" in f]
+def quant_text(result: QuantResult) -> Text:
+    files = [f for f in result.files if f.measured]
     text = Text()
-    sweep = summary.get("sweep")
-    if sweep:
-        text.append(f"{sweep['why']}\n", style="bold" if sweep["met"] else "bold red")
-    im = summary.get("imatrix")
-    if im and not im.get("path"):
-        text.append(f"{im['note']}\n", style="yellow")
+    if result.sweep:
+        text.append(f"{result.sweep.why}\n", style="bold" if result.sweep.met else "bold red")
+    im = result.imatrix
+    if im and not im.path:
+        text.append(f"{im.note}\n", style="yellow")
     if not files:
         return text
     text.append(f"{'':2}{'file':22}{'MiB':>8}{'KLD':>9}{'p99':>8}{'top-1':>7}{'acc':>6}{'kept':>6}\n", style="dim")
     for mark, f in zip(MARKS, files):
-        kept = "—" if f.get("gain_kept") is None else f"{f['gain_kept']:.0%}"
-        acc = "—" if f.get("accuracy") is None else f"{f['accuracy']:.0%}"
-        style = "bold green" if f.get("recommended") else "red" if f.get("gave_back") else ""
-        text.append(f"{mark} {f['label'][:22]:22}{f['bytes'] / 2**20:8.2f}{f['mean_kld']:9.4f}{f['p99_kld']:8.3f}"
-                    f"{f['top1']:7.1%}{acc:>6}{kept:>6}" + (" ★" if f.get("recommended") else "") + "\n", style=style)
+        kept = "—" if f.gain_kept is None else f"{f.gain_kept:.0%}"
+        acc = "—" if f.accuracy is None else f"{f.accuracy:.0%}"
+        style = "bold green" if f.recommended else "red" if f.gave_back else ""
+        text.append(f"{mark} {f.label[:22]:22}{f.size / 2**20:8.2f}{f.mean_kld:9.4f}{f.p99_kld:8.3f}"
+                    f"{f.top1:7.1%}{acc:>6}{kept:>6}" + (" ★" if f.recommended else "") + "\n", style=style)
     if len(files) > 1:
         text.append(plot(files))
     return text
 
 
-def plot(files: list[dict]) -> Text:
+def plot(files: list[QuantFile]) -> Text:
     """Size (x) against mean KLD (y, log scale), one letter per file."""
-    xs = [f["bytes"] / 2**20 for f in files]
-    ys = [math.log10(max(f["mean_kld"], 1e-6)) for f in files]
+    xs = [f.size / 2**20 for f in files]
+    ys = [math.log10(max(f.mean_kld, 1e-6)) for f in files]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     grid = [[" "] * PLOT_WIDTH for _ in range(PLOT_HEIGHT)]
     for mark, x, y in zip(MARKS, xs, ys):
@@ -55,7 +56,7 @@ def plot(files: list[dict]) -> Text:
 
 
 class QuantView(Static):
-    def show(self, summary: dict | None) -> None:
-        self.display = bool(summary and summary.get("files"))
+    def show(self, result: QuantResult | None) -> None:
+        self.display = bool(result and result.files)
         if self.display:
-            self.update(quant_text(summary))
+            self.update(quant_text(result))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
+from edgetune.results import FileCheck
+
 
 class SmokeTable(DataTable):
     COLUMNS = ("file", "MiB", "bits/w", "ppl", "agree", "acc", "tok/s", "verdict")
@@ -11,9 +13,9 @@ class SmokeTable(DataTable):
         self.add_columns(*self.COLUMNS)
         self.cursor_type = "row"
 
-    def show(self, files: list[dict]) -> None:
+    def show(self, files: list[FileCheck]) -> None:
         self.clear()
         for f in files:
-            self.add_row(f["file"], f"{f['bytes'] / 2**20:.1f}", f"{f['bits_per_weight']:.2f}",
-                         f"{f['perplexity']:.3f}", f"{f['agreement']:.0%}", f"{f['accuracy']:.0%}",
-                         f"{f['gen_tokens_per_s'] or 0:.0f}", "pass" if f["passed"] else "FAIL", key=f["path"])
+            self.add_row(f.file, f"{f.bytes / 2**20:.1f}", f"{f.bits_per_weight:.2f}", f"{f.perplexity:.3f}",
+                         f"{f.agreement:.0%}", f"{f.accuracy:.0%}", f"{f.gen_tokens_per_s or 0:.0f}",
+                         "pass" if f.passed else "FAIL", key=f.path)
