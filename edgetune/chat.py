@@ -5,13 +5,13 @@ model was trained with). A file without one (a base model) is driven as plain te
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from edgetune import threads as threads_mod
 from edgetune.errors import EdgetuneError
 from edgetune.gguf_io import check_gguf_file
 
@@ -60,9 +60,11 @@ class ChatSession:
 
         self.path = Path(gguf)
         check_gguf_file(self.path)
+        # threads > 0: the caller chose (and said why); 0: chosen here from the CPUs that are free
+        self.threads = threads_mod.choose(threads, f"--threads {threads}", busy=0.0 if threads > 0 else None)
         try:
             self.llm = Llama(model_path=str(self.path), n_ctx=n_ctx, verbose=False,
-                             n_threads=threads or os.cpu_count() or 1)
+                             n_threads=self.threads.threads, n_threads_batch=self.threads.threads)
         except Exception as e:
             raise EdgetuneError(f"{self.path}: llama.cpp could not load it ({str(e).splitlines()[0]})") from None
         self.has_template = bool(self.llm.metadata.get("tokenizer.chat_template"))

@@ -16,6 +16,7 @@ from edgetune import hub, logs, pipeline
 from edgetune import merge as merge_mod
 from edgetune import quantize as quantize_mod
 from edgetune import recipe as recipe_mod
+from edgetune import threads as threads_mod
 from edgetune.base import resolve_base
 from edgetune.batch import run_batch
 from edgetune.convert import convert_hf_to_gguf
@@ -98,8 +99,14 @@ def _command_log(command: str) -> Path:
     return cache_dir() / "logs" / f"{command}.log"
 
 
-def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str], data: Optional[str]):
+THREADS_HELP = "Threads of every heavy step (default 0: as many as there are CPUs free; the recipe's threads key)."
+
+
+def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str], data: Optional[str],
+                 threads: Optional[int] = None):
     r = recipe_mod.load(recipe) if recipe else recipe_mod.Recipe()
+    if threads is not None:
+        r.threads = threads
     if name:
         r.name = name
     if base:
@@ -155,9 +162,10 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
 
 @app.command()
 def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default: built-in defaults)."),
-          name: Optional[str] = None, base: Optional[str] = None, data: Optional[str] = None):
+          name: Optional[str] = None, base: Optional[str] = None, data: Optional[str] = None,
+          threads: Optional[int] = typer.Option(None, help=THREADS_HELP)):
     """Fine-tune: QLoRA on a CUDA GPU, LoRA on the CPU. Leaves runs/<name>/adapter/."""
-    r = _load_recipe(recipe, name, base, data)
+    r = _load_recipe(recipe, name, base, data, threads)
     folder = RunFolder.of(r)
     _log_libraries(folder.log, llama=False)
     pipeline.run(r, CliRenderer(), until="train")
@@ -168,9 +176,10 @@ def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default
 def run(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML."), name: Optional[str] = None,
         base: Optional[str] = None, data: Optional[str] = None,
         until: str = typer.Option("smoke", help="Stop after: train, merge, convert, quantize, smoke."),
-        force: bool = typer.Option(False, help="Redo every step.")):
+        force: bool = typer.Option(False, help="Redo every step."),
+        threads: Optional[int] = typer.Option(None, help=THREADS_HELP)):
     """Train, merge, convert, quantize and smoke-test in one go (resumes a stopped run)."""
-    _run_pipeline(_load_recipe(recipe, name, base, data), until, force)
+    _run_pipeline(_load_recipe(recipe, name, base, data, threads), until, force)
 
 
 def _run_pipeline(r, until: str = "smoke", force: bool = False) -> None:
@@ -225,21 +234,23 @@ def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", 
 
 @app.command()
 def smoke(recipe: Optional[Path] = typer.Option(None, help="Recipe of the run to smoke-test."),
-          name: Optional[str] = None):
+          name: Optional[str] = None, threads: Optional[int] = typer.Option(None, help=THREADS_HELP)):
     """Smoke-test a run's GGUF files with llama.cpp against its merged HF model."""
-    r = _load_recipe(recipe, name, None, None)
+    r = _load_recipe(recipe, name, None, None, threads)
     _run_pipeline(r, until="smoke")
 
 
 @app.command()
 def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temperature: float = 0.7,
-         top_p: float = 0.95, max_tokens: int = 256, threads: int = 0):
+         top_p: float = 0.95, max_tokens: int = 256,
+         threads: int = typer.Option(0, help="llama.cpp threads (0: as many as there are CPUs free).")):
     """Chat with a GGUF on the CPU, streamed. A blank line sends (a message may span lines);
     /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt."""
     _log_libraries(_command_log("chat"), hf=False)
-    session = chat_mod.ChatSession(gguf, system=system, threads=threads)
-    typer.echo(f"{gguf.name}: template {session.template_name}. A blank line sends; /exit or Ctrl-D quits; "
-               "/help lists the commands.")
+    choice = threads_mod.choose(threads, f"--threads {threads}")
+    session = chat_mod.ChatSession(gguf, system=system, threads=choice.threads)
+    typer.echo(f"{gguf.name}: template {session.template_name}; {choice.reason}. A blank line sends; /exit or "
+               "Ctrl-D quits; /help lists the commands.")
     read_line = _console_reader()
     while (turn := chat_mod.read_turn(read_line)) is not None:
         if turn.command == "/exit":

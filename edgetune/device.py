@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgetune import threads as threads_mod
+
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -49,25 +51,6 @@ def bf16_pays(config, why: str) -> tuple[bool, str]:
         return False, (f"fp32: the CPU has bf16 units, but this model's layers (hidden {hidden}) are too narrow for "
                        f"bf16 autocast to pay (it needs {BF16_MIN_HIDDEN} or more)")
     return True, why
-
-
-def physical_cores() -> int:
-    """Distinct (package, core) pairs: hyper-threads share one core's matmul units, so torch gains nothing
-    from them and loses to contention."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return os.cpu_count() or 1
-    cores, package = set(), "0"
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "physical id":
-            package = value
-        elif key == "core id":
-            cores.add((package, value))
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(len(cores) or usable, usable))
 
 
 def free_memory_bytes(device: str) -> int:
@@ -155,15 +138,17 @@ def lora_flops_per_token(config, seq_len: int, loss_share: float = 1.0) -> float
     return 4 * total + 4 * vocab * h * loss_share
 
 
-def cpu_threads() -> tuple[int, str]:
-    """The torch thread count for training on the CPU and why: OMP_NUM_THREADS when set, else one per
-    physical core."""
-    import torch
-
-    if os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads(), f"{torch.get_num_threads()} threads (OMP_NUM_THREADS)"
-    n = physical_cores()
-    return n, f"{n} threads (one per physical core)"
+def cpu_threads(override: int = 0) -> threads_mod.Choice:
+    """The torch thread count for training on the CPU and why: `override` (the recipe's threads) when
+    set, else OMP_NUM_THREADS when set, else one per physical core that other processes leave free
+    (edgetune.threads)."""
+    if override:
+        c = threads_mod.choose(override, f"threads: {override}")
+    elif os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        c = threads_mod.choose(int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS")
+    else:
+        c = threads_mod.choose()
+    return c
 
 
 # Share of the measured matmul rate (at the model's own MLP shape) that LoRA training reaches end to
@@ -206,7 +191,7 @@ def _round(x: float) -> int:
 
 
 def estimate_throughput(config, device: str, dtype: str, why: str, batch_size: int, seq_len: int,
-                        loss_share: float = 1.0, seconds: float = 0.3) -> Estimate:
+                        loss_share: float = 1.0, seconds: float = 0.3, n_threads: int = 0) -> Estimate:
     """Measure this machine's matmul rate at the model's MLP shape (batch x seq tokens, hidden ->
     intermediate) for `seconds`, with the threads training will use, and turn it into tokens/s."""
     import torch
@@ -215,9 +200,10 @@ def estimate_throughput(config, device: str, dtype: str, why: str, batch_size: i
     m = max(1, min(batch_size * seq_len, 4096))  # beyond a few thousand rows the rate no longer grows
     threads = torch.cuda.get_device_name() if device == "cuda" else ""
     if device == "cpu":
-        n, threads = cpu_threads()
+        choice = cpu_threads(n_threads)
+        threads = choice.reason
         before = torch.get_num_threads()
-        torch.set_num_threads(n)
+        torch.set_num_threads(choice.threads)
     try:
         rate = matmul_gflops(dtype, device, m, c.hidden_size, c.intermediate_size, seconds)
     finally:

@@ -17,12 +17,12 @@ about a thousand positions.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgetune import threads as threads_mod
 from edgetune.data import tokenize
 from edgetune.errors import EdgetuneError
 from edgetune.gguf_io import check_gguf_file
@@ -95,7 +95,7 @@ class _File:
 
         check_gguf_file(Path(path))
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0,
-                         n_threads=threads or os.cpu_count() or 1, n_batch=min(512, n_ctx))
+                         n_threads=threads_mod.resolve(threads), n_batch=min(512, n_ctx))
 
     def logprobs(self, ids: list[int]) -> np.ndarray:
         self.llm.reset()

@@ -100,7 +100,7 @@ class ExportSpec:
 class SmokeSpec:
     prompts: int = 8  # held-out prompts answered by every GGUF
     max_tokens: int = 48
-    threads: int = 0  # 0: all cores
+    threads: int = 0  # llama.cpp threads of the quantize measurements and the smoke test (0: the recipe's threads)
 
 
 @dataclass
@@ -112,6 +112,8 @@ class Recipe:
     export: ExportSpec = field(default_factory=ExportSpec)
     smoke: SmokeSpec = field(default_factory=SmokeSpec)
     runs_dir: str = "runs"
+    # threads of every heavy step (0: chosen per step from the CPUs that are free, edgetune.threads)
+    threads: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -248,6 +250,10 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("export.auto_max_mib", f"{e.auto_max_mib} must be >= 0 (0: no limit)")
     if r.smoke.prompts < 0 or r.smoke.max_tokens < 1:
         bad("smoke", "prompts must be >= 0 and max_tokens >= 1")
+    if r.threads < 0:
+        bad("threads", f"{r.threads} must be >= 0 (0: as many as there are CPUs free)")
+    if r.smoke.threads < 0:
+        bad("smoke.threads", f"{r.smoke.threads} must be >= 0 (0: the recipe's threads)")
     return r
 
 

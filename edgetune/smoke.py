@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 
 from edgetune import data as data_mod
 from edgetune import templates
+from edgetune import threads as threads_mod
 from edgetune.convert.filetypes import FILE_TYPES, by_ftype
 from edgetune.data import Example
 from edgetune.errors import EdgetuneError
@@ -157,7 +157,7 @@ def nmse(ours: list[np.ndarray], ref: list[np.ndarray]) -> float:
 def _llama(path: Path, n_ctx: int, threads: int):
     from llama_cpp import Llama
     return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0,
-                 n_threads=threads or os.cpu_count() or 1, n_batch=min(512, n_ctx))
+                 n_threads=threads_mod.resolve(threads), n_batch=min(512, n_ctx))
 
 
 def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int = 0,
@@ -405,6 +405,8 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
     from transformers import AutoTokenizer
 
     spec = recipe.smoke
+    threads = threads_mod.log_choice("smoke", threads_mod.for_recipe(recipe, measurements=True), on_event, "threads")
+    threads_mod.set_torch_threads(threads)  # the HF reference and the base's answers run in torch
     if tok is None:
         tok = AutoTokenizer.from_pretrained(str(merged))
     # The merged tokenizer carries the template training used: render the held-out rows with it.
@@ -421,7 +423,7 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
     with torch.no_grad():
         base_logits = [base(torch.tensor([ids])).logits[0].float().numpy() for ids in ref.eval_ids]
     del base
-    rows = smoke(files, ref, spec.max_tokens, spec.threads, on_event, modelfile)
+    rows = smoke(files, ref, spec.max_tokens, threads, on_event, modelfile)
     return SmokeResult(
         prompts=[tok.decode(ids, skip_special_tokens=True) for ids in ref.prompt_ids], expected=ref.expected,
         base=ModelAnswers(base_answers, accuracy(base_answers, ref.expected),
@@ -467,7 +469,7 @@ def quick_check(path: str | Path, lora: Path | None = None, prompt: str = QUICK_
     check_gguf_file(path)
     if lora is not None:
         check_gguf_file(Path(lora))
-    kwargs = dict(n_ctx=256, logits_all=True, verbose=False, seed=0, n_threads=threads or os.cpu_count() or 1)
+    kwargs = dict(n_ctx=256, logits_all=True, verbose=False, seed=0, n_threads=threads_mod.resolve(threads))
     row: dict = {"file": str(lora or path), "problems": []}
     try:
         llm = Llama(model_path=str(path), lora_path=str(lora) if lora else None, **kwargs)

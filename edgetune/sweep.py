@@ -23,6 +23,7 @@ from typing import Callable
 from edgetune import data as data_mod
 from edgetune import imatrix as imatrix_mod
 from edgetune import kld, mixed
+from edgetune import threads as threads_mod
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
@@ -54,7 +55,9 @@ def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callba
         cancel: CancelToken | None = None) -> QuantResult:
     """The whole quantize step; returns (and writes to the folder's quant.json) its result. `tok` is
     the merged folder's tokenizer (loaded once by the caller: Gemma's takes seconds)."""
-    spec, threads, max_tokens = recipe.export, recipe.smoke.threads, recipe.smoke.max_tokens
+    spec, max_tokens = recipe.export, recipe.smoke.max_tokens
+    threads = threads_mod.log_choice("quantize", threads_mod.for_recipe(recipe, measurements=True), on_event, "threads")
+    threads_mod.set_torch_threads(threads)  # the importance matrix and the base's figures run in torch
     merged, unquantized = folder.merged, folder.gguf(spec.outtype)
     # The merged tokenizer carries the template training used: the same rows, split as in training.
     data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgetune import data as data_mod
 from edgetune import templates
+from edgetune import threads as threads_mod
 from edgetune.base import load_tokenizer, resolve_base
 from edgetune.device import (
     Estimate,
@@ -249,11 +250,13 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
 
     torch.manual_seed(t.seed)
     model = load_model(base, p, t.trust_remote_code)
-    checkpointing = machine_setup(p, t, model.config, max(len(x) for x in train_ds["input_ids"]), on_event)
+    checkpointing = machine_setup(p, t, model.config, max(len(x) for x in train_ds["input_ids"]), on_event,
+                                  recipe.threads)
     lengths = [len(x) for x in train_ds["input_ids"]]
     loss_tokens = sum(sum(m) for m in train_ds["completion_mask"]) if recipe.data.completion_only else sum(lengths)
     expected = estimate_throughput(model.config, p.device, p.dtype, p.why, t.batch_size,
-                                   round(sum(lengths) / len(lengths)), loss_tokens / max(1, sum(lengths)))
+                                   round(sum(lengths) / len(lengths)), loss_tokens / max(1, sum(lengths)),
+                                   n_threads=torch.get_num_threads() if p.device == "cpu" else 0)
     on_event(Event("train", "log", expected.line(), data={"expected_tokens_per_s": expected.tokens_per_s}))
     if p.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
@@ -371,23 +374,27 @@ def estimate(recipe: Recipe, stats: data_mod.TokenStats | None = None) -> Estima
         seq_len = max(1, round(sum(total for _, total in rows) / len(rows)))
         if recipe.data.completion_only:
             loss_share = sum(total - prompt for prompt, total in rows) / max(1, sum(total for _, total in rows))
-    return estimate_throughput(config, p.device, p.dtype, p.why, t.batch_size, seq_len, loss_share)
+    return estimate_throughput(config, p.device, p.dtype, p.why, t.batch_size, seq_len, loss_share,
+                               n_threads=recipe.threads)
 
 
-def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Callback = ignore) -> bool:
-    """Threads (CPU: one per physical core, unless OMP_NUM_THREADS says otherwise) and gradient
-    checkpointing; logs the device, dtype, threads and checkpointing with their reasons. Returns
-    whether to checkpoint."""
+def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Callback = ignore,
+                  threads: int = 0) -> bool:
+    """Threads (CPU: `threads` when set, else OMP_NUM_THREADS when set, else one per physical core
+    that other processes leave free: edgetune.threads) and gradient checkpointing; logs the device,
+    dtype, threads and checkpointing with their reasons. Returns whether to checkpoint."""
     import torch
 
     if p.device == "cpu":
-        n, threads = cpu_threads()
-        torch.set_num_threads(n)
+        choice = cpu_threads(threads)
+        threads_mod.set_torch_threads(choice.threads)
+        threads_mod.log_choice("train", choice, on_event, "threads")
+        where = "cpu"
     else:
-        threads = torch.cuda.get_device_name(_local_device(p))
+        where = f"{p.device}, {torch.cuda.get_device_name(_local_device(p))}"
     dtype_bytes = 4 if p.dtype == "fp32" else 2
     on, why = gradient_checkpointing(t.gradient_checkpointing, config, t.batch_size, longest_row, dtype_bytes, p.device)
-    on_event(Event("train", "log", f"{p.device}, {threads}; {p.why}; {why}",
+    on_event(Event("train", "log", f"{where}; {p.why}; {why}",
                    data={"device": p.device, "dtype": p.dtype, "gradient_checkpointing": on}))
     return on
 

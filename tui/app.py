@@ -12,7 +12,7 @@ from typing import Callable
 from textual.app import App
 from textual.binding import Binding
 
-from edgetune import pipeline
+from edgetune import pipeline, threads
 from edgetune import recipe as recipe_mod
 from edgetune.chat import ChatSession
 from edgetune.events import CancelToken
@@ -29,11 +29,13 @@ Runner = Callable  # (recipe, on_event, cancel) -> smoke summary dict, as pipeli
 
 
 def default_runner(recipe, on_event, cancel):
-    return pipeline.run(recipe, on_event, cancel)
+    with threads.for_ui():  # on the worker thread: every step leaves one CPU to the TUI
+        return pipeline.run(recipe, on_event, cancel)
 
 
 def default_chat_session(path: str, system: str = ""):
-    return ChatSession(path, system=system)
+    with threads.for_ui():
+        return ChatSession(path, system=system)
 
 
 class EdgetuneApp(App):

@@ -4,9 +4,11 @@ from __future__ import annotations
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
 from edgetune import recipe as recipe_mod
+from edgetune import threads
 from edgetune.errors import EdgetuneError
 from edgetune.train import estimate, plan
 
@@ -28,6 +30,14 @@ FIELDS = [  # (section, attribute, label, help)
 NUMBER_TYPES = {"rank": int, "alpha": int, "max_length": int, "seed": int, "epochs": float, "lr": float}
 
 
+class LoadChecked(Message):
+    """How busy the CPUs are, for the line that warns of a slow run."""
+
+    def __init__(self, choice: threads.Choice) -> None:
+        super().__init__()
+        self.choice = choice
+
+
 class TrainingScreen(WizardScreen):
     step = 2
 
@@ -38,6 +48,7 @@ class TrainingScreen(WizardScreen):
         method = METHOD_NAMES.get(p.method, p.method)
         yield Static(f"Detected {p.device.upper()}: auto means {method}.", id="plan", classes="hint")
         yield Static("expected tokens/s: measuring this machine…", id="estimate", classes="hint")
+        yield Static("", id="busy", classes="hint")  # shown when other processes keep CPUs busy
         with Horizontal(classes="field"):
             yield Label("method", classes="field-label")
             yield Select(METHODS, value=r.train.method, allow_blank=False, id="method", classes="field-select", compact=True)
@@ -59,12 +70,24 @@ class TrainingScreen(WizardScreen):
             yield Static("r 16, alpha 32, 3 epochs, lr 2e-4: the seed guide's LoRA recipe", classes="field-help")
 
     def on_mount(self) -> None:
+        self.query_one("#busy", Static).display = False
+        self.check_load(self.app.recipe.threads)
         self.measure(self.app.recipe, self.app.data_stats)
+
+    @work(thread=True, exclusive=True, group="load")
+    def check_load(self, override: int) -> None:
+        """The threads a run started here would take, and why (a short /proc/stat sample): off the UI thread."""
+        self.post_message(LoadChecked(threads.choose(override, f"threads: {override}", ui=True)))
+
+    def on_load_checked(self, message: LoadChecked) -> None:
+        line = self.query_one("#busy", Static)
+        line.update(f"[yellow]{message.choice.reason}[/yellow]")
+        line.display = bool(message.choice.busy)
 
     @work(thread=True, exclusive=True, group="estimate")
     def measure(self, recipe: recipe_mod.Recipe, stats) -> None:
         """The core's throughput estimate (a short matmul measurement): off the UI thread."""
-        with TRANSFORMERS_LOCK:
+        with TRANSFORMERS_LOCK, threads.for_ui():  # measured on the threads a run from here takes
             self.post_message(finished(estimate, recipe, stats))
 
     def on_job_finished(self, message: JobFinished) -> None:
