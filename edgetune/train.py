@@ -389,7 +389,7 @@ def machine_setup(p: Plan, t: TrainSpec, config, longest_row: int, on_event: Cal
         choice = cpu_threads(threads)
         threads_mod.set_torch_threads(choice.threads)
         threads_mod.log_choice("train", choice, on_event, "threads")
-        where = "cpu"
+        where = f"cpu, {choice.threads} thread{'s' if choice.threads != 1 else ''}"
     else:
         where = f"{p.device}, {torch.cuda.get_device_name(_local_device(p))}"
     dtype_bytes = 4 if p.dtype == "fp32" else 2

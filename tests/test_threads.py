@@ -348,3 +348,36 @@ def test_quantize_and_smoke_steps_take_the_chosen_threads(two_cpus, monkeypatch,
     assert logged["quantize"] == logged["smoke"] == "threads: 1 of 2 CPUs busy: expect about half the speed; using 1 thread"
     assert made and set(made) == {1}, made
     assert torch_threads and set(torch_threads) == {1}
+
+
+# ---------------------------------------------------------------- the wizard's Training step
+
+@pytest.mark.parametrize("busy", [1.0, 0.0])
+def test_training_step_warns_when_the_machine_is_busy(two_cpus, monkeypatch, busy):
+    import asyncio
+
+    from edgetune.device import Estimate
+    from edgetune.tui.app import EdgetuneApp
+
+    from tui_fixtures import FakeRunner
+    two_cpus["busy"] = busy
+    monkeypatch.setattr("edgetune.tui.screens.training.estimate", lambda recipe, stats: Estimate(
+        "cpu", "fp32", "fp32", "1 thread", 100.0, 5e6, 512, 8))
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(80, 24)) as pilot:
+            from edgetune.tui.screens.training import TrainingScreen
+            await app.push_screen(TrainingScreen())
+            screen = app.screen
+            for _ in range(400):  # the load is checked in a worker
+                if not screen.workers or all(w.is_finished for w in screen.workers):
+                    break
+                await pilot.pause(0.05)
+            await pilot.pause()
+            line = screen.query_one("#busy")
+            if busy:
+                assert line.display and "1 of 2 CPUs busy: expect about half the speed; using 1 thread" in str(line.render())
+            else:
+                assert not line.display
+    asyncio.run(go())

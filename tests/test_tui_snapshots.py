@@ -17,6 +17,7 @@ SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40"
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("edgetune.tui.widgets.step_table.clock", lambda: 0.0)
+    monkeypatch.setattr("edgetune.threads.busy_cpus", lambda cpus: 0.0)  # other processes' load: none
     return tmp_path
 
 
