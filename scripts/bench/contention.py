@@ -31,11 +31,12 @@ PROMPT = "The history of the city of Krakow begins"
 
 def chosen(config: str) -> tuple[int, str]:
     """The thread count of a configuration, in the measuring process (after the competitor started)."""
+    from edgetune import threads
     if config == "edgetune":
-        from edgetune import threads
         c = threads.choose()
         return c.threads, c.reason
-    return os.cpu_count() or 1, "every core"
+    # the same sample, so that a run on a machine that was not idle shows it
+    return os.cpu_count() or 1, f"every core; {threads.busy_cpus(sorted(threads.affinity())):.1f} CPUs busy elsewhere"
 
 
 def measure_chat(config: str, tokens: int, seconds: float) -> dict:
@@ -160,7 +161,8 @@ def main() -> None:
 def _after_the_competitor() -> None:
     """What each load measure says just after the busy loop stopped: why edgetune samples /proc/stat."""
     from edgetune import threads
-    busy = threads.busy_cpus(sorted(threads.affinity()))
+    time.sleep(1.0)
+    busy = threads.busy_cpus(sorted(threads.affinity()), seconds=1.0)
     print(f"just after the busy loop stopped: /proc/stat sample {busy:.2f} busy CPUs, "
           f"1-minute load average {os.getloadavg()[0]:.2f}")
 
