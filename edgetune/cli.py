@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from edgetune import chat as chat_mod
 from edgetune import data as data_mod
-from edgetune import hub, logs, pipeline
+from edgetune import hub, logs, pipeline, report_html
 from edgetune import merge as merge_mod
 from edgetune import quantize as quantize_mod
 from edgetune import recipe as recipe_mod
@@ -35,6 +35,7 @@ Examples:
   edgetune convert runs/demo/merged out.gguf --outtype f16
   edgetune quantize out.gguf out-Q4_K_M.gguf --type Q4_K_M
   edgetune chat runs/demo/gguf/demo-Q4_K_M.gguf
+  edgetune report runs/demo --open          rebuild report.md and report.html, open it in the browser
   edgetune batch adapters/ --quant Q4_K_M,Q8_0 --out gguf/
 """
 
@@ -229,6 +230,16 @@ def smoke(recipe: Optional[Path] = typer.Option(None, help="Recipe of the run to
     """Smoke-test a run's GGUF files with llama.cpp against its merged HF model."""
     r = _load_recipe(recipe, name, None, None)
     _run_pipeline(r, until="smoke")
+
+
+@app.command()
+def report(run_dir: Path, open_: bool = typer.Option(False, "--open", help="Open report.html in the browser.")):
+    """(Re)build report.md and report.html of a run folder, an old or unfinished one too."""
+    folder = RunFolder(run_dir, run_dir.resolve().name)
+    md, page = pipeline.write_reports(folder)
+    typer.echo(f"{md}\n{page}")
+    if open_ and not report_html.open_report(page):
+        typer.echo(f"no graphical browser here: open {page.resolve().as_uri()}")
 
 
 @app.command()

@@ -19,6 +19,7 @@ from typing import Callable
 
 from edgetune import merge as merge_mod
 from edgetune import report as report_mod
+from edgetune import report_html
 from edgetune import smoke as smoke_mod
 from edgetune import sweep as sweep_mod
 from edgetune import train as train_mod
@@ -45,9 +46,16 @@ def _quant_outputs(r: Recipe, f: RunFolder) -> list[Path]:
     return files + [f.quant_json, f.modelfile]
 
 
+def _train_settings(r: Recipe) -> tuple:
+    """What the trained adapter depends on: the experiment tracker is not part of it (switching it on does
+    not retrain, and runs made before it existed keep their fingerprints)."""
+    train = {k: v for k, v in dataclasses.asdict(r.train).items() if k != "report_to"}
+    return (r.base, r.data, train)
+
+
 # The order of the pipeline, written once: fingerprints, skipping and `until` all read it.
 STEP_TABLE = (
-    Step("train", lambda r: (r.base, r.data, r.train), lambda r, f: [f.adapter / "adapter_config.json"]),
+    Step("train", _train_settings, lambda r, f: [f.adapter / "adapter_config.json"]),
     Step("merge", lambda r: (), lambda r, f: [f.merged / "config.json"]),
     Step("convert", lambda r: (r.export.outtype,), lambda r, f: [unquantized(r, f)]),
     Step("quantize", lambda r: (r.export, r.smoke), _quant_outputs),
@@ -171,14 +179,36 @@ def _smoke(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Cal
 
 
 def _finish(recipe: Recipe, folder: RunFolder, on_event: Callback) -> SmokeResult:
-    """report.md from the records, the two verdicts in the log; a failed file verdict raises."""
+    """report.md and report.html from the records, the two verdicts in the log; a failed file verdict raises."""
     result = folder.smoke_result()
-    quant = folder.quant_result()
-    write_text(folder.report_md, report_mod.report(recipe, _train_result(folder), result) + sweep_mod.report_section(quant))
+    write_reports(folder, recipe)
+    on_event(Event("smoke", "log", f"report: {folder.report_html}"))
     for line in report_mod.verdict_lines(result):
         on_event(Event("smoke", "metric", line))
     smoke_mod.require_pass(result.files)
     return result
+
+
+def write_reports(folder: RunFolder, recipe: Recipe | None = None) -> list[Path]:
+    """(Re)write report.md and report.html of a run folder from its records, an old or unfinished run's
+    too: what is missing is named in them. `recipe`: the run's own (default: its recipe.yaml).
+    An EdgetuneError for a folder that is not a run."""
+    if not folder.is_run():
+        raise EdgetuneError(f"{folder.dir}: not a run folder (no {folder.recipe_yaml.name} or {folder.state_json.name})")
+    rec = report_html.records(folder)
+    if recipe is not None:
+        rec.recipe = recipe
+    if rec.recipe is not None and rec.train is not None and rec.smoke is not None:
+        md = report_mod.report(rec.recipe, rec.train, rec.smoke)
+    else:
+        missing = [p.name for p, r in ((folder.recipe_yaml, rec.recipe), (folder.train_json, rec.train),
+                                       (folder.smoke_json, rec.smoke)) if r is None]
+        md = f"# edgetune run `{folder.name}`\n\nmissing: {', '.join(missing)}\n"
+        md += "".join(f"\nunreadable: {line}\n" for line in rec.unreadable)
+    if rec.quant is not None:
+        md += sweep_mod.report_section(rec.quant)
+    write_text(folder.report_md, md)
+    return [folder.report_md, report_html.write(folder, rec)]
 
 
 def drop_stale_checkpoints(recipe: Recipe, folder: RunFolder, on_event: Callback, force: bool = False) -> None:
@@ -204,4 +234,4 @@ def _train_result(folder: RunFolder) -> TrainResult:
         raise EdgetuneError(f"{e}; run the train step first") from None
 
 
-__all__ = ["STEPS", "STEP_TABLE", "fingerprint", "run", "unquantized", "up_to_date"]
+__all__ = ["STEPS", "STEP_TABLE", "fingerprint", "run", "unquantized", "up_to_date", "write_reports"]

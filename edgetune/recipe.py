@@ -73,8 +73,12 @@ class TrainSpec:
     dtype: str = "auto"  # auto | bf16 | fp16 | fp32
     trust_remote_code: bool = False
     allow_pickle: bool = False  # load a pickle-only base (weights_only=True, copied as safetensors)
+    # the experiment tracker the trainer logs to (transformers' report_to): tensorboard writes event files
+    # under runs/<name>/tensorboard/ (pip install edgetune[tensorboard]); wandb runs offline without a network
+    report_to: str = "none"  # none | tensorboard | wandb
 
 
+REPORT_TO = ("none", "tensorboard", "wandb")
 AUTO_TYPES = [name for name, t in FILE_TYPES.items() if t.swept]
 
 
@@ -212,6 +216,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("train.dtype", f"{t.dtype!r} is not one of auto, bf16, fp16, fp32")
     if t.gradient_checkpointing not in ("auto", "true", "false"):
         bad("train.gradient_checkpointing", f"{t.gradient_checkpointing!r} must be auto, true or false")
+    if t.report_to not in REPORT_TO:
+        bad("train.report_to", f"{t.report_to!r} is not one of {', '.join(REPORT_TO)}")
     if t.max_grad_norm <= 0:
         bad("train.max_grad_norm", f"{t.max_grad_norm} must be positive")
     target_modules(t.targets, where)

@@ -1,6 +1,7 @@
 """What each step of a run leaves, as types: plain dataclasses that round-trip through their JSON file.
 
 train.json   TrainResult    how training went (method, steps over every resumed part, losses, tokens)
+train_log.jsonl  TrainLogEntry  one logged step each: loss or eval loss, learning rate, tokens/s
 quant.json   QuantResult    the importance matrix, the reference, every quantized file and the auto sweep
 smoke.json   SmokeResult    every GGUF checked against the merged model, the base's answers, the task verdict
 state.json   RunState       each step's fingerprint and time, and how the last attempt ended
@@ -102,6 +103,34 @@ class TrainResult(Record):
     eval_loss: float | None = None
     eval_perplexity: float | None = None
     parts: int = 1  # how many runs of the train step made it (1 + resumes)
+
+
+@dataclass
+class TrainLogEntry(Record):
+    """One line of train_log.jsonl: what the trainer logged at a step (a train or an eval log)."""
+
+    step: int
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    tokens_per_s: float | None = None
+
+
+def train_history(lines: list[str]) -> list[TrainLogEntry]:
+    """The entries of train_log.jsonl's lines, in step order; unreadable lines are left out, and where a
+    resumed run logged a step again, its last entry counts."""
+    entries: dict[tuple[int, bool], TrainLogEntry] = {}
+    for line in lines:
+        try:
+            data = json.loads(line)
+            entry = TrainLogEntry.from_dict({k: v for k, v in data.items() if k == "step" or isinstance(v, (int, float))})
+        except (json.JSONDecodeError, TypeError, ValueError):
+            continue
+        if isinstance(entry.step, int) and (entry.loss is not None or entry.eval_loss is not None):
+            entries[(entry.step, entry.eval_loss is not None)] = entry
+    return [entries[k] for k in sorted(entries)]
 
 
 # ---------------------------------------------------------------- quantize

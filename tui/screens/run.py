@@ -20,6 +20,7 @@ from textual.widgets import (
 from edgetune.errors import EdgetuneError
 from edgetune.events import Cancelled, CancelToken, TrainMetrics, progress_line
 from edgetune.report import verdict_lines
+from edgetune.report_html import open_report
 from edgetune.results import QuantResult, SmokeResult
 from edgetune.runs import RunFolder
 
@@ -65,6 +66,7 @@ class RunScreen(Screen):
                     yield Button("Chat", id="chat", disabled=True)
                     yield Button("Compare with F16", id="compare", disabled=True)
                     yield Button("Output folder", id="folder", disabled=True)
+                    yield Button("Open report", id="report", disabled=True)
         yield Static("", id="error", classes="error")
         with Horizontal(classes="nav"):
             yield Static("", id="status", classes="hint")
@@ -149,7 +151,7 @@ class RunScreen(Screen):
             self.query_one("#accuracy", Static).update("\n".join(verdict_lines(summary)))
             self.query_one("#smoke", SmokeTable).show(summary.files)
             self.query_one("#quant", QuantView).show(self._quant_summary())
-            for name in ("chat", "compare", "folder"):
+            for name in ("chat", "compare", "folder", "report"):
                 self.query_one(f"#{name}", Button).disabled = False
             self.query_one(TabbedContent).active = "results"
             self.query_one("#smoke", SmokeTable).focus()
@@ -197,3 +199,15 @@ class RunScreen(Screen):
             self.app.action_chat(first, other)
         elif event.button.id == "folder":
             self.query_one("#status", Static).update(f"output folder: {self._run().gguf_dir.resolve()}")
+        elif event.button.id == "report":
+            self.open_report()
+
+    def open_report(self) -> None:
+        """report.html in the system's browser where there is one; its path on the status line otherwise."""
+        page = self._run().report_html
+        if not page.is_file():
+            self.query_one("#status", Static).update(f"no report yet: edgetune report {shown_path(self._run().dir)}")
+        elif open_report(page):
+            self.query_one("#status", Static).update(f"report opened in the browser: {shown_path(page)}")
+        else:
+            self.query_one("#status", Static).update(f"report: {shown_path(page)} (no graphical browser here)")

@@ -8,7 +8,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from edgetune import recipe as recipe_mod
 from edgetune.errors import EdgetuneError
-from edgetune.train import estimate, plan
+from edgetune.train import estimate, plan, tracker_problem
 
 from ..messages import TRANSFORMERS_LOCK, JobFinished, finished
 from .export import ExportScreen
@@ -17,6 +17,8 @@ from .wizard import WizardScreen
 METHODS = [("auto", "auto"), ("QLoRA (4-bit base)", "qlora"), ("LoRA (16/32-bit)", "lora")]
 METHOD_NAMES = {"qlora": "QLoRA", "lora": "LoRA"}
 TARGETS = [("q,v", "qv"), ("q,k,v,o", "attn"), ("all linear", "all-linear")]
+TRACKERS = [("none", "none"), ("TensorBoard", "tensorboard"), ("Weights & Biases", "wandb")]
+TRACKER_HELP = "experiment tracker the trainer logs to"
 FIELDS = [  # (section, attribute, label, help)
     ("train", "rank", "rank r", "update capacity; 8-64, 16 is the usual start"),
     ("train", "alpha", "alpha", "update scale; often 2 x rank"),
@@ -55,6 +57,11 @@ class TrainingScreen(WizardScreen):
                 yield Static(help_text, classes="field-help")
         yield Static(self._cut_line(r.data.max_length), id="cut", classes="hint")
         with Horizontal(classes="field"):
+            yield Label("report to", classes="field-label")
+            yield Select(TRACKERS, value=r.train.report_to, allow_blank=False, id="report_to", classes="field-select",
+                         compact=True)
+            yield Static(tracker_problem(r.train.report_to) or TRACKER_HELP, id="report-help", classes="field-help")
+        with Horizontal(classes="field"):
             yield Button("Seed defaults", id="defaults", compact=True, classes="field-label")
             yield Static("r 16, alpha 32, 3 epochs, lr 2e-4: the seed guide's LoRA recipe", classes="field-help")
 
@@ -76,6 +83,11 @@ class TrainingScreen(WizardScreen):
         self.query_one("#plan", Static).update(f"Detected {est.device.upper()}: auto means {method} in {est.dtype} "
                                                f"({est.why}).")
         self.query_one("#estimate", Static).update(est.line())
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "report_to":
+            problem = tracker_problem(str(event.value))
+            self.query_one("#report-help", Static).update(f"[red]{problem}[/red]" if problem else TRACKER_HELP)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "f-max_length":
@@ -106,6 +118,7 @@ class TrainingScreen(WizardScreen):
                 self.query_one(f"#f-{attr}", Input).value = _shown(getattr(t if section == "train" else d, attr))
             self.query_one("#method", Select).value = t.method
             self.query_one("#targets", Select).value = t.targets
+            self.query_one("#report_to", Select).value = t.report_to
         else:
             super().on_button_pressed(event)
 
@@ -114,6 +127,10 @@ class TrainingScreen(WizardScreen):
         values = self.app.recipe.to_dict()
         values["train"]["method"] = self.query_one("#method", Select).value
         values["train"]["targets"] = self.query_one("#targets", Select).value
+        values["train"]["report_to"] = self.query_one("#report_to", Select).value
+        problem = tracker_problem(values["train"]["report_to"])
+        if problem:
+            raise EdgetuneError(f"settings: train.report_to {problem}")
         for section, attr, *_ in FIELDS:
             text = self.query_one(f"#f-{attr}", Input).value.strip()
             values[section][attr] = _number(text, NUMBER_TYPES[attr], f"{section}.{attr}")
