@@ -1,4 +1,5 @@
 """The whole spine on a tiny model: train -> merge -> convert -> quantize -> smoke, judged by llama.cpp."""
+import html
 import json
 
 import pytest
@@ -8,6 +9,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Cancelled, CancelToken
 from edgetune.runs import RunFolder
 
+from browser import render
 from conftest import make_recipe
 
 
@@ -80,6 +82,19 @@ def test_report_and_modelfile(finished_run):
     modelfile = (run.modelfile).read_text()
     assert "FROM ./t-Q4_K_M.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert 'TEMPLATE """{{ range .Messages }}' in modelfile and "### Instruction" in modelfile
+
+
+def test_report_html_draws_the_run(finished_run, tmp_path):
+    """The real run's report.html in headless Chromium: its logged curves and its files are drawn."""
+    r, summary, events = finished_run
+    run = RunFolder.of(r)
+    assert f"report: {run.report_html}" in [e.message for e in events]
+    groups = render(run.report_html, tmp_path)["groups"]
+    for gid in ("train-loss", "eval-loss", "learning-rate", "tokens-per-s", "files-kld", "recommended-kld",
+                "recommended-accuracy"):
+        assert gid in groups and groups[gid]["drawn"] > 0, (gid, sorted(groups))
+    page = run.report_html.read_text()
+    assert "★ Q4_K_M" in page and "file verdict: PASS (3 of 3 files" in page and html.escape(summary.prompts[0]) in page
 
 
 def test_rerun_skips_everything(finished_run):

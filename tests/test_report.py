@@ -166,7 +166,7 @@ def test_results_screen_opens_the_report(tmp_path, monkeypatch):
 
     async def go():
         app = EdgetuneApp(runner=FakeRunner(), autostart=True)
-        async with app.run_test(size=(100, 32)) as pilot:
+        async with app.run_test(size=(80, 24)) as pilot:
             for _ in range(200):
                 if getattr(app.screen, "finished", False):
                     break
@@ -174,12 +174,12 @@ def test_results_screen_opens_the_report(tmp_path, monkeypatch):
             run = app.screen
             button = run.query_one("#report")
             assert not button.disabled
-            button.press()
+            await pilot.click("#report")
             await pilot.pause()
             assert [p.resolve() for p in browsers] == [(tmp_path / "runs/my-run/report.html").resolve()]
             status = str(run.query_one("#status").render())
             assert status == "report: runs/my-run/report.html (no graphical browser here)", status
-            button.press()
+            await pilot.click("#report")
             await pilot.pause()
             assert str(run.query_one("#status").render()) == "report opened in the browser: runs/my-run/report.html"
     asyncio.run(go())
@@ -248,3 +248,34 @@ def test_tensorboard_event_files_read_back(tiny_base, demo_jsonl, tmp_path):
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4]
     logged = {h.step: h.loss for h in folder.train_history() if h.loss is not None}
     assert [round(e.value, 5) for e in acc.Scalars("train/loss")] == [round(logged[2], 5), round(logged[4], 5)]
+
+
+def test_training_step_chooses_the_tracker(monkeypatch):
+    from edgetune.device import Estimate
+    monkeypatch.setattr("edgetune.tui.screens.training.estimate", lambda recipe, stats: Estimate(
+        "cpu", "fp32", "fp32", "2 threads", 100.0, 5e6, 512, 8))
+    installed = {"tensorboard": True, "wandb": False}
+    monkeypatch.setattr("edgetune.tui.screens.training.tracker_problem", lambda name: None if installed.get(name, True)
+                        else f"{name} is not installed: pip install 'edgetune[{name}]'")
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(80, 24)) as pilot:
+            from edgetune.tui.screens.training import TrainingScreen
+            await app.push_screen(TrainingScreen())
+            await pilot.pause()
+            screen = app.screen
+            assert screen.query_one("#report_to").value == "none"
+            screen.query_one("#report_to").value = "wandb"
+            await pilot.pause()
+            assert str(screen.query_one("#report-help").render()) == "needs: pip install 'edgetune[wandb]'"
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            error = str(screen.query_one("#error").render())
+            assert error == "settings: train.report_to wandb is not installed: pip install 'edgetune[wandb]'", error
+            assert app.screen is screen
+            screen.query_one("#report_to").value = "tensorboard"
+            await pilot.pause()
+            screen.apply()
+            assert app.recipe.train.report_to == "tensorboard"
+    asyncio.run(go())

@@ -3,6 +3,7 @@ import asyncio
 
 import pytest
 
+from edgetune.runs import RunFolder
 from edgetune.tui.app import EdgetuneApp
 
 from tui_fixtures import FakeRunner
@@ -98,6 +99,7 @@ def test_real_tiny_run_through_the_ui_shows_the_smoke_table(tiny_recipe):
             states = [run.query_one("#steps").state(s) for s in ("train", "merge", "convert",
                                                                                   "quantize", "smoke")]
             assert states == ["done"] * 5
+            assert RunFolder.of(tiny_recipe).report_html.is_file() and not run.query_one("#report").disabled
     asyncio.run(go())
 
 

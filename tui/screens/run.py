@@ -60,13 +60,13 @@ class RunScreen(Screen):
                 yield RichLog(id="log-view", wrap=True, markup=False)
             with TabPane("Results", id="results"):
                 yield Static("results appear when the smoke test has run", id="accuracy")
-                yield SmokeTable(id="smoke")
-                yield QuantView(id="quant")
-                with Horizontal(classes="nav"):
+                with Horizontal(classes="nav"):  # above the tables: reachable however tall they are
                     yield Button("Chat", id="chat", disabled=True)
                     yield Button("Compare with F16", id="compare", disabled=True)
                     yield Button("Output folder", id="folder", disabled=True)
                     yield Button("Open report", id="report", disabled=True)
+                yield SmokeTable(id="smoke")
+                yield QuantView(id="quant")
         yield Static("", id="error", classes="error")
         with Horizontal(classes="nav"):
             yield Static("", id="status", classes="hint")

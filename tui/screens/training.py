@@ -1,6 +1,7 @@
 """Wizard step 3: training settings, with a line of help each; bad values are named inline as typed."""
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -60,7 +61,7 @@ class TrainingScreen(WizardScreen):
             yield Label("report to", classes="field-label")
             yield Select(TRACKERS, value=r.train.report_to, allow_blank=False, id="report_to", classes="field-select",
                          compact=True)
-            yield Static(tracker_problem(r.train.report_to) or TRACKER_HELP, id="report-help", classes="field-help")
+            yield Static(_tracker_help(r.train.report_to), id="report-help", classes="field-help")
         with Horizontal(classes="field"):
             yield Button("Seed defaults", id="defaults", compact=True, classes="field-label")
             yield Static("r 16, alpha 32, 3 epochs, lr 2e-4: the seed guide's LoRA recipe", classes="field-help")
@@ -86,8 +87,7 @@ class TrainingScreen(WizardScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "report_to":
-            problem = tracker_problem(str(event.value))
-            self.query_one("#report-help", Static).update(f"[red]{problem}[/red]" if problem else TRACKER_HELP)
+            self.query_one("#report-help", Static).update(_tracker_help(str(event.value)))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "f-max_length":
@@ -141,6 +141,13 @@ class TrainingScreen(WizardScreen):
 
     def next_screen(self):
         return ExportScreen()
+
+
+def _tracker_help(name: str) -> Text | str:
+    """What the tracker choice does, or (red) the package it needs: short enough for an 80-column field."""
+    if tracker_problem(name):
+        return Text(f"needs: pip install 'edgetune[{name}]'", style="red")
+    return TRACKER_HELP
 
 
 def _number(text: str, kind: type, name: str):

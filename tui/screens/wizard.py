@@ -27,7 +27,7 @@ class WizardScreen(Screen):
         yield Static(trail, classes="trail")
         with VerticalScroll(classes="wizard-body"):
             yield from self.body()
-        yield Static("", id="error", classes="error")
+        yield Static("", id="error", classes="error", markup=False)  # messages are text: [x] stays
         with Horizontal(classes="nav"):
             yield Button("Back", id="back", disabled=self.step == 0)
             yield Button("Run" if self.step == len(STEPS) - 1 else "Next", id="next", variant="primary")
