@@ -195,6 +195,8 @@ def tracker_args(t: TrainSpec, folder: RunFolder, on_event: Callback = ignore) -
         return {"report_to": ["tensorboard"]}
     os.environ["WANDB_DIR"] = str(folder.dir)  # its files: runs/<name>/wandb/
     os.environ.setdefault("WANDB_PROJECT", "edgetune")
+    os.environ.setdefault("WANDB_SILENT", "true")  # its banner would garble the TUI; the line below says where
+    os.environ.setdefault("WANDB_CONSOLE", "off")  # and it leaves the terminal's streams alone
     mode = USER_WANDB_MODE or ("online" if wandb_online() else "offline")
     os.environ["WANDB_MODE"] = mode
     later = f"; upload later: wandb sync {folder.wandb}/offline-run-*" if mode == "offline" else ""

@@ -211,7 +211,8 @@ def test_a_missing_tracker_is_one_line(tmp_path, monkeypatch):
 
 
 def test_wandb_runs_offline_without_a_key_or_network(tmp_path, monkeypatch):
-    for key in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_API_KEY", "WANDB_BASE_URL"):
+    for key in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_SILENT",
+                "WANDB_CONSOLE"):
         monkeypatch.setenv(key, "x")  # restored after the test
         monkeypatch.delenv(key)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
@@ -223,6 +224,7 @@ def test_wandb_runs_offline_without_a_key_or_network(tmp_path, monkeypatch):
     assert args == {"report_to": ["wandb"], "run_name": "w"}
     import os
     assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_DIR"] == str(folder.dir)
+    assert os.environ["WANDB_SILENT"] == "true" and os.environ["WANDB_CONSOLE"] == "off"
     assert f"upload later: wandb sync {folder.wandb}/offline-run-*" in events[0].message
     monkeypatch.setenv("WANDB_API_KEY", "k")  # a key, but the server does not answer (no network here)
     monkeypatch.setattr(train_mod, "WANDB_HOST", ("127.0.0.1", 9))
