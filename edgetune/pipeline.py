@@ -198,15 +198,22 @@ def write_reports(folder: RunFolder, recipe: Recipe | None = None) -> list[Path]
     rec = report_html.records(folder)
     if recipe is not None:
         rec.recipe = recipe
+    md = None
     if rec.recipe is not None and rec.train is not None and rec.smoke is not None:
-        md = report_mod.report(rec.recipe, rec.train, rec.smoke)
-    else:
+        try:
+            md = report_mod.report(rec.recipe, rec.train, rec.smoke)
+        except (IndexError, KeyError, TypeError, ValueError) as e:  # records of another version
+            rec.unreadable.append(f"report.md could not be written from them ({type(e).__name__}: {e})")
+    if md is None:
         missing = [p.name for p, r in ((folder.recipe_yaml, rec.recipe), (folder.train_json, rec.train),
                                        (folder.smoke_json, rec.smoke)) if r is None]
-        md = f"# edgetune run `{folder.name}`\n\nmissing: {', '.join(missing)}\n"
+        md = f"# edgetune run `{folder.name}`\n\n" + (f"missing: {', '.join(missing)}\n" if missing else "")
         md += "".join(f"\nunreadable: {line}\n" for line in rec.unreadable)
     if rec.quant is not None:
-        md += sweep_mod.report_section(rec.quant)
+        try:
+            md += sweep_mod.report_section(rec.quant)
+        except (IndexError, KeyError, TypeError, ValueError) as e:
+            md += f"\n## Quantization\n\nquant.json could not be shown ({type(e).__name__}: {e})\n"
     write_text(folder.report_md, md)
     return [folder.report_md, report_html.write(folder, rec)]
 

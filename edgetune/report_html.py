@@ -93,10 +93,15 @@ def render(rec: RunRecords) -> str:
     """The whole page."""
     body = [f"<h1>edgetune run <code>{_e(rec.name)}</code></h1>", _overview(rec)]
     body += [f'<p class="missing">unreadable: {_e(line)}</p>' for line in rec.unreadable]
+    sections = (("Verdicts", _verdicts), ("Training", _training), ("Quantization", _quantization), ("Files", _files),
+                ("Answers on held-out prompts", _answers))
     with matplotlib.rc_context(SVG_STYLE):  # figures read the style as they are made
-        body += ["<h2>Verdicts</h2>", _verdicts(rec), "<h2>Training</h2>", _training(rec),
-                 "<h2>Quantization</h2>", _quantization(rec), "<h2>Files</h2>", _files(rec),
-                 "<h2>Answers on held-out prompts</h2>", _answers(rec)]
+        for title, section in sections:
+            try:
+                part = section(rec)
+            except Exception as e:  # a record of another version with values this one cannot show: say so
+                part = f'<p class="missing">could not be shown: {_e(type(e).__name__)}: {_e(e)}</p>'
+            body += [f"<h2>{title}</h2>", part]
     made = time.strftime("%Y-%m-%d %H:%M", time.localtime())
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'

@@ -126,6 +126,21 @@ def test_old_or_unfinished_run_shows_what_is_missing(tmp_path):
     assert "missing: recipe.yaml, train.json, smoke.json" in md.read_text()
 
 
+def test_records_this_version_cannot_show_are_named_not_raised(tmp_path):
+    folder = write_finished_run(tmp_path / "runs")
+    smoke = json.loads(folder.smoke_json.read_text())
+    smoke["files"] = []  # reads as a SmokeResult, but the report's table of answers needs a file
+    folder.smoke_json.write_text(json.dumps(smoke))
+    quant = json.loads(folder.quant_json.read_text())
+    quant["files"][1]["mean_kld"] = "high"  # a value of another type
+    folder.quant_json.write_text(json.dumps(quant))
+    md, page = pipeline.write_reports(folder)
+    assert "report.md could not be written from them (IndexError" in md.read_text()
+    assert "quant.json could not be shown (ValueError" in md.read_text()
+    text = page.read_text()
+    assert "could not be shown: TypeError" in text and "task verdict: good" in text
+
+
 def test_report_command(tmp_path, monkeypatch):
     folder = write_finished_run(tmp_path / "runs")
     runner = CliRunner()
