@@ -145,11 +145,9 @@ def _overview(rec: RunRecords) -> str:
         tr = r.train
         items.append(f"LoRA r={tr.rank}, alpha={tr.alpha}, targets {_e(tr.targets)}, lr {tr.lr:g}, "
                      f"{tr.scheduler} schedule, batch {tr.batch_size}x{tr.grad_accum}")
-    if s.outcome:
-        line = f"last attempt: {_e(s.outcome)}"
-        if s.outcome != "done":
-            line += f" in {_e(s.step)}" + (f": {_e(s.error)}" if s.error else "")
-        items.append(line)
+    if s.outcome in ("failed", "interrupted"):  # while the pipeline writes the report, the attempt is still running
+        items.append(f"last attempt: {_e(s.outcome)}" + (f" in {_e(s.step)}" if s.step else "")
+                     + (f": {_e(s.error)}" if s.error else ""))
     missing = [name for name, value in (("recipe.yaml", r), ("train.json", t)) if value is None]
     out = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
     return out + (_missing(", ".join(missing)) if missing else "")
@@ -281,6 +279,9 @@ def _quant_figure(rec: RunRecords, files: list[QuantFile]) -> Figure:
                 ax.axhline(quant.base.accuracy, color=MUTED, linestyle=":", linewidth=1, label="base model")
         if budget is not None:
             _draw_budget(ax, key, budget, ref)
+        if key != "kld":  # shares: no room below 0% or above 100%
+            y0, y1 = ax.get_ylim()
+            ax.set_ylim(max(y0, -0.03), min(y1, 1.03))
         ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
 
@@ -291,8 +292,9 @@ def _draw_budget(ax, key: str, budget, ref) -> None:
     shade = dict(color=EVAL, alpha=0.06, linewidth=0)
     ax.autoscale_view()
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    if budget.auto_max_mib:
-        x1 = max(x1, budget.auto_max_mib * 1.08)
+    if budget.auto_max_mib and budget.auto_max_mib * 1.05 > x1:  # the limit beyond the files: room on both sides
+        x1 = budget.auto_max_mib * 1.08
+        x0 -= 0.04 * (x1 - x0)
         ax.axvline(budget.auto_max_mib, label=f"budget: <= {budget.auto_max_mib:g} MiB", gid=f"budget-mib-{key}", **style)
         ax.axvspan(budget.auto_max_mib, x1, **shade)
     floor = None
@@ -300,10 +302,12 @@ def _draw_budget(ax, key: str, budget, ref) -> None:
         floor, label, gid = budget.auto_min_top1, f"budget: top-1 >= {budget.auto_min_top1:.0%}", "budget-top1"
     elif key == "accuracy" and ref is not None and ref.accuracy is not None:
         floor = ref.accuracy - budget.auto_max_accuracy_drop
+        floor = floor if floor > 0 else None  # no accuracy below 0: no limit to draw
         label, gid = f"budget: accuracy >= F16's - {budget.auto_max_accuracy_drop:.0%}", "budget-accuracy"
     if floor is not None:
-        span = (y1 - y0) or 0.1
-        y0, y1 = min(y0, floor - 0.05 * span), max(y1, floor + 0.05 * span)
+        if floor < y0 or floor > y1:  # the limit beyond the files: room on both sides
+            lo, hi = min(y0, floor), max(y1, floor)
+            y0, y1 = lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo)
         ax.axhline(floor, label=label, gid=gid, **style)
         ax.axhspan(y0, floor, **shade)
     ax.set_xlim(x0, x1)
