@@ -35,7 +35,7 @@ Examples:
   edgetune convert runs/demo/merged out.gguf --outtype f16
   edgetune quantize out.gguf out-Q4_K_M.gguf --type Q4_K_M
   edgetune chat runs/demo/gguf/demo-Q4_K_M.gguf
-  edgetune report runs/demo --open          rebuild report.md and report.html, open it in the browser
+  edgetune report runs/demo --open          rebuild report.md and report.html, open the page
   edgetune batch adapters/ --quant Q4_K_M,Q8_0 --out gguf/
 """
 
