@@ -19,10 +19,7 @@ import time
 import webbrowser
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import matplotlib
-from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from typing import TYPE_CHECKING
 
 from edgetune import __version__
 from edgetune.errors import EdgetuneError
@@ -31,6 +28,9 @@ from edgetune.recipe import Recipe
 from edgetune.report import verdict_lines
 from edgetune.results import QuantFile, QuantResult, RunState, SmokeResult, TrainLogEntry, TrainResult
 from edgetune.runs import RunFolder
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TRAIN, EVAL, ACCENT, MUTED, GOOD, BAD = "#1f77b4", "#d62728", "#ff7f0e", "#8c8c8c", "#2ca02c", "#d62728"
 SVG_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "edgetune", "font.size": 9,
@@ -91,6 +91,7 @@ def open_report(path: Path) -> bool:
 
 def render(rec: RunRecords) -> str:
     """The whole page."""
+    import matplotlib  # lazily: half of the CLI's start-up time otherwise
     body = [f"<h1>edgetune run <code>{_e(rec.name)}</code></h1>", _overview(rec)]
     body += [f'<p class="missing">unreadable: {_e(line)}</p>' for line in rec.unreadable]
     sections = (("Verdicts", _verdicts), ("Training", _training), ("Quantization", _quantization), ("Files", _files),
@@ -170,6 +171,8 @@ def _training(rec: RunRecords) -> str:
     history = rec.history
     if not history:
         return _missing("train_log.jsonl: no logged training steps")
+    from matplotlib.figure import Figure
+
     train = [h for h in history if h.loss is not None]
     evals = [h for h in history if h.eval_loss is not None]
     fig = Figure(figsize=(11, 3.1), layout="constrained")
@@ -238,6 +241,9 @@ def _quantization(rec: RunRecords) -> str:
 
 
 def _quant_figure(rec: RunRecords, files: list[QuantFile]) -> Figure:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
     quant = rec.quant
     best = chosen(quant)
     ref = quant.reference
