@@ -50,6 +50,7 @@ from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.gguf_io import check_gguf_file
+from edgetune.heldout import Heldout
 from edgetune.quantize import quantize
 
 LADDER = ("Q2_K", "Q3_K", "Q4_0", "Q4_K", "Q5_0", "Q5_K", "Q6_K", "Q8_0")  # ggml tensor types, fewest bits first
@@ -209,7 +210,7 @@ def kind(name: str) -> str:
     return re.sub(r"^blk\.\d+\.", "", name)
 
 
-def calibrate(table: Table, src: str | Path, imatrix: str | Path | None, ref: kld.Reference, rows: kld.Heldout,
+def calibrate(table: Table, src: str | Path, imatrix: str | Path | None, ref: kld.Reference, rows: Heldout,
               threads: int = 0, on_event: Callback = ignore, workdir: str | Path | None = None) -> Table:
     """The table with each error scaled to predicted KLD: per kind, the mean KLD (against `ref`, the
     F16 file's) of a file with that kind at its smallest type and the rest at its largest, less the

@@ -163,9 +163,9 @@ def _quantize(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: 
 
 
 def _smoke(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback) -> None:
-    quants = QuantResult.read(folder.quant_json).kept_labels()
-    files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quants]
-    result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok)
+    quant = QuantResult.read(folder.quant_json)
+    files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quant.kept_labels()]
+    result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok, quant)
     result.task = report_mod.task_verdict(result, _train_result(folder), report_mod.train_losses(folder.train_log))
     result.write(folder.smoke_json)
 

@@ -15,21 +15,20 @@ Writes the run's quant.json (edgetune.results.QuantResult); report_section() ren
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
 
-from edgetune import data as data_mod
+from edgetune import heldout, hf_eval, kld, mixed
 from edgetune import imatrix as imatrix_mod
-from edgetune import kld, mixed
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
-from edgetune.quantize import predicted_size, quantize
+from edgetune.quantize import Sizer, quantize
 from edgetune.recipe import ExportSpec, Recipe
 from edgetune.results import (
-    BaseFigures,
     ImatrixInfo,
     MixedInfo,
     QuantFile,
@@ -38,7 +37,6 @@ from edgetune.results import (
     SweepResult,
 )
 from edgetune.runs import RunFolder
-from edgetune.smoke import generation_stop_ids
 
 
 def is_auto(recipe: Recipe) -> bool:
@@ -56,11 +54,8 @@ def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callba
     the merged folder's tokenizer (loaded once by the caller: Gemma's takes seconds)."""
     spec, threads, max_tokens = recipe.export, recipe.smoke.threads, recipe.smoke.max_tokens
     merged, unquantized = folder.merged, folder.gguf(spec.outtype)
-    # The merged tokenizer carries the template training used: the same rows, split as in training.
-    data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
-    prepared = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged))
-    train_ex, eval_ex = prepared.train, prepared.eval
-    rows = kld.heldout(eval_ex, tok, recipe.data.max_length, recipe.smoke.prompts)
+    prepared = heldout.split(recipe, merged, tok)
+    rows = heldout.rows(prepared.eval, tok, recipe.data.max_length, recipe.smoke.prompts)
     auto = is_auto(recipe)
     if auto and not rows.ids:
         raise EdgetuneError(f"{recipe.data.path}: export.quants auto needs held-out rows to measure files on "
@@ -68,9 +63,11 @@ def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callba
     quants = [] if auto else [q for q in spec.quants if q != spec.outtype.upper()]
 
     result = QuantResult()
+    clock = _Clock(result.seconds)
     im_path = None
     if spec.imatrix and (auto or quants):
-        im_path, result.imatrix = _imatrix(recipe, folder, merged, train_ex, tok, on_event, cancel)
+        with clock("imatrix"):
+            im_path, result.imatrix = _imatrix(recipe, folder, merged, prepared.train, tok, on_event, cancel)
     if not auto:  # an IQ type without an importance matrix: say so before quantizing anything
         for q in quants:
             if FILE_TYPES[q].needs_imatrix and im_path is None:
@@ -80,22 +77,26 @@ def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callba
     ref = None
     if rows.ids:
         on_event(Event("quantize", "log", f"measuring against {unquantized.name} on {len(rows.ids)} held-out rows"))
-        ref = kld.reference(unquantized, rows, max_tokens, threads)
-        base_ppl, base_acc = kld.hf_base(base_path, rows, tok, _stop_ids(merged, tok), max_tokens)
+        with clock("reference"):
+            ref = kld.reference(unquantized, rows, max_tokens, threads)
+        with clock("base"):  # the base before fine-tuning, once per run: the smoke step reads it back
+            result.base = hf_eval.base_figures(base_path, rows, tok, hf_eval.folder_stop_ids(merged, tok), max_tokens)
         result.reference = QuantReference(unquantized.name, ref.perplexity, ref.accuracy, ref.positions,
-                                          len(ref.logprobs))
-        result.base = BaseFigures(base_ppl, base_acc)
+                                          len(ref.logprobs), ref.answers, ref.stopped_at_eos)
 
     if auto:
-        result.files, result.sweep = sweep(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens,
-                                           threads, on_event, cancel)
+        with clock("sweep"):
+            result.files, result.sweep = sweep(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens,
+                                               threads, on_event, cancel)
     else:
         for q in quants:
             if cancel is not None:
                 cancel.check()
-            f = _quantized(QuantFile(q, q, kept=True),
-                           quantize(unquantized, folder.gguf(q), q, threads, on_event, imatrix=im_path))
-            result.files.append(_measured(f, ref, rows, max_tokens, threads) if ref else f)
+            with clock("quantize"):
+                f = _quantized(QuantFile(q, q, kept=True),
+                               quantize(unquantized, folder.gguf(q), q, threads, on_event, imatrix=im_path))
+            with clock("measure"):
+                result.files.append(_measured(f, ref, rows, max_tokens, threads) if ref else f)
     for f in result.files:
         if f.perplexity is not None and result.base:
             f.gain_kept = kld.gain_kept(result.base.perplexity, ref.perplexity, f.perplexity)
@@ -104,11 +105,19 @@ def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callba
     return result
 
 
-def _stop_ids(merged: Path, tok) -> list[int]:
-    """What the fine-tuned model's generation stops on: EOS and the template's turn end."""
-    from transformers import GenerationConfig
-    has_config = (Path(merged) / "generation_config.json").is_file()
-    return generation_stop_ids(GenerationConfig.from_pretrained(str(merged)) if has_config else None, tok)
+class _Clock:
+    """`with clock("part"):` adds the block's seconds to seconds["part"]."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, part: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = round(self.seconds.get(part, 0.0) + time.perf_counter() - t0, 2)
 
 
 def _imatrix(recipe, folder: RunFolder, merged, train_ex, tok, on_event, cancel) -> tuple[Path | None, ImatrixInfo]:
@@ -155,22 +164,23 @@ def meets(f: QuantFile, ref_accuracy: float | None, spec: ExportSpec) -> list[st
     return misses
 
 
-def candidates(src: Path, spec: ExportSpec, imatrix: Path | None) -> tuple[list[QuantFile], list[str]]:
+def candidates(src: Path, spec: ExportSpec, imatrix: Path | None,
+               on_event: Callback = ignore) -> tuple[list[QuantFile], list[str]]:
     """Every (type, embedding type) pair with its dry-run size, smallest first; an override that
     changes nothing (same size as llama.cpp's own choice) is dropped. Also the types left out."""
-    left_out, found = [], []
-    for q in spec.auto_types:
-        if FILE_TYPES[q].needs_imatrix and imatrix is None:
-            left_out.append(q)
+    left_out = [q for q in spec.auto_types if FILE_TYPES[q].needs_imatrix and imatrix is None]
+    pairs = [(q, None if emb.lower() == "default" else emb.upper())
+             for q in spec.auto_types if q not in left_out for emb in spec.auto_embedding_types]
+    sizer = Sizer(src, imatrix)
+    found, sizes = [], {}
+    on_event(Event("quantize", "start", f"sizing {len(pairs)} candidates (llama.cpp dry runs)", total=len(pairs)))
+    for i, (q, e) in enumerate(pairs, 1):
+        size = sizer.size(q, e, e)
+        on_event(Event("quantize", "progress", f"sizing {i}/{len(pairs)}", step=i, total=len(pairs)))
+        if size in sizes.setdefault(q, {}).values():
             continue
-        sizes = {}
-        for emb in spec.auto_embedding_types:
-            e = None if emb.lower() == "default" else emb.upper()
-            size = predicted_size(src, q, imatrix, e, e)
-            if size in sizes.values():
-                continue
-            sizes[e] = size
-            found.append(QuantFile(label(q, e), q, embedding=e or "default", predicted_bytes=size))
+        sizes[q][e] = size
+        found.append(QuantFile(label(q, e), q, embedding=e or "default", predicted_bytes=size))
     return sorted(found, key=lambda c: c.predicted_bytes), left_out
 
 
@@ -178,7 +188,7 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
           max_tokens: int, threads: int, on_event: Callback = ignore,
           cancel: CancelToken | None = None) -> tuple[list[QuantFile], SweepResult]:
     """Quantize and measure candidates, smallest first, until one is within the budget."""
-    cands, left_out = candidates(src, spec, imatrix)
+    cands, left_out = candidates(src, spec, imatrix, on_event)
     if left_out:
         on_event(Event("quantize", "log", f"sweep: without an importance matrix {', '.join(left_out)} are left out"))
     on_event(Event("quantize", "log", f"sweep: {len(cands)} candidates from "

@@ -136,9 +136,10 @@ def test_calibrate_turns_errors_into_predicted_kld(table, llama256, llama256_ima
     from test_quant import token_rows
 
     from edgetune import kld
+    from edgetune.heldout import Heldout
     model_dir, f16 = llama256
     ids = token_rows(model_dir, repeat=1)
-    rows = kld.Heldout(ids, [[1] * len(r) for r in ids])
+    rows = Heldout(ids, [[1] * len(r) for r in ids])
     ref = kld.reference(f16, rows, max_tokens=1)
     before = {p.name for p in f16.parent.iterdir()}
     cal = mixed.calibrate(table, f16, llama256_imatrix, ref, rows)
