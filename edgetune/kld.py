@@ -29,7 +29,7 @@ GAIN_LOSS_FLAG = 0.10  # a file that gives back more than this share of the fine
 
 
 @dataclass
-class Reference:
+class FileReference:
     path: str
     logprobs: list[np.ndarray]  # per row [len - 1, n_vocab] float32
     perplexity: float
@@ -39,7 +39,7 @@ class Reference:
     stopped_at_eos: int = 0  # of its answers, how many stopped on an end-of-generation token
 
 
-def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> Reference:
+def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> FileReference:
     """The reference file's log-probabilities (as many rows as fit LOGPROB_BYTES), perplexity and answers."""
     if not rows.ids:
         raise EdgetuneError(f"{path}: no held-out rows to measure quantization on (data.eval_split is 0?)")
@@ -56,7 +56,7 @@ def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: in
     finally:
         llm.close()
     n = len(logprobs)
-    return Reference(str(path), logprobs, metrics.perplexity(logprobs, rows.ids[:n], rows.masks[:n]),
+    return FileReference(str(path), logprobs, metrics.perplexity(logprobs, rows.ids[:n], rows.masks[:n]),
                      metrics.accuracy(answers, rows.expected), answers, sum(len(lp) for lp in logprobs), stopped)
 
 
@@ -75,7 +75,7 @@ class Measure:
     stopped_at_eos: int = 0
 
 
-def measure(path: str | Path, ref: Reference, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> Measure:
+def measure(path: str | Path, ref: FileReference, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> Measure:
     """KLD, top-1 agreement, perplexity and accuracy of one file against the reference."""
     llm = gguf_eval.load(path, gguf_eval.n_ctx(rows.ids + rows.prompts, max_tokens), threads)
     try:

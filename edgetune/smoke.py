@@ -44,7 +44,7 @@ PPL_RATIO_LIMIT = 1.5  # quantized perplexity / HF perplexity
 
 
 @dataclass
-class Reference:
+class HFReference:
     """What the HF model says, computed once and compared against every GGUF."""
 
     prompt_ids: list[list[int]]
@@ -69,7 +69,7 @@ def _norm(s: str) -> str:
 
 
 def hf_reference(hf_dir: str | Path, rows: Heldout, max_tokens: int, on_event: Callback = ignore,
-                 tokenizer=None) -> Reference:
+                 tokenizer=None) -> HFReference:
     """The merged HF model on `rows`: its answers, logits and perplexity, and the tokenizer's ids
     of the parity strings and chat probes."""
     from transformers import AutoTokenizer
@@ -88,7 +88,7 @@ def hf_reference(hf_dir: str | Path, rows: Heldout, max_tokens: int, on_event: C
     template = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else None
     probe_ids = {name: hf_eval.chat_ids(tok, m) for name, m in templates.PROBES.items()} if template else {}
     on_event(Event("smoke", "log", f"HF reference: {len(rows.prompts)} prompts, {len(rows.ids)} eval rows"))
-    return Reference(rows.prompts, answers, rows.expected, rows.ids, rows.masks, logits,
+    return HFReference(rows.prompts, answers, rows.expected, rows.ids, rows.masks, logits,
                      perplexity(logits, rows.ids, rows.masks), parity_ids, tok.eos_token_id, parity_texts,
                      stops, rows.messages, template, probe_ids, stopped)
 
@@ -98,7 +98,7 @@ def perplexity(logits: list[np.ndarray], ids: list[list[int]], masks: list[list[
     return metrics.perplexity([metrics.log_softmax(lg[: len(seq) - 1]) for lg, seq in zip(logits, ids)], ids, masks)
 
 
-def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int = 0,
+def check_gguf(path: str | Path, ref: HFReference, max_tokens: int, threads: int = 0,
                on_event: Callback = ignore, modelfile: Path | None = None,
                answered: tuple[list[str], int] | None = None) -> FileCheck:
     """All smoke measures for one GGUF file, and its verdict. `answered`: the file's greedy answers
@@ -220,7 +220,7 @@ def first_difference(llm, label: str, ours: list[int], want: list[int]) -> str |
     return f"{label}: token {i} is {show(ours)} in llama.cpp, {show(want)} in HF"
 
 
-def chat_path(llm, ref: Reference, answers: list[str], max_tokens: int, row: dict,
+def chat_path(llm, ref: HFReference, answers: list[str], max_tokens: int, row: dict,
               modelfile: Path | None) -> list[str]:
     """The consumer's door: the file's own chat template through llama-cpp-python's chat path."""
     import llama_cpp
@@ -260,7 +260,7 @@ def chat_path(llm, ref: Reference, answers: list[str], max_tokens: int, row: dic
     return problems
 
 
-def modelfile_problems(path: Path, formatter, llm, ref: Reference) -> list[str]:
+def modelfile_problems(path: Path, formatter, llm, ref: HFReference) -> list[str]:
     """The Modelfile must stop where the model stops and render what the GGUF template renders
     (Ollama adds BOS itself, from the file's add-BOS flag)."""
     text = path.read_text(encoding="utf-8")
@@ -349,7 +349,7 @@ def accuracy(answers: list[str], expected: list[str]) -> float:
     return metrics.accuracy(answers, expected) or 0.0
 
 
-def smoke(ggufs: list[Path], ref: Reference, max_tokens: int, threads: int = 0,
+def smoke(ggufs: list[Path], ref: HFReference, max_tokens: int, threads: int = 0,
           on_event: Callback = ignore, modelfile: Path | None = None,
           answered: dict[str, tuple[list[str], int]] | None = None) -> list[FileCheck]:
     """check_gguf on every file; `answered` maps a file name to its answers already generated."""

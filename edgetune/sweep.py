@@ -48,8 +48,8 @@ def label(qtype: str, embedding: str | None) -> str:
     return qtype if embedding is None else f"{qtype}-EMB-{embedding}"
 
 
-def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback = ignore,
-        cancel: CancelToken | None = None) -> QuantResult:
+def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback = ignore,
+                  cancel: CancelToken | None = None) -> QuantResult:
     """The whole quantize step; returns (and writes to the folder's quant.json) its result. `tok` is
     the merged folder's tokenizer (loaded once by the caller: Gemma's takes seconds)."""
     spec, threads, max_tokens = recipe.export, recipe.smoke.threads, recipe.smoke.max_tokens

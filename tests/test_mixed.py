@@ -218,7 +218,7 @@ def test_mixed_candidate_wins_only_when_closer_and_within_budget(monkeypatch, tm
     monkeypatch.setattr(sweep_mod.kld, "measure", lambda path, *a: kld.Measure(mix_kld, 1.0, mix_top1, 10, 2.0, 1.0,
                                                                               0.75, []))
     single = QuantFile("Q4_K_M", "Q4_K_M", bytes=1400, mean_kld=0.1, top1=0.99)
-    ref = kld.Reference("f16", [], 1.0, 0.75, [], 0)
+    ref = kld.FileReference("f16", [], 1.0, 0.75, [], 0)
     row = sweep_mod.mixed_candidate(tmp_path / "m-F16.gguf", single, spec, None, ref, None,
                                     lambda q: tmp_path / f"m-{q}.gguf", 8, 1)
     assert row.won is won and row.bytes <= 1400 and row.label == "Q4_K_M-MIXED"

@@ -267,7 +267,7 @@ def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
 
     monkeypatch.setattr(sweep_mod, "quantize", fake_quantize)
     monkeypatch.setattr(sweep_mod.kld, "measure", fake_measure)
-    ref = kld.Reference("f16", [], 1.0, 0.75, [], 0)
+    ref = kld.FileReference("f16", [], 1.0, 0.75, [], 0)
     return sweep_mod.sweep(tmp_path / "m-F16.gguf", spec, tmp_path / "im.gguf", ref, None,
                            lambda q: tmp_path / f"m-{q}.gguf", 8, 1, cancel=cancel)
 
