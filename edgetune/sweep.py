@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,7 @@ from edgetune import imatrix as imatrix_mod
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
+from edgetune.heldout import Heldout
 from edgetune.quantize import Sizer, quantize
 from edgetune.recipe import ExportSpec, Recipe
 from edgetune.results import (
@@ -46,6 +48,26 @@ def is_auto(recipe: Recipe) -> bool:
 def label(qtype: str, embedding: str | None) -> str:
     """What names a sweep file: the type, and the embedding type when it is not llama.cpp's choice."""
     return qtype if embedding is None else f"{qtype}-EMB-{embedding}"
+
+
+@dataclass
+class Measuring:
+    """What every file of the quantize step is made from and measured against."""
+
+    src: Path  # the unquantized GGUF
+    spec: ExportSpec
+    imatrix: Path | None
+    ref: kld.FileReference
+    rows: Heldout
+    gguf_path: Callable[[str], Path]  # label -> where its file goes
+    max_tokens: int
+    threads: int
+    on_event: Callback = ignore
+    cancel: CancelToken | None = None
+
+    def measured(self, f: QuantFile) -> QuantFile:
+        """`f` with its KLD, top-1, perplexity and answers against the reference."""
+        return dataclasses.replace(f, **vars(kld.measure(f.path, self.ref, self.rows, self.max_tokens, self.threads)))
 
 
 def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback = ignore,
@@ -84,10 +106,10 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
         result.reference = QuantReference(unquantized.name, ref.perplexity, ref.accuracy, ref.positions,
                                           len(ref.logprobs), ref.answers, ref.stopped_at_eos)
 
+    m = Measuring(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens, threads, on_event, cancel)
     if auto:
         with clock("sweep"):
-            result.files, result.sweep = sweep(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens,
-                                               threads, on_event, cancel)
+            result.files, result.sweep = sweep(m)
     else:
         for q in quants:
             if cancel is not None:
@@ -96,7 +118,7 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
                 f = _quantized(QuantFile(q, q, kept=True),
                                quantize(unquantized, folder.gguf(q), q, threads, on_event, imatrix=im_path))
             with clock("measure"):
-                result.files.append(_measured(f, ref, rows, max_tokens, threads) if ref else f)
+                result.files.append(m.measured(f) if ref else f)
     for f in result.files:
         if f.perplexity is not None and result.base:
             f.gain_kept = kld.gain_kept(result.base.perplexity, ref.perplexity, f.perplexity)
@@ -147,10 +169,6 @@ def _quantized(f: QuantFile, info: dict) -> QuantFile:
     return f
 
 
-def _measured(f: QuantFile, ref, rows, max_tokens: int, threads: int) -> QuantFile:
-    return dataclasses.replace(f, **vars(kld.measure(f.path, ref, rows, max_tokens, threads)))
-
-
 def meets(f: QuantFile, ref_accuracy: float | None, spec: ExportSpec) -> list[str]:
     """What keeps a measured file outside the budget (empty: it is within)."""
     misses = []
@@ -184,10 +202,9 @@ def candidates(src: Path, spec: ExportSpec, imatrix: Path | None,
     return sorted(found, key=lambda c: c.predicted_bytes), left_out
 
 
-def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_path: Callable[[str], Path],
-          max_tokens: int, threads: int, on_event: Callback = ignore,
-          cancel: CancelToken | None = None) -> tuple[list[QuantFile], SweepResult]:
+def sweep(m: Measuring) -> tuple[list[QuantFile], SweepResult]:
     """Quantize and measure candidates, smallest first, until one is within the budget."""
+    src, spec, imatrix, ref, on_event, cancel = m.src, m.spec, m.imatrix, m.ref, m.on_event, m.cancel
     cands, left_out = candidates(src, spec, imatrix, on_event)
     if left_out:
         on_event(Event("quantize", "log", f"sweep: without an importance matrix {', '.join(left_out)} are left out"))
@@ -206,11 +223,11 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
             if cancel is not None:
                 cancel.check()
             emb = None if c.embedding == "default" else c.embedding
-            path = gguf_path(c.label)
-            info = quantize(src, path, c.type, threads, on_event, imatrix=imatrix,
+            path = m.gguf_path(c.label)
+            info = quantize(src, path, c.type, m.threads, on_event, imatrix=imatrix,
                             token_embedding_type=emb, output_tensor_type=emb)
             written.append(path)
-            c = cands[i] = _measured(_quantized(c, info), ref, rows, max_tokens, threads)
+            c = cands[i] = m.measured(_quantized(c, info))
             c.misses = meets(c, ref.accuracy, spec)
             c.status = "within budget" if not c.misses else "; ".join(c.misses)
             on_event(Event("quantize", "progress", f"sweep {c.label}: {c.size / 2**20:.1f} MiB, "
@@ -231,7 +248,7 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
     mix = None
     if spec.auto_mixed:
         try:
-            mix = mixed_candidate(src, chosen, spec, imatrix, ref, rows, gguf_path, max_tokens, threads, on_event)
+            mix = mixed_candidate(m, chosen)
         except (Cancelled, KeyboardInterrupt):
             for p in written:
                 p.unlink(missing_ok=True)
@@ -269,33 +286,32 @@ def budget_text(spec: ExportSpec) -> str:
             + (f", <= {spec.auto_max_mib:g} MiB" if spec.auto_max_mib else ""))
 
 
-def mixed_candidate(src: Path, single: QuantFile, spec: ExportSpec, imatrix: Path | None, ref, rows,
-                    gguf_path: Callable[[str], Path], max_tokens: int, threads: int,
-                    on_event: Callback = ignore) -> QuantFile:
+def mixed_candidate(m: Measuring, single: QuantFile) -> QuantFile:
     """Per-tensor mixed types with `single`'s file size as the budget, measured as the sweep's files
     are; `won` says whether it is closer to F16 than `single` (and within the budget if `single` is)."""
+    src, imatrix, threads, on_event = m.src, m.imatrix, m.threads, m.on_event
     name = f"{single.label}-MIXED"
     on_event(Event("quantize", "log", f"sweep: per-tensor mixed types within {single.label}'s "
                    f"{single.size / 2**20:.1f} MiB"))
     table = mixed.error_table(src, imatrix, threads=threads, on_event=on_event)
-    table = mixed.calibrate(table, src, imatrix, ref, rows, threads, on_event)
+    table = mixed.calibrate(table, src, imatrix, m.ref, m.rows, threads, on_event)
     row = QuantFile(name, "mixed", against=single.label, against_kld=single.mean_kld, sensitivity=table.sensitivity)
     try:
         plan = mixed.choose(table, single.size)
     except EdgetuneError as e:  # the smallest mix is larger than the single file: nothing to compare
         row.verdict = f"no mixed file: {e}"
         return row
-    path = gguf_path(name)
+    path = m.gguf_path(name)
     info = mixed.quantize_mix(src, path, plan, imatrix, threads, on_event)
     row = _quantized(row, info)
     row.embedding = plan.types.get(mixed.EMBEDDING, "default")
     row.predicted_bytes, row.types = plan.bytes, plan.counts()
     try:
-        row = _measured(row, ref, rows, max_tokens, threads)
+        row = m.measured(row)
     except BaseException:  # cancelled or failed: no file of it is left
         path.unlink(missing_ok=True)
         raise
-    row.misses = meets(row, ref.accuracy, spec)
+    row.misses = meets(row, m.ref.accuracy, m.spec)
     row.status = "within budget" if not row.misses else "; ".join(row.misses)
     ratio = row.mean_kld / single.mean_kld if single.mean_kld > 0 else float("inf")
     row.won = row.mean_kld < single.mean_kld and (not row.misses or bool(single.misses))

@@ -268,8 +268,8 @@ def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
     monkeypatch.setattr(sweep_mod, "quantize", fake_quantize)
     monkeypatch.setattr(sweep_mod.kld, "measure", fake_measure)
     ref = kld.FileReference("f16", [], 1.0, 0.75, [], 0)
-    return sweep_mod.sweep(tmp_path / "m-F16.gguf", spec, tmp_path / "im.gguf", ref, None,
-                           lambda q: tmp_path / f"m-{q}.gguf", 8, 1, cancel=cancel)
+    return sweep_mod.sweep(sweep_mod.Measuring(tmp_path / "m-F16.gguf", spec, tmp_path / "im.gguf", ref, None,
+                                               lambda q: tmp_path / f"m-{q}.gguf", 8, 1, cancel=cancel))
 
 
 SWEEP = {"Q8_0": (8.0, 1.0, 0.75), "Q4_K_M": (4.0, 0.99, 0.75), "IQ4_XS": (3.5, 0.985, 0.5),
