@@ -108,7 +108,7 @@ def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str
     if data:
         r.data.path = data
     r = recipe_mod.validate(r, str(recipe or "options"))
-    hub.preflight(models=[r.base], datasets=[r.data.path])  # before the run folder is made
+    hub.check_ids(models=[r.base], datasets=[r.data.path])  # before the run folder is made
     return r
 
 
@@ -134,7 +134,7 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
                                                            "llama3 or a .jinja file."),
                  max_length: int = typer.Option(512), show: int = typer.Option(3, help="Rows to preview.")):
     """Validate a dataset: format, row count, template, a preview, token lengths, cut responses, bad rows."""
-    hub.preflight(models=[tokenizer], datasets=[file])
+    hub.check_ids(models=[tokenizer], datasets=[file])
     _log_libraries(_command_log("data-inspect"), llama=False)
     spec = DataSpec(path=file, format=format, on_bad_row="skip" if skip_bad else "error",
                     max_length=max_length, template=template)

@@ -28,7 +28,7 @@ from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.fsutil import is_main_process, write_text
-from edgetune.hub import preflight
+from edgetune.hub import check_ids
 from edgetune.recipe import Recipe
 from edgetune.results import QuantResult, SmokeResult, TrainResult
 from edgetune.runs import RunFolder
@@ -94,7 +94,7 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     """Run every step up to `until`; return the smoke result (None when stopping earlier)."""
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
-    preflight(models=[recipe.base], datasets=[recipe.data.path])  # a hub id that cannot be had: before any write
+    check_ids(models=[recipe.base], datasets=[recipe.data.path])  # a hub id that cannot be had: before any write
     train_mod.quiet_libraries()
     folder = RunFolder.of(recipe)
     folder.dir.mkdir(parents=True, exist_ok=True)
@@ -164,16 +164,16 @@ def _run_step(recipe: Recipe, folder: RunFolder, name: str, fn, on_event: Callba
 
 def _quantize(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback,
               cancel: CancelToken | None) -> None:
-    result = sweep_mod.run(recipe, folder, base_path, tok, on_event, cancel)
+    result = sweep_mod.quantize_step(recipe, folder, base_path, tok, on_event, cancel)
     kept = result.kept_labels()  # an auto sweep's recommended file comes first
     target = folder.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else unquantized(recipe, folder)
     report_mod.write_model_files(folder, target, tok, recipe, _train_result(folder).template)
 
 
 def _smoke(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback) -> None:
-    quants = QuantResult.read(folder.quant_json).kept_labels()
-    files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quants]
-    result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok)
+    quant = QuantResult.read(folder.quant_json)
+    files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quant.kept_labels()]
+    result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok, quant)
     result.task = report_mod.task_verdict(result, _train_result(folder), report_mod.train_losses(folder.train_log))
     result.write(folder.smoke_json)
 

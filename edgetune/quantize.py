@@ -74,24 +74,36 @@ def fell_back(log: list[str]) -> dict[str, str]:
     return {m[1]: m[2].upper() for m in FALLBACK.finditer("".join(log))}
 
 
+class Sizer:
+    """File sizes as llama.cpp's dry run predicts them (nothing is written), for many types of one
+    source: the source is validated, its header read and the importance matrix loaded once."""
+
+    def __init__(self, src: str | Path, imatrix: str | Path | None = None):
+        self.src = Path(src)
+        check_gguf_file(self.src)
+        self.header = header_bytes(self.src)  # llama.cpp reports tensor bytes; the header comes on top
+        self.imatrix = imatrix_mod.read(imatrix) if imatrix is not None else None
+        self.imatrix_name = Path(imatrix).name if imatrix is not None else ""
+
+    def size(self, qtype: str, token_embedding_type: str | None = None, output_tensor_type: str | None = None) -> int:
+        import llama_cpp
+
+        ft = file_type(qtype)
+        lines: list[str] = []
+        with _params(ft, 0, self.imatrix, token_embedding_type, output_tensor_type,
+                     imatrix_name=self.imatrix_name) as params, llama_lines(lines):
+            params.dry_run = True
+            rc = llama_cpp.llama_model_quantize(str(self.src).encode(), b"/dev/null", params)
+        match = re.search(r"quant size\s*=\s*([0-9.]+) MiB", "".join(lines))
+        if rc != 0 or not match:
+            raise EdgetuneError(f"{self.src}: llama.cpp's dry run for {ft.name} failed (rc {rc})")
+        return int(float(match.group(1)) * 2**20) + self.header
+
+
 def predicted_size(src: str | Path, qtype: str, imatrix: str | Path | None = None,
                    token_embedding_type: str | None = None, output_tensor_type: str | None = None) -> int:
-    """The file size llama.cpp's dry run predicts, in bytes (nothing is written)."""
-    import llama_cpp
-
-    ft = file_type(qtype)
-    src = Path(src)
-    check_gguf_file(src)
-    lines: list[str] = []
-    with _params(ft, 0, imatrix, token_embedding_type, output_tensor_type) as params, llama_lines(lines):
-        params.dry_run = True
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), b"/dev/null", params)
-    text = "".join(lines)
-    match = re.search(r"quant size\s*=\s*([0-9.]+) MiB", text)
-    if rc != 0 or not match:
-        raise EdgetuneError(f"{src}: llama.cpp's dry run for {ft.name} failed (rc {rc})")
-    # llama.cpp reports tensor bytes; the header (vocabulary, metadata) comes on top, as in the source file.
-    return int(float(match.group(1)) * 2**20) + header_bytes(src)
+    """The file size llama.cpp's dry run predicts for one type, in bytes."""
+    return Sizer(src, imatrix).size(qtype, token_embedding_type, output_tensor_type)
 
 
 def ggml_type(name: str | None, where: str) -> int | None:
@@ -107,10 +119,10 @@ def ggml_type(name: str | None, where: str) -> int | None:
 
 @contextlib.contextmanager
 def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_tensor_type,
-            tensor_types: dict[str, str] | None = None, pure: bool = False):
-    """llama_model_quantize_params with the importance matrix and the quantize.imatrix.* metadata
-    llama-quantize writes, and per-tensor types; the ctypes arrays they point into live until the
-    block ends."""
+            tensor_types: dict[str, str] | None = None, pure: bool = False, imatrix_name: str = ""):
+    """llama_model_quantize_params with the importance matrix (a path, or an Imatrix already read and
+    its file name) and the quantize.imatrix.* metadata llama-quantize writes, and per-tensor types;
+    the ctypes arrays they point into live until the block ends."""
     import llama_cpp
     import llama_cpp._logger
 
@@ -131,7 +143,8 @@ def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_te
         keep.append(overrides)
         params.tt_overrides = overrides
     if imatrix is not None:
-        im = imatrix_mod.read(imatrix)
+        im = imatrix if isinstance(imatrix, imatrix_mod.Imatrix) else imatrix_mod.read(imatrix)
+        imatrix_name = imatrix_name or Path(imatrix).name
         data = im.mean_squares()
         entries = (llama_cpp.llama_model_imatrix_data * (len(data) + 1))()
         for i, (name, values) in enumerate(sorted(data.items())):
@@ -142,7 +155,7 @@ def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_te
             entries[i].size = values.size
         entries[len(data)].name = None  # the array ends at a NULL name
         overrides = _kv_overrides([
-            ("quantize.imatrix.file", Path(imatrix).name),
+            ("quantize.imatrix.file", imatrix_name),
             ("quantize.imatrix.dataset", im.datasets[0] if im.datasets else ""),
             ("quantize.imatrix.entries_count", len(data)),
             ("quantize.imatrix.chunks_count", im.chunk_count)])

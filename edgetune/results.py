@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from edgetune import metrics
 from edgetune.errors import EdgetuneError
 from edgetune.fsutil import write_json
 
@@ -158,6 +159,8 @@ class QuantReference(Record):
     accuracy: float | None
     positions: int
     rows: int
+    answers: list[str] = field(default_factory=list)  # its greedy answers to the held-out prompts
+    stopped_at_eos: int = 0
 
 
 @dataclass
@@ -167,6 +170,13 @@ class BaseFigures(Record):
     perplexity: float | None
     accuracy: float | None
     answers: list[str] = field(default_factory=list)
+    stopped_at_eos: int | None = None  # of its answers, how many ended on a stop token
+    row_nll: list[float] = field(default_factory=list)  # per held-out row: summed response NLL ...
+    row_tokens: list[int] = field(default_factory=list)  # ... over this many tokens
+
+    def perplexity_over(self, n: int) -> float | None:
+        """Response perplexity over the first `n` held-out rows (None when not recorded per row)."""
+        return metrics.perplexity_of(self.row_nll[:n], self.row_tokens[:n]) if self.row_tokens else None
 
 
 @dataclass
@@ -193,6 +203,7 @@ class QuantFile(Record):
     delta_ppl: float | None = None
     accuracy: float | None = None
     answers: list[str] = field(default_factory=list)
+    stopped_at_eos: int = 0  # of its answers, how many stopped on an end-of-generation token
     gain_kept: float | None = None  # share of the fine-tune's perplexity gain the file keeps
     gave_back: bool = False
     misses: list[str] = field(default_factory=list)  # why it is outside the auto budget

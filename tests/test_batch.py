@@ -9,7 +9,7 @@ import torch
 from edgetune.batch import run_batch
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.merge import merge
-from edgetune.smoke import nmse
+from edgetune.metrics import nmse
 
 from arch_models import build
 

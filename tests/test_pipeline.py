@@ -122,7 +122,7 @@ def test_a_broken_gguf_fails_the_smoke_test(finished_run, tmp_path):
     import numpy as np
     from transformers import AutoTokenizer
 
-    from edgetune import data
+    from edgetune import data, heldout
     from edgetune import smoke as smoke_mod
 
     r, _, _ = finished_run
@@ -137,7 +137,7 @@ def test_a_broken_gguf_fails_the_smoke_test(finished_run, tmp_path):
         f.write(np.zeros(int(target.n_bytes), dtype=np.uint8).tobytes())
     tok = AutoTokenizer.from_pretrained(str(run.merged))
     examples = data.prepare(dataclasses.replace(r.data, template="model"), tok).eval
-    ref = smoke_mod.hf_reference(run.merged, examples, 8, 4)
+    ref = smoke_mod.hf_reference(run.merged, heldout.rows(examples, tok, r.data.max_length, 4).first(4), 8)
     row = smoke_mod.check_gguf(broken, ref, 8)
     assert not row.passed and any("NMSE" in p for p in row.problems)
     with pytest.raises(EdgetuneError, match="broken-F16.gguf: .*logits NMSE"):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edgetune import report, smoke, templates
+from edgetune import hf_eval, report, smoke, templates
 from edgetune.base import load_tokenizer
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
@@ -48,7 +48,7 @@ def test_chat_path_ids_equal_hf_ids_bos_once(turns_model, name):
     bos_in_front = templates.adds_bos(tok)
     go = templates.go_template(chosen, tok)
     for label, messages in templates.PROBES.items():
-        hf = smoke.hf_chat_ids(tok, messages)
+        hf = hf_eval.chat_ids(tok, messages)
         ours = smoke.chat_ids(llm, formatter, messages)
         assert smoke.first_difference(llm, label, ours, hf) is None
         assert ours.count(tok.bos_token_id) == (1 if bos_in_front else 0)  # never twice, never lost
@@ -71,7 +71,7 @@ def test_training_ids_are_chat_path_ids(tiny_bos_base, tmp_path):
     ex = data.render(data.load_dataset(path), tok, chosen)[0]
     row = data.tokenize([ex], tok, 128)[0]
     tok.chat_template = chosen.jinja
-    prompt = smoke.hf_chat_ids(tok, ex.messages)
+    prompt = hf_eval.chat_ids(tok, ex.messages)
     assert row["input_ids"][: len(prompt)] == prompt and prompt[0] == tok.bos_token_id
     assert row["input_ids"].count(tok.bos_token_id) == 1
     assert row["input_ids"][-1] == tok.eos_token_id  # the alpaca turn ends at EOS

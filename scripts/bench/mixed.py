@@ -44,15 +44,16 @@ def main() -> None:
     from edgetune import kld, mixed
     from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
+    from edgetune.heldout import Heldout
     from edgetune.quantize import quantize
 
     model_dir = resolve_base(a.model)
     tok = AutoTokenizer.from_pretrained(model_dir)
     calib = rows_of(tok, docstrings(CALIBRATION_MODULES), a.calibration_tokens, a.width)
     evals = rows_of(tok, docstrings(EVALUATION_MODULES), a.eval_tokens, a.width)
-    held = kld.Heldout(evals, [[1] * len(r) for r in evals])
+    held = Heldout(evals, [[1] * len(r) for r in evals])
     probe_rows = calib[: max(1, a.probe_tokens // a.width)]
-    probes = kld.Heldout(probe_rows, [[1] * len(r) for r in probe_rows])
+    probes = Heldout(probe_rows, [[1] * len(r) for r in probe_rows])
     print(f"model {a.model}: calibration {sum(map(len, calib))} tokens, evaluation {sum(map(len, evals))} tokens "
           f"of other text; ladder {a.ladder}; {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     rows = []

@@ -114,10 +114,11 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from edgetune import data as data_mod
+    from edgetune import heldout, kld
     from edgetune import imatrix as imatrix_mod
-    from edgetune import kld
     from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
+    from edgetune.heldout import Heldout
     from edgetune.quantize import quantize
     from edgetune.recipe import DataSpec
 
@@ -125,17 +126,17 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     calib = rows_of(tok, docstrings(CALIBRATION_MODULES), a.calibration_tokens, a.width)
     evals = rows_of(tok, docstrings(EVALUATION_MODULES), a.eval_tokens, a.width)
-    held = kld.Heldout(evals, [[1] * len(r) for r in evals])
+    held = Heldout(evals, [[1] * len(r) for r in evals])
     task = data_mod.prepare(DataSpec(path=a.task, allow_lost_responses=True), tok, 0, str(model_dir))
     task_calib = imatrix_mod.calibration_rows(task.train, tok, 512, a.calibration_tokens)
-    task_held = kld.heldout(task.eval, tok, 512, 0)
+    task_held = heldout.rows(task.eval, tok, 512, 0)
     keep, total = [], 0
     for ids, mask in zip(task_held.ids, task_held.masks):
         if total + len(ids) > a.eval_tokens:
             break
         keep.append((ids, mask))
         total += len(ids)
-    task_held = kld.Heldout([k[0] for k in keep], [k[1] for k in keep])
+    task_held = Heldout([k[0] for k in keep], [k[1] for k in keep])
     print(f"model {a.model}: calibration {sum(map(len, calib))} tokens ({len(calib)} rows), evaluation "
           f"{sum(map(len, evals))} tokens of other text; {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print(f"task {task.dataset.source} ({task.template.name if task.template else 'text'} template): "
