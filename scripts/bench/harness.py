@@ -52,6 +52,12 @@ def python(module_or_code: str, *args: str, env: dict | None = None) -> Child:
     return child([sys.executable, flag, module_or_code, *args], env=env)
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory so far (VmHWM)."""
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmHWM:")[1].split()[0]) / 1024
+
+
 def emit(**measured) -> None:
     """In a child: report what it measured to the parent."""
     print(MARK + json.dumps(measured), flush=True)

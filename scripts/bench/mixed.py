@@ -9,22 +9,19 @@ tt_overrides; a second mix scales each tensor's error by its kind's measured KLD
 same importance matrix (calibration text: stdlib docstrings, as in
 scripts/bench/quant.py); the evaluation text is other modules' docstrings, never seen by the imatrix.
 
-    .venv/bin/python scripts/bench/mixed.py                  # Gemma 3 270M (cached HF import)
-    .venv/bin/python scripts/bench/mixed.py --model demo     # the demo base, seconds
+    .venv/bin/python -m scripts.bench.mixed                  # Gemma 3 270M (cached HF import)
+    .venv/bin/python -m scripts.bench.mixed --model demo     # the demo base, seconds
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from edgetune.mixed import LADDER
-
-sys.path.insert(0, str(Path(__file__).parent))
-from quant import CALIBRATION_MODULES, EVALUATION_MODULES, docstrings, rows_of  # noqa: E402  (the same texts)
+from scripts.bench.quant import CALIBRATION_MODULES, EVALUATION_MODULES, docstrings, rows_of  # the same texts
 
 
 def main() -> None:

@@ -13,17 +13,18 @@ dataset edgetune reads) are rendered with the model's chat template exactly as t
 one imatrix comes from the training rows, the generic one from the stdlib docstrings above, and each
 type quantized with either is measured on held-out rows of the task that neither imatrix saw.
 
-    .venv/bin/python scripts/bench/quant.py                  # Gemma 3 270M (cached HF import)
-    .venv/bin/python scripts/bench/quant.py --model demo     # the demo base, seconds
+    .venv/bin/python -m scripts.bench.quant                  # Gemma 3 270M (cached HF import)
+    .venv/bin/python -m scripts.bench.quant --model demo     # the demo base, seconds
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
+
+from scripts.bench.harness import peak_rss_mib
 
 # (type with the imatrix, the type without it that it is compared with)
 PAIRS = [("Q4_0", "Q4_0"), ("IQ4_NL", "Q4_0"), ("Q3_K_M", "Q3_K_M"), ("IQ3_M", "Q3_K_M"), ("Q2_K", "Q2_K"),
@@ -57,10 +58,6 @@ def rows_of(tok, texts, n_tokens: int, width: int) -> list[list[int]]:
     rows = [bos + ids[i:i + width - len(bos)] for i in range(0, len(ids), width - len(bos))]
     rows = [r for r in rows if len(r) == width]
     return rows[: max(1, n_tokens // width)]
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train_pass(model_dir: str, rows: list[list[int]], out) -> None:
