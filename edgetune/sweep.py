@@ -26,7 +26,7 @@ from edgetune import kld, mixed
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
-from edgetune.quantize import predicted_size, quantize
+from edgetune.quantize import OVERRIDDEN, misfit, predicted_size, quantize, row_widths
 from edgetune.recipe import ExportSpec, Recipe
 from edgetune.results import (
     BaseFigures,
@@ -155,9 +155,18 @@ def meets(f: QuantFile, ref_accuracy: float | None, spec: ExportSpec) -> list[st
     return misses
 
 
-def candidates(src: Path, spec: ExportSpec, imatrix: Path | None) -> tuple[list[QuantFile], list[str]]:
+def candidates(src: Path, spec: ExportSpec, imatrix: Path | None,
+               on_event: Callback = ignore) -> tuple[list[QuantFile], list[str]]:
     """Every (type, embedding type) pair with its dry-run size, smallest first; an override that
-    changes nothing (same size as llama.cpp's own choice) is dropped. Also the types left out."""
+    changes nothing (same size as llama.cpp's own choice) is dropped, and so is an embedding type
+    the model's embedding rows cannot take (with a line in the log). Also the types left out."""
+    widths = row_widths(src)
+    unfit = {}
+    for emb in spec.auto_embedding_types:
+        why = embedding_misfit(emb, widths)
+        if why:
+            unfit[emb.upper()] = why
+            on_event(Event("quantize", "log", f"sweep: embedding type {emb.upper()} left out: {why}"))
     left_out, found = [], []
     for q in spec.auto_types:
         if FILE_TYPES[q].needs_imatrix and imatrix is None:
@@ -166,6 +175,8 @@ def candidates(src: Path, spec: ExportSpec, imatrix: Path | None) -> tuple[list[
         sizes = {}
         for emb in spec.auto_embedding_types:
             e = None if emb.lower() == "default" else emb.upper()
+            if e in unfit:
+                continue
             size = predicted_size(src, q, imatrix, e, e)
             if size in sizes.values():
                 continue
@@ -174,11 +185,33 @@ def candidates(src: Path, spec: ExportSpec, imatrix: Path | None) -> tuple[list[
     return sorted(found, key=lambda c: c.predicted_bytes), left_out
 
 
+def embedding_misfit(emb: str, widths: dict[str, int]) -> str | None:
+    """Why an export.auto_embedding_types entry cannot apply to a model whose tensors have these row
+    widths ({name: width}: a GGUF's, or the base config's hidden size for both); None when it can."""
+    if emb.lower() == "default":
+        return None
+    for tensor in OVERRIDDEN:
+        if tensor in widths and (why := misfit(tensor, widths[tensor], emb)):
+            return why
+    return None
+
+
+def check_embedding_types(recipe: Recipe, hidden_size: int) -> None:
+    """Before training: every export.auto_embedding_types entry must fit the base's embedding rows
+    (hidden_size wide), or the sweep would size and try a file llama.cpp cannot write."""
+    if not is_auto(recipe):
+        return
+    for emb in recipe.export.auto_embedding_types:
+        why = embedding_misfit(emb, {OVERRIDDEN[0]: hidden_size})
+        if why:
+            raise EdgetuneError(f"export.auto_embedding_types: {emb.upper()} cannot be used with {recipe.base}: {why}")
+
+
 def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_path: Callable[[str], Path],
           max_tokens: int, threads: int, on_event: Callback = ignore,
           cancel: CancelToken | None = None) -> tuple[list[QuantFile], SweepResult]:
     """Quantize and measure candidates, smallest first, until one is within the budget."""
-    cands, left_out = candidates(src, spec, imatrix)
+    cands, left_out = candidates(src, spec, imatrix, on_event)
     if left_out:
         on_event(Event("quantize", "log", f"sweep: without an importance matrix {', '.join(left_out)} are left out"))
     on_event(Event("quantize", "log", f"sweep: {len(cands)} candidates from "

@@ -166,6 +166,7 @@ def test_task_verdict_names_likely_causes():
     summary.hf.accuracy = 1.0
     assert report.task_verdict(summary, train, []).verdict == "good"
     summary.hf.accuracy, summary.hf.perplexity = 0.0, 4.0  # free text: perplexity shows the gain
+    summary.expected = ["a long free-text answer that exact match could never judge fairly at all"] * 2
     assert report.task_verdict(summary, train, []).verdict == "good"
 
 

@@ -19,7 +19,7 @@ from textual.widgets import (
     Static,
 )
 
-from edgetune.batch import find_adapters, run_batch, slug
+from edgetune.batch import adapter_problem, find_adapters, run_batch, slug
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import CancelToken
@@ -105,12 +105,16 @@ class BatchScreen(Screen):
             self.status(str(e), error=True)
             return []
         if not self.adapters:
-            self.status(f"{folder}: no PEFT adapters found (folders with adapter_config.json)", error=True)
+            self.status(f"{folder}: no PEFT adapters found (folders with adapter_config.json and weights)", error=True)
             return []
+        broken = 0
         for a in self.adapters:
             name = adapter_name(a, Path(folder))
-            table.add_row(name, "pending", shown_path(a), key=name)
-        self.status(f"{len(self.adapters)} adapters found")
+            problem = adapter_problem(a)
+            broken += problem is not None
+            table.add_row(name, "broken" if problem else "pending", problem.split(": ", 1)[-1] if problem
+                          else shown_path(a), key=name)
+        self.status(f"{len(self.adapters)} adapter folders found" + (f", {broken} broken (see why)" if broken else ""))
         return self.adapters
 
     def start(self) -> None:
