@@ -123,3 +123,73 @@ def test_tensor_types_that_cannot_fit_are_refused_or_skipped_never_aborted(tiny_
                                 None, events.append)
     assert {c.embedding for c in cands} <= {"default", "Q4_0"} and cands
     assert any("embedding type Q2_K left out: token_embd.weight has rows of 64" in e.message for e in events)
+
+
+def test_ctrl_c_says_the_step_and_the_resumed_result_counts_all_training(tiny_recipe):
+    """Ctrl-C (a KeyboardInterrupt inside the trainer) ends with 'interrupted at step N', the run is
+    marked interrupted, and after the resume train.json counts every part: steps, seconds, parts."""
+    from edgetune.events import TrainMetrics
+    from edgetune.runs import RunFolder
+
+    def ctrl_c_at_step_8(e):
+        if isinstance(e, TrainMetrics) and e.step == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        pipeline.run(tiny_recipe, ctrl_c_at_step_8, until="train")
+    assert str(e.value) == "interrupted at step 8 of 12 (last checkpoint: step 6)"
+    folder = RunFolder.of(tiny_recipe)
+    state = folder.state()
+    assert state.outcome == "interrupted" and state.step == "train" and state.error.startswith("interrupted at step 8")
+    first = json.loads(folder.train_parts.read_text())
+    assert [p["step"] for p in first] == [8]
+    pipeline.run(tiny_recipe, until="train")
+    result = folder.train_result()
+    parts = json.loads(folder.train_parts.read_text())
+    assert result.steps == 12 and result.parts == 2 and [p["step"] for p in parts] == [8, 12]
+    assert result.seconds == pytest.approx(sum(p["seconds"] for p in parts), abs=0.11)
+    assert result.seconds >= first[0]["seconds"]
+
+
+def test_cli_ctrl_c_line():
+    proc = subprocess.run([sys.executable, "-c", "import sys; from edgetune import cli; cli.app = lambda: "
+                           "(_ for _ in ()).throw(KeyboardInterrupt('interrupted at step 8 of 12')); cli.main()"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130
+    assert proc.stderr.strip() == "interrupted at step 8 of 12; run the same command to resume"
+
+
+def test_data_columns_map_the_files_own_names(tmp_path):
+    from edgetune import data
+    from edgetune.recipe import from_dict
+
+    csv_file = tmp_path / "qa.csv"
+    csv_file.write_text("question,answer,notes\nreverse cat,tac,x\nreverse dog,god,\n")
+    with pytest.raises(EdgetuneError, match="cannot tell the format .* map yours with data.columns"):
+        data.load_dataset(csv_file)
+    ds = data.load_dataset(csv_file, columns={"instruction": "question", "output": "answer"})
+    assert ds.format == "alpaca" and ds.rows[1].record["instruction"] == "reverse dog"
+    assert ds.rows[1].record["output"] == "god"
+    with pytest.raises(EdgetuneError) as e:
+        data.load_dataset(csv_file, columns={"instruction": "prompt", "output": "answer"})
+    assert str(e.value) == (f"{csv_file}: data.columns.instruction is 'prompt', which is not a column of this file "
+                            "(its columns: question, answer, notes)")
+    gaps = tmp_path / "gaps.jsonl"
+    gaps.write_text(json.dumps({"question": "a", "answer": "b"}) + "\n" + json.dumps({"question": "c"}) + "\n")
+    with pytest.raises(EdgetuneError, match=r"gaps.jsonl:2: missing field 'answer' \(data.columns.output\)"):
+        data.load_dataset(gaps, columns={"instruction": "question", "output": "answer"})
+    assert data.suggest_columns(["question", "answer", "notes"]) == {"instruction": "question", "output": "answer"}
+    assert data.suggest_columns(["instruction", "input", "output"]) == {}
+
+    share = tmp_path / "sharegpt.jsonl"
+    share.write_text(json.dumps({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}))
+    ds = data.load_dataset(share, columns={"messages": "conversations", "role_tag": "from", "content_tag": "value",
+                                           "user_tag": "human", "assistant_tag": "gpt"})
+    assert ds.format == "chat"
+    assert ds.rows[0].record["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+
+    assert from_dict({"data": {"columns": {"instruction": "question"}}}).data.columns == {"instruction": "question"}
+    with pytest.raises(EdgetuneError, match="data.columns.question is not one of instruction, input, output"):
+        from_dict({"data": {"columns": {"question": "instruction"}}})
+    with pytest.raises(EdgetuneError, match=r"data.columns: expected a mapping"):
+        from_dict({"data": {"columns": "question"}})
