@@ -15,7 +15,6 @@ from textual.widgets import (
     Header,
     Input,
     Select,
-    SelectionList,
     Static,
 )
 
@@ -26,6 +25,7 @@ from edgetune.events import CancelToken
 
 from ..display import one_line, show_status, shown_path
 from ..messages import CoreEvent, JobFinished
+from ..widgets.toggles import SelectionList
 from .file_picker import FilePickerScreen
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
@@ -52,7 +52,7 @@ class BatchScreen(Screen):
                 yield Select(MODES, value="merged", allow_blank=False, id="mode")
                 yield Input("gguf-out", id="out", placeholder="output folder")
         yield DataTable(id="rows", zebra_stripes=True, show_cursor=False)
-        yield Static("choose a folder: every folder under it holding adapter_config.json is one row",
+        yield Static("choose a folder: every folder under it holding adapter files is one row",
                      id="error", classes="status")
         with Horizontal(classes="nav"):
             yield Button("Convert all", id="run", variant="primary")
@@ -114,7 +114,7 @@ class BatchScreen(Screen):
             broken += problem is not None
             table.add_row(name, "broken" if problem else "pending", problem.split(": ", 1)[-1] if problem
                           else shown_path(a), key=name)
-        self.status(f"{len(self.adapters)} adapter folders found" + (f", {broken} broken (see why)" if broken else ""))
+        self.status(f"{len(self.adapters)} adapters found" + (f", {broken} of them broken (see why)" if broken else ""))
         return self.adapters
 
     def start(self) -> None:
