@@ -122,13 +122,13 @@ def test_training_step_warns_of_too_few_steps_and_proposes_a_batch_size():
         async with app.run_test(size=(80, 24)) as pilot:
             await app.push_screen(TrainingScreen())
             await pilot.pause()
-            line = str(app.screen.query_one("#steps").render())
+            line = str(app.screen.query_one("#steps-plan").render())
             assert "too few steps: 51 training rows at batch 16 x accum 2, 3 epochs give only 6" in line
             assert "try batch size 4 with grad accum 1 (39 steps)" in line
             app.screen.query_one("#f-batch_size").value = "4"
             app.screen.query_one("#f-grad_accum").value = "1"
             await pilot.pause()
-            assert str(app.screen.query_one("#steps").render()) == "39 optimizer steps for 51 training rows"
+            assert str(app.screen.query_one("#steps-plan").render()) == "39 optimizer steps for 51 training rows"
     asyncio.run(go())
 
 

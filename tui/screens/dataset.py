@@ -96,14 +96,14 @@ class DatasetScreen(WizardScreen):
         for key in MAPPED:
             select = self.query_one(f"#col-{key}", Select)
             select.set_options([(f"{key}: {c}", c) for c in columns])
-            select.value = mapping.get(key, Select.BLANK) if mapping.get(key) in columns else Select.BLANK
+            select.value = mapping.get(key, Select.NULL) if mapping.get(key) in columns else Select.NULL
 
     def _columns(self) -> dict[str, str]:
         """data.columns as the mapping row sets it ({} while it is hidden)."""
         if not self.query_one("#columns").display:
             return {}
         values = {key: self.query_one(f"#col-{key}", Select).value for key in MAPPED}
-        return {k: str(v) for k, v in values.items() if v not in (Select.BLANK, None, "")}
+        return {k: str(v) for k, v in values.items() if v not in (Select.NULL, None, "")}
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         if self.checked is not None:

@@ -60,7 +60,7 @@ class TrainingScreen(WizardScreen):
                             compact=True)
                 yield Static(help_text, classes="field-help")
         yield Static(self._cut_line(r.data.max_length), id="cut", classes="hint")
-        yield Static(self._steps_line(r), id="steps", classes="hint")
+        yield Static(self._steps_line(r), id="steps-plan", classes="hint")
         with Horizontal(classes="field"):
             yield Button("Defaults", id="defaults", compact=True, classes="field-label")
             yield Static("r 16, alpha 32, 3 epochs, lr 2e-4, batch 4 x 4: a usual LoRA start", classes="field-help")
@@ -96,7 +96,7 @@ class TrainingScreen(WizardScreen):
         except EdgetuneError as e:
             self.show_error(str(e))
             return
-        self.query_one("#steps", Static).update(self._steps_line(recipe))
+        self.query_one("#steps-plan", Static).update(self._steps_line(recipe))
 
     def _steps_line(self, recipe: recipe_mod.Recipe) -> str:
         """How many optimizer steps this plan gives the dataset's rows; in red, with a batch size or
