@@ -50,6 +50,8 @@ class OneLineErrors(TyperGroup):
                 raise
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as e:  # Ctrl-C: here, or typer ends it as a bare exit 130
+            interrupted(e)
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=False, epilog=EPILOG,
@@ -320,9 +322,14 @@ def batch(adapters: Path, out: Path = typer.Option(..., "--out", help="Output fo
         raise typer.Exit(1)
 
 
+def interrupted(e: KeyboardInterrupt) -> None:
+    """The line Ctrl-C ends with; the pipeline says where ("interrupted at step 12 of 90")."""
+    typer.echo(f"\n{str(e) or 'interrupted'}; run the same command to resume", err=True)
+    sys.exit(130)
+
+
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt as e:  # the pipeline says where: "interrupted at step 12 of 90"
-        typer.echo(f"\n{str(e) or 'interrupted'}; run the same command to resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        interrupted(e)

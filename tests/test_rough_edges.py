@@ -152,10 +152,13 @@ def test_ctrl_c_says_the_step_and_the_resumed_result_counts_all_training(tiny_re
 
 
 def test_cli_ctrl_c_line():
-    proc = subprocess.run([sys.executable, "-c", "import sys; from edgetune import cli; cli.app = lambda: "
-                           "(_ for _ in ()).throw(KeyboardInterrupt('interrupted at step 8 of 12')); cli.main()"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 130
+    """Ctrl-C inside a command (typer would end it as a silent exit 130) prints where it stopped."""
+    code = ("from edgetune import cli, pipeline\n"
+            "def stop(*a, **k): raise KeyboardInterrupt('interrupted at step 8 of 12')\n"
+            "pipeline.run = stop\ncli._load_recipe = lambda *a, **k: type('R', (), {'name': 'x', 'runs_dir': 'r'})\n"
+            "cli._log_libraries = lambda *a, **k: None\nimport sys; sys.argv = ['edgetune', 'train']; cli.main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip() == "interrupted at step 8 of 12; run the same command to resume"
 
 
