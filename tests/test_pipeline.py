@@ -80,7 +80,7 @@ def test_report_and_modelfile(finished_run):
     r, summary, _ = finished_run
     run = RunFolder.of(r)
     report = (run.report_md).read_text()
-    assert "file verdict: PASS (3 of 3 files" in report and "task verdict: good" in report
+    assert "file verdict: PASS (3 of 3 files" in report and f"task verdict: {summary.task.verdict} (" in report
     assert "t-Q4_K_M.gguf" in report and "| pass |" in report and "chat template: alpaca" in report
     modelfile = (run.modelfile).read_text()
     assert "FROM ./t-Q4_K_M.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
