@@ -72,6 +72,10 @@ def task_verdict(smoke: SmokeResult, train: TrainResult, losses: list[float],
             reasons.append(f"the training loss barely moved ({first:.3f} -> {last:.3f}): raise train.lr or train longer")
     if not measurable and ppl_down and ppl is not None and ppl > PLAUSIBLE_PPL:
         reasons.append(f"the response perplexity fell but is still {ppl:,.0f}: the model has not learned the responses")
+    if measurable and not accuracy_up and ppl_down:
+        reasons.append(f"held-out accuracy did not rise ({base.accuracy:.0%} -> {tuned.accuracy:.0%}) though the "
+                       "response perplexity fell: the answers came closer but are not right yet: train longer "
+                       "(train.epochs) or raise train.lr")
     if measurable and not accuracy_up and tuned.accuracy >= 1.0:
         reasons.append("the base model already answers every held-out prompt right")
     good = better and stop

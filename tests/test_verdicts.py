@@ -27,6 +27,7 @@ def test_perplexity_alone_is_not_good_when_answers_babble_and_never_stop():
     assert task.verdict == "poor"
     reasons = " | ".join(task.reasons)
     assert "answers never stop" in reasons and "0 of 3" in reasons
+    assert "held-out accuracy did not rise (0% -> 0%) though the response perplexity fell" in reasons
     line = report.verdict_lines(SmokeResult(**{**vars(smoke), "task": task}))[-1]
     assert line.startswith("task verdict: poor (held-out accuracy 0% -> 0%") and "likely: " in line
 
