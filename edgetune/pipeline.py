@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from edgetune import data as data_mod
 from edgetune import merge as merge_mod
+from edgetune import recipe as recipe_mod
 from edgetune import report as report_mod
 from edgetune import report_html
 from edgetune import smoke as smoke_mod
@@ -26,7 +28,7 @@ from edgetune import train as train_mod
 from edgetune.base import load_tokenizer
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
+from edgetune.events import Callback, Cancelled, CancelToken, Event, duration, ignore
 from edgetune.fsutil import is_main_process, write_text
 from edgetune.hub import check_ids
 from edgetune.recipe import Recipe
@@ -97,6 +99,8 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     check_ids(models=[recipe.base], datasets=[recipe.data.path])  # a hub id that cannot be had: before any write
     train_mod.quiet_libraries()
     folder = RunFolder.of(recipe)
+    if not folder.dir.exists():  # a bad dataset stops here, before there is a folder to leave behind
+        check_inputs(recipe, on_event)
     folder.dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         write_text(folder.recipe_yaml, recipe.to_yaml())
@@ -106,14 +110,32 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     current = [""]
     try:
         result = _run_steps(recipe, folder, on_event, cancel, until, force, current)
-    except (Cancelled, KeyboardInterrupt) as e:
+    except Cancelled as e:
         folder.mark_outcome("interrupted", current[0], str(e) or "interrupted")
         raise
+    except KeyboardInterrupt as e:  # Ctrl-C: say where it stopped (training says its step)
+        message = str(e) or f"interrupted in the {current[0]} step"
+        folder.mark_outcome("interrupted", current[0], message)
+        raise KeyboardInterrupt(message) from None
     except Exception as e:
         folder.mark_outcome("failed", current[0], str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise
     folder.mark_outcome("done", until)
     return result
+
+
+def check_inputs(recipe: Recipe, on_event: Callback = ignore) -> None:
+    """What can be checked before a run folder is made: the dataset is read and validated (a missing
+    file, a bad CSV, a bad row, a data.columns name the file lacks: one line), and a plan that gives
+    too few optimizer steps to learn is warned about, with a batch size or epochs that would do."""
+    folder = RunFolder.of(recipe)
+    if folder.dir.exists() and up_to_date(recipe, folder, "train"):
+        return
+    d = recipe.data
+    ds = data_mod.load_dataset(data_mod.dataset_source(d.path), d.format, d.on_bad_row, d.columns)
+    advice = recipe_mod.steps_advice(recipe.train, recipe_mod.train_rows(len(ds.rows), d.eval_split))
+    if advice:
+        on_event(Event("train", "log", f"warning: {advice}", data={"too_few_steps": True}))
 
 
 def _run_steps(recipe: Recipe, folder: RunFolder, on_event: Callback, cancel: CancelToken | None,
@@ -159,7 +181,7 @@ def _run_step(recipe: Recipe, folder: RunFolder, name: str, fn, on_event: Callba
     seconds = time.time() - t0
     if is_main_process():
         folder.mark_step(name, fingerprint(recipe, name), seconds)
-    on_event(Event(name, "step_done", f"{name}: {seconds:.1f} s", data={"seconds": seconds}))
+    on_event(Event(name, "step_done", f"{name}: {duration(seconds)}", data={"seconds": seconds}))
 
 
 def _quantize(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback,
@@ -174,7 +196,8 @@ def _smoke(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Cal
     quant = QuantResult.read(folder.quant_json)
     files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quant.kept_labels()]
     result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok, quant)
-    result.task = report_mod.task_verdict(result, _train_result(folder), report_mod.train_losses(folder.train_log))
+    result.task = report_mod.task_verdict(result, _train_result(folder), report_mod.train_losses(folder.train_log),
+                                          recipe)
     result.write(folder.smoke_json)
 
 

@@ -19,7 +19,7 @@ from edgetune.convert.filetypes import FileType, file_type
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
-from edgetune.gguf_io import bits_per_weight, check_gguf_file, header_bytes
+from edgetune.gguf_io import bits_per_weight, check_gguf_file
 from edgetune.logs import llama_lines
 
 
@@ -40,6 +40,8 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
         raise EdgetuneError(f"quant type {ft.name} needs an importance matrix (computed from the training data "
                             "by `edgetune run`); none was given, so nothing was quantized")
     check_gguf_file(src)
+    if token_embedding_type or output_tensor_type or tensor_types:
+        check_types_fit(src, _requested(token_embedding_type, output_tensor_type, tensor_types))
     on_event(Event("quantize", "start", f"{src.name} -> {ft.name}" + (" (importance matrix)" if imatrix else "")))
     t0 = time.time()
     # llama.cpp logs a line per tensor, and a warning per tensor whose rows its type cannot take:
@@ -66,6 +68,50 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
     return info
 
 
+# Tensor types offered when one does not fit, widest first.
+TENSOR_TYPES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K", "Q2_K")
+OVERRIDDEN = ("token_embd.weight", "output.weight")  # what token_embedding_type / output_tensor_type set
+
+
+def misfit(tensor: str, width: int, type_name: str) -> str | None:
+    """Why ggml type `type_name` cannot hold `tensor`, whose rows are `width` values long (llama.cpp
+    aborts the whole process on such a request); None when it fits."""
+    block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name.upper()]][0]
+    if width % block == 0:
+        return None
+    fits = [t for t in TENSOR_TYPES if width % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t]][0] == 0]
+    return (f"{tensor} has rows of {width} values and {type_name.upper()} needs a multiple of {block}; "
+            f"types that fit: {', '.join(fits) or 'F16, F32'}")
+
+
+def row_widths(src: str | Path) -> dict[str, int]:
+    """{tensor name: row length} of a GGUF's tensors (GGUF lists the row length first)."""
+    return {t.name: int(t.shape[0]) for t in gguf.GGUFReader(str(src), "r").tensors}
+
+
+def check_types_fit(src: str | Path, types: dict[str, str | None], widths: dict[str, int] | None = None) -> None:
+    """Refuse, in one line, a tensor type that a tensor's rows cannot take ({tensor name: type};
+    None or "default" is llama.cpp's own choice), before llama.cpp is asked and aborts."""
+    widths = widths if widths is not None else row_widths(src)
+    for tensor, type_name in types.items():
+        if type_name in (None, "", "default", "auto") or tensor not in widths:
+            continue
+        why = misfit(tensor, widths[tensor], type_name)
+        if why:
+            raise EdgetuneError(f"{Path(src).name}: {why}")
+
+
+def _requested(token_embedding_type, output_tensor_type, tensor_types) -> dict[str, str | None]:
+    asked = dict(tensor_types or {})
+    asked.setdefault(OVERRIDDEN[0], token_embedding_type)
+    asked.setdefault(OVERRIDDEN[1], output_tensor_type)
+    if token_embedding_type:
+        asked[OVERRIDDEN[0]] = token_embedding_type  # the two named types win over tensor_types, as in llama.cpp
+    if output_tensor_type:
+        asked[OVERRIDDEN[1]] = output_tensor_type
+    return asked
+
+
 FALLBACK = re.compile(r"(\S+)\s+- ncols .*?-> falling back to\s+(\w+)")
 
 
@@ -81,7 +127,9 @@ class Sizer:
     def __init__(self, src: str | Path, imatrix: str | Path | None = None):
         self.src = Path(src)
         check_gguf_file(self.src)
-        self.header = header_bytes(self.src)  # llama.cpp reports tensor bytes; the header comes on top
+        reader = gguf.GGUFReader(str(self.src), "r")
+        self.header = int(reader.data_offset)  # llama.cpp reports tensor bytes; the header comes on top
+        self.widths = {t.name: int(t.shape[0]) for t in reader.tensors}  # rows a type must divide
         self.imatrix = imatrix_mod.read(imatrix) if imatrix is not None else None
         self.imatrix_name = Path(imatrix).name if imatrix is not None else ""
 
@@ -89,6 +137,8 @@ class Sizer:
         import llama_cpp
 
         ft = file_type(qtype)
+        if token_embedding_type or output_tensor_type:  # llama.cpp would abort the process on a misfit
+            check_types_fit(self.src, _requested(token_embedding_type, output_tensor_type, None), self.widths)
         lines: list[str] = []
         with _params(ft, 0, self.imatrix, token_embedding_type, output_tensor_type,
                      imatrix_name=self.imatrix_name) as params, llama_lines(lines):

@@ -52,6 +52,8 @@ class RunFolder:
     train_json = property(lambda self: self.dir / "train.json")
     adapter = property(lambda self: self.dir / "adapter")
     checkpoints = property(lambda self: self.dir / "checkpoints")
+    # each run of the train step that the checkpoints continue: its seconds and last step
+    train_parts = property(lambda self: self.checkpoints / "edgetune-parts.json")
     merged = property(lambda self: self.dir / "merged")
     gguf_dir = property(lambda self: self.dir / "gguf")
     quant_json = property(lambda self: self.dir / "quant.json")

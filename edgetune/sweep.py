@@ -28,7 +28,7 @@ from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.heldout import Heldout
-from edgetune.quantize import Sizer, quantize
+from edgetune.quantize import OVERRIDDEN, Sizer, misfit, quantize
 from edgetune.recipe import ExportSpec, Recipe
 from edgetune.results import (
     ImatrixInfo,
@@ -185,11 +185,18 @@ def meets(f: QuantFile, ref_accuracy: float | None, spec: ExportSpec) -> list[st
 def candidates(src: Path, spec: ExportSpec, imatrix: Path | None,
                on_event: Callback = ignore) -> tuple[list[QuantFile], list[str]]:
     """Every (type, embedding type) pair with its dry-run size, smallest first; an override that
-    changes nothing (same size as llama.cpp's own choice) is dropped. Also the types left out."""
-    left_out = [q for q in spec.auto_types if FILE_TYPES[q].needs_imatrix and imatrix is None]
-    pairs = [(q, None if emb.lower() == "default" else emb.upper())
-             for q in spec.auto_types if q not in left_out for emb in spec.auto_embedding_types]
+    changes nothing (same size as llama.cpp's own choice) is dropped, and so is an embedding type
+    the model's embedding rows cannot take (with a line in the log). Also the types left out."""
     sizer = Sizer(src, imatrix)
+    embeddings = []
+    for emb in spec.auto_embedding_types:
+        why = embedding_misfit(emb, sizer.widths)
+        if why:
+            on_event(Event("quantize", "log", f"sweep: embedding type {emb.upper()} left out: {why}"))
+        else:
+            embeddings.append(None if emb.lower() == "default" else emb.upper())
+    left_out = [q for q in spec.auto_types if FILE_TYPES[q].needs_imatrix and imatrix is None]
+    pairs = [(q, e) for q in spec.auto_types if q not in left_out for e in embeddings]
     found, sizes = [], {}
     on_event(Event("quantize", "start", f"sizing {len(pairs)} candidates (llama.cpp dry runs)", total=len(pairs)))
     for i, (q, e) in enumerate(pairs, 1):
@@ -200,6 +207,28 @@ def candidates(src: Path, spec: ExportSpec, imatrix: Path | None,
         sizes[q][e] = size
         found.append(QuantFile(label(q, e), q, embedding=e or "default", predicted_bytes=size))
     return sorted(found, key=lambda c: c.predicted_bytes), left_out
+
+
+def embedding_misfit(emb: str, widths: dict[str, int]) -> str | None:
+    """Why an export.auto_embedding_types entry cannot apply to a model whose tensors have these row
+    widths ({name: width}: a GGUF's, or the base config's hidden size for both); None when it can."""
+    if emb.lower() == "default":
+        return None
+    for tensor in OVERRIDDEN:
+        if tensor in widths and (why := misfit(tensor, widths[tensor], emb)):
+            return why
+    return None
+
+
+def check_embedding_types(recipe: Recipe, hidden_size: int) -> None:
+    """Before training: every export.auto_embedding_types entry must fit the base's embedding rows
+    (hidden_size wide), or the sweep would size and try a file llama.cpp cannot write."""
+    if not is_auto(recipe):
+        return
+    for emb in recipe.export.auto_embedding_types:
+        why = embedding_misfit(emb, {OVERRIDDEN[0]: hidden_size})
+        if why:
+            raise EdgetuneError(f"export.auto_embedding_types: {emb.upper()} cannot be used with {recipe.base}: {why}")
 
 
 def sweep(m: Measuring) -> tuple[list[QuantFile], SweepResult]:

@@ -39,11 +39,12 @@ from edgetune.events import (
     TrainMetrics,
     ignore,
 )
-from edgetune.fsutil import atomic_dir
+from edgetune.fsutil import atomic_dir, is_main_process, write_json
 from edgetune.models import load_causal_lm
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.results import TrainResult
 from edgetune.runs import RunFolder
+from edgetune.sweep import check_embedding_types
 from edgetune.targets import describe, expert_parameters, left_out_of_all_linear, resolve_experts, resolve_targets
 
 
@@ -315,7 +316,9 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     t = recipe.train
     tracking = tracker_args(t, RunFolder(run_dir, recipe.name), on_event)  # a missing package: before any loading
     base = resolve_base(recipe.base, on_event, allow_pickle=t.allow_pickle)
-    p = plan(t, AutoConfig.from_pretrained(base, trust_remote_code=t.trust_remote_code))
+    config = AutoConfig.from_pretrained(base, trust_remote_code=t.trust_remote_code)
+    check_embedding_types(recipe, config.get_text_config().hidden_size)  # before minutes of training
+    p = plan(t, config)
     if p.method == "qlora" and p.device == "cpu":
         on_event(Event("train", "log", "QLoRA on the CPU: slow; bitsandbytes NF4 on CPU, for testing"))
     tokenizer = load_tokenizer(base, t.trust_remote_code)
@@ -397,8 +400,19 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     on_event(Event("train", "log", trainer.check_loss_head()))
     if resume:
         on_event(Event("train", "log", f"resuming from {resume.name}"))
+    # Every part of training (a first run, then each resume) is counted: its time and its last step.
+    ledger = RunFolder(run_dir, recipe.name).train_parts
+    parts = _read_parts(ledger) if resume else []
     t0 = time.time()
-    trained = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        trained = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except KeyboardInterrupt:  # Ctrl-C: say where; a rerun resumes from the last checkpoint
+        _write_parts(ledger, parts + [{"seconds": round(time.time() - t0, 1), "step": trainer.state.global_step}])
+        raise KeyboardInterrupt(f"interrupted at step {trainer.state.global_step} of {trainer.state.max_steps}"
+                                + (f" (last checkpoint: step {last.name.split('-')[-1]})"
+                                   if (last := _last_checkpoint(ckpt_dir)) else "")) from None
+    parts.append({"seconds": round(time.time() - t0, 1), "step": trainer.state.global_step})
+    _write_parts(ledger, parts)
     if progress.nan:
         raise EdgetuneError(f"{run_dir}: training stopped, the loss became NaN/inf at step "
                             f"{trainer.state.global_step} (try a lower train.lr)")
@@ -408,7 +422,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     result = TrainResult(
         method=p.method, device=p.device, dtype=p.dtype, base=recipe.base, base_path=base,
         trainable_params=trainable, total_params=total, steps=trainer.state.global_step,
-        train_loss=trained.training_loss, seconds=round(time.time() - t0, 1), format=ds.format,
+        train_loss=trained.training_loss, seconds=round(sum(p["seconds"] for p in parts), 1), parts=len(parts),
+        format=ds.format,
         lost_rows=prepared.lost, template=prepared.template.name if prepared.template else None,
         train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0, tokens=stats.to_dict())
     if eval_ds is not None:
@@ -482,6 +497,20 @@ def use_packing(setting: str, p: Plan, config=None) -> bool:
     if setting != "auto":
         return setting == "true"
     return p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None
+
+
+def _read_parts(ledger: Path) -> list[dict]:
+    try:
+        parts = json.loads(ledger.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [p for p in parts if isinstance(p, dict) and isinstance(p.get("seconds"), (int, float))] \
+        if isinstance(parts, list) else []
+
+
+def _write_parts(ledger: Path, parts: list[dict]) -> None:
+    if is_main_process() and ledger.parent.is_dir():
+        write_json(ledger, parts)
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:

@@ -246,6 +246,8 @@ def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
     cancel = CancelToken()
 
     class FakeSizer:
+        widths: dict = {}
+
         def __init__(self, src, imatrix):
             pass
 

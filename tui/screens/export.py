@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Checkbox, Input, Label, SelectionList, Static
+from textual.widgets import Input, Label, Static
 
 from edgetune import recipe as recipe_mod
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 
+from ..widgets.toggles import Checkbox, SelectionList
 from .summary import SummaryScreen
 from .wizard import WizardScreen
 

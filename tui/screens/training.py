@@ -25,10 +25,16 @@ FIELDS = [  # (section, attribute, label, help)
     ("train", "alpha", "alpha", "update scale; often 2 x rank"),
     ("train", "epochs", "epochs", "passes over the data; 1-5, fewer is often better"),
     ("train", "lr", "learning rate", "LoRA wants 1e-5..3e-4 (tiny models more)"),
+    ("train", "batch_size", "batch size", "rows per step; smaller gives more steps"),
+    ("train", "grad_accum", "grad accum", "steps summed into one update"),
     ("data", "max_length", "max length", "tokens per row; longer rows are cut"),
     ("train", "seed", "seed", "same seed, same data split and run"),
 ]
-NUMBER_TYPES = {"rank": int, "alpha": int, "max_length": int, "seed": int, "epochs": float, "lr": float}
+NUMBER_TYPES = {"rank": int, "alpha": int, "max_length": int, "seed": int, "epochs": float, "lr": float,
+                "batch_size": int, "grad_accum": int}
+# the recipe's field names in the core's advice, as this screen labels them
+SHOWN_NAMES = {"train.batch_size": "batch size", "train.grad_accum": "grad accum", "train.epochs": "epochs",
+               "train.max_steps": "max steps"}
 
 
 class TrainingScreen(WizardScreen):
@@ -57,14 +63,15 @@ class TrainingScreen(WizardScreen):
                             compact=True)
                 yield Static(help_text, classes="field-help")
         yield Static(self._cut_line(r.data.max_length), id="cut", classes="hint")
+        yield Static(self._steps_line(r), id="steps-plan", classes="hint")
         with Horizontal(classes="field"):
             yield Label("report to", classes="field-label")
             yield Select(TRACKERS, value=r.train.report_to, allow_blank=False, id="report_to", classes="field-select",
                          compact=True)
             yield Static(_tracker_help(r.train.report_to), id="report-help", classes="field-help")
         with Horizontal(classes="field"):
-            yield Button("Seed defaults", id="defaults", compact=True, classes="field-label")
-            yield Static("r 16, alpha 32, 3 epochs, lr 2e-4: the seed guide's LoRA recipe", classes="field-help")
+            yield Button("Defaults", id="defaults", compact=True, classes="field-label")
+            yield Static("r 16, alpha 32, 3 epochs, lr 2e-4, batch 4 x 4: a usual LoRA start", classes="field-help")
 
     def on_mount(self) -> None:
         self.measure(self.app.recipe, self.app.data_stats)
@@ -96,10 +103,26 @@ class TrainingScreen(WizardScreen):
             except ValueError:
                 pass
         try:
-            self.settings()
+            recipe = self.settings()
             self.show_error("")
         except EdgetuneError as e:
             self.show_error(str(e))
+            return
+        self.query_one("#steps-plan", Static).update(self._steps_line(recipe))
+
+    def _steps_line(self, recipe: recipe_mod.Recipe) -> str:
+        """How many optimizer steps this plan gives the dataset's rows; in red, with a batch size or
+        epochs that would do, when they are too few to learn (the dataset step counted the rows)."""
+        stats = self.app.data_stats
+        if stats is None:
+            return "optimizer steps: check the dataset to count them"
+        rows = recipe_mod.train_rows(stats.count, recipe.data.eval_split)
+        advice = recipe_mod.steps_advice(recipe.train, rows)
+        if advice is None:
+            return f"{recipe_mod.optimizer_steps(recipe.train, rows)} optimizer steps for {rows} training rows"
+        for name, shown in SHOWN_NAMES.items():
+            advice = advice.replace(name, shown)
+        return f"[red]too few steps: {advice}[/red]"
 
     def _cut_line(self, max_length: int) -> str:
         """How many responses this max length cuts, in red when any (from the dataset step's check)."""

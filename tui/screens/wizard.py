@@ -20,6 +20,7 @@ class WizardScreen(Screen):
 
     step = 0
     BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+n", "next", "Next")]
+    AUTO_FOCUS = ".wizard-body *"  # the step's first field, not the scrolling body: arrow keys work at once
 
     def compose(self) -> ComposeResult:
         yield Header()
