@@ -102,6 +102,9 @@ def check_types_fit(src: str | Path, types: dict[str, str | None], widths: dict[
 
 
 def _requested(token_embedding_type, output_tensor_type, tensor_types) -> dict[str, str | None]:
+    """{tensor name: type asked for}, after checking the two named types are ggml types at all."""
+    ggml_type(token_embedding_type, "token_embedding_type")
+    ggml_type(output_tensor_type, "output_tensor_type")
     asked = dict(tensor_types or {})
     asked.setdefault(OVERRIDDEN[0], token_embedding_type)
     asked.setdefault(OVERRIDDEN[1], output_tensor_type)

@@ -14,7 +14,6 @@ from edgetune.gguf_io import check_gguf_file
 from edgetune.hub import check_id, is_hub_id
 
 from ..widgets.toggles import RadioButton
-from .dataset import DatasetScreen
 from .file_picker import FilePickerScreen
 from .wizard import WizardScreen
 
@@ -30,7 +29,7 @@ NEEDS_PATH = {"folder": "folder with config.json and *.safetensors", "gguf": "pa
 
 
 class BaseModelScreen(WizardScreen):
-    step = 0
+    page_title = "Base model"
 
     def body(self) -> ComposeResult:
         current = self.app.recipe.base
@@ -98,5 +97,3 @@ class BaseModelScreen(WizardScreen):
         check_id(repo_id, "model")
         self.app.recipe.base = repo_id
 
-    def next_screen(self):
-        return DatasetScreen()

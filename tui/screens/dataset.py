@@ -22,7 +22,6 @@ from ..messages import TRANSFORMERS_LOCK, JobFinished, finished
 from ..widgets.histogram import Histogram
 from ..widgets.toggles import Checkbox
 from .file_picker import FilePickerScreen
-from .training import TrainingScreen
 from .wizard import WizardScreen
 
 FORMATS = [("auto-detect", "auto"), ("alpaca", "alpaca"), ("chat", "chat"), ("text", "text")]
@@ -33,7 +32,7 @@ MAPPED = ("instruction", "input", "output")  # the alpaca fields the file's own 
 
 
 class DatasetScreen(WizardScreen):
-    step = 1
+    page_title = "Dataset"
 
     def __init__(self):
         super().__init__()
@@ -223,8 +222,6 @@ class DatasetScreen(WizardScreen):
         use()
         return None
 
-    def next_screen(self):
-        return TrainingScreen()
 
 
 def _inspect(spec: DataSpec, base: str):

@@ -10,7 +10,6 @@ from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 
 from ..widgets.toggles import Checkbox, SelectionList
-from .summary import SummaryScreen
 from .wizard import WizardScreen
 
 
@@ -21,7 +20,7 @@ def offered(recipe_quants: list[str]) -> list[str]:
 
 
 class ExportScreen(WizardScreen):
-    step = 3
+    page_title = "Export"
 
     def body(self) -> ComposeResult:
         r = self.app.recipe
@@ -76,5 +75,3 @@ class ExportScreen(WizardScreen):
             raise EdgetuneError(f"export: auto budget {top1!r} must be a percentage such as 98") from None
         self.app.recipe = recipe_mod.from_dict(values, "export")
 
-    def next_screen(self):
-        return SummaryScreen()

@@ -12,7 +12,6 @@ from edgetune.errors import EdgetuneError
 from edgetune.train import estimate, plan, tracker_problem
 
 from ..messages import TRANSFORMERS_LOCK, JobFinished, finished
-from .export import ExportScreen
 from .wizard import WizardScreen
 
 METHODS = [("auto", "auto"), ("QLoRA (4-bit base)", "qlora"), ("LoRA (16/32-bit)", "lora")]
@@ -38,7 +37,7 @@ SHOWN_NAMES = {"train.batch_size": "batch size", "train.grad_accum": "grad accum
 
 
 class TrainingScreen(WizardScreen):
-    step = 2
+    page_title = "Training"
 
     def body(self) -> ComposeResult:
         r = self.app.recipe
@@ -162,8 +161,6 @@ class TrainingScreen(WizardScreen):
     def apply(self) -> None:
         self.app.recipe = self.settings()
 
-    def next_screen(self):
-        return ExportScreen()
 
 
 def _tracker_help(name: str) -> Text | str:
