@@ -27,11 +27,11 @@ class Child:
     output: str = ""
 
 
-def child(args: list[str], env: dict | None = None, check: bool = True) -> Child:
+def child(args: list[str], env: dict | None = None, check: bool = True, cwd: str | None = None) -> Child:
     """Run `args` (a python -m / -c command or any program), its output captured."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, cwd=cwd)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
