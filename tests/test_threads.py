@@ -276,20 +276,20 @@ def test_cli_threads_option_sets_the_recipe_key(monkeypatch):
     from edgetune import cli
     got = []
     monkeypatch.setattr(cli, "_run_pipeline", lambda r, until, force: got.append(r.threads))
-    monkeypatch.setattr(cli.hub, "preflight", lambda **k: None)
+    monkeypatch.setattr(cli.hub, "check_ids", lambda **k: None)
+    monkeypatch.setattr(cli.pipeline, "check_inputs", lambda r, render: None)
     assert CliRunner().invoke(cli.app, ["run", "--threads", "1"]).exit_code == 0
     assert CliRunner().invoke(cli.app, ["run"]).exit_code == 0
     assert got == [1, 0]
 
 
 def test_llama_cpp_measurements_take_the_chosen_threads(two_cpus, fake_llama, tmp_path):
-    from edgetune import kld, smoke
+    from edgetune import gguf_eval
     path = tiny_gguf(tmp_path / "m.gguf")
     two_cpus["busy"] = 1.0
-    kld._File(path, 64, 0)
-    smoke._llama(path, 64, 0)
-    assert [m["n_threads"] for m in fake_llama] == [1, 1]
-    kld._File(path, 64, 2)
+    gguf_eval.load(path, 64)  # every file the quantize and smoke steps measure is loaded here
+    assert fake_llama[-1]["n_threads"] == 1
+    gguf_eval.load(path, 64, 2)
     assert fake_llama[-1]["n_threads"] == 2
 
 
