@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -25,11 +26,17 @@ from scripts.bench.train import make_data
 AFTER = ("merge", "convert", "quantize", "smoke")
 
 
-def run_once(work: Path, base: str, steps: int, rows: int, code: Path | None) -> float:
+def run_once(work: Path, base: str, steps: int, rows: int, code: Path | None, reuse: bool = False) -> float:
     """One `edgetune run` in a child (of the edgetune at `code`, else this one); prints its record and
-    returns the ratio of the steps after training to training."""
+    returns the ratio of the steps after training to training. With `reuse`, a finished run already in
+    `work` is read instead (said in the output)."""
     from edgetune.runs import RunFolder
 
+    folder = RunFolder(work / "runs" / "export")
+    if reuse and folder.state().outcome == "done" or (reuse and folder.smoke_json.is_file()):
+        print(f"{code or 'this checkout'}: reusing the finished run in {folder.dir} "
+              f"(state.json of {time.strftime('%Y-%m-%d %H:%M', time.gmtime(folder.state_json.stat().st_mtime))} UTC)")
+        return report(folder, base, steps, rows, code, None)
     work.mkdir(parents=True, exist_ok=True)
     data = make_data(work / "task.jsonl", rows)
     recipe = {"name": "export", "base": base, "runs_dir": str(work / "runs"),
@@ -42,13 +49,15 @@ def run_once(work: Path, base: str, steps: int, rows: int, code: Path | None) ->
     # From the run's folder: `-m` puts the working directory first on sys.path, which must not be this checkout.
     run = child([sys.executable, "-m", "edgetune", "run", "--recipe", str(work / "recipe.yaml"), "--force"], env=env,
                 cwd=str(work))
+    return report(folder, base, steps, rows, code, run)
 
-    folder = RunFolder(work / "runs", "export")
+
+def report(folder, base: str, steps: int, rows: int, code: Path | None, run) -> float:
     steps_done = folder.state().steps
     quant, smoke = folder.quant_result(), folder.smoke_result()
     seconds = {name: steps_done[name].seconds for name in ("train", *AFTER)}
-    print(f"{code or 'this checkout'}: edgetune run on {base}, {steps} steps, {rows} rows, quants Q8_0 + Q4_K_M "
-          f"(wall {run.seconds:.0f} s, peak RSS {run.peak_rss_mib:.0f} MiB)")
+    print(f"{code or 'this checkout'}: edgetune run on {base}, {steps} steps, {rows} rows, quants Q8_0 + Q4_K_M"
+          + (f" (wall {run.seconds:.0f} s, peak RSS {run.peak_rss_mib:.0f} MiB)" if run else ""))
     for name, s in seconds.items():
         print(f"  {name:<9}{s:8.1f} s")
     if quant.seconds:
@@ -79,11 +88,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=240)
     ap.add_argument("--baseline", type=Path, help="a checkout of another edgetune, run first in the same way")
     ap.add_argument("--keep", help="folder for the runs (default: a temp folder)")
+    ap.add_argument("--reuse-baseline", action="store_true", help="read a finished baseline run in --keep")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="edgetune-bench-export-"))
     ratios = {}
     if args.baseline:
-        ratios["baseline"] = run_once(work / "baseline", args.base, args.steps, args.rows, args.baseline.resolve())
+        ratios["baseline"] = run_once(work / "baseline", args.base, args.steps, args.rows, args.baseline.resolve(),
+                                      args.reuse_baseline)
     ratios["ours"] = run_once(work / "ours", args.base, args.steps, args.rows, None)
     if args.baseline:
         print(f"ratio after-training/training: baseline {ratios['baseline']:.2f}x, ours {ratios['ours']:.2f}x")
