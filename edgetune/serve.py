@@ -114,7 +114,8 @@ def serve(target: Target, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ap
                                           n_threads=threads, n_threads_batch=threads, verbose=False)])
     except Exception as e:
         raise EdgetuneError(f"{target.gguf}: llama.cpp could not load it ({(str(e).splitlines() or [''])[0]})") from None
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(ChatDefaults(app), host=host, port=port, log_level="warning",
+                                           access_log=False))
     if on_ready:
         on_ready(usage_lines(target, host, port, api_key))
 
@@ -131,6 +132,43 @@ def serve(target: Target, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ap
         signal.signal(signal.SIGTERM, previous)
         if server_app._llama_proxy is not None:
             server_app._llama_proxy.free()
+
+
+class ChatDefaults:
+    """ASGI wrapper: a completion request that names no repeat_penalty gets 1.0, as `edgetune chat`
+    and the OpenAI API have it (llama-cpp-python's server adds 1.1 by default, so the same question
+    at temperature 0 got another answer than in the chat)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("completions"):
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "repeat_penalty" not in data:
+            data["repeat_penalty"] = 1.0
+            body = json.dumps(data).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        scope = dict(scope, headers=headers + [(b"content-length", str(len(body)).encode())])
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+        await self.app(scope, replay, send)
 
 
 class ServerProcess:

@@ -67,8 +67,9 @@ class RunsScreen(Screen):
             table.add_row(r.name, base_label(r.base) if r.base else "?", r.date, r.state,
                           r.recommended.name if r.recommended else "—", r.file_verdict or "—",
                           r.task_verdict or "—", key=str(r.folder.dir))
-        if selected is not None and selected in self.rows:
-            table.move_cursor(row=self.rows.index(selected))
+        dirs = [r.folder.dir for r in self.rows]
+        if selected is not None and selected.folder.dir in dirs:  # the same run stays selected
+            table.move_cursor(row=dirs.index(selected.folder.dir))
         if not self.rows:
             self.query_one("#detail", Static).update(f"no runs under {self.runs_dir}/ yet: New run (n) starts the wizard")
         self.show_selected()

@@ -1,16 +1,17 @@
 """One column of a conversation; the reply being streamed is its last line. Text from the model is
-shown with its control characters escaped (edgetune.chat.shown) and its markup characters literal."""
+shown with its control characters escaped (edgetune.chat.shown) and its brackets literal (no markup is parsed)."""
 from __future__ import annotations
 
-from rich.markup import escape
+from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from edgetune.chat import shown
 
 
-def _markup(who: str, text: str, stats: str = "") -> str:
-    return f"[b]{escape(who)}[/b] {escape(shown(text))}" + (f"\n[dim]{escape(stats)}[/dim]" if stats else "")
+def _markup(who: str, text: str, stats: str = "") -> Text:
+    """The line as styled text, never parsed as markup: a model's brackets are its own."""
+    return Text.assemble((who, "bold"), " ", shown(text), *(("\n", (stats, "dim")) if stats else ()))
 
 
 class Transcript(VerticalScroll):
