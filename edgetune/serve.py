@@ -114,8 +114,12 @@ def serve(target: Target, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ap
                                           n_threads=threads, n_threads_batch=threads, verbose=False)])
     except Exception as e:
         raise EdgetuneError(f"{target.gguf}: llama.cpp could not load it ({(str(e).splitlines() or [''])[0]})") from None
-    server = uvicorn.Server(uvicorn.Config(ChatDefaults(app), host=host, port=port, log_level="warning",
-                                           access_log=False))
+    llm = server_app._llama_proxy()  # the one model, loaded by create_app
+
+    def tokens(text: str) -> int:
+        return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+    server = uvicorn.Server(uvicorn.Config(ChatDefaults(app, llm.n_ctx(), tokens), host=host, port=port,
+                                           log_level="warning", access_log=False))
     if on_ready:
         on_ready(usage_lines(target, host, port, api_key))
 
@@ -135,12 +139,14 @@ def serve(target: Target, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, ap
 
 
 class ChatDefaults:
-    """ASGI wrapper: a completion request that names no repeat_penalty gets 1.0, as `edgetune chat`
-    and the OpenAI API have it (llama-cpp-python's server adds 1.1 by default, so the same question
-    at temperature 0 got another answer than in the chat)."""
+    """ASGI wrapper over llama-cpp-python's app, for completion requests:
+    - one that names no repeat_penalty gets 1.0, as `edgetune chat` and the OpenAI API have it
+      (llama-cpp-python's server adds 1.1, so the same question at temperature 0 got another answer);
+    - a streamed one whose text alone fills the context is a 400 naming the limit, as it is unstreamed
+      (llama-cpp-python finds out only once the event stream has begun, and cuts it)."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, n_ctx: int, tokenize: Callable[[str], int]):
+        self.app, self.n_ctx, self.tokenize = app, n_ctx, tokenize
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("completions"):
@@ -155,9 +161,14 @@ class ChatDefaults:
             data = json.loads(body)
         except ValueError:
             data = None
-        if isinstance(data, dict) and "repeat_penalty" not in data:
-            data["repeat_penalty"] = 1.0
-            body = json.dumps(data).encode()
+        if isinstance(data, dict):
+            if data.get("stream") and (too_long := self._too_long(data)):
+                await _send_json(send, 400, {"error": {"message": too_long, "type": "invalid_request_error",
+                                                       "param": "messages", "code": "context_length_exceeded"}})
+                return
+            if "repeat_penalty" not in data:
+                data["repeat_penalty"] = 1.0
+                body = json.dumps(data).encode()
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
         scope = dict(scope, headers=headers + [(b"content-length", str(len(body)).encode())])
         sent = False
@@ -169,6 +180,28 @@ class ChatDefaults:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
         await self.app(scope, replay, send)
+
+    def _too_long(self, data: dict) -> str:
+        messages = data.get("messages")
+        if isinstance(messages, list):
+            text = "\n".join(m.get("content") or "" for m in messages if isinstance(m, dict)
+                             and isinstance(m.get("content"), str))
+        else:
+            text = data.get("prompt") if isinstance(data.get("prompt"), str) else ""
+        if not text:
+            return ""
+        n = self.tokenize(text)
+        if n < self.n_ctx:
+            return ""
+        return (f"This model's maximum context length is {self.n_ctx} tokens. However, you requested at least {n} "
+                "tokens in the messages. Please reduce the length of the messages.")
+
+
+async def _send_json(send, status: int, obj: dict) -> None:
+    body = json.dumps(obj).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class ServerProcess:

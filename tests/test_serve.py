@@ -92,6 +92,10 @@ def test_wrong_key_is_401_and_an_oversized_prompt_is_400_naming_the_limit(server
         client(server).chat.completions.create(model=MODEL, max_tokens=8,
                                                messages=[{"role": "user", "content": "red fox tiger " * 200}])
     assert e.value.status_code == 400 and f"maximum context length is {CTX} tokens" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:  # streamed too: a 400, not a stream cut short
+        client(server).chat.completions.create(model=MODEL, max_tokens=8, stream=True,
+                                               messages=[{"role": "user", "content": "red fox tiger " * 200}])
+    assert e.value.status_code == 400 and f"maximum context length is {CTX} tokens" in str(e.value)
 
 
 def test_sigterm_stops_it_and_frees_the_port(tiny_gguf, tmp_path):

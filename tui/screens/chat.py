@@ -74,6 +74,7 @@ class ChatScreen(Screen):
     def on_mount(self) -> None:
         if self.initial[0]:
             self.load()
+            self.query_one("#message", MessageBox).focus()  # typing goes to the message while it loads
         else:
             self.query_one("#gguf", Input).focus()
 
@@ -280,7 +281,7 @@ class ChatScreen(Screen):
         elif turn.command == "/system":
             self.query_one("#system", Input).value = turn.text
         if turn.command == "/help":
-            self.query_one("#t0", Transcript).add("edgetune:", "\n".join(result.lines))
+            self.query_one("#t0", Transcript).add("edgetune:", "chat commands\n" + "\n".join(result.lines))
         else:
             self.status(" ".join(result.lines), error=turn.command == "/?")
 
