@@ -215,6 +215,7 @@ class QuantResult(Record):
     base: BaseFigures | None = None
     files: list[QuantFile] = field(default_factory=list)
     sweep: SweepResult | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # where the step's time went
 
     def kept_labels(self) -> list[str]:
         """The labels the smoke step tests: the recommended file first."""
@@ -287,6 +288,7 @@ class SmokeResult(Record):
     hf: ModelAnswers
     files: list[FileCheck]
     task: TaskVerdict | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # where the step's time went
 
     @property
     def passed(self) -> bool:

@@ -1,5 +1,4 @@
 """The whole spine on a tiny model: train -> merge -> convert -> quantize -> smoke, judged by llama.cpp."""
-import json
 
 import pytest
 
@@ -142,5 +141,5 @@ def test_cancel_between_steps_keeps_what_is_done(tiny_base, demo_jsonl, tmp_path
         pipeline.run(r, stop_after_merge, cancel)
     run = RunFolder.of(r)
     assert (run.merged / "config.json").exists() and not run.gguf("F16").exists()
-    state = json.loads(run.state_path.read_text())
-    assert set(state) == {"train", "merge"}
+    state = run.state()
+    assert set(state.steps) == {"train", "merge"} and state.outcome == "interrupted" and state.step == "convert"
