@@ -3,9 +3,9 @@ both generate the same tokens), each path in a fresh process, alternating. The C
 `edgetune chat` on a pipe; the TUI path is the real App (EdgetuneApp, ChatScreen) run headless with
 run_test, messages typed into its box. Tokens/s is edgetune's own count per reply, token-weighted.
 
-    .venv/bin/python scripts/bench/chat.py                   # Gemma 3 270M Q4_K_M (PyPI package)
-    .venv/bin/python scripts/bench/chat.py --model demo      # the demo base, quantized to Q4_K_M
-    .venv/bin/python scripts/bench/chat.py --gguf FILE.gguf
+    .venv/bin/python -m scripts.bench.chat                   # Gemma 3 270M Q4_K_M (PyPI package)
+    .venv/bin/python -m scripts.bench.chat --model demo      # the demo base, quantized to Q4_K_M
+    .venv/bin/python -m scripts.bench.chat --gguf FILE.gguf
 
 Run it on a quiet machine (flock -x /work/wt/cpu.lock ...). The last line reads `ratio TUI/CLI: 0.97x`.
 """
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from scripts.bench.harness import ratio_line
 
 PROMPTS = ["Once upon a time in a small village,", "The three most useful things to pack for a long hike are",
            "Water boils at a lower temperature on a mountain because"]
@@ -119,7 +121,7 @@ def main() -> None:
                 print(f"round {r + 1} {name}: {tokens} tokens, {tps:.1f} tok/s", flush=True)
         cli, tui = statistics.median(speeds["CLI"]), statistics.median(speeds["TUI"])
         print(f"median tok/s: CLI {cli:.1f}, TUI {tui:.1f}")
-        print(f"ratio TUI/CLI: {tui / cli:.2f}x")
+        print(ratio_line("TUI/CLI", tui, cli))
 
 
 if __name__ == "__main__":
