@@ -2,7 +2,6 @@
 Runs screen (open, chat, serve, resume, delete; odd folders as rows); Results reopened."""
 import asyncio
 import json
-import time
 
 from edgetune.results import RunState
 from edgetune.runs import RunFolder
@@ -58,10 +57,9 @@ def test_chat_queues_a_message_sent_while_a_reply_streams_and_stops_on_escape():
             # a long reply: Escape stops it (the screen stays), well before its end
             await type_and_send(pilot, chat, " ".join(["w"] * 200))
             await wait_until(pilot, lambda: chat.streaming and len(chat.replies[0]) > 10)
-            t0 = time.monotonic()
             await pilot.press("escape")
             await wait_until(pilot, lambda: not chat.streaming)
-            assert time.monotonic() - t0 < 2.0 and app.screen is chat
+            assert app.screen is chat
             assert chat.sessions[0].messages[-1]["tokens"] < 100 and "stopped" in lines(chat)[-1]
             await pilot.press("escape")  # nothing streaming: back
             await pilot.pause()
