@@ -8,6 +8,7 @@ beside its final path and renamed only when complete.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -98,7 +99,8 @@ def _add_metadata(w: gguf.GGUFWriter, key: str, value) -> None:
         w.add_string(key, str(value))
 
 
-def _target_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:
+def target_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQuantizationType:
+    """The ggml type a tensor is written as for the file type `outtype`."""
     if len(shape) < 2:
         return gguf.GGMLQuantizationType.F32  # norms and biases stay F32, as llama.cpp expects
     qtype = direct_type(outtype).direct
@@ -107,7 +109,8 @@ def _target_type(name: str, shape: tuple[int, ...], outtype: str) -> gguf.GGMLQu
     return qtype
 
 
-def _encode(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+def encode(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    """An array as the GGUF bytes of `qtype` (F32, F16, or a type gguf-py quantizes)."""
     if qtype == gguf.GGMLQuantizationType.F32:
         return data.astype(np.float32, copy=False)
     if qtype == gguf.GGMLQuantizationType.F16:
@@ -138,21 +141,32 @@ def encode_tensor(tensor, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     large embedding never exists whole."""
     import torch
     if tensor.dim() < 2 or tensor.numel() <= CHUNK_ELEMENTS:
-        return _encode(tensor.to(torch.float32).numpy(), qtype)
+        return encode(tensor.to(torch.float32).numpy(), qtype)
     rows = max(1, CHUNK_ELEMENTS // int(np.prod(tensor.shape[1:])))
     out = None
     for start in range(0, tensor.shape[0], rows):
-        part = _encode(tensor[start:start + rows].to(torch.float32).numpy(), qtype)
+        part = encode(tensor[start:start + rows].to(torch.float32).numpy(), qtype)
         if out is None:
             out = np.empty((tensor.shape[0], *part.shape[1:]), dtype=part.dtype)
         out[start:start + len(part)] = part
     return out
 
 
-def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
+def nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
+    """Bytes of a tensor of `shape` stored as `qtype`."""
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     n = int(np.prod(shape))
     return n // block * type_size
+
+
+@dataclass
+class Planned:
+    """One GGUF tensor as pass 1 plans it."""
+
+    name: str
+    shape: tuple[int, ...]
+    qtype: gguf.GGMLQuantizationType
+    unfilled: set  # experts (None for a plain tensor) whose data has not been routed to it yet
 
 
 def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Callback = ignore,
@@ -168,7 +182,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
 
     # Pass 1: names, shapes and types from the safetensors headers only. A GGUF tensor may be
     # built from several HF tensors (one per expert) and an HF tensor may feed several (fused ones).
-    plan = []  # (gguf name, shape, qtype, slots to fill)
+    plan: list[Planned] = []
     index: dict[str, int] = {}
     routes: dict[str, list[tuple[int, Part]]] = {}  # hf name -> (plan index, where its data goes)
     left_out: dict[str, int] = {}  # what a multimodal checkpoint holds beside its text model
@@ -188,21 +202,21 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
             if part.gguf_name not in index:
                 index[part.gguf_name] = len(plan)
                 qtype = (gguf.GGMLQuantizationType.F32 if arch.keeps_f32(part.gguf_name)
-                         else _target_type(part.gguf_name, gguf_shape, outtype))
-                plan.append((part.gguf_name, gguf_shape, qtype,
-                             set(range(part.experts)) if part.experts else {None}))
-            i = index[part.gguf_name]
-            if plan[i][1] != gguf_shape or part.expert not in plan[i][3]:
+                         else target_type(part.gguf_name, gguf_shape, outtype))
+                plan.append(Planned(part.gguf_name, gguf_shape, qtype,
+                                    set(range(part.experts)) if part.experts else {None}))
+            planned = plan[index[part.gguf_name]]
+            if planned.shape != gguf_shape or part.expert not in planned.unfilled:
                 raise EdgetuneError(f"{folder.shard_of(hf_name)}: tensor '{hf_name}' {shape} does not fit "
-                                    f"{part.gguf_name} {plan[i][1]} (another expert's shape, or written twice)")
-            plan[i][3].discard(part.expert)
-            routes.setdefault(hf_name, []).append((i, part))
-    for gguf_name, _shape, _q, unfilled in plan:
-        if unfilled:
-            raise EdgetuneError(f"{folder.path}: {gguf_name} is missing experts {sorted(unfilled)[:8]} "
+                                    f"{part.gguf_name} {planned.shape} (another expert's shape, or written twice)")
+            planned.unfilled.discard(part.expert)
+            routes.setdefault(hf_name, []).append((index[part.gguf_name], part))
+    for planned in plan:
+        if planned.unfilled:
+            raise EdgetuneError(f"{folder.path}: {planned.name} is missing experts {sorted(planned.unfilled)[:8]} "
                                 "(an incomplete checkpoint?)")
     extra = arch.extra_tensors()  # written after the checkpoint's own tensors, always F32
-    embedding = [shape for gguf_name, shape, _q, _u in plan if gguf_name == "token_embd.weight"]
+    embedding = [t.shape for t in plan if t.name == "token_embd.weight"]
     if not embedding:
         raise EdgetuneError(f"{folder.path}: no token embedding tensor (model.embed_tokens.weight) in the safetensors")
     n_vocab = embedding[0][0]
@@ -224,8 +238,8 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     w.add_file_type(int(file_type.ftype))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_tokenizer(w, folder.path, n_vocab)
-    for gguf_name, shape, qtype, _u in plan:
-        w.add_tensor_info(gguf_name, shape, np.dtype(np.float32), _nbytes(shape, qtype), raw_dtype=qtype)
+    for t in plan:
+        w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes(t.shape, t.qtype), raw_dtype=t.qtype)
     for gguf_name, data in extra.items():
         w.add_tensor_info(gguf_name, data.shape, data.dtype, data.nbytes, raw_dtype=gguf.GGMLQuantizationType.F32)
 
@@ -246,7 +260,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
             # Matrices are only permuted (exact in any dtype); 1-D tensors get arithmetic (gemma's +1).
             tensor = arch.modify(hf_name, tensor if tensor.dim() >= 2 else tensor.to(torch.float32))
             for i, part in routes[hf_name]:
-                data = encode_tensor(tensor if part.rows is None else tensor[..., part.rows, :], plan[i][2])
+                data = encode_tensor(tensor if part.rows is None else tensor[..., part.rows, :], plan[i].qtype)
                 if part.expert is None:
                     pending[i] = data
                     continue
@@ -262,7 +276,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
             del tensor
             while next_index in pending:  # shards may list tensors in another order than the index
                 w.write_tensor_data(pending.pop(next_index))
-                on_event(Event("convert", "progress", plan[next_index][0], step=next_index + 1, total=total))
+                on_event(Event("convert", "progress", plan[next_index].name, step=next_index + 1, total=total))
                 next_index += 1
         for i, (gguf_name, data) in enumerate(extra.items(), len(plan) + 1):
             w.write_tensor_data(data)

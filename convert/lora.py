@@ -20,7 +20,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
 
-from .hf_to_gguf import _encode, _nbytes, _target_type, closing_on_error, direct_type, load_arch
+from .hf_to_gguf import closing_on_error, direct_type, encode, load_arch, nbytes, target_type
 from .model_folder import ModelFolder
 
 
@@ -107,8 +107,8 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
     for gguf_name, a, b in plan:
         for suffix, t in (("lora_a", a), ("lora_b", b)):
             data = t.contiguous().numpy()
-            qtype = _target_type(gguf_name, data.shape, outtype)
-            w.add_tensor_info(f"{gguf_name}.{suffix}", data.shape, np.dtype(np.float32), _nbytes(data.shape, qtype),
+            qtype = target_type(gguf_name, data.shape, outtype)
+            w.add_tensor_info(f"{gguf_name}.{suffix}", data.shape, np.dtype(np.float32), nbytes(data.shape, qtype),
                               raw_dtype=qtype)
             tensors.append((data, qtype))
     out_path = Path(out_path)
@@ -117,7 +117,7 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
         for i, (data, qtype) in enumerate(tensors):
-            w.write_tensor_data(_encode(data, qtype))
+            w.write_tensor_data(encode(data, qtype))
             on_event(Event("convert", "progress", step=i // 2 + 1, total=len(plan)))
         w.close()
     on_event(Event("convert", "done", f"{out_path}: {out_path.stat().st_size / 2**20:.2f} MiB",

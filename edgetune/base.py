@@ -62,15 +62,8 @@ def check_model_folder(path: Path) -> dict:
     safetensors_files(path)
     if not any((path / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise EdgetuneError(f"{path}: no tokenizer (tokenizer.json or tokenizer.model)")
-    preflight(path)
+    check_convertible(path)  # an architecture, setting or tokenizer the GGUF could not carry: refused now
     return config
-
-
-def preflight(path: Path) -> None:
-    """Refuse, before any training, a base the run could not turn into a GGUF: an architecture the
-    converter does not know (the error names it and lists the supported ones), a setting llama.cpp
-    cannot express, a tokenizer llama.cpp would split differently."""
-    check_convertible(path)
 
 
 def safetensors_copy(folder: Path, on_event: Callback = ignore) -> Path:

@@ -36,14 +36,31 @@ from edgetune.smoke import quick_check
 MODES = ("merged", "lora", "both")
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
 def find_adapters(root: str | Path) -> list[Path]:
-    """Folders at or under `root` holding an adapter_config.json, sorted."""
+    """Folders at or under `root` holding adapter-like files (adapter_config.json or adapter weights),
+    sorted; a folder with only one of them is listed too, and `adapter_problem` says what it lacks."""
     root = Path(root)
     if not root.exists():
         raise EdgetuneError(f"{root}: no such folder")
-    if (root / "adapter_config.json").is_file():
+    names = (ADAPTER_CONFIG, *ADAPTER_WEIGHTS)
+    if any((root / n).is_file() for n in names):
         return [root]
-    return sorted(p.parent for p in root.rglob("adapter_config.json"))
+    return sorted({p.parent for n in names for p in root.rglob(n) if p.is_file()})
+
+
+def adapter_problem(adapter: Path) -> str | None:
+    """Why a folder of adapter-like files cannot be converted (one line); None when it can be tried."""
+    weights = [n for n in ADAPTER_WEIGHTS if (adapter / n).is_file()]
+    if not (adapter / ADAPTER_CONFIG).is_file():
+        return (f"{adapter}: {weights[0]} without {ADAPTER_CONFIG} (PEFT's save_pretrained writes both; "
+                "the rank, alpha and target modules are in it)")
+    if not weights:
+        return f"{adapter}: {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS[0]} (nor {ADAPTER_WEIGHTS[1]}): no weights to convert"
+    return None
 
 
 def adapter_base(adapter: Path, base_override: str | None = None) -> str:
@@ -181,15 +198,23 @@ def adapter_rows(adapters: str | Path | list) -> tuple[list[dict], Path | None]:
         root = Path(adapters)
         paths = find_adapters(root)
     if not paths:
-        raise EdgetuneError(f"{adapters}: no PEFT adapters found (folders with adapter_config.json)")
-    return [{"adapter": str(p), "name": slug(p, root) if root else p.name, "status": "pending", "files": [],
-             "error": "", "seconds": 0.0} for p in paths], root
+        raise EdgetuneError(f"{adapters}: no PEFT adapters found (folders with adapter_config.json and "
+                            "adapter_model.safetensors)")
+    rows = []
+    for p in paths:
+        problem = adapter_problem(p)
+        rows.append({"adapter": str(p), "name": slug(p, root) if root else p.name,
+                     "status": "failed" if problem else "pending", "files": [], "error": problem or "",
+                     "seconds": 0.0})
+    return rows, root
 
 
 def group_by_base(rows: list[dict], base: str | None) -> dict[str, list[dict]]:
-    """Rows by the base they were trained on (so each base is resolved once); unreadable ones fail."""
+    """Pending rows by the base they were trained on (so each base is resolved once); unreadable ones fail."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
+        if row["status"] != "pending":  # a broken adapter folder keeps its own row and reason
+            continue
         try:
             row["base"] = adapter_base(Path(row["adapter"]), base)
             groups.setdefault(row["base"], []).append(row)

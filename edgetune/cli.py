@@ -10,9 +10,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from edgetune import __version__, hub, logs, pipeline, report_html
 from edgetune import chat as chat_mod
 from edgetune import data as data_mod
-from edgetune import hub, logs, pipeline
 from edgetune import merge as merge_mod
 from edgetune import quantize as quantize_mod
 from edgetune import recipe as recipe_mod
@@ -38,6 +38,7 @@ Examples:
   edgetune chat runs/demo/gguf/demo-Q4_K_M.gguf
   edgetune serve runs/demo                  an OpenAI-compatible API on 127.0.0.1:8000
   edgetune runs                             the runs under runs/, newest first
+  edgetune report runs/demo --open          rebuild report.md and report.html, open the page
   edgetune batch adapters/ --quant Q4_K_M,Q8_0 --out gguf/
 """
 
@@ -53,6 +54,8 @@ class OneLineErrors(TyperGroup):
                 raise
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as e:  # Ctrl-C: here, or typer ends it as a bare exit 130
+            interrupted(e)
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=False, epilog=EPILOG,
@@ -101,27 +104,49 @@ def _command_log(command: str) -> Path:
     return cache_dir() / "logs" / f"{command}.log"
 
 
-def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str], data: Optional[str]):
+NAME_HELP = "Run name: the folder runs/<name>/ (letters, digits, '.', '_', '-'; default: the recipe's, else 'run')."
+BASE_HELP = "Base model: demo, gemma3-270m, a Hugging Face folder, a .gguf file or a hub id (org/model)."
+DATA_HELP = "Dataset: demo, a .jsonl/.json/.csv/.parquet file or a hub id; alpaca, chat or text rows."
+
+
+def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str], data: Optional[str],
+                 check: bool = True):
+    """The recipe with the options over it, validated; with `check`, its inputs too (the dataset read
+    and validated, too few optimizer steps warned about), all before the run folder is made."""
     r = recipe_mod.load(recipe) if recipe else recipe_mod.Recipe()
-    if name:
+    if name is not None:  # --name "" is a bad name, not no name
         r.name = name
-    if base:
+    if base is not None:
         r.base = base
-    if data:
+    if data is not None:
         r.data.path = data
     r = recipe_mod.validate(r, str(recipe or "options"))
-    hub.preflight(models=[r.base], datasets=[r.data.path])  # before the run folder is made
+    hub.check_ids(models=[r.base], datasets=[r.data.path])  # before the run folder is made
+    if check:
+        pipeline.check_inputs(r, CliRenderer())
     return r
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgetune {__version__}")
+        raise typer.Exit()
 
 
 @app.callback(invoke_without_command=True)
 def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library logs."),
          offline: bool = typer.Option(False, "--offline", help="Only the local Hugging Face cache, no network "
-                                      "(sets HF_HUB_OFFLINE=1).")):
+                                      "(sets HF_HUB_OFFLINE=1)."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
     STATE["debug"] = debug
     if offline:  # before anything imports huggingface_hub, which reads it once
         os.environ["HF_HUB_OFFLINE"] = "1"
     if ctx.invoked_subcommand is None:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):  # a script, a pipe, CI: no terminal UI
+            typer.echo(ctx.get_help(), err=True)
+            typer.echo("\nerror: the terminal UI needs a terminal; give a command (see above)", err=True)
+            raise typer.Exit(2)
         from edgetune.tui.app import (
             run_app,  # the entry point opens the TUI (the one core -> tui import)
         )
@@ -136,7 +161,7 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
                                                            "llama3 or a .jinja file."),
                  max_length: int = typer.Option(512), show: int = typer.Option(3, help="Rows to preview.")):
     """Validate a dataset: format, row count, template, a preview, token lengths, cut responses, bad rows."""
-    hub.preflight(models=[tokenizer], datasets=[file])
+    hub.check_ids(models=[tokenizer], datasets=[file])
     _log_libraries(_command_log("data-inspect"), llama=False)
     spec = DataSpec(path=file, format=format, on_bad_row="skip" if skip_bad else "error",
                     max_length=max_length, template=template)
@@ -158,7 +183,8 @@ def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpac
 
 @app.command()
 def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default: built-in defaults)."),
-          name: Optional[str] = None, base: Optional[str] = None, data: Optional[str] = None):
+          name: Optional[str] = typer.Option(None, help=NAME_HELP), base: Optional[str] = typer.Option(None, help=BASE_HELP),
+          data: Optional[str] = typer.Option(None, help=DATA_HELP)):
     """Fine-tune: QLoRA on a CUDA GPU, LoRA on the CPU. Leaves runs/<name>/adapter/."""
     r = _load_recipe(recipe, name, base, data)
     folder = RunFolder.of(r)
@@ -168,8 +194,9 @@ def train(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML (default
 
 
 @app.command()
-def run(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML."), name: Optional[str] = None,
-        base: Optional[str] = None, data: Optional[str] = None,
+def run(recipe: Optional[Path] = typer.Option(None, help="Recipe YAML."),
+        name: Optional[str] = typer.Option(None, help=NAME_HELP), base: Optional[str] = typer.Option(None, help=BASE_HELP),
+        data: Optional[str] = typer.Option(None, help=DATA_HELP),
         until: str = typer.Option("smoke", help="Stop after: train, merge, convert, quantize, smoke."),
         force: bool = typer.Option(False, help="Redo every step.")):
     """Train, merge, convert, quantize and smoke-test in one go (resumes a stopped run)."""
@@ -228,10 +255,20 @@ def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", 
 
 @app.command()
 def smoke(recipe: Optional[Path] = typer.Option(None, help="Recipe of the run to smoke-test."),
-          name: Optional[str] = None):
+          name: Optional[str] = typer.Option(None, help=NAME_HELP)):
     """Smoke-test a run's GGUF files with llama.cpp against its merged HF model."""
-    r = _load_recipe(recipe, name, None, None)
+    r = _load_recipe(recipe, name, None, None, check=False)
     _run_pipeline(r, until="smoke")
+
+
+@app.command()
+def report(run_dir: Path, open_: bool = typer.Option(False, "--open", help="Open report.html in the browser.")):
+    """(Re)build report.md and report.html of a run folder, an old or unfinished one too."""
+    folder = RunFolder(run_dir, run_dir.resolve().name)
+    md, page = pipeline.write_reports(folder)
+    typer.echo(f"{md}\n{page}")
+    if open_ and not report_html.open_report(page):
+        typer.echo(f"no graphical browser here: open {page.resolve().as_uri()}")
 
 
 @app.command()
@@ -360,9 +397,14 @@ def batch(adapters: Path, out: Path = typer.Option(..., "--out", help="Output fo
         raise typer.Exit(1)
 
 
+def interrupted(e: KeyboardInterrupt) -> None:
+    """The line Ctrl-C ends with; the pipeline says where ("interrupted at step 12 of 90")."""
+    typer.echo(f"\n{str(e) or 'interrupted'}; run the same command to resume", err=True)
+    sys.exit(130)
+
+
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:
-        typer.echo("interrupted; rerun the same command to resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        interrupted(e)

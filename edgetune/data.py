@@ -5,6 +5,10 @@ Formats:
   alpaca   {"instruction", "input"?, "output"}      rendered with the ### Instruction/Input/Response template
   chat     {"messages": [{"role", "content"}, ...]}  rendered with the tokenizer's chat template
   text     {"text"}                                  plain language modelling, loss on every token
+
+Other names map with data.columns (LLaMA-Factory's dataset_info names): {instruction: question,
+output: answer}, or for chat {messages: conversations, role_tag: from, content_tag: value,
+user_tag: human, assistant_tag: gpt}.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from edgetune.demo import demo_dataset_path
 from edgetune.errors import EdgetuneError
 from edgetune.events import ignore
 from edgetune.hub import is_hub_id, resolve_dataset_id
-from edgetune.recipe import DataSpec
+from edgetune.recipe import COLUMN_FIELDS, DataSpec
 from edgetune.templates import Chosen, alpaca_messages
 
 FORMATS = ("alpaca", "chat", "text")
@@ -179,7 +183,8 @@ def detect_format(rows: list[Row], source: str = "") -> str:
         return "text"
     raise EdgetuneError(
         f"{rows[0].where}: cannot tell the format from fields {sorted(keys)} "
-        "(need 'instruction'+'output' (alpaca), 'messages' (chat) or 'text')"
+        "(need 'instruction'+'output' (alpaca), 'messages' (chat) or 'text'; or map yours with data.columns, "
+        "e.g. {instruction: question, output: answer})"
     )
 
 
@@ -231,11 +236,67 @@ def row_problem(record: dict, fmt: str) -> str | None:
     raise EdgetuneError(f"format '{fmt}' is not one of {', '.join(FORMATS)}")
 
 
-def load_dataset(source: str | os.PathLike, fmt: str = "auto", on_bad_row: str = "error") -> Dataset:
-    """Read and validate. on_bad_row='error' stops at the first bad row; 'skip' drops and counts them."""
+def file_columns(rows: list[Row]) -> list[str]:
+    """The column names of a file's rows (of its first hundred), in file order."""
+    return list(dict.fromkeys(k for r in rows[:100] for k in r.record))
+
+
+# What people call the alpaca fields, most usual first (the wizard proposes a mapping from them).
+USUAL_NAMES = {"instruction": ("instruction", "question", "prompt", "query", "problem", "input_text", "source"),
+               "input": ("input", "context"),
+               "output": ("output", "answer", "response", "completion", "target", "solution", "output_text")}
+
+
+def suggest_columns(columns: list[str]) -> dict[str, str]:
+    """A data.columns mapping for alpaca from a file's own column names ({} when they fit already)."""
+    lower = {c.lower(): c for c in columns}
+    found = {key: next((lower[n] for n in names if n in lower), "") for key, names in USUAL_NAMES.items()}
+    if found["input"] in (found["instruction"], found["output"]):
+        found["input"] = ""
+    return {k: v for k, v in found.items() if v and v != k}
+
+
+def map_columns(rows: list[Row], columns: dict[str, str], source: str) -> list[Row]:
+    """The rows with data.columns applied: each mapped column under the field name edgetune reads,
+    and each chat message's role and content under 'role'/'content' with the usual role names. A
+    mapped column the file lacks is one line naming it and the file's columns."""
+    fields = {k: v for k, v in columns.items() if k in COLUMN_FIELDS}
+    present = file_columns(rows)
+    for key, column in fields.items():
+        if column not in present:
+            raise EdgetuneError(f"{source}: data.columns.{key} is {column!r}, which is not a column of this file "
+                                f"(its columns: {', '.join(present)})")
+    role, content = columns.get("role_tag", "role"), columns.get("content_tag", "content")
+    roles = {columns[f"{r}_tag"]: r for r in ("user", "assistant", "system") if f"{r}_tag" in columns}
+    tagged = role != "role" or content != "content" or bool(roles)
+    mapped = []
+    for row in rows:
+        record = dict(row.record)
+        for key, column in fields.items():
+            if column in row.record:
+                record[key] = row.record[column]
+        messages = record.get("messages")
+        if tagged and isinstance(messages, str):  # CSV cells hold JSON text
+            try:
+                messages = json.loads(messages)
+            except json.JSONDecodeError:
+                pass
+        if tagged and isinstance(messages, list):
+            record["messages"] = [{"role": roles.get(m.get(role), m.get(role)), "content": m.get(content)}
+                                  if isinstance(m, dict) else m for m in messages]
+        mapped.append(Row(row.where, record))
+    return mapped
+
+
+def load_dataset(source: str | os.PathLike, fmt: str = "auto", on_bad_row: str = "error",
+                 columns: dict[str, str] | None = None) -> Dataset:
+    """Read and validate. on_bad_row='error' stops at the first bad row; 'skip' drops and counts them.
+    `columns` (data.columns) maps the file's own names to the fields of its format first."""
     if on_bad_row not in ("error", "skip"):
         raise EdgetuneError(f"on_bad_row '{on_bad_row}' must be 'error' or 'skip'")
     rows = read_rows(source)
+    if columns:
+        rows = map_columns(rows, columns, str(source))
     fmt = detect_format(rows, str(source)) if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise EdgetuneError(f"{source}: format '{fmt}' is not one of auto, {', '.join(FORMATS)}")
@@ -244,10 +305,13 @@ def load_dataset(source: str | os.PathLike, fmt: str = "auto", on_bad_row: str =
         problem = row_problem(row.record, fmt)
         if problem is None:
             good.append(row)
-        elif on_bad_row == "skip":
-            skipped.append(f"{row.where}: {problem}")
         else:
-            raise EdgetuneError(f"{row.where}: {problem}")
+            for key, column in (columns or {}).items():  # name the file's column, not only edgetune's field
+                problem = problem.replace(f"field '{key}'", f"field '{column}' (data.columns.{key})")
+            if on_bad_row == "skip":
+                skipped.append(f"{row.where}: {problem}")
+            else:
+                raise EdgetuneError(f"{row.where}: {problem}")
     if not good:
         raise EdgetuneError(f"{source}: no usable rows ({len(skipped)} bad; first: {skipped[0]})")
     return Dataset(str(source), fmt, good, skipped)
@@ -380,7 +444,7 @@ def prepare(spec: DataSpec, tokenizer, seed: int = 0, base: str = "the base mode
     """Load, template, split and tokenize `spec`'s data for `tokenizer`. Stops with one line when
     more than 5% of rows would lose their whole response to max_length (unless the recipe allows
     it); such rows are never trained on."""
-    ds = dataset or load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row)
+    ds = dataset or load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row, spec.columns)
     chosen = templates.choose(spec.template, tokenizer, base) if ds.format != "text" else None
     examples = render(ds, tokenizer, chosen)
     train, evals = split(examples, spec.eval_split, seed)
@@ -403,7 +467,7 @@ def inspect(spec: DataSpec, base: str, on_event=ignore) -> Prepared:
     The CLI's `data inspect` and the TUI's dataset step both show this; it never stops on lost
     responses (it reports them)."""
     spec = dataclasses.replace(spec, path=spec.path or "demo", allow_lost_responses=True)
-    ds = load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row)  # bad rows first: it is quick
+    ds = load_dataset(dataset_source(spec.path), spec.format, spec.on_bad_row, spec.columns)  # bad rows first: quick
     return prepare(spec, load_tokenizer(resolve_base(base, on_event)), base=base, dataset=ds)
 
 

@@ -69,6 +69,20 @@ def progress_line(e: Event) -> str:
     return "  ".join(parts)
 
 
+def duration(seconds: float) -> str:
+    """A step's time with its unit, never '0.0 s': '35 ms', '4.2 s', '12m05s'. The CLI and the
+    TUI's step table both show times with it."""
+    seconds = max(0.0, seconds)
+    if seconds < 0.0005:
+        return "<1 ms"
+    if seconds < 1:
+        return f"{round(seconds * 1000)} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s"
+
+
 def ignore(_event: Event) -> None:
     """A callback that drops everything, for callers that do not render progress."""
 

@@ -1,4 +1,6 @@
-"""Writes that never leave a half-written file at a final path: temp file, fsync, rename."""
+"""Writes that never leave a half-written file at a final path: temp file, fsync, rename. The files
+get the mode any tool would create them with (0666 less the umask), not mkstemp's private 0600, so
+another user or a service (a model server, a web server) can read what edgetune wrote."""
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +24,10 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -62,6 +67,20 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the system tells (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(final: str | os.PathLike, text: str) -> None:

@@ -152,7 +152,7 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
-def preflight(models: list[str] = (), datasets: list[str] = ()) -> None:
+def check_ids(models: list[str] = (), datasets: list[str] = ()) -> None:
     """Check every hub id among a run's models and datasets before anything starts or is written."""
     for spec in models:
         if is_hub_id(spec):

@@ -16,7 +16,7 @@ import struct
 from pathlib import Path
 
 from edgetune.convert.lora_deltas import LoraDeltas
-from edgetune.convert.model_folder import SAFETENSORS_DTYPES, read_header, read_tensors
+from edgetune.convert.model_folder import SAFETENSORS_DTYPES, read_header, read_tensors, safetensors_files
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir
@@ -35,19 +35,12 @@ def base_folder(base: str) -> Path:
     raise EdgetuneError(f"{base}: no such base model folder (or hub id org/name)")
 
 
-def safetensors_shards(folder: Path) -> list[Path]:
-    shards = sorted(folder.glob("*.safetensors"))
-    if not shards:
-        raise EdgetuneError(f"{folder}: no *.safetensors weights to merge into")
-    return shards
-
-
 def tensor_names(folder: Path) -> set[str]:
     """Every tensor name in the folder's safetensors shards (reads headers only)."""
     from safetensors import safe_open
 
     names: set[str] = set()
-    for shard in safetensors_shards(folder):
+    for shard in safetensors_files(folder):
         try:
             with safe_open(str(shard), framework="pt") as f:
                 names |= set(f.keys())
@@ -61,7 +54,7 @@ def merge(base: str, adapter_dir: str | Path, out_dir: str | Path, on_event: Cal
     base_dir = base_folder(base)
     deltas = LoraDeltas(adapter_dir)
     out_dir = Path(out_dir)
-    shards = safetensors_shards(base_dir)
+    shards = safetensors_files(base_dir)
     names = tensor_names(base_dir)
     total = len(names)
     deltas.check_complete(names)

@@ -1,6 +1,6 @@
 """Every figure edgetune reports about a model's outputs, defined once (numpy only).
 
-  log_softmax   next-token log-probabilities from logits, in float64 for the sum, kept as float32
+  log_softmax   next-token log-probabilities from logits (float32, sums in float64)
   kld           per position KL(P_ref || P) = sum_v p_ref (log p_ref - log p), llama-perplexity's definition
   perplexity    exp(mean NLL) of the next token over the masked positions (the responses)
   nmse          sum (ours - ref)^2 / sum ref^2 over every logit
@@ -16,14 +16,16 @@ import numpy as np
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return (x - np.log(np.exp(x).sum(-1, keepdims=True))).astype(np.float32)
+    """float32 throughout, the sums accumulated in float64: 4-8x faster than a float64 copy of a
+    262k-token vocabulary's logits, within 4e-6 of it."""
+    x = logits.astype(np.float32, copy=True)
+    x -= x.max(-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(-1, keepdims=True, dtype=np.float64)).astype(np.float32)
+    return x
 
 
 def kld(ref_logprobs: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
-    p = np.exp(ref_logprobs.astype(np.float64))
-    return (p * (ref_logprobs.astype(np.float64) - logprobs)).sum(-1)
+    return (np.exp(ref_logprobs) * (ref_logprobs - logprobs)).sum(-1, dtype=np.float64)
 
 
 def top1_same(ref_logprobs: np.ndarray, logprobs: np.ndarray) -> int:
@@ -31,17 +33,25 @@ def top1_same(ref_logprobs: np.ndarray, logprobs: np.ndarray) -> int:
     return int((ref_logprobs.argmax(-1) == logprobs.argmax(-1)).sum())
 
 
+def nll(logprobs: np.ndarray, ids: list[int], mask: list[int] | None = None) -> tuple[float, int]:
+    """Summed NLL of one row's next tokens at the positions whose *predicted* token is masked 1 (every
+    position when `mask` is None), and how many there are. The log-probabilities may be shorter than
+    the row (a capped reference)."""
+    m = len(logprobs)
+    keep = np.array(mask[1: m + 1], dtype=bool) if mask is not None else np.ones(m, dtype=bool)
+    token_lp = logprobs[np.arange(m), ids[1: m + 1]]
+    return -float(token_lp[keep].astype(np.float64).sum()), int(keep.sum())
+
+
+def perplexity_of(nlls: list[float], counts: list[int]) -> float:
+    """exp(mean NLL) from per-row sums and counts; nan when there are no positions."""
+    n = sum(counts)
+    return math.exp(sum(nlls) / n) if n else float("nan")
+
+
 def perplexity(logprobs: list[np.ndarray], ids: list[list[int]], masks: list[list[int]] | None = None) -> float:
-    """Over the positions whose *predicted* token is masked 1 (every position when `masks` is None);
-    nan when there are none. A row's log-probabilities may be shorter than the row (a capped reference)."""
-    nll, n = 0.0, 0
-    for k, (lp, seq) in enumerate(zip(logprobs, ids)):
-        m = len(lp)
-        keep = np.array(masks[k][1: m + 1], dtype=bool) if masks is not None else np.ones(m, dtype=bool)
-        token_lp = lp[np.arange(m), seq[1: m + 1]]
-        nll -= float(token_lp[keep].astype(np.float64).sum())
-        n += int(keep.sum())
-    return math.exp(nll / n) if n else float("nan")
+    rows = [nll(lp, seq, masks[k] if masks is not None else None) for k, (lp, seq) in enumerate(zip(logprobs, ids))]
+    return perplexity_of([r[0] for r in rows], [r[1] for r in rows])
 
 
 def nmse(ours: list[np.ndarray], ref: list[np.ndarray]) -> float:

@@ -50,6 +50,7 @@ from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.gguf_io import check_gguf_file
+from edgetune.heldout import Heldout
 from edgetune.quantize import quantize
 
 LADDER = ("Q2_K", "Q3_K", "Q4_0", "Q4_K", "Q5_0", "Q5_K", "Q6_K", "Q8_0")  # ggml tensor types, fewest bits first
@@ -91,7 +92,7 @@ class Table:
 
 
 @dataclass
-class Plan:
+class MixPlan:
     types: dict[str, str]  # tensor -> ggml type
     bytes: int  # the file's size, predicted exactly from the table
     error: float
@@ -209,7 +210,7 @@ def kind(name: str) -> str:
     return re.sub(r"^blk\.\d+\.", "", name)
 
 
-def calibrate(table: Table, src: str | Path, imatrix: str | Path | None, ref: kld.Reference, rows: kld.Heldout,
+def calibrate(table: Table, src: str | Path, imatrix: str | Path | None, ref: kld.FileReference, rows: Heldout,
               threads: int = 0, on_event: Callback = ignore, workdir: str | Path | None = None) -> Table:
     """The table with each error scaled to predicted KLD: per kind, the mean KLD (against `ref`, the
     F16 file's) of a file with that kind at its smallest type and the rest at its largest, less the
@@ -221,7 +222,7 @@ def calibrate(table: Table, src: str | Path, imatrix: str | Path | None, ref: kl
     with tempfile.TemporaryDirectory(dir=workdir or src.parent, prefix=".mixed-") as tmp:
         def kld_of(types: dict[str, str]) -> float:
             path = Path(tmp) / f"{src.stem}-probe.gguf"
-            quantize_mix(src, path, Plan(types, table.size(types), table.error(types)), imatrix, threads)
+            quantize_mix(src, path, MixPlan(types, table.size(types), table.error(types)), imatrix, threads)
             try:
                 return kld.measure(path, ref, rows, max_tokens=1, threads=threads).mean_kld
             finally:
@@ -260,7 +261,7 @@ def _hull(options: list[Option]) -> list[Option]:
     return kept
 
 
-def choose(table: Table, budget: int) -> Plan:
+def choose(table: Table, budget: int) -> MixPlan:
     """Per-tensor types with the least total error whose file fits `budget` bytes: from the smallest
     type everywhere, repeatedly the one upgrade that removes the most error per extra byte and still
     fits (greedy on each tensor's convex hull; ties by tensor name, so the plan is deterministic)."""
@@ -294,7 +295,7 @@ def choose(table: Table, budget: int) -> Plan:
     held = Counter()
     for n, t in types.items():
         held[t] += table.option(n, t).bytes
-    return Plan(types, total, table.error(types), dict(held))
+    return MixPlan(types, total, table.error(types), dict(held))
 
 
 # ---------------------------------------------------------------- 4. the mixed file
@@ -303,7 +304,7 @@ def written_types(path: str | Path) -> dict[str, str]:
     return {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path), "r").tensors}
 
 
-def quantize_mix(src: str | Path, dst: str | Path, plan: Plan, imatrix: str | Path | None = None,
+def quantize_mix(src: str | Path, dst: str | Path, plan: MixPlan, imatrix: str | Path | None = None,
                  threads: int = 0, on_event: Callback = ignore) -> dict:
     """Write the plan through llama.cpp's per-tensor overrides and check every tensor got its type
     (a mismatch removes the file and says which tensors)."""

@@ -17,17 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from edgetune import data as data_mod
 from edgetune import merge as merge_mod
+from edgetune import recipe as recipe_mod
 from edgetune import report as report_mod
+from edgetune import report_html
 from edgetune import smoke as smoke_mod
 from edgetune import sweep as sweep_mod
 from edgetune import train as train_mod
 from edgetune.base import load_tokenizer
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
-from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
+from edgetune.events import Callback, Cancelled, CancelToken, Event, duration, ignore
 from edgetune.fsutil import is_main_process, write_text
-from edgetune.hub import preflight
+from edgetune.hub import check_ids
 from edgetune.recipe import Recipe
 from edgetune.results import QuantResult, SmokeResult, TrainResult
 from edgetune.runs import RunFolder
@@ -45,9 +48,16 @@ def _quant_outputs(r: Recipe, f: RunFolder) -> list[Path]:
     return files + [f.quant_json, f.modelfile]
 
 
+def _train_settings(r: Recipe) -> tuple:
+    """What the trained adapter depends on: the experiment tracker is not part of it (switching it on does
+    not retrain, and runs made before it existed keep their fingerprints)."""
+    train = {k: v for k, v in dataclasses.asdict(r.train).items() if k != "report_to"}
+    return (r.base, r.data, train)
+
+
 # The order of the pipeline, written once: fingerprints, skipping and `until` all read it.
 STEP_TABLE = (
-    Step("train", lambda r: (r.base, r.data, r.train), lambda r, f: [f.adapter / "adapter_config.json"]),
+    Step("train", _train_settings, lambda r, f: [f.adapter / "adapter_config.json"]),
     Step("merge", lambda r: (), lambda r, f: [f.merged / "config.json"]),
     Step("convert", lambda r: (r.export.outtype,), lambda r, f: [unquantized(r, f)]),
     Step("quantize", lambda r: (r.export, r.smoke), _quant_outputs),
@@ -86,9 +96,11 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     """Run every step up to `until`; return the smoke result (None when stopping earlier)."""
     if until not in STEPS:
         raise EdgetuneError(f"step {until!r} is not one of {', '.join(STEPS)}")
-    preflight(models=[recipe.base], datasets=[recipe.data.path])  # a hub id that cannot be had: before any write
+    check_ids(models=[recipe.base], datasets=[recipe.data.path])  # a hub id that cannot be had: before any write
     train_mod.quiet_libraries()
     folder = RunFolder.of(recipe)
+    if not folder.dir.exists():  # a bad dataset stops here, before there is a folder to leave behind
+        check_inputs(recipe, on_event)
     folder.dir.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         write_text(folder.recipe_yaml, recipe.to_yaml())
@@ -98,14 +110,32 @@ def run(recipe: Recipe, on_event: Callback = ignore, cancel: CancelToken | None 
     current = [""]
     try:
         result = _run_steps(recipe, folder, on_event, cancel, until, force, current)
-    except (Cancelled, KeyboardInterrupt) as e:
+    except Cancelled as e:
         folder.mark_outcome("interrupted", current[0], str(e) or "interrupted")
         raise
+    except KeyboardInterrupt as e:  # Ctrl-C: say where it stopped (training says its step)
+        message = str(e) or f"interrupted in the {current[0]} step"
+        folder.mark_outcome("interrupted", current[0], message)
+        raise KeyboardInterrupt(message) from None
     except Exception as e:
         folder.mark_outcome("failed", current[0], str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise
     folder.mark_outcome("done", until)
     return result
+
+
+def check_inputs(recipe: Recipe, on_event: Callback = ignore) -> None:
+    """What can be checked before a run folder is made: the dataset is read and validated (a missing
+    file, a bad CSV, a bad row, a data.columns name the file lacks: one line), and a plan that gives
+    too few optimizer steps to learn is warned about, with a batch size or epochs that would do."""
+    folder = RunFolder.of(recipe)
+    if folder.dir.exists() and up_to_date(recipe, folder, "train"):
+        return
+    d = recipe.data
+    ds = data_mod.load_dataset(data_mod.dataset_source(d.path), d.format, d.on_bad_row, d.columns)
+    advice = recipe_mod.steps_advice(recipe.train, recipe_mod.train_rows(len(ds.rows), d.eval_split))
+    if advice:
+        on_event(Event("train", "log", f"warning: {advice}", data={"too_few_steps": True}))
 
 
 def _run_steps(recipe: Recipe, folder: RunFolder, on_event: Callback, cancel: CancelToken | None,
@@ -151,34 +181,64 @@ def _run_step(recipe: Recipe, folder: RunFolder, name: str, fn, on_event: Callba
     seconds = time.time() - t0
     if is_main_process():
         folder.mark_step(name, fingerprint(recipe, name), seconds)
-    on_event(Event(name, "step_done", f"{name}: {seconds:.1f} s", data={"seconds": seconds}))
+    on_event(Event(name, "step_done", f"{name}: {duration(seconds)}", data={"seconds": seconds}))
 
 
 def _quantize(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback,
               cancel: CancelToken | None) -> None:
-    result = sweep_mod.run(recipe, folder, base_path, tok, on_event, cancel)
+    result = sweep_mod.quantize_step(recipe, folder, base_path, tok, on_event, cancel)
     kept = result.kept_labels()  # an auto sweep's recommended file comes first
     target = folder.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else unquantized(recipe, folder)
     report_mod.write_model_files(folder, target, tok, recipe, _train_result(folder).template)
 
 
 def _smoke(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback) -> None:
-    quants = QuantResult.read(folder.quant_json).kept_labels()
-    files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quants]
-    result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok)
-    result.task = report_mod.task_verdict(result, _train_result(folder), report_mod.train_losses(folder.train_log))
+    quant = QuantResult.read(folder.quant_json)
+    files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quant.kept_labels()]
+    result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok, quant)
+    result.task = report_mod.task_verdict(result, _train_result(folder), report_mod.train_losses(folder.train_log),
+                                          recipe)
     result.write(folder.smoke_json)
 
 
 def _finish(recipe: Recipe, folder: RunFolder, on_event: Callback) -> SmokeResult:
-    """report.md from the records, the two verdicts in the log; a failed file verdict raises."""
+    """report.md and report.html from the records, the two verdicts in the log; a failed file verdict raises."""
     result = folder.smoke_result()
-    quant = folder.quant_result()
-    write_text(folder.report_md, report_mod.report(recipe, _train_result(folder), result) + sweep_mod.report_section(quant))
+    write_reports(folder, recipe)
+    on_event(Event("smoke", "log", f"report: {folder.report_html}"))
     for line in report_mod.verdict_lines(result):
         on_event(Event("smoke", "metric", line))
     smoke_mod.require_pass(result.files)
     return result
+
+
+def write_reports(folder: RunFolder, recipe: Recipe | None = None) -> list[Path]:
+    """(Re)write report.md and report.html of a run folder from its records, an old or unfinished run's
+    too: what is missing is named in them. `recipe`: the run's own (default: its recipe.yaml).
+    An EdgetuneError for a folder that is not a run."""
+    if not folder.is_run():
+        raise EdgetuneError(f"{folder.dir}: not a run folder (no {folder.recipe_yaml.name} or {folder.state_json.name})")
+    rec = report_html.records(folder)
+    if recipe is not None:
+        rec.recipe = recipe
+    md = None
+    if rec.recipe is not None and rec.train is not None and rec.smoke is not None:
+        try:
+            md = report_mod.report(rec.recipe, rec.train, rec.smoke)
+        except (IndexError, KeyError, TypeError, ValueError) as e:  # records of another version
+            rec.unreadable.append(f"report.md could not be written from them ({type(e).__name__}: {e})")
+    if md is None:
+        missing = [p.name for p, r in ((folder.recipe_yaml, rec.recipe), (folder.train_json, rec.train),
+                                       (folder.smoke_json, rec.smoke)) if r is None]
+        md = f"# edgetune run `{folder.name}`\n\n" + (f"missing: {', '.join(missing)}\n" if missing else "")
+        md += "".join(f"\nunreadable: {line}\n" for line in rec.unreadable)
+    if rec.quant is not None:
+        try:
+            md += sweep_mod.report_section(rec.quant)
+        except (IndexError, KeyError, TypeError, ValueError) as e:
+            md += f"\n## Quantization\n\nquant.json could not be shown ({type(e).__name__}: {e})\n"
+    write_text(folder.report_md, md)
+    return [folder.report_md, report_html.write(folder, rec)]
 
 
 def drop_stale_checkpoints(recipe: Recipe, folder: RunFolder, on_event: Callback, force: bool = False) -> None:
@@ -204,4 +264,4 @@ def _train_result(folder: RunFolder) -> TrainResult:
         raise EdgetuneError(f"{e}; run the train step first") from None
 
 
-__all__ = ["STEPS", "STEP_TABLE", "fingerprint", "run", "unquantized", "up_to_date"]
+__all__ = ["STEPS", "STEP_TABLE", "fingerprint", "run", "unquantized", "up_to_date", "write_reports"]

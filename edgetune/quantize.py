@@ -19,7 +19,7 @@ from edgetune.convert.filetypes import FileType, file_type
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
-from edgetune.gguf_io import bits_per_weight, check_gguf_file, header_bytes
+from edgetune.gguf_io import bits_per_weight, check_gguf_file
 from edgetune.logs import llama_lines
 
 
@@ -40,6 +40,8 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
         raise EdgetuneError(f"quant type {ft.name} needs an importance matrix (computed from the training data "
                             "by `edgetune run`); none was given, so nothing was quantized")
     check_gguf_file(src)
+    if token_embedding_type or output_tensor_type or tensor_types:
+        check_types_fit(src, _requested(token_embedding_type, output_tensor_type, tensor_types))
     on_event(Event("quantize", "start", f"{src.name} -> {ft.name}" + (" (importance matrix)" if imatrix else "")))
     t0 = time.time()
     # llama.cpp logs a line per tensor, and a warning per tensor whose rows its type cannot take:
@@ -66,6 +68,53 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, threads: int = 0, on_
     return info
 
 
+# Tensor types offered when one does not fit, widest first.
+TENSOR_TYPES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K", "Q2_K")
+OVERRIDDEN = ("token_embd.weight", "output.weight")  # what token_embedding_type / output_tensor_type set
+
+
+def misfit(tensor: str, width: int, type_name: str) -> str | None:
+    """Why ggml type `type_name` cannot hold `tensor`, whose rows are `width` values long (llama.cpp
+    aborts the whole process on such a request); None when it fits."""
+    block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name.upper()]][0]
+    if width % block == 0:
+        return None
+    fits = [t for t in TENSOR_TYPES if width % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t]][0] == 0]
+    return (f"{tensor} has rows of {width} values and {type_name.upper()} needs a multiple of {block}; "
+            f"types that fit: {', '.join(fits) or 'F16, F32'}")
+
+
+def row_widths(src: str | Path) -> dict[str, int]:
+    """{tensor name: row length} of a GGUF's tensors (GGUF lists the row length first)."""
+    return {t.name: int(t.shape[0]) for t in gguf.GGUFReader(str(src), "r").tensors}
+
+
+def check_types_fit(src: str | Path, types: dict[str, str | None], widths: dict[str, int] | None = None) -> None:
+    """Refuse, in one line, a tensor type that a tensor's rows cannot take ({tensor name: type};
+    None or "default" is llama.cpp's own choice), before llama.cpp is asked and aborts."""
+    widths = widths if widths is not None else row_widths(src)
+    for tensor, type_name in types.items():
+        if type_name in (None, "", "default", "auto") or tensor not in widths:
+            continue
+        why = misfit(tensor, widths[tensor], type_name)
+        if why:
+            raise EdgetuneError(f"{Path(src).name}: {why}")
+
+
+def _requested(token_embedding_type, output_tensor_type, tensor_types) -> dict[str, str | None]:
+    """{tensor name: type asked for}, after checking the two named types are ggml types at all."""
+    ggml_type(token_embedding_type, "token_embedding_type")
+    ggml_type(output_tensor_type, "output_tensor_type")
+    asked = dict(tensor_types or {})
+    asked.setdefault(OVERRIDDEN[0], token_embedding_type)
+    asked.setdefault(OVERRIDDEN[1], output_tensor_type)
+    if token_embedding_type:
+        asked[OVERRIDDEN[0]] = token_embedding_type  # the two named types win over tensor_types, as in llama.cpp
+    if output_tensor_type:
+        asked[OVERRIDDEN[1]] = output_tensor_type
+    return asked
+
+
 FALLBACK = re.compile(r"(\S+)\s+- ncols .*?-> falling back to\s+(\w+)")
 
 
@@ -74,24 +123,40 @@ def fell_back(log: list[str]) -> dict[str, str]:
     return {m[1]: m[2].upper() for m in FALLBACK.finditer("".join(log))}
 
 
+class Sizer:
+    """File sizes as llama.cpp's dry run predicts them (nothing is written), for many types of one
+    source: the source is validated, its header read and the importance matrix loaded once."""
+
+    def __init__(self, src: str | Path, imatrix: str | Path | None = None):
+        self.src = Path(src)
+        check_gguf_file(self.src)
+        reader = gguf.GGUFReader(str(self.src), "r")
+        self.header = int(reader.data_offset)  # llama.cpp reports tensor bytes; the header comes on top
+        self.widths = {t.name: int(t.shape[0]) for t in reader.tensors}  # rows a type must divide
+        self.imatrix = imatrix_mod.read(imatrix) if imatrix is not None else None
+        self.imatrix_name = Path(imatrix).name if imatrix is not None else ""
+
+    def size(self, qtype: str, token_embedding_type: str | None = None, output_tensor_type: str | None = None) -> int:
+        import llama_cpp
+
+        ft = file_type(qtype)
+        if token_embedding_type or output_tensor_type:  # llama.cpp would abort the process on a misfit
+            check_types_fit(self.src, _requested(token_embedding_type, output_tensor_type, None), self.widths)
+        lines: list[str] = []
+        with _params(ft, 0, self.imatrix, token_embedding_type, output_tensor_type,
+                     imatrix_name=self.imatrix_name) as params, llama_lines(lines):
+            params.dry_run = True
+            rc = llama_cpp.llama_model_quantize(str(self.src).encode(), b"/dev/null", params)
+        match = re.search(r"quant size\s*=\s*([0-9.]+) MiB", "".join(lines))
+        if rc != 0 or not match:
+            raise EdgetuneError(f"{self.src}: llama.cpp's dry run for {ft.name} failed (rc {rc})")
+        return int(float(match.group(1)) * 2**20) + self.header
+
+
 def predicted_size(src: str | Path, qtype: str, imatrix: str | Path | None = None,
                    token_embedding_type: str | None = None, output_tensor_type: str | None = None) -> int:
-    """The file size llama.cpp's dry run predicts, in bytes (nothing is written)."""
-    import llama_cpp
-
-    ft = file_type(qtype)
-    src = Path(src)
-    check_gguf_file(src)
-    lines: list[str] = []
-    with _params(ft, 0, imatrix, token_embedding_type, output_tensor_type) as params, llama_lines(lines):
-        params.dry_run = True
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), b"/dev/null", params)
-    text = "".join(lines)
-    match = re.search(r"quant size\s*=\s*([0-9.]+) MiB", text)
-    if rc != 0 or not match:
-        raise EdgetuneError(f"{src}: llama.cpp's dry run for {ft.name} failed (rc {rc})")
-    # llama.cpp reports tensor bytes; the header (vocabulary, metadata) comes on top, as in the source file.
-    return int(float(match.group(1)) * 2**20) + header_bytes(src)
+    """The file size llama.cpp's dry run predicts for one type, in bytes."""
+    return Sizer(src, imatrix).size(qtype, token_embedding_type, output_tensor_type)
 
 
 def ggml_type(name: str | None, where: str) -> int | None:
@@ -107,10 +172,10 @@ def ggml_type(name: str | None, where: str) -> int | None:
 
 @contextlib.contextmanager
 def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_tensor_type,
-            tensor_types: dict[str, str] | None = None, pure: bool = False):
-    """llama_model_quantize_params with the importance matrix and the quantize.imatrix.* metadata
-    llama-quantize writes, and per-tensor types; the ctypes arrays they point into live until the
-    block ends."""
+            tensor_types: dict[str, str] | None = None, pure: bool = False, imatrix_name: str = ""):
+    """llama_model_quantize_params with the importance matrix (a path, or an Imatrix already read and
+    its file name) and the quantize.imatrix.* metadata llama-quantize writes, and per-tensor types;
+    the ctypes arrays they point into live until the block ends."""
     import llama_cpp
     import llama_cpp._logger
 
@@ -131,7 +196,8 @@ def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_te
         keep.append(overrides)
         params.tt_overrides = overrides
     if imatrix is not None:
-        im = imatrix_mod.read(imatrix)
+        im = imatrix if isinstance(imatrix, imatrix_mod.Imatrix) else imatrix_mod.read(imatrix)
+        imatrix_name = imatrix_name or Path(imatrix).name
         data = im.mean_squares()
         entries = (llama_cpp.llama_model_imatrix_data * (len(data) + 1))()
         for i, (name, values) in enumerate(sorted(data.items())):
@@ -142,7 +208,7 @@ def _params(ft: FileType, threads: int, imatrix, token_embedding_type, output_te
             entries[i].size = values.size
         entries[len(data)].name = None  # the array ends at a NULL name
         overrides = _kv_overrides([
-            ("quantize.imatrix.file", Path(imatrix).name),
+            ("quantize.imatrix.file", imatrix_name),
             ("quantize.imatrix.dataset", im.datasets[0] if im.datasets else ""),
             ("quantize.imatrix.entries_count", len(data)),
             ("quantize.imatrix.chunks_count", im.chunk_count)])

@@ -1,4 +1,5 @@
-"""A recipe: everything a run needs, as one YAML file. Defaults are the seed guide's QLoRA recipe.
+"""A recipe: everything a run needs, as one YAML file. Defaults are the usual QLoRA starting point
+(r 16, alpha 32, lr 2e-4, 3 epochs, effective batch 16).
 
 Loading checks every key and type and names the offending field; the resolved recipe is written
 into the run folder, so `edgetune run --recipe runs/<name>/recipe.yaml` replays a run.
@@ -6,6 +7,7 @@ into the run folder, so `edgetune run --recipe runs/<name>/recipe.yaml` replays 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -43,6 +45,14 @@ class DataSpec:
     # auto: pack rows padding-free on CUDA (flash-attention varlen kernels make it cheap);
     # elsewhere pad batches of similar-length rows (packing costs quadratic attention on CPU).
     packing: str = "auto"  # auto | true | false
+    # The file's own names, as LLaMA-Factory's dataset_info: {instruction: question, output: answer};
+    # chat: {messages: conversations, role_tag: from, content_tag: value, user_tag: human, assistant_tag: gpt}
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+# data.columns keys: the columns a row's fields come from, then the names inside each chat message.
+COLUMN_FIELDS = ("instruction", "input", "output", "system", "messages", "text")
+MESSAGE_TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag")
 
 
 @dataclass
@@ -73,8 +83,12 @@ class TrainSpec:
     dtype: str = "auto"  # auto | bf16 | fp16 | fp32
     trust_remote_code: bool = False
     allow_pickle: bool = False  # load a pickle-only base (weights_only=True, copied as safetensors)
+    # the experiment tracker the trainer logs to (transformers' report_to): tensorboard writes event files
+    # under runs/<name>/tensorboard/ (pip install edgetune[tensorboard]); wandb runs offline without a network
+    report_to: str = "none"  # none | tensorboard | wandb
 
 
+REPORT_TO = ("none", "tensorboard", "wandb")
 AUTO_TYPES = [name for name, t in FILE_TYPES.items() if t.swept]
 
 
@@ -137,6 +151,10 @@ def _coerce(hint, value, where: str):
     if dataclasses.is_dataclass(hint):
         return _build(hint, value or {}, where)
     origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise EdgetuneError(f"{where}: expected a mapping such as {{instruction: question}}, got {value!r}")
+        return {str(k): _coerce(typing.get_args(hint)[1], v, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -186,6 +204,11 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("data.packing", f"{r.data.packing!r} must be auto, true or false")
     if r.data.template not in TEMPLATE_CHOICES and not r.data.template.endswith(".jinja"):
         bad("data.template", f"{r.data.template!r} is not one of {', '.join(TEMPLATE_CHOICES)} or a .jinja file")
+    for key, column in r.data.columns.items():
+        if key not in COLUMN_FIELDS + MESSAGE_TAGS:
+            bad(f"data.columns.{key}", f"is not one of {', '.join(COLUMN_FIELDS + MESSAGE_TAGS)}")
+        if not column.strip():
+            bad(f"data.columns.{key}", "must name a column (or a message key or role), not be empty")
     if r.data.on_bad_row not in ("error", "skip"):
         bad("data.on_bad_row", f"{r.data.on_bad_row!r} must be error or skip")
     t = r.train
@@ -212,6 +235,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("train.dtype", f"{t.dtype!r} is not one of auto, bf16, fp16, fp32")
     if t.gradient_checkpointing not in ("auto", "true", "false"):
         bad("train.gradient_checkpointing", f"{t.gradient_checkpointing!r} must be auto, true or false")
+    if t.report_to not in REPORT_TO:
+        bad("train.report_to", f"{t.report_to!r} is not one of {', '.join(REPORT_TO)}")
     if t.max_grad_norm <= 0:
         bad("train.max_grad_norm", f"{t.max_grad_norm} must be positive")
     target_modules(t.targets, where)
@@ -249,6 +274,47 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     if r.smoke.prompts < 0 or r.smoke.max_tokens < 1:
         bad("smoke", "prompts must be >= 0 and max_tokens >= 1")
     return r
+
+
+MIN_STEPS = 30  # fewer optimizer steps than this rarely teach a new format
+
+
+def train_rows(rows: int, eval_split: float) -> int:
+    """How many of `rows` are trained on after the held-out split (as edgetune.data.split cuts it)."""
+    held = round(rows * eval_split)
+    if eval_split > 0 and held == 0 and rows > 1:
+        held = 1
+    return rows - held
+
+
+def optimizer_steps(t: TrainSpec, rows: int) -> int:
+    """The optimizer steps training `rows` rows takes under `t` (as train.py plans them)."""
+    if t.max_steps > 0:
+        return t.max_steps
+    return math.ceil(max(1, math.ceil(rows / (t.batch_size * t.grad_accum))) * t.epochs)
+
+
+def steps_advice(t: TrainSpec, rows: int) -> str | None:
+    """One line when `t` gives `rows` training rows too few optimizer steps to learn, proposing a
+    batch size (and epochs, for very few rows) that gives enough; None when the plan is fine."""
+    steps = optimizer_steps(t, rows)
+    if steps >= MIN_STEPS or rows < 1:
+        return None
+    plan = (f"train.max_steps {t.max_steps}" if t.max_steps > 0 else
+            f"batch {t.batch_size} x accum {t.grad_accum}, {t.epochs:g} epochs")
+    line = f"{rows} training rows at {plan} give only {steps} optimizer steps (fewer than {MIN_STEPS} rarely learn); "
+    if t.max_steps > 0:
+        return line + f"set train.max_steps to {MIN_STEPS} or more"
+    batch = t.batch_size
+    while batch >= 1:
+        better = dataclasses.replace(t, batch_size=batch, grad_accum=1)
+        if optimizer_steps(better, rows) >= MIN_STEPS:
+            return line + (f"try train.batch_size {batch} with train.grad_accum 1 "
+                           f"({optimizer_steps(better, rows)} steps)")
+        batch //= 2
+    epochs = math.ceil(MIN_STEPS / rows)
+    return line + (f"try train.batch_size 1 with train.grad_accum 1 and train.epochs {epochs} "
+                   f"({optimizer_steps(dataclasses.replace(t, batch_size=1, grad_accum=1, epochs=epochs), rows)} steps)")
 
 
 def target_modules(targets: str, where: str = "recipe") -> list[str] | str:

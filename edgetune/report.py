@@ -4,8 +4,9 @@ an Ollama Modelfile and a model card.
 Two verdicts, because they fail for different reasons and ask for different fixes:
   file  is each GGUF the model we trained, as consumers run it (logits, tokens, chat template, EOS)?
         A FAIL is a defect of the file: the run exits non-zero.
-  task  did training help on the held-out rows (accuracy and perplexity, base -> fine-tuned)?
-        A poor result says why it is likely so, and the run still exits 0.
+  task  did the held-out answers get better (accuracy where it measures, perplexity, answers that
+        stop), base -> fine-tuned? poor / no better than the base says the likely cause and what to
+        try, and the run still exits 0.
 """
 from __future__ import annotations
 
@@ -15,21 +16,34 @@ from pathlib import Path
 from edgetune import serve as serve_mod
 from edgetune import templates
 from edgetune.fsutil import write_text
-from edgetune.recipe import Recipe
+from edgetune.recipe import MIN_STEPS, Recipe, steps_advice
 from edgetune.results import SmokeResult, TaskVerdict, TrainResult
 from edgetune.runs import RunFolder
 
-FEW_STEPS = 30  # fewer optimizer steps than this rarely teach a new format
 STILL_FALLING = 0.05  # last logged losses this much below the ones before: training had not settled
+PLAUSIBLE_PPL = 100.0  # a response perplexity above this has not learned the responses, whatever it fell from
+SHORT_ANSWER_WORDS = 8  # expected answers this short make exact-match accuracy a fair measure
+MOSTLY = 0.5  # share of answers that must end on a stop token
 
 
-def task_verdict(smoke: SmokeResult, train: TrainResult, losses: list[float]) -> TaskVerdict:
-    """Did training help? 'good' when held-out accuracy or response perplexity improved over the
-    base model; else 'poor' with the likely reasons, most likely first."""
+def task_verdict(smoke: SmokeResult, train: TrainResult, losses: list[float],
+                 recipe: Recipe | None = None) -> TaskVerdict:
+    """Did training help on the held-out rows? 'good' only when the answers got better: held-out
+    accuracy up where exact match can measure it (short expected answers, or any answer right),
+    else response perplexity down to a plausible value; and the fine-tuned model and every file
+    stop their answers (on a stop token) on most prompts. Otherwise 'no better than the base'
+    (nothing improved) or 'poor' (something moved, not enough), with the likely causes, most
+    likely first, each with what to try."""
     base, tuned = smoke.base, smoke.hf
-    gained_accuracy = tuned.accuracy > base.accuracy
     base_ppl, ppl = base.perplexity, tuned.perplexity
-    gained_ppl = base_ppl is not None and ppl < 0.95 * base_ppl
+    accuracy_up = tuned.accuracy > base.accuracy
+    ppl_down = base_ppl is not None and ppl is not None and ppl < 0.95 * base_ppl
+    measurable = bool(smoke.expected) and (
+        max(base.accuracy, tuned.accuracy) > 0
+        or sum(len(e.split()) for e in smoke.expected) / len(smoke.expected) <= SHORT_ANSWER_WORDS)
+    better = accuracy_up if measurable else (ppl_down and ppl is not None and ppl <= PLAUSIBLE_PPL)
+    stops = _stop_shares(smoke)
+    stop = all(share >= MOSTLY for _, share, _ in stops)
     reasons = []
     tokens = train.tokens
     if tokens.get("responses_cut"):
@@ -37,6 +51,18 @@ def task_verdict(smoke: SmokeResult, train: TrainResult, losses: list[float]) ->
                        f"{tokens['max_length']} (p99 length {tokens.get('p99')}): raise data.max_length")
     if not any(tuned.answers):
         reasons.append("the fine-tuned model answers nothing on the held-out prompts")
+    for who, share, of in stops:
+        if share < MOSTLY:
+            reasons.append(f"answers never stop: {who} ended {round(share * of)} of {of} answers on a stop token "
+                           "(it has not learned where an answer ends): train longer, or check that the responses "
+                           "are complete")
+            break
+    rows = train.train_rows
+    if recipe is not None and rows and (advice := steps_advice(recipe.train, rows)):
+        reasons.append(advice)
+    elif train.steps < MIN_STEPS:
+        reasons.append(f"only {train.steps} optimizer steps{f' for {rows} rows' if rows else ''}: "
+                       "lower train.batch_size or train.grad_accum, or raise train.epochs")
     if len(losses) >= 6:
         first, before, last = losses[0], sum(losses[-6:-3]) / 3, sum(losses[-3:]) / 3
         if last > first:
@@ -45,12 +71,30 @@ def task_verdict(smoke: SmokeResult, train: TrainResult, losses: list[float]) ->
             reasons.append(f"the training loss was still falling ({before:.3f} -> {last:.3f}): train longer")
         elif last > 0.98 * first:
             reasons.append(f"the training loss barely moved ({first:.3f} -> {last:.3f}): raise train.lr or train longer")
-    if train.steps < FEW_STEPS:
-        reasons.append(f"only {train.steps} optimizer steps")
-    good = gained_accuracy or gained_ppl
-    return TaskVerdict(verdict="good" if good else "poor", accuracy=[base.accuracy, tuned.accuracy],
+    if not measurable and ppl_down and ppl is not None and ppl > PLAUSIBLE_PPL:
+        reasons.append(f"the response perplexity fell but is still {ppl:,.0f}: the model has not learned the responses")
+    if measurable and not accuracy_up and ppl_down:
+        reasons.append(f"held-out accuracy did not rise ({base.accuracy:.0%} -> {tuned.accuracy:.0%}) though the "
+                       "response perplexity fell: the answers came closer but are not right yet: train longer "
+                       "(train.epochs) or raise train.lr")
+    if measurable and not accuracy_up and tuned.accuracy >= 1.0:
+        reasons.append("the base model already answers every held-out prompt right")
+    good = better and stop
+    verdict = "good" if good else ("poor" if accuracy_up or ppl_down else "no better than the base")
+    return TaskVerdict(verdict=verdict, accuracy=[base.accuracy, tuned.accuracy],
                        perplexity=[base_ppl, ppl], eval_loss=train.eval_loss,
                        reasons=[] if good else reasons or ["no likely cause found in the data or the loss curve"])
+
+
+def _stop_shares(smoke: SmokeResult) -> list[tuple[str, float, int]]:
+    """(who, share of answers that ended on a stop token, answers) for the fine-tuned model and each file."""
+    shares = []
+    if smoke.hf.stopped_at_eos is not None and smoke.hf.answers:
+        shares.append(("the fine-tuned model", smoke.hf.stopped_at_eos / len(smoke.hf.answers), len(smoke.hf.answers)))
+    for f in smoke.files:
+        if f.answers:
+            shares.append((f.file, f.stopped_at_eos / len(f.answers), len(f.answers)))
+    return shares
 
 
 def verdict_lines(smoke: SmokeResult) -> list[str]:

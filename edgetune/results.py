@@ -1,6 +1,7 @@
 """What each step of a run leaves, as types: plain dataclasses that round-trip through their JSON file.
 
 train.json   TrainResult    how training went (method, steps over every resumed part, losses, tokens)
+train_log.jsonl  TrainLogEntry  one logged step each: loss or eval loss, learning rate, tokens/s
 quant.json   QuantResult    the importance matrix, the reference, every quantized file and the auto sweep
 smoke.json   SmokeResult    every GGUF checked against the merged model, the base's answers, the task verdict
 state.json   RunState       each step's fingerprint and time, and how the last attempt ended
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from edgetune import metrics
 from edgetune.errors import EdgetuneError
 from edgetune.fsutil import write_json
 
@@ -104,6 +106,34 @@ class TrainResult(Record):
     parts: int = 1  # how many runs of the train step made it (1 + resumes)
 
 
+@dataclass
+class TrainLogEntry(Record):
+    """One line of train_log.jsonl: what the trainer logged at a step (a train or an eval log)."""
+
+    step: int
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    tokens_per_s: float | None = None
+
+
+def train_history(lines: list[str]) -> list[TrainLogEntry]:
+    """The entries of train_log.jsonl's lines, in step order; unreadable lines are left out, and where a
+    resumed run logged a step again, its last entry counts."""
+    entries: dict[tuple[int, bool], TrainLogEntry] = {}
+    for line in lines:
+        try:
+            data = json.loads(line)
+            entry = TrainLogEntry.from_dict({k: v for k, v in data.items() if k == "step" or isinstance(v, (int, float))})
+        except (json.JSONDecodeError, TypeError, ValueError):
+            continue
+        if isinstance(entry.step, int) and (entry.loss is not None or entry.eval_loss is not None):
+            entries[(entry.step, entry.eval_loss is not None)] = entry
+    return [entries[k] for k in sorted(entries)]
+
+
 # ---------------------------------------------------------------- quantize
 
 
@@ -129,6 +159,8 @@ class QuantReference(Record):
     accuracy: float | None
     positions: int
     rows: int
+    answers: list[str] = field(default_factory=list)  # its greedy answers to the held-out prompts
+    stopped_at_eos: int = 0
 
 
 @dataclass
@@ -138,6 +170,13 @@ class BaseFigures(Record):
     perplexity: float | None
     accuracy: float | None
     answers: list[str] = field(default_factory=list)
+    stopped_at_eos: int | None = None  # of its answers, how many ended on a stop token
+    row_nll: list[float] = field(default_factory=list)  # per held-out row: summed response NLL ...
+    row_tokens: list[int] = field(default_factory=list)  # ... over this many tokens
+
+    def perplexity_over(self, n: int) -> float | None:
+        """Response perplexity over the first `n` held-out rows (None when not recorded per row)."""
+        return metrics.perplexity_of(self.row_nll[:n], self.row_tokens[:n]) if self.row_tokens else None
 
 
 @dataclass
@@ -164,6 +203,7 @@ class QuantFile(Record):
     delta_ppl: float | None = None
     accuracy: float | None = None
     answers: list[str] = field(default_factory=list)
+    stopped_at_eos: int = 0  # of its answers, how many stopped on an end-of-generation token
     gain_kept: float | None = None  # share of the fine-tune's perplexity gain the file keeps
     gave_back: bool = False
     misses: list[str] = field(default_factory=list)  # why it is outside the auto budget

@@ -3,7 +3,7 @@
 runs/<name>/
   recipe.yaml  state.json  edgetune.log  train_log.jsonl  train.json  adapter/  checkpoints/  merged/
   gguf/<name>-F16.gguf  gguf/<name>-Q4_K_M.gguf ...  gguf/<name>.imatrix.gguf  gguf/Modelfile  gguf/README.md
-  quant.json  smoke.json  report.md  chat.jsonl
+  quant.json  smoke.json  report.md  report.html  chat.jsonl  tensorboard/  wandb/
 
 Steps write through it, and everything after the pipeline (the CLI, the TUI's Runs and Results
 screens, chat, serve, the report) reads a finished run through it: no file name is spelled twice.
@@ -25,7 +25,9 @@ from edgetune.results import (
     RunState,
     SmokeResult,
     StepRecord,
+    TrainLogEntry,
     TrainResult,
+    train_history,
 )
 
 OUTCOMES = ("running", "done", "failed", "interrupted")
@@ -52,10 +54,6 @@ class RunFolder:
                 return cls(candidate)
         return None
 
-    def is_run(self) -> bool:
-        """A folder edgetune made: it has a recipe.yaml or a state.json."""
-        return self.recipe_yaml.exists() or self.state_json.exists()
-
     def delete(self) -> None:
         """Remove the run folder and everything in it (only a folder that is a run)."""
         if not self.is_run():
@@ -71,11 +69,16 @@ class RunFolder:
     train_json = property(lambda self: self.dir / "train.json")
     adapter = property(lambda self: self.dir / "adapter")
     checkpoints = property(lambda self: self.dir / "checkpoints")
+    # each run of the train step that the checkpoints continue: its seconds and last step
+    train_parts = property(lambda self: self.checkpoints / "edgetune-parts.json")
     merged = property(lambda self: self.dir / "merged")
     gguf_dir = property(lambda self: self.dir / "gguf")
     quant_json = property(lambda self: self.dir / "quant.json")
     smoke_json = property(lambda self: self.dir / "smoke.json")
     report_md = property(lambda self: self.dir / "report.md")
+    report_html = property(lambda self: self.dir / "report.html")
+    tensorboard = property(lambda self: self.dir / "tensorboard")  # train.report_to: tensorboard event files
+    wandb = property(lambda self: self.dir / "wandb")  # train.report_to: wandb (offline runs stay here)
     chat_log = property(lambda self: self.dir / "chat.jsonl")
     modelfile = property(lambda self: self.gguf_dir / "Modelfile")
     model_card = property(lambda self: self.gguf_dir / "README.md")
@@ -99,9 +102,20 @@ class RunFolder:
     def smoke_result(self) -> SmokeResult:
         return SmokeResult.read(self.smoke_json)
 
+    def train_history(self) -> list[TrainLogEntry]:
+        """train_log.jsonl as typed entries, in step order; [] when there is none."""
+        try:
+            return train_history(self.train_log.read_text(encoding="utf-8").splitlines())
+        except (FileNotFoundError, UnicodeDecodeError):
+            return []
+
     def recipe(self):
         from edgetune import recipe as recipe_mod
         return recipe_mod.load(self.recipe_yaml)
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (a recipe.yaml or a state.json), finished or not."""
+        return self.recipe_yaml.is_file() or self.state_json.is_file()
 
     def optional(self, read):
         """`read()` (one of the readers above), or None when its file is missing or unreadable."""

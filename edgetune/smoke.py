@@ -16,8 +16,6 @@ training helped is the task verdict (`task_verdict`).
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import re
 import time
@@ -26,15 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetune import data as data_mod
-from edgetune import templates
+from edgetune import gguf_eval, heldout, hf_eval, metrics, templates
 from edgetune.convert.filetypes import FILE_TYPES, by_ftype
-from edgetune.data import Example
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.gguf_io import bits_per_weight, check_gguf_file
-from edgetune.models import load_causal_lm
-from edgetune.results import FileCheck, ModelAnswers, SmokeResult
+from edgetune.heldout import Heldout
+from edgetune.results import FileCheck, ModelAnswers, QuantResult, SmokeResult
 
 PARITY_STRINGS = [
     "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
@@ -48,7 +44,7 @@ PPL_RATIO_LIMIT = 1.5  # quantized perplexity / HF perplexity
 
 
 @dataclass
-class Reference:
+class HFReference:
     """What the HF model says, computed once and compared against every GGUF."""
 
     prompt_ids: list[list[int]]
@@ -72,102 +68,44 @@ def _norm(s: str) -> str:
     return s.strip()
 
 
-def hf_reference(hf_dir: str | Path, examples: list[Example], max_tokens: int, n_prompts: int,
-                 on_event: Callback = ignore, tokenizer=None) -> Reference:
-    import torch
+def hf_reference(hf_dir: str | Path, rows: Heldout, max_tokens: int, on_event: Callback = ignore,
+                 tokenizer=None) -> HFReference:
+    """The merged HF model on `rows`: its answers, logits and perplexity, and the tokenizer's ids
+    of the parity strings and chat probes."""
     from transformers import AutoTokenizer
 
     tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(hf_dir))
-    model = load_causal_lm(hf_dir, dtype=torch.float32)
-    model.eval()
-    stop_ids = generation_stop_ids(model.generation_config, tok)
-    prompts = [e for e in examples if e.prompt][:n_prompts]
-    # The template writes BOS into the text where the model uses one: no special tokens are added.
-    prompt_ids = [tok(e.prompt, add_special_tokens=False)["input_ids"] for e in prompts]
-    generated = [hf_answer(model, tok, ids, max_tokens, stop_ids) for ids in prompt_ids]
-    answers = [text for text, _ in generated]
-    eval_ids, eval_masks = [], []
-    for e in examples[:n_prompts]:
-        rows = data_mod.tokenize([e], tok, 512, completion_only=bool(e.prompt))
-        ids, mask = rows[0]["input_ids"], rows[0]["completion_mask"]
-        if len(ids) > 1:
-            eval_ids.append(ids)
-            eval_masks.append(mask)
-    logits = []
-    with torch.no_grad():
-        for ids in eval_ids:
-            logits.append(model(torch.tensor([ids])).logits[0].float().numpy())
+    model = hf_eval.load(hf_dir)
+    try:
+        stops = hf_eval.stop_ids(model.generation_config, tok)
+        answers, stopped = hf_eval.answers(model, tok, rows.prompts, max_tokens, stops)
+        logits = [hf_eval.logits(model, ids) for ids in rows.ids]
+    finally:
+        del model
     specials = [s for s in (tok.eos_token, tok.bos_token) if s]
     parity_texts = PARITY_STRINGS + [f"{s}text{s} more" for s in specials]
     parity_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in parity_texts]
     template = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else None
-    probe_ids = {name: hf_chat_ids(tok, m) for name, m in templates.PROBES.items()} if template else {}
-    on_event(Event("smoke", "log", f"HF reference: {len(prompt_ids)} prompts, {len(eval_ids)} eval rows"))
-    return Reference(prompt_ids, answers, [_norm(e.answer or e.completion) for e in prompts], eval_ids, eval_masks,
-                     logits, perplexity(logits, eval_ids, eval_masks), parity_ids, tok.eos_token_id, parity_texts,
-                     stop_ids, [e.messages for e in prompts], template, probe_ids, sum(eog for _, eog in generated))
-
-
-def hf_chat_ids(tok, messages: list[dict]) -> list[int]:
-    """What HF's own chat path feeds the model for `messages`."""
-    out = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
-
-
-def generation_stop_ids(generation_config, tok) -> list[int]:
-    eos = generation_config.eos_token_id if generation_config is not None else None
-    ids = [eos] if isinstance(eos, int) else list(eos or [])
-    return ids or ([tok.eos_token_id] if tok.eos_token_id is not None else [])
-
-
-def hf_generate(model, tok, ids: list[int], max_tokens: int, stop_ids: list[int] | None = None) -> str:
-    return hf_answer(model, tok, ids, max_tokens, stop_ids)[0]
-
-
-def hf_answer(model, tok, ids: list[int], max_tokens: int, stop_ids: list[int] | None = None) -> tuple[str, bool]:
-    """The greedy answer of an HF model to prompt `ids`, and whether it ended on a stop token."""
-    import torch
-    stop_ids = stop_ids or generation_stop_ids(model.generation_config, tok)
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
-                             eos_token_id=stop_ids, pad_token_id=tok.pad_token_id or stop_ids[0])
-    new = out[0][len(ids):].tolist()
-    return _norm(tok.decode(new, skip_special_tokens=True)), bool(new) and new[-1] in stop_ids
+    probe_ids = {name: hf_eval.chat_ids(tok, m) for name, m in templates.PROBES.items()} if template else {}
+    on_event(Event("smoke", "log", f"HF reference: {len(rows.prompts)} prompts, {len(rows.ids)} eval rows"))
+    return HFReference(rows.prompts, answers, rows.expected, rows.ids, rows.masks, logits,
+                     perplexity(logits, rows.ids, rows.masks), parity_ids, tok.eos_token_id, parity_texts,
+                     stops, rows.messages, template, probe_ids, stopped)
 
 
 def perplexity(logits: list[np.ndarray], ids: list[list[int]], masks: list[list[int]] | None = None) -> float:
-    """exp(mean NLL) of each next token, over the positions where `masks` is 1 (all when None)."""
-    nll, n = 0.0, 0
-    for k, (lg, seq) in enumerate(zip(logits, ids)):
-        lg = lg[: len(seq) - 1].astype(np.float64)
-        lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
-        token_nll = lse - lg[np.arange(len(seq) - 1), seq[1:]]
-        keep = np.array(masks[k][1:], dtype=bool) if masks is not None else np.ones(len(seq) - 1, dtype=bool)
-        nll += float(token_nll[keep].sum())
-        n += int(keep.sum())
-    return math.exp(nll / max(n, 1))
+    """Response perplexity from whole-row logits ([len(row), vocab]: the last predicts past the row)."""
+    return metrics.perplexity([metrics.log_softmax(lg[: len(seq) - 1]) for lg, seq in zip(logits, ids)], ids, masks)
 
 
-def nmse(ours: list[np.ndarray], ref: list[np.ndarray]) -> float:
-    num = sum(float(((a.astype(np.float64) - b) ** 2).sum()) for a, b in zip(ours, ref))
-    den = sum(float((b.astype(np.float64) ** 2).sum()) for b in ref)
-    return num / max(den, 1e-30)
-
-
-def _llama(path: Path, n_ctx: int, threads: int):
-    from llama_cpp import Llama
-    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0,
-                 n_threads=threads or os.cpu_count() or 1, n_batch=min(512, n_ctx))
-
-
-def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int = 0,
-               on_event: Callback = ignore, modelfile: Path | None = None) -> FileCheck:
-    """All smoke measures for one GGUF file, and its verdict."""
+def check_gguf(path: str | Path, ref: HFReference, max_tokens: int, threads: int = 0,
+               on_event: Callback = ignore, modelfile: Path | None = None,
+               answered: tuple[list[str], int] | None = None) -> FileCheck:
+    """All smoke measures for one GGUF file, and its verdict. `answered`: the file's greedy answers
+    to ref's prompts and how many stopped, when the quantize step has generated them already."""
 
     path = Path(path)
-    check_gguf_file(path)
-    n_ctx = max([len(x) for x in ref.eval_ids + ref.prompt_ids] + [64]) + max_tokens + 8
-    llm = _llama(path, n_ctx, threads)
+    llm = gguf_eval.load(path, gguf_eval.n_ctx(ref.eval_ids + ref.prompt_ids, max_tokens), threads)
     ftype = llm.metadata.get("general.file_type", "")
     row: dict = {"file": path.name, "path": str(path), "bytes": path.stat().st_size,
                  "bits_per_weight": round(bits_per_weight(path), 3)}
@@ -176,26 +114,20 @@ def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int =
     logits = []
     t0, n_prompt = time.perf_counter(), 0
     for ids in ref.eval_ids:
-        llm.reset()
-        llm.eval(ids)
-        logits.append(np.array(llm.scores[: len(ids)], dtype=np.float32))
+        logits.append(gguf_eval.logits(llm, ids))
         n_prompt += len(ids)
     prompt_s = time.perf_counter() - t0
     finite = all(np.isfinite(lg).all() for lg in logits)
     row["finite"] = bool(finite)
-    row["nmse"] = nmse(logits, ref.logits) if finite else float("inf")
+    row["nmse"] = metrics.nmse(logits, ref.logits) if finite else float("inf")
     row["perplexity"] = perplexity(logits, ref.eval_ids, ref.eval_masks) if finite else float("inf")
     row["hf_perplexity"] = ref.perplexity
     row["prompt_tokens_per_s"] = n_prompt / prompt_s if prompt_s > 0 else None
 
     # Greedy answers to the training-format prompt ids; they should stop at an end-of-generation token.
-    answers, stopped = [], 0
-    for ids in ref.prompt_ids:
-        text, last, eog = greedy(llm, ids, max_tokens)
-        answers.append(text)
-        stopped += eog
+    answers, stopped = answered or gguf_eval.answers(llm, ref.prompt_ids, max_tokens)
     row["answers"] = answers
-    row["gen_tokens_per_s"] = generation_speed(llm, ref.eval_ids[0][:16] if ref.eval_ids else [0])
+    row["gen_tokens_per_s"] = gguf_eval.generation_speed(llm, ref.eval_ids[0][:16] if ref.eval_ids else [0])
     row["stopped_at_eos"] = stopped
     n = max(len(answers), 1)
     row["agreement"] = sum(a == b for a, b in zip(answers, ref.answers)) / n
@@ -255,22 +187,6 @@ def check_gguf(path: str | Path, ref: Reference, max_tokens: int, threads: int =
     return check
 
 
-def greedy(llm, ids: list[int], max_tokens: int) -> tuple[str, int | None, bool]:
-    """(answer text, last token, stopped on an end-of-generation token) of greedy decoding."""
-    import llama_cpp
-
-    llm.reset()
-    out: list[int] = []
-    for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
-        out.append(int(token))
-        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(out) >= max_tokens:
-            break
-    eog = bool(out) and llama_cpp.llama_vocab_is_eog(llm._model.vocab, out[-1])
-    # Bytes that do not form UTF-8 are dropped, as llama-cpp-python's completion drops them.
-    text = llm.detokenize(out[:-1] if eog else out).decode("utf-8", errors="ignore")
-    return _norm(text), (out[-1] if out else None), eog
-
-
 def chat_formatter(llm, template: str | None = None):
     """The formatter llama-cpp-python's create_chat_completion builds from the file's template
     (or from `template` with the file's BOS and EOS texts)."""
@@ -304,7 +220,7 @@ def first_difference(llm, label: str, ours: list[int], want: list[int]) -> str |
     return f"{label}: token {i} is {show(ours)} in llama.cpp, {show(want)} in HF"
 
 
-def chat_path(llm, ref: Reference, answers: list[str], max_tokens: int, row: dict,
+def chat_path(llm, ref: HFReference, answers: list[str], max_tokens: int, row: dict,
               modelfile: Path | None) -> list[str]:
     """The consumer's door: the file's own chat template through llama-cpp-python's chat path."""
     import llama_cpp
@@ -344,7 +260,7 @@ def chat_path(llm, ref: Reference, answers: list[str], max_tokens: int, row: dic
     return problems
 
 
-def modelfile_problems(path: Path, formatter, llm, ref: Reference) -> list[str]:
+def modelfile_problems(path: Path, formatter, llm, ref: HFReference) -> list[str]:
     """The Modelfile must stop where the model stops and render what the GGUF template renders
     (Ollama adds BOS itself, from the file's add-BOS flag)."""
     text = path.read_text(encoding="utf-8")
@@ -368,19 +284,6 @@ def modelfile_problems(path: Path, formatter, llm, ref: Reference) -> list[str]:
     return problems
 
 
-def generation_speed(llm, prompt: list[int], n_tokens: int = 32) -> float:
-    """Decode tokens/s over exactly `n_tokens` greedy steps after `prompt` (EOS does not stop it,
-    so short answers do not turn the figure into a measure of prompt evaluation)."""
-    import numpy as np
-    llm.reset()
-    llm.eval(prompt)
-    t0 = time.perf_counter()
-    for _ in range(n_tokens):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        llm.eval([token])
-    return n_tokens / (time.perf_counter() - t0)
-
-
 def _file_type(path: Path, ftype):
     """The registry entry from general.file_type, else from the file name's -TYPE suffix."""
     return by_ftype(ftype) or FILE_TYPES.get(path.stem.rsplit("-", 1)[-1].upper())
@@ -397,50 +300,64 @@ def _is_8bit(path: Path, ftype) -> bool:
 
 
 def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile: Path | None,
-              on_event: Callback = ignore, tok=None) -> dict:
-    """The smoke step of a run: the merged HF model is the reference, the base model gives the
-    before-training figures, every GGUF is checked against the reference. `tok` is the merged
-    folder's tokenizer when the caller has it loaded already."""
-    import torch
+              on_event: Callback = ignore, tok=None, quant: QuantResult | None = None) -> SmokeResult:
+    """The smoke step of a run: the merged HF model is the reference, every GGUF is checked against
+    it on the first smoke.prompts held-out rows. What the quantize step measured on the same rows
+    (`quant`) is not measured again: the base model's figures, which say what training changed (computed
+    here when absent), and each file's greedy answers. `tok` is the merged folder's tokenizer when the
+    caller has it loaded already."""
     from transformers import AutoTokenizer
 
     spec = recipe.smoke
     if tok is None:
         tok = AutoTokenizer.from_pretrained(str(merged))
-    # The merged tokenizer carries the template training used: render the held-out rows with it.
-    data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
-    examples = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged)).eval
-    if not examples:
+    prepared = heldout.split(recipe, merged, tok)
+    if not prepared.eval:
         raise EdgetuneError(f"{recipe.data.path}: no held-out rows to smoke-test with (data.eval_split is 0)")
-    ref = hf_reference(merged, examples, spec.max_tokens, spec.prompts, on_event, tokenizer=tok)
-    # Before fine-tuning: the base model on the same prompts and held-out responses.
-    base = load_causal_lm(base_path, dtype=torch.float32)
-    base.eval()
-    base_generated = [hf_answer(base, tok, ids, spec.max_tokens, ref.stop_ids) for ids in ref.prompt_ids]
-    base_answers, base_stopped = [text for text, _ in base_generated], sum(eog for _, eog in base_generated)
-    with torch.no_grad():
-        base_logits = [base(torch.tensor([ids])).logits[0].float().numpy() for ids in ref.eval_ids]
-    del base
-    rows = smoke(files, ref, spec.max_tokens, spec.threads, on_event, modelfile)
+    rows = heldout.rows(prepared.eval, tok, recipe.data.max_length, spec.prompts).first(spec.prompts)
+    seconds = {}
+    t0 = time.perf_counter()
+    ref = hf_reference(merged, rows, spec.max_tokens, on_event, tokenizer=tok)
+    seconds["reference"] = time.perf_counter() - t0
+    base = quant.base if quant is not None else None
+    if base is None or not base.row_tokens:  # not measured by the quantize step (an older run folder)
+        t0 = time.perf_counter()
+        base = hf_eval.base_figures(base_path, rows, tok, ref.stop_ids, spec.max_tokens)
+        seconds["base"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    checks = smoke(files, ref, spec.max_tokens, spec.threads, on_event, modelfile, _answered(quant))
+    seconds["files"] = time.perf_counter() - t0
     return SmokeResult(
         prompts=[tok.decode(ids, skip_special_tokens=True) for ids in ref.prompt_ids], expected=ref.expected,
-        base=ModelAnswers(base_answers, accuracy(base_answers, ref.expected),
-                          perplexity(base_logits, ref.eval_ids, ref.eval_masks), base_stopped),
+        base=ModelAnswers(base.answers, accuracy(base.answers, ref.expected), base.perplexity_over(len(ref.eval_ids)),
+                          base.stopped_at_eos),
         hf=ModelAnswers(ref.answers, accuracy(ref.answers, ref.expected), ref.perplexity, ref.stopped),
-        files=rows)
+        files=checks, seconds={k: round(v, 2) for k, v in seconds.items()})
+
+
+def _answered(quant: QuantResult | None) -> dict[str, tuple[list[str], int]]:
+    """{file name: (greedy answers, how many stopped)} of the files the quantize step answered with."""
+    if quant is None or quant.reference is None or not quant.reference.answers:
+        return {}
+    known = {quant.reference.file: (quant.reference.answers, quant.reference.stopped_at_eos)}
+    known.update({f.file: (f.answers, f.stopped_at_eos) for f in quant.files if f.measured and f.file})
+    return known
 
 
 def accuracy(answers: list[str], expected: list[str]) -> float:
     """Exact-match share of `answers` against `expected` (0 when there is nothing to match)."""
-    return sum(a == b for a, b in zip(answers, expected)) / max(len(expected), 1)
+    return metrics.accuracy(answers, expected) or 0.0
 
 
-def smoke(ggufs: list[Path], ref: Reference, max_tokens: int, threads: int = 0,
-          on_event: Callback = ignore, modelfile: Path | None = None) -> list[FileCheck]:
+def smoke(ggufs: list[Path], ref: HFReference, max_tokens: int, threads: int = 0,
+          on_event: Callback = ignore, modelfile: Path | None = None,
+          answered: dict[str, tuple[list[str], int]] | None = None) -> list[FileCheck]:
+    """check_gguf on every file; `answered` maps a file name to its answers already generated."""
     on_event(Event("smoke", "start", f"smoke-testing {len(ggufs)} GGUF files", total=len(ggufs)))
     rows = []
     for i, path in enumerate(ggufs, 1):
-        rows.append(check_gguf(path, ref, max_tokens, threads, on_event, modelfile))
+        rows.append(check_gguf(path, ref, max_tokens, threads, on_event, modelfile,
+                               (answered or {}).get(Path(path).name)))
         on_event(Event("smoke", "progress", Path(path).name, step=i, total=len(ggufs)))
     return rows
 

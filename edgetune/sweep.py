@@ -15,21 +15,22 @@ Writes the run's quant.json (edgetune.results.QuantResult); report_section() ren
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgetune import data as data_mod
+from edgetune import heldout, hf_eval, kld, mixed
 from edgetune import imatrix as imatrix_mod
-from edgetune import kld, mixed
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
-from edgetune.quantize import predicted_size, quantize
+from edgetune.heldout import Heldout
+from edgetune.quantize import OVERRIDDEN, Sizer, misfit, quantize
 from edgetune.recipe import ExportSpec, Recipe
 from edgetune.results import (
-    BaseFigures,
     ImatrixInfo,
     MixedInfo,
     QuantFile,
@@ -38,7 +39,6 @@ from edgetune.results import (
     SweepResult,
 )
 from edgetune.runs import RunFolder
-from edgetune.smoke import generation_stop_ids
 
 
 def is_auto(recipe: Recipe) -> bool:
@@ -50,17 +50,34 @@ def label(qtype: str, embedding: str | None) -> str:
     return qtype if embedding is None else f"{qtype}-EMB-{embedding}"
 
 
-def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback = ignore,
-        cancel: CancelToken | None = None) -> QuantResult:
+@dataclass
+class Measuring:
+    """What every file of the quantize step is made from and measured against."""
+
+    src: Path  # the unquantized GGUF
+    spec: ExportSpec
+    imatrix: Path | None
+    ref: kld.FileReference
+    rows: Heldout
+    gguf_path: Callable[[str], Path]  # label -> where its file goes
+    max_tokens: int
+    threads: int
+    on_event: Callback = ignore
+    cancel: CancelToken | None = None
+
+    def measured(self, f: QuantFile) -> QuantFile:
+        """`f` with its KLD, top-1, perplexity and answers against the reference."""
+        return dataclasses.replace(f, **vars(kld.measure(f.path, self.ref, self.rows, self.max_tokens, self.threads)))
+
+
+def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback = ignore,
+                  cancel: CancelToken | None = None) -> QuantResult:
     """The whole quantize step; returns (and writes to the folder's quant.json) its result. `tok` is
     the merged folder's tokenizer (loaded once by the caller: Gemma's takes seconds)."""
     spec, threads, max_tokens = recipe.export, recipe.smoke.threads, recipe.smoke.max_tokens
     merged, unquantized = folder.merged, folder.gguf(spec.outtype)
-    # The merged tokenizer carries the template training used: the same rows, split as in training.
-    data_spec = dataclasses.replace(recipe.data, template="model", allow_lost_responses=True)
-    prepared = data_mod.prepare(data_spec, tok, recipe.train.seed, str(merged))
-    train_ex, eval_ex = prepared.train, prepared.eval
-    rows = kld.heldout(eval_ex, tok, recipe.data.max_length, recipe.smoke.prompts)
+    prepared = heldout.split(recipe, merged, tok)
+    rows = heldout.rows(prepared.eval, tok, recipe.data.max_length, recipe.smoke.prompts)
     auto = is_auto(recipe)
     if auto and not rows.ids:
         raise EdgetuneError(f"{recipe.data.path}: export.quants auto needs held-out rows to measure files on "
@@ -68,9 +85,11 @@ def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callba
     quants = [] if auto else [q for q in spec.quants if q != spec.outtype.upper()]
 
     result = QuantResult()
+    clock = _Clock(result.seconds)
     im_path = None
     if spec.imatrix and (auto or quants):
-        im_path, result.imatrix = _imatrix(recipe, folder, merged, train_ex, tok, on_event, cancel)
+        with clock("imatrix"):
+            im_path, result.imatrix = _imatrix(recipe, folder, merged, prepared.train, tok, on_event, cancel)
     if not auto:  # an IQ type without an importance matrix: say so before quantizing anything
         for q in quants:
             if FILE_TYPES[q].needs_imatrix and im_path is None:
@@ -80,22 +99,26 @@ def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callba
     ref = None
     if rows.ids:
         on_event(Event("quantize", "log", f"measuring against {unquantized.name} on {len(rows.ids)} held-out rows"))
-        ref = kld.reference(unquantized, rows, max_tokens, threads)
-        base_ppl, base_acc = kld.hf_base(base_path, rows, tok, _stop_ids(merged, tok), max_tokens)
+        with clock("reference"):
+            ref = kld.reference(unquantized, rows, max_tokens, threads)
+        with clock("base"):  # the base before fine-tuning, once per run: the smoke step reads it back
+            result.base = hf_eval.base_figures(base_path, rows, tok, hf_eval.folder_stop_ids(merged, tok), max_tokens)
         result.reference = QuantReference(unquantized.name, ref.perplexity, ref.accuracy, ref.positions,
-                                          len(ref.logprobs))
-        result.base = BaseFigures(base_ppl, base_acc)
+                                          len(ref.logprobs), ref.answers, ref.stopped_at_eos)
 
+    m = Measuring(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens, threads, on_event, cancel)
     if auto:
-        result.files, result.sweep = sweep(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens,
-                                           threads, on_event, cancel)
+        with clock("sweep"):
+            result.files, result.sweep = sweep(m)
     else:
         for q in quants:
             if cancel is not None:
                 cancel.check()
-            f = _quantized(QuantFile(q, q, kept=True),
-                           quantize(unquantized, folder.gguf(q), q, threads, on_event, imatrix=im_path))
-            result.files.append(_measured(f, ref, rows, max_tokens, threads) if ref else f)
+            with clock("quantize"):
+                f = _quantized(QuantFile(q, q, kept=True),
+                               quantize(unquantized, folder.gguf(q), q, threads, on_event, imatrix=im_path))
+            with clock("measure"):
+                result.files.append(m.measured(f) if ref else f)
     for f in result.files:
         if f.perplexity is not None and result.base:
             f.gain_kept = kld.gain_kept(result.base.perplexity, ref.perplexity, f.perplexity)
@@ -104,11 +127,19 @@ def run(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callba
     return result
 
 
-def _stop_ids(merged: Path, tok) -> list[int]:
-    """What the fine-tuned model's generation stops on: EOS and the template's turn end."""
-    from transformers import GenerationConfig
-    has_config = (Path(merged) / "generation_config.json").is_file()
-    return generation_stop_ids(GenerationConfig.from_pretrained(str(merged)) if has_config else None, tok)
+class _Clock:
+    """`with clock("part"):` adds the block's seconds to seconds["part"]."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, part: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = round(self.seconds.get(part, 0.0) + time.perf_counter() - t0, 2)
 
 
 def _imatrix(recipe, folder: RunFolder, merged, train_ex, tok, on_event, cancel) -> tuple[Path | None, ImatrixInfo]:
@@ -138,10 +169,6 @@ def _quantized(f: QuantFile, info: dict) -> QuantFile:
     return f
 
 
-def _measured(f: QuantFile, ref, rows, max_tokens: int, threads: int) -> QuantFile:
-    return dataclasses.replace(f, **vars(kld.measure(f.path, ref, rows, max_tokens, threads)))
-
-
 def meets(f: QuantFile, ref_accuracy: float | None, spec: ExportSpec) -> list[str]:
     """What keeps a measured file outside the budget (empty: it is within)."""
     misses = []
@@ -155,30 +182,59 @@ def meets(f: QuantFile, ref_accuracy: float | None, spec: ExportSpec) -> list[st
     return misses
 
 
-def candidates(src: Path, spec: ExportSpec, imatrix: Path | None) -> tuple[list[QuantFile], list[str]]:
+def candidates(src: Path, spec: ExportSpec, imatrix: Path | None,
+               on_event: Callback = ignore) -> tuple[list[QuantFile], list[str]]:
     """Every (type, embedding type) pair with its dry-run size, smallest first; an override that
-    changes nothing (same size as llama.cpp's own choice) is dropped. Also the types left out."""
-    left_out, found = [], []
-    for q in spec.auto_types:
-        if FILE_TYPES[q].needs_imatrix and imatrix is None:
-            left_out.append(q)
+    changes nothing (same size as llama.cpp's own choice) is dropped, and so is an embedding type
+    the model's embedding rows cannot take (with a line in the log). Also the types left out."""
+    sizer = Sizer(src, imatrix)
+    embeddings = []
+    for emb in spec.auto_embedding_types:
+        why = embedding_misfit(emb, sizer.widths)
+        if why:
+            on_event(Event("quantize", "log", f"sweep: embedding type {emb.upper()} left out: {why}"))
+        else:
+            embeddings.append(None if emb.lower() == "default" else emb.upper())
+    left_out = [q for q in spec.auto_types if FILE_TYPES[q].needs_imatrix and imatrix is None]
+    pairs = [(q, e) for q in spec.auto_types if q not in left_out for e in embeddings]
+    found, sizes = [], {}
+    on_event(Event("quantize", "start", f"sizing {len(pairs)} candidates (llama.cpp dry runs)", total=len(pairs)))
+    for i, (q, e) in enumerate(pairs, 1):
+        size = sizer.size(q, e, e)
+        on_event(Event("quantize", "progress", f"sizing {i}/{len(pairs)}", step=i, total=len(pairs)))
+        if size in sizes.setdefault(q, {}).values():
             continue
-        sizes = {}
-        for emb in spec.auto_embedding_types:
-            e = None if emb.lower() == "default" else emb.upper()
-            size = predicted_size(src, q, imatrix, e, e)
-            if size in sizes.values():
-                continue
-            sizes[e] = size
-            found.append(QuantFile(label(q, e), q, embedding=e or "default", predicted_bytes=size))
+        sizes[q][e] = size
+        found.append(QuantFile(label(q, e), q, embedding=e or "default", predicted_bytes=size))
     return sorted(found, key=lambda c: c.predicted_bytes), left_out
 
 
-def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_path: Callable[[str], Path],
-          max_tokens: int, threads: int, on_event: Callback = ignore,
-          cancel: CancelToken | None = None) -> tuple[list[QuantFile], SweepResult]:
+def embedding_misfit(emb: str, widths: dict[str, int]) -> str | None:
+    """Why an export.auto_embedding_types entry cannot apply to a model whose tensors have these row
+    widths ({name: width}: a GGUF's, or the base config's hidden size for both); None when it can."""
+    if emb.lower() == "default":
+        return None
+    for tensor in OVERRIDDEN:
+        if tensor in widths and (why := misfit(tensor, widths[tensor], emb)):
+            return why
+    return None
+
+
+def check_embedding_types(recipe: Recipe, hidden_size: int) -> None:
+    """Before training: every export.auto_embedding_types entry must fit the base's embedding rows
+    (hidden_size wide), or the sweep would size and try a file llama.cpp cannot write."""
+    if not is_auto(recipe):
+        return
+    for emb in recipe.export.auto_embedding_types:
+        why = embedding_misfit(emb, {OVERRIDDEN[0]: hidden_size})
+        if why:
+            raise EdgetuneError(f"export.auto_embedding_types: {emb.upper()} cannot be used with {recipe.base}: {why}")
+
+
+def sweep(m: Measuring) -> tuple[list[QuantFile], SweepResult]:
     """Quantize and measure candidates, smallest first, until one is within the budget."""
-    cands, left_out = candidates(src, spec, imatrix)
+    src, spec, imatrix, ref, on_event, cancel = m.src, m.spec, m.imatrix, m.ref, m.on_event, m.cancel
+    cands, left_out = candidates(src, spec, imatrix, on_event)
     if left_out:
         on_event(Event("quantize", "log", f"sweep: without an importance matrix {', '.join(left_out)} are left out"))
     on_event(Event("quantize", "log", f"sweep: {len(cands)} candidates from "
@@ -196,11 +252,11 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
             if cancel is not None:
                 cancel.check()
             emb = None if c.embedding == "default" else c.embedding
-            path = gguf_path(c.label)
-            info = quantize(src, path, c.type, threads, on_event, imatrix=imatrix,
+            path = m.gguf_path(c.label)
+            info = quantize(src, path, c.type, m.threads, on_event, imatrix=imatrix,
                             token_embedding_type=emb, output_tensor_type=emb)
             written.append(path)
-            c = cands[i] = _measured(_quantized(c, info), ref, rows, max_tokens, threads)
+            c = cands[i] = m.measured(_quantized(c, info))
             c.misses = meets(c, ref.accuracy, spec)
             c.status = "within budget" if not c.misses else "; ".join(c.misses)
             on_event(Event("quantize", "progress", f"sweep {c.label}: {c.size / 2**20:.1f} MiB, "
@@ -221,7 +277,7 @@ def sweep(src: Path, spec: ExportSpec, imatrix: Path | None, ref, rows, gguf_pat
     mix = None
     if spec.auto_mixed:
         try:
-            mix = mixed_candidate(src, chosen, spec, imatrix, ref, rows, gguf_path, max_tokens, threads, on_event)
+            mix = mixed_candidate(m, chosen)
         except (Cancelled, KeyboardInterrupt):
             for p in written:
                 p.unlink(missing_ok=True)
@@ -259,33 +315,32 @@ def budget_text(spec: ExportSpec) -> str:
             + (f", <= {spec.auto_max_mib:g} MiB" if spec.auto_max_mib else ""))
 
 
-def mixed_candidate(src: Path, single: QuantFile, spec: ExportSpec, imatrix: Path | None, ref, rows,
-                    gguf_path: Callable[[str], Path], max_tokens: int, threads: int,
-                    on_event: Callback = ignore) -> QuantFile:
+def mixed_candidate(m: Measuring, single: QuantFile) -> QuantFile:
     """Per-tensor mixed types with `single`'s file size as the budget, measured as the sweep's files
     are; `won` says whether it is closer to F16 than `single` (and within the budget if `single` is)."""
+    src, imatrix, threads, on_event = m.src, m.imatrix, m.threads, m.on_event
     name = f"{single.label}-MIXED"
     on_event(Event("quantize", "log", f"sweep: per-tensor mixed types within {single.label}'s "
                    f"{single.size / 2**20:.1f} MiB"))
     table = mixed.error_table(src, imatrix, threads=threads, on_event=on_event)
-    table = mixed.calibrate(table, src, imatrix, ref, rows, threads, on_event)
+    table = mixed.calibrate(table, src, imatrix, m.ref, m.rows, threads, on_event)
     row = QuantFile(name, "mixed", against=single.label, against_kld=single.mean_kld, sensitivity=table.sensitivity)
     try:
         plan = mixed.choose(table, single.size)
     except EdgetuneError as e:  # the smallest mix is larger than the single file: nothing to compare
         row.verdict = f"no mixed file: {e}"
         return row
-    path = gguf_path(name)
+    path = m.gguf_path(name)
     info = mixed.quantize_mix(src, path, plan, imatrix, threads, on_event)
     row = _quantized(row, info)
     row.embedding = plan.types.get(mixed.EMBEDDING, "default")
     row.predicted_bytes, row.types = plan.bytes, plan.counts()
     try:
-        row = _measured(row, ref, rows, max_tokens, threads)
+        row = m.measured(row)
     except BaseException:  # cancelled or failed: no file of it is left
         path.unlink(missing_ok=True)
         raise
-    row.misses = meets(row, ref.accuracy, spec)
+    row.misses = meets(row, m.ref.accuracy, m.spec)
     row.status = "within budget" if not row.misses else "; ".join(row.misses)
     ratio = row.mean_kld / single.mean_kld if single.mean_kld > 0 else float("inf")
     row.won = row.mean_kld < single.mean_kld and (not row.misses or bool(single.misses))

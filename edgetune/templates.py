@@ -170,7 +170,7 @@ def choose(spec: str, tokenizer, base: str = "the base model") -> Chosen:
             raise EdgetuneError(f"data.template: {spec} needs the tokens {', '.join(missing)}, which the "
                                 f"vocabulary of {base} lacks (untrained tokens would break it); choose alpaca "
                                 "or a template whose tokens exist")
-        return _named(spec, tokenizer, f"{spec}, as the recipe asks")
+        return _named(spec, tokenizer, "the template you chose")
     path = Path(spec).expanduser()
     if path.suffix != ".jinja":
         raise EdgetuneError(f"data.template: {spec!r} is not one of {', '.join(CHOICES)} or a .jinja file")

@@ -5,6 +5,7 @@ Built on PEFT + TRL + transformers. Writes into the run folder:
   checkpoints/        trainer checkpoints (a rerun resumes from the last one)
   train_log.jsonl     one JSON object per logged step (loss, lr, eval_loss, tokens/s)
   train.json          summary: parameters, steps, final losses, perplexity, time
+  tensorboard/        event files, with train.report_to: tensorboard (wandb/: wandb's offline run)
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import importlib.util
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from edgetune import data as data_mod
 from edgetune import templates
@@ -36,11 +39,12 @@ from edgetune.events import (
     TrainMetrics,
     ignore,
 )
-from edgetune.fsutil import atomic_dir
+from edgetune.fsutil import atomic_dir, is_main_process, write_json
 from edgetune.models import load_causal_lm
 from edgetune.recipe import Recipe, TrainSpec
 from edgetune.results import TrainResult
 from edgetune.runs import RunFolder
+from edgetune.sweep import check_embedding_types
 from edgetune.targets import describe, expert_parameters, left_out_of_all_linear, resolve_experts, resolve_targets
 
 
@@ -164,6 +168,76 @@ def store_template(tokenizer, prepared: data_mod.Prepared, generation_config) ->
     generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+WANDB_HOST = ("api.wandb.ai", 443)
+USER_WANDB_MODE = os.environ.get("WANDB_MODE")  # as the user set it; otherwise each run decides
+
+
+def tracker_problem(report_to: str) -> str | None:
+    """Why train.report_to cannot work on this machine (its package is missing), or None."""
+    modules = TRACKER_MODULES.get(report_to, ())
+    if modules and not any(importlib.util.find_spec(m) for m in modules):
+        return f"{report_to} is not installed: pip install 'edgetune[{report_to}]'"
+    return None
+
+
+def tracker_args(t: TrainSpec, folder: RunFolder, on_event: Callback = ignore) -> dict:
+    """The trainer's arguments for train.report_to, as transformers makes them: tensorboard writes its
+    event files into the run folder; wandb keeps its run there too and runs offline (WANDB_MODE=offline,
+    `wandb sync` uploads it later) unless it has a key and reaches its server. A missing package is one
+    line before any training."""
+    if t.report_to == "none":
+        return {"report_to": "none"}
+    problem = tracker_problem(t.report_to)
+    if problem:
+        raise EdgetuneError(f"train.report_to: {problem}")
+    if t.report_to == "tensorboard":
+        on_event(Event("train", "log", f"tensorboard: event files in {tensorboard_dir(folder)}"))
+        return {"report_to": ["tensorboard"]}
+    os.environ["WANDB_DIR"] = str(folder.dir)  # its files: runs/<name>/wandb/
+    os.environ.setdefault("WANDB_PROJECT", "edgetune")
+    os.environ.setdefault("WANDB_SILENT", "true")  # its banner would garble the TUI; the line below says where
+    os.environ.setdefault("WANDB_CONSOLE", "off")  # and it leaves the terminal's streams alone
+    mode = USER_WANDB_MODE or ("online" if wandb_online() else "offline")
+    os.environ["WANDB_MODE"] = mode
+    later = f"; upload later: wandb sync {folder.wandb}/offline-run-*" if mode == "offline" else ""
+    on_event(Event("train", "log", f"wandb: {mode}, project {os.environ['WANDB_PROJECT']}, run {folder.name} "
+                                   f"in {folder.wandb}{later}"))
+    return {"report_to": ["wandb"], "run_name": folder.name}
+
+
+def tensorboard_dir(folder: RunFolder) -> Path:
+    """Where tensorboard's event files go: the run folder's, unless TENSORBOARD_LOGGING_DIR says otherwise."""
+    return Path(os.environ.get("TENSORBOARD_LOGGING_DIR") or folder.tensorboard)
+
+
+def attach_trackers(trainer, folder: RunFolder) -> None:
+    """The trainer's tracker callbacks (made from report_to) log into the run folder, after edgetune's own
+    callback has added tokens/s to the logs."""
+    for callback in list(trainer.callback_handler.callbacks):
+        name = type(callback).__name__
+        if name == "TensorBoardCallback":
+            callback.logging_dir = str(tensorboard_dir(folder))  # transformers 5: else checkpoints/runs/<date>
+        if name in ("TensorBoardCallback", "WandbCallback"):
+            trainer.remove_callback(callback)
+            trainer.add_callback(callback)
+
+
+def wandb_online(timeout: float = 2.0) -> bool:
+    """wandb can log online: it has an API key (WANDB_API_KEY or a `wandb login` in ~/.netrc) and its
+    server answers. Otherwise it would ask for a login or wait on the network."""
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "")).hostname or WANDB_HOST[0]
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and host in netrc.read_text(errors="ignore"))
+    if not has_key:
+        return False
+    try:
+        socket.create_connection((host, WANDB_HOST[1]), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path: Path, tokens_per_step: float):
     from transformers import TrainerCallback
 
@@ -195,6 +269,7 @@ def _progress_callback(on_event: Callback, cancel: CancelToken | None, log_path:
                                                                           if isinstance(v, (int, float))}}
             if rate:
                 record["tokens_per_s"] = rate * tokens_per_step * args.world_size
+                logs["tokens_per_s"] = record["tokens_per_s"]  # the trackers' callbacks log after this one
             # Other ranks of a multi-process launch keep their own log, to check they agree.
             path = log_path if state.is_world_process_zero else log_path.with_suffix(f".rank{args.process_index}.jsonl")
             with open(path, "a", encoding="utf-8") as f:
@@ -239,8 +314,11 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t = recipe.train
+    tracking = tracker_args(t, RunFolder(run_dir, recipe.name), on_event)  # a missing package: before any loading
     base = resolve_base(recipe.base, on_event, allow_pickle=t.allow_pickle)
-    p = plan(t, AutoConfig.from_pretrained(base, trust_remote_code=t.trust_remote_code))
+    config = AutoConfig.from_pretrained(base, trust_remote_code=t.trust_remote_code)
+    check_embedding_types(recipe, config.get_text_config().hidden_size)  # before minutes of training
+    p = plan(t, config)
     if p.method == "qlora" and p.device == "cpu":
         on_event(Event("train", "log", "QLoRA on the CPU: slow; bitsandbytes NF4 on CPU, for testing"))
     tokenizer = load_tokenizer(base, t.trust_remote_code)
@@ -308,7 +386,7 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         train_sampling_strategy="random",
         completion_only_loss=recipe.data.completion_only,
         seed=t.seed,
-        report_to="none",
+        **tracking,
         disable_tqdm=True,
         dataloader_num_workers=0,
         save_only_model=False,
@@ -318,11 +396,23 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # our events are the progress display
+    attach_trackers(trainer, RunFolder(run_dir, recipe.name))
     on_event(Event("train", "log", trainer.check_loss_head()))
     if resume:
         on_event(Event("train", "log", f"resuming from {resume.name}"))
+    # Every part of training (a first run, then each resume) is counted: its time and its last step.
+    ledger = RunFolder(run_dir, recipe.name).train_parts
+    parts = _read_parts(ledger) if resume else []
     t0 = time.time()
-    trained = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        trained = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except KeyboardInterrupt:  # Ctrl-C: say where; a rerun resumes from the last checkpoint
+        _write_parts(ledger, parts + [{"seconds": round(time.time() - t0, 1), "step": trainer.state.global_step}])
+        raise KeyboardInterrupt(f"interrupted at step {trainer.state.global_step} of {trainer.state.max_steps}"
+                                + (f" (last checkpoint: step {last.name.split('-')[-1]})"
+                                   if (last := _last_checkpoint(ckpt_dir)) else "")) from None
+    parts.append({"seconds": round(time.time() - t0, 1), "step": trainer.state.global_step})
+    _write_parts(ledger, parts)
     if progress.nan:
         raise EdgetuneError(f"{run_dir}: training stopped, the loss became NaN/inf at step "
                             f"{trainer.state.global_step} (try a lower train.lr)")
@@ -332,7 +422,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     result = TrainResult(
         method=p.method, device=p.device, dtype=p.dtype, base=recipe.base, base_path=base,
         trainable_params=trainable, total_params=total, steps=trainer.state.global_step,
-        train_loss=trained.training_loss, seconds=round(time.time() - t0, 1), format=ds.format,
+        train_loss=trained.training_loss, seconds=round(sum(p["seconds"] for p in parts), 1), parts=len(parts),
+        format=ds.format,
         lost_rows=prepared.lost, template=prepared.template.name if prepared.template else None,
         train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0, tokens=stats.to_dict())
     if eval_ds is not None:
@@ -406,6 +497,20 @@ def use_packing(setting: str, p: Plan, config=None) -> bool:
     if setting != "auto":
         return setting == "true"
     return p.device == "cuda" and importlib.util.find_spec("flash_attn") is not None
+
+
+def _read_parts(ledger: Path) -> list[dict]:
+    try:
+        parts = json.loads(ledger.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [p for p in parts if isinstance(p, dict) and isinstance(p.get("seconds"), (int, float))] \
+        if isinstance(parts, list) else []
+
+
+def _write_parts(ledger: Path, parts: list[dict]) -> None:
+    if is_main_process() and ledger.parent.is_dir():
+        write_json(ledger, parts)
 
 
 def _last_checkpoint(ckpt_dir: Path) -> Path | None:

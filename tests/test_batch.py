@@ -9,7 +9,7 @@ import torch
 from edgetune.batch import run_batch
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.merge import merge
-from edgetune.smoke import nmse
+from edgetune.metrics import nmse
 
 from arch_models import build
 
@@ -135,3 +135,22 @@ def test_adapter_errors_per_row(adapters, tmp_path):
     rows = run_batch([emb, shape], tmp_path / "out2", ["Q8_0"], "merged", smoke=False)
     assert rows[0]["status"] == "ok"  # the merged mode handles embedding LoRA
     assert rows[1]["status"] == "failed" and "does not match the base weight" in rows[1]["error"]
+
+
+def test_every_folder_with_adapter_files_gets_a_row(adapters, tmp_path):
+    """Weights without adapter_config.json were left out silently ('1 adapters'): each such folder
+    has a row that says what it lacks, and the batch still converts the good ones."""
+    from edgetune.batch import adapter_problem, find_adapters
+    root, _, _ = adapters
+    mine = tmp_path / "adapters"
+    shutil.copytree(root / "a-qv-r4", mine / "good")
+    (mine / "weights-only").mkdir()
+    shutil.copy(root / "a-qv-r4" / "adapter_model.safetensors", mine / "weights-only")
+    assert [p.name for p in find_adapters(mine)] == ["good", "weights-only"]
+    assert "adapter_model.safetensors without adapter_config.json" in adapter_problem(mine / "weights-only")
+    events = []
+    rows = run_batch(mine, tmp_path / "out", ["Q8_0"], "merged", events.append, smoke=False)
+    assert {r["name"]: r["status"] for r in rows} == {"good": "ok", "weights-only": "failed"}
+    assert "without adapter_config.json" in rows[1]["error"]
+    assert events[0].message.startswith("2 adapters")
+    assert "| weights-only |" in (tmp_path / "out" / "batch.md").read_text()

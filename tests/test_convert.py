@@ -5,7 +5,8 @@ import torch
 
 from edgetune.convert import convert_hf_to_gguf, needs_qk_permute, tensor_name_map
 from edgetune.errors import EdgetuneError
-from edgetune.smoke import PARITY_STRINGS, nmse
+from edgetune.metrics import nmse
+from edgetune.smoke import PARITY_STRINGS
 
 import convert_fixtures as fx
 from convert_fixtures import build, hf_logits, llama_logits

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgetune.smoke import PARITY_STRINGS, nmse
+from edgetune.metrics import nmse
+from edgetune.smoke import PARITY_STRINGS
 
 from convert_fixtures import vocab_only
 

@@ -136,9 +136,10 @@ def test_calibrate_turns_errors_into_predicted_kld(table, llama256, llama256_ima
     from test_quant import token_rows
 
     from edgetune import kld
+    from edgetune.heldout import Heldout
     model_dir, f16 = llama256
     ids = token_rows(model_dir, repeat=1)
-    rows = kld.Heldout(ids, [[1] * len(r) for r in ids])
+    rows = Heldout(ids, [[1] * len(r) for r in ids])
     ref = kld.reference(f16, rows, max_tokens=1)
     before = {p.name for p in f16.parent.iterdir()}
     cal = mixed.calibrate(table, f16, llama256_imatrix, ref, rows)
@@ -217,13 +218,12 @@ def test_mixed_candidate_wins_only_when_closer_and_within_budget(monkeypatch, tm
     monkeypatch.setattr(sweep_mod.kld, "measure", lambda path, *a: kld.Measure(mix_kld, 1.0, mix_top1, 10, 2.0, 1.0,
                                                                               0.75, []))
     single = QuantFile("Q4_K_M", "Q4_K_M", bytes=1400, mean_kld=0.1, top1=0.99)
-    ref = kld.Reference("f16", [], 1.0, 0.75, [], 0)
-    row = sweep_mod.mixed_candidate(tmp_path / "m-F16.gguf", single, spec, None, ref, None,
-                                    lambda q: tmp_path / f"m-{q}.gguf", 8, 1)
+    ref = kld.FileReference("f16", [], 1.0, 0.75, [], 0)
+    m = sweep_mod.Measuring(tmp_path / "m-F16.gguf", spec, None, ref, None, lambda q: tmp_path / f"m-{q}.gguf", 8, 1)
+    row = sweep_mod.mixed_candidate(m, single)
     assert row.won is won and row.bytes <= 1400 and row.label == "Q4_K_M-MIXED"
     assert f"{mix_kld:.4f} vs 0.1000 ({mix_kld / 0.1:.2f}x)" in row.verdict
     assert ("Q4_K_M-MIXED is recommended instead" if won else "Q4_K_M stays recommended") in row.verdict
     single.bytes = 1000  # below the smallest mix (1,250 bytes): no mixed file, said why
-    row = sweep_mod.mixed_candidate(tmp_path / "m-F16.gguf", single, spec, None, ref, None,
-                                    lambda q: tmp_path / f"m-{q}.gguf", 8, 1)
+    row = sweep_mod.mixed_candidate(m, single)
     assert not row.won and not row.measured and "below the smallest mix" in row.verdict

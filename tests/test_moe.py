@@ -14,8 +14,9 @@ from edgetune import pipeline
 from edgetune.convert import convert_hf_to_gguf, convert_lora_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.merge import merge
+from edgetune.metrics import nmse
 from edgetune.runs import RunFolder
-from edgetune.smoke import nmse, quick_check
+from edgetune.smoke import quick_check
 
 from arch_models import build
 from conftest import make_recipe

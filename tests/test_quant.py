@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from llama_imatrix import llama_imatrix
 
+from edgetune import heldout, kld
 from edgetune import imatrix as imatrix_mod
-from edgetune import kld
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.convert.filetypes import DIRECT_TYPES, FILE_TYPES, by_ftype, file_type
 from edgetune.errors import EdgetuneError
@@ -184,6 +184,28 @@ def test_dry_run_predicts_sizes_and_embedding_type_is_the_lever(llama256, tmp_pa
         predicted_size(f16, "Q4_0", token_embedding_type="Q9")
 
 
+def test_sweep_sizes_every_candidate_reading_the_source_once(llama256, llama256_imatrix, monkeypatch):
+    from edgetune import quantize as quantize_mod
+    from edgetune import sweep as sweep_mod
+    from edgetune.recipe import from_dict
+
+    _model_dir, f16 = llama256
+    spec = from_dict({"export": {"quants": "auto", "auto_types": ["Q4_K_M", "IQ4_XS"],
+                                 "auto_embedding_types": ["default", "Q4_0", "Q8_0"]}}).export
+    reads = []
+    monkeypatch.setattr(quantize_mod, "check_gguf_file", lambda p: reads.append(p))
+    monkeypatch.setattr(quantize_mod.imatrix_mod, "read", lambda p, _read=imatrix_mod.read: reads.append(p) or _read(p))
+    events = []
+    found, left_out = sweep_mod.candidates(f16, spec, llama256_imatrix, events.append)
+    assert len(reads) == 2 and not left_out  # the source validated once, the importance matrix read once
+    steps = [e.message for e in events if e.kind == "progress"]
+    assert steps == [f"sizing {i}/6" for i in range(1, 7)]
+    sizes = [c.predicted_bytes for c in found]
+    assert sizes == sorted(sizes) and len({c.label for c in found}) == len(found) >= 2
+    q = next(c for c in found if c.label == "Q4_K_M-EMB-Q4_0")
+    assert q.predicted_bytes == predicted_size(f16, "Q4_K_M", llama256_imatrix, "Q4_0", "Q4_0")
+
+
 # ---------------------------------------------------------------- KL divergence
 
 def test_kld_of_a_file_against_itself_is_zero_and_quantized_is_not(llama256, tmp_path):
@@ -193,7 +215,7 @@ def test_kld_of_a_file_against_itself_is_zero_and_quantized_is_not(llama256, tmp
     model_dir, f16 = llama256
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     examples = [Example(f"### Instruction:\nsay {w}\n\n### Response:\n", w) for w in ("red fox", "blue cat", "tiger")]
-    rows = kld.heldout(examples, tok, 64, n_prompts=2)
+    rows = heldout.rows(examples, tok, 64, n_prompts=2)
     assert len(rows.ids) == 3 and len(rows.prompts) == 2 and rows.expected == ["red fox", "blue cat"]
     ref = kld.reference(f16, rows, max_tokens=4)
     same = kld.measure(f16, ref, rows, max_tokens=4)
@@ -222,7 +244,17 @@ def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
     spec = from_dict({"export": {"quants": "auto", "auto_types": list(metrics), "auto_embedding_types": ["default"],
                                  **budget}}).export
     cancel = CancelToken()
-    monkeypatch.setattr(sweep_mod, "predicted_size", lambda src, q, im, e, o: int(metrics[q][0] * 2**20))
+
+    class FakeSizer:
+        widths: dict = {}
+
+        def __init__(self, src, imatrix):
+            pass
+
+        def size(self, q, e, o):
+            return int(metrics[q][0] * 2**20)
+
+    monkeypatch.setattr(sweep_mod, "Sizer", FakeSizer)
 
     def fake_quantize(src, dst, q, threads, on_event, imatrix, token_embedding_type, output_tensor_type):
         if q == cancel_at:
@@ -237,9 +269,9 @@ def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
 
     monkeypatch.setattr(sweep_mod, "quantize", fake_quantize)
     monkeypatch.setattr(sweep_mod.kld, "measure", fake_measure)
-    ref = kld.Reference("f16", [], 1.0, 0.75, [], 0)
-    return sweep_mod.sweep(tmp_path / "m-F16.gguf", spec, tmp_path / "im.gguf", ref, None,
-                           lambda q: tmp_path / f"m-{q}.gguf", 8, 1, cancel=cancel)
+    ref = kld.FileReference("f16", [], 1.0, 0.75, [], 0)
+    return sweep_mod.sweep(sweep_mod.Measuring(tmp_path / "m-F16.gguf", spec, tmp_path / "im.gguf", ref, None,
+                                               lambda q: tmp_path / f"m-{q}.gguf", 8, 1, cancel=cancel))
 
 
 SWEEP = {"Q8_0": (8.0, 1.0, 0.75), "Q4_K_M": (4.0, 0.99, 0.75), "IQ4_XS": (3.5, 0.985, 0.5),

@@ -17,8 +17,9 @@ from edgetune import pipeline
 from edgetune.batch import run_batch
 from edgetune.convert import check_convertible, convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
+from edgetune.metrics import nmse
 from edgetune.runs import RunFolder
-from edgetune.smoke import PARITY_STRINGS, nmse
+from edgetune.smoke import PARITY_STRINGS
 from edgetune.train import Plan, use_packing
 
 import convert_fixtures as fx

@@ -3,6 +3,7 @@ import asyncio
 
 import pytest
 
+from edgetune.runs import RunFolder
 from edgetune.tui.app import EdgetuneApp
 
 from tui_fixtures import FakeRunner
@@ -98,6 +99,7 @@ def test_real_tiny_run_through_the_ui_shows_the_smoke_table(tiny_recipe):
             states = [run.query_one("#steps").state(s) for s in ("train", "merge", "convert",
                                                                                   "quantize", "smoke")]
             assert states == ["done"] * 5
+            assert RunFolder.of(tiny_recipe).report_html.is_file() and not run.query_one("#report").disabled
     asyncio.run(go())
 
 
@@ -293,3 +295,21 @@ def test_training_step_shows_device_dtype_and_expected_tokens_per_s(tiny_base):
             hint = str(app.screen.query_one("#plan").render())
             assert f"Detected {p.device.upper()}" in hint and p.dtype in hint and p.why in hint
     asyncio.run(go())
+
+
+def test_the_wizard_order_is_written_once():
+    from edgetune.tui.screens.pages import PAGES
+
+    async def walk():
+        app = EdgetuneApp()
+        async with app.run_test(size=(100, 32)) as pilot:
+            for i, page in enumerate(PAGES):
+                screen = page()
+                app.push_screen(screen)
+                await pilot.pause()
+                following = screen.next_screen() if i < len(PAGES) - 1 else None
+                assert screen.step == i and (following is None or type(following) is PAGES[i + 1])
+                trail = str(screen.query_one(".trail").render())
+                assert [p.page_title for p in PAGES] == [t.strip() for t in trail.split("›")]
+
+    asyncio.run(walk())

@@ -88,8 +88,9 @@ class FakeChatSession(Conversation):
 
 
 def write_fake_adapters(root: Path, names=("alpha", "beta")) -> Path:
-    """Folders that look like PEFT adapters to the scan (an adapter_config.json each)."""
+    """Folders that look like PEFT adapters to the scan (an adapter_config.json and weights each)."""
     for name in names:
         (root / name).mkdir(parents=True, exist_ok=True)
         (root / name / "adapter_config.json").write_text('{"base_model_name_or_path": "demo"}')
+        (root / name / "adapter_model.safetensors").write_bytes(b"")
     return root

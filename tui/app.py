@@ -23,6 +23,7 @@ from .screens.batch import BatchScreen
 from .screens.chat import ChatScreen
 from .screens.confirm import ConfirmScreen
 from .screens.help import HelpScreen
+from .screens.pages import PAGES
 from .screens.run import RunScreen
 from .screens.runs import RunsScreen
 
@@ -39,6 +40,7 @@ def default_chat_session(path: str, system: str = ""):
 
 class EdgetuneApp(App):
     TITLE = "edgetune"
+    PAGES = PAGES  # the wizard's pages in order
     SUB_TITLE = "dataset + base model -> tested GGUF for the CPU"
     CSS_PATH = "styles.tcss"
     BINDINGS = [

@@ -3,8 +3,8 @@ merge_and_unload + save_pretrained + convert, same base and adapter, F16 output.
 Each run is a fresh process reporting wall time, peak RSS (VmHWM: ru_maxrss would carry over
 the parent's high-water mark across exec) and bytes written (wchar).
 
-    .venv/bin/python scripts/bench/batch.py --quick          # demo base
-    .venv/bin/python scripts/bench/batch.py                  # Gemma 3 270M
+    .venv/bin/python -m scripts.bench.batch --quick          # demo base
+    .venv/bin/python -m scripts.bench.batch                  # Gemma 3 270M
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ ships its own top-level `gguf` module, which would overwrite the official one, s
 virtualenv of its own that this script creates once under ~/.cache/edgetune/bench/. Runs
 alternate in fresh processes; each reports wall time and its own peak RSS. Prints ratios.
 
-    .venv/bin/python scripts/bench/convert.py --quick          # Gemma 3 270M, one run each
-    .venv/bin/python scripts/bench/convert.py                  # Gemma 3 270M, three runs each
+    .venv/bin/python -m scripts.bench.convert --quick          # Gemma 3 270M, one run each
+    .venv/bin/python -m scripts.bench.convert                  # Gemma 3 270M, three runs each
 
 The model must have a tokenizer the reference recognises (it keys pre-tokenizers on a hash of
 known vocabularies), so the locally trained demo tokenizer cannot be used here.

@@ -8,10 +8,12 @@ printed too, so a faster road can be checked to report the same.
 
     .venv/bin/python -m scripts.bench.export --base gemma3-270m --steps 24
     .venv/bin/python -m scripts.bench.export --base demo --steps 24
+    .venv/bin/python -m scripts.bench.export --baseline ../old-checkout   # both, the baseline first
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,44 +25,39 @@ from scripts.bench.train import make_data
 AFTER = ("merge", "convert", "quantize", "smoke")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default="gemma3-270m")
-    ap.add_argument("--steps", type=int, default=24)
-    ap.add_argument("--rows", type=int, default=240)
-    ap.add_argument("--keep", help="run folder parent to keep (default: a temp folder)")
-    args = ap.parse_args()
-
+def run_once(work: Path, base: str, steps: int, rows: int, code: Path | None) -> float:
+    """One `edgetune run` in a child (of the edgetune at `code`, else this one); prints its record and
+    returns the ratio of the steps after training to training."""
     from edgetune.runs import RunFolder
 
-    work = Path(args.keep or tempfile.mkdtemp(prefix="edgetune-bench-export-"))
     work.mkdir(parents=True, exist_ok=True)
-    data = make_data(work / "task.jsonl", args.rows)
-    recipe = {"name": "export", "base": args.base, "runs_dir": str(work / "runs"),
+    data = make_data(work / "task.jsonl", rows)
+    recipe = {"name": "export", "base": base, "runs_dir": str(work / "runs"),
               "data": {"path": str(data), "max_length": 256, "eval_split": 0.1},
-              "train": {"max_steps": args.steps, "batch_size": 8, "grad_accum": 2, "lr": 2e-3,
+              "train": {"max_steps": steps, "batch_size": 8, "grad_accum": 2, "lr": 2e-3,
                         "save_steps": 10_000, "eval_steps": 10_000},
               "export": {"quants": ["Q8_0", "Q4_K_M"]}}
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    import sys
-    run = child([sys.executable, "-m", "edgetune", "run", "--recipe", str(work / "recipe.yaml"), "--force"])
+    env = {"PYTHONPATH": str(code)} if code else None  # the checkout needs edgetune/convert, edgetune/tui links
+    # From the run's folder: `-m` puts the working directory first on sys.path, which must not be this checkout.
+    run = child([sys.executable, "-m", "edgetune", "run", "--recipe", str(work / "recipe.yaml"), "--force"], env=env,
+                cwd=str(work))
 
     folder = RunFolder(work / "runs", "export")
-    steps = folder.state().steps
+    steps_done = folder.state().steps
     quant, smoke = folder.quant_result(), folder.smoke_result()
-    seconds = {name: steps[name].seconds for name in ("train", *AFTER)}
-    print(f"edgetune run on {args.base}, {args.steps} steps, {args.rows} rows, quants Q8_0 + Q4_K_M "
+    seconds = {name: steps_done[name].seconds for name in ("train", *AFTER)}
+    print(f"{code or 'this checkout'}: edgetune run on {base}, {steps} steps, {rows} rows, quants Q8_0 + Q4_K_M "
           f"(wall {run.seconds:.0f} s, peak RSS {run.peak_rss_mib:.0f} MiB)")
     for name, s in seconds.items():
         print(f"  {name:<9}{s:8.1f} s")
-    parts = dict(quant.seconds)
-    if parts:
-        print("  quantize: " + ", ".join(f"{k} {v:.1f} s" for k, v in parts.items()))
+    if quant.seconds:
+        print("  quantize: " + ", ".join(f"{k} {v:.1f} s" for k, v in quant.seconds.items()))
     if smoke.seconds:
         print("  smoke:    " + ", ".join(f"{k} {v:.1f} s" for k, v in smoke.seconds.items()))
-    ref, base = quant.reference, quant.base
-    print(f"figures: F16 ppl {ref.perplexity:.3f} acc {ref.accuracy}, base ppl {base.perplexity:.3f} "
-          f"acc {base.accuracy}")
+    ref, base_fig = quant.reference, quant.base
+    print(f"  figures: F16 ppl {ref.perplexity:.3f} acc {ref.accuracy}, base ppl {base_fig.perplexity:.3f} "
+          f"acc {base_fig.accuracy} ({ref.rows} rows, {ref.positions} positions)")
     for f in quant.files:
         print(f"  {f.label}: {f.size / 2**20:.1f} MiB, KLD {f.mean_kld:.4f}, top-1 {f.top1:.1%}, "
               f"ppl {f.perplexity:.3f}, acc {f.accuracy}")
@@ -70,7 +67,28 @@ def main() -> None:
     if smoke.task:
         print(f"  task verdict: {smoke.task.verdict} (accuracy {smoke.task.accuracy}, ppl {smoke.task.perplexity})")
     after = sum(seconds[s] for s in AFTER)
-    print(f"ratio after-training/training: {after / seconds['train']:.2f}x ({after:.0f} s / {seconds['train']:.0f} s)")
+    ratio = after / seconds["train"]
+    print(f"  after-training/training: {ratio:.2f}x ({after:.0f} s / {seconds['train']:.0f} s)", flush=True)
+    return ratio
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", default="gemma3-270m")
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--rows", type=int, default=240)
+    ap.add_argument("--baseline", type=Path, help="a checkout of another edgetune, run first in the same way")
+    ap.add_argument("--keep", help="folder for the runs (default: a temp folder)")
+    args = ap.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="edgetune-bench-export-"))
+    ratios = {}
+    if args.baseline:
+        ratios["baseline"] = run_once(work / "baseline", args.base, args.steps, args.rows, args.baseline.resolve())
+    ratios["ours"] = run_once(work / "ours", args.base, args.steps, args.rows, None)
+    if args.baseline:
+        print(f"ratio after-training/training: baseline {ratios['baseline']:.2f}x, ours {ratios['ours']:.2f}x")
+    else:
+        print(f"ratio after-training/training: {ratios['ours']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ class Child:
     output: str = ""
 
 
-def child(args: list[str], env: dict | None = None, check: bool = True) -> Child:
+def child(args: list[str], env: dict | None = None, check: bool = True, cwd: str | None = None) -> Child:
     """Run `args` (a python -m / -c command or any program), its output captured."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, cwd=cwd)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -50,6 +50,12 @@ def python(module_or_code: str, *args: str, env: dict | None = None) -> Child:
     """This interpreter on a module (`-m scripts.bench.x`) when the name has no spaces, else on code."""
     flag = "-m" if " " not in module_or_code and "\n" not in module_or_code else "-c"
     return child([sys.executable, flag, module_or_code, *args], env=env)
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory so far (VmHWM)."""
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmHWM:")[1].split()[0]) / 1024
 
 
 def emit(**measured) -> None:

@@ -9,22 +9,19 @@ tt_overrides; a second mix scales each tensor's error by its kind's measured KLD
 same importance matrix (calibration text: stdlib docstrings, as in
 scripts/bench/quant.py); the evaluation text is other modules' docstrings, never seen by the imatrix.
 
-    .venv/bin/python scripts/bench/mixed.py                  # Gemma 3 270M (cached HF import)
-    .venv/bin/python scripts/bench/mixed.py --model demo     # the demo base, seconds
+    .venv/bin/python -m scripts.bench.mixed                  # Gemma 3 270M (cached HF import)
+    .venv/bin/python -m scripts.bench.mixed --model demo     # the demo base, seconds
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from edgetune.mixed import LADDER
-
-sys.path.insert(0, str(Path(__file__).parent))
-from quant import CALIBRATION_MODULES, EVALUATION_MODULES, docstrings, rows_of  # noqa: E402  (the same texts)
+from scripts.bench.quant import CALIBRATION_MODULES, EVALUATION_MODULES, docstrings, rows_of  # the same texts
 
 
 def main() -> None:
@@ -44,15 +41,16 @@ def main() -> None:
     from edgetune import kld, mixed
     from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
+    from edgetune.heldout import Heldout
     from edgetune.quantize import quantize
 
     model_dir = resolve_base(a.model)
     tok = AutoTokenizer.from_pretrained(model_dir)
     calib = rows_of(tok, docstrings(CALIBRATION_MODULES), a.calibration_tokens, a.width)
     evals = rows_of(tok, docstrings(EVALUATION_MODULES), a.eval_tokens, a.width)
-    held = kld.Heldout(evals, [[1] * len(r) for r in evals])
+    held = Heldout(evals, [[1] * len(r) for r in evals])
     probe_rows = calib[: max(1, a.probe_tokens // a.width)]
-    probes = kld.Heldout(probe_rows, [[1] * len(r) for r in probe_rows])
+    probes = Heldout(probe_rows, [[1] * len(r) for r in probe_rows])
     print(f"model {a.model}: calibration {sum(map(len, calib))} tokens, evaluation {sum(map(len, evals))} tokens "
           f"of other text; ladder {a.ladder}; {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     rows = []

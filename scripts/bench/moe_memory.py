@@ -12,8 +12,8 @@ RSS (VmHWM) above its RSS after imports:
 
 and prints each as a multiple of one layer's tensors and of the whole checkpoint.
 
-    nice -n 19 .venv/bin/python scripts/bench/moe_memory.py             # 64 experts, 8 layers (~0.4 GB)
-    nice -n 19 .venv/bin/python scripts/bench/moe_memory.py --layers 4  # quicker
+    nice -n 19 .venv/bin/python -m scripts.bench.moe_memory             # 64 experts, 8 layers (~0.4 GB)
+    nice -n 19 .venv/bin/python -m scripts.bench.moe_memory --layers 4  # quicker
 """
 from __future__ import annotations
 

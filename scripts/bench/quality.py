@@ -3,9 +3,9 @@ on held-out text, file size, bits per weight, and llama.cpp CPU tokens/s (prompt
 at 1 and 2 threads. The baseline is the HF model (perplexity) and the F16 file (speed), measured
 in the same run.
 
-    .venv/bin/python scripts/bench/quality.py --quick                # the demo base
-    .venv/bin/python scripts/bench/quality.py --model gemma3-270m    # Gemma 3 270M
-    .venv/bin/python scripts/bench/quality.py --model runs/demo/merged
+    .venv/bin/python -m scripts.bench.quality --quick                # the demo base
+    .venv/bin/python -m scripts.bench.quality --model gemma3-270m    # Gemma 3 270M
+    .venv/bin/python -m scripts.bench.quality --model runs/demo/merged
 """
 from __future__ import annotations
 

@@ -13,17 +13,18 @@ dataset edgetune reads) are rendered with the model's chat template exactly as t
 one imatrix comes from the training rows, the generic one from the stdlib docstrings above, and each
 type quantized with either is measured on held-out rows of the task that neither imatrix saw.
 
-    .venv/bin/python scripts/bench/quant.py                  # Gemma 3 270M (cached HF import)
-    .venv/bin/python scripts/bench/quant.py --model demo     # the demo base, seconds
+    .venv/bin/python -m scripts.bench.quant                  # Gemma 3 270M (cached HF import)
+    .venv/bin/python -m scripts.bench.quant --model demo     # the demo base, seconds
 """
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
+
+from scripts.bench.harness import peak_rss_mib
 
 # (type with the imatrix, the type without it that it is compared with)
 PAIRS = [("Q4_0", "Q4_0"), ("IQ4_NL", "Q4_0"), ("Q3_K_M", "Q3_K_M"), ("IQ3_M", "Q3_K_M"), ("Q2_K", "Q2_K"),
@@ -57,10 +58,6 @@ def rows_of(tok, texts, n_tokens: int, width: int) -> list[list[int]]:
     rows = [bos + ids[i:i + width - len(bos)] for i in range(0, len(ids), width - len(bos))]
     rows = [r for r in rows if len(r) == width]
     return rows[: max(1, n_tokens // width)]
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train_pass(model_dir: str, rows: list[list[int]], out) -> None:
@@ -114,10 +111,11 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from edgetune import data as data_mod
+    from edgetune import heldout, kld
     from edgetune import imatrix as imatrix_mod
-    from edgetune import kld
     from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
+    from edgetune.heldout import Heldout
     from edgetune.quantize import quantize
     from edgetune.recipe import DataSpec
 
@@ -125,17 +123,17 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     calib = rows_of(tok, docstrings(CALIBRATION_MODULES), a.calibration_tokens, a.width)
     evals = rows_of(tok, docstrings(EVALUATION_MODULES), a.eval_tokens, a.width)
-    held = kld.Heldout(evals, [[1] * len(r) for r in evals])
+    held = Heldout(evals, [[1] * len(r) for r in evals])
     task = data_mod.prepare(DataSpec(path=a.task, allow_lost_responses=True), tok, 0, str(model_dir))
     task_calib = imatrix_mod.calibration_rows(task.train, tok, 512, a.calibration_tokens)
-    task_held = kld.heldout(task.eval, tok, 512, 0)
+    task_held = heldout.rows(task.eval, tok, 512, 0)
     keep, total = [], 0
     for ids, mask in zip(task_held.ids, task_held.masks):
         if total + len(ids) > a.eval_tokens:
             break
         keep.append((ids, mask))
         total += len(ids)
-    task_held = kld.Heldout([k[0] for k in keep], [k[1] for k in keep])
+    task_held = Heldout([k[0] for k in keep], [k[1] for k in keep])
     print(f"model {a.model}: calibration {sum(map(len, calib))} tokens ({len(calib)} rows), evaluation "
           f"{sum(map(len, evals))} tokens of other text; {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print(f"task {task.dataset.source} ({task.template.name if task.template else 'text'} template): "

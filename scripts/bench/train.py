@@ -8,19 +8,19 @@ runs the output head at loss positions only, and on CPUs with bf16 units trains 
 reports non-padding tokens/s, peak RSS, held-out response loss (fp32, same rows for both) and achieved
 model GFLOP/s as a share of this machine's measured matmul peak at that dtype. Prints ratios ours/seed.
 
-    .venv/bin/python scripts/bench/train.py --quick
-    .venv/bin/python scripts/bench/train.py --base gemma3-270m --steps 12 --repeats 1
+    .venv/bin/python -m scripts.bench.train --quick
+    .venv/bin/python -m scripts.bench.train --base gemma3-270m --steps 12 --repeats 1
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from scripts.bench.harness import emit, peak_rss_mib, python
 
 
 def make_data(path: Path, n: int) -> Path:
@@ -73,11 +73,6 @@ def bench_recipe(kind: str, base: str, data: str, steps: int, out: str, batch: i
                                   "gradient_checkpointing": False, "dtype": dtype}})
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (VmHWM)."""
-    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
-
-
 def train_ours(r, out: Path):
     """`edgetune train`; returns (model with the adapter, seconds in trainer.train(), trained tokens, peak
     RSS of training: taken before the held-out model is loaded)."""
@@ -87,7 +82,7 @@ def train_ours(r, out: Path):
     from edgetune.runs import RunFolder
 
     train.train(r, out)
-    peak = peak_rss_mb()
+    peak = peak_rss_mib()
     folder = RunFolder(out, r.name)
     seconds = folder.train_result().seconds
     log = [json.loads(x) for x in folder.train_log.read_text().splitlines()]
@@ -138,7 +133,7 @@ def train_seed(r, tok, out: Path, p=None, checkpointing: bool = False):
     trainer.train()
     seconds = time.time() - t0
     tokens = max(x.get("num_tokens", 0) for x in trainer.state.log_history)
-    return model, seconds, tokens, peak_rss_mb()
+    return model, seconds, tokens, peak_rss_mib()
 
 
 def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
@@ -185,7 +180,7 @@ def main() -> None:
     a = ap.parse_args()
     if a._one:
         kind, base, data, steps, out = a._one
-        print(json.dumps(one_run(kind, base, data, int(steps), out)))
+        emit(**one_run(kind, base, data, int(steps), out))
         return
     from edgetune.base import resolve_base
     base = resolve_base(a.base)
@@ -196,11 +191,8 @@ def main() -> None:
         results = {"seed": [], "ours": []}
         for i in range(repeats):
             for kind in ("seed", "ours"):
-                out = subprocess.run([sys.executable, __file__, "--_one", kind, base, str(data), str(steps),
-                                      str(Path(tmp) / f"r{i}")], capture_output=True, text=True)
-                if out.returncode:
-                    sys.exit(out.stderr[-3000:])
-                results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                out = python("scripts.bench.train", "--_one", kind, base, str(data), str(steps), str(Path(tmp) / f"r{i}"))
+                results[kind].append(out.report)
                 print(f"run {i} {kind}: {json.dumps(results[kind][-1])}", flush=True)  # kept if a later run stops
     best = {k: max(v, key=lambda x: x["tokens_per_s"]) for k, v in results.items()}
     import torch

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Input, Label, RadioSet, Static
 
 from edgetune.base import check_model_folder
 from edgetune.errors import EdgetuneError
 from edgetune.gguf_io import check_gguf_file
 from edgetune.hub import check_id, is_hub_id
 
-from .dataset import DatasetScreen
+from ..widgets.toggles import RadioButton
 from .file_picker import FilePickerScreen
 from .wizard import WizardScreen
 
@@ -29,7 +29,7 @@ NEEDS_PATH = {"folder": "folder with config.json and *.safetensors", "gguf": "pa
 
 
 class BaseModelScreen(WizardScreen):
-    step = 0
+    page_title = "Base model"
 
     def body(self) -> ComposeResult:
         current = self.app.recipe.base
@@ -97,5 +97,3 @@ class BaseModelScreen(WizardScreen):
         check_id(repo_id, "model")
         self.app.recipe.base = repo_id
 
-    def next_screen(self):
-        return DatasetScreen()

@@ -15,17 +15,17 @@ from textual.widgets import (
     Header,
     Input,
     Select,
-    SelectionList,
     Static,
 )
 
-from edgetune.batch import find_adapters, run_batch, slug
+from edgetune.batch import adapter_problem, find_adapters, run_batch, slug
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 from edgetune.events import CancelToken
 
 from ..display import one_line, show_status, shown_path
 from ..messages import CoreEvent, JobFinished
+from ..widgets.toggles import SelectionList
 from .file_picker import FilePickerScreen
 
 MODES = [("merged model", "merged"), ("GGUF LoRA adapter", "lora"), ("both", "both")]
@@ -52,7 +52,7 @@ class BatchScreen(Screen):
                 yield Select(MODES, value="merged", allow_blank=False, id="mode")
                 yield Input("gguf-out", id="out", placeholder="output folder")
         yield DataTable(id="rows", zebra_stripes=True, show_cursor=False)
-        yield Static("choose a folder: every folder under it holding adapter_config.json is one row",
+        yield Static("choose a folder: every folder under it holding adapter files is one row",
                      id="error", classes="status")
         with Horizontal(classes="nav"):
             yield Button("Convert all", id="run", variant="primary")
@@ -105,12 +105,16 @@ class BatchScreen(Screen):
             self.status(str(e), error=True)
             return []
         if not self.adapters:
-            self.status(f"{folder}: no PEFT adapters found (folders with adapter_config.json)", error=True)
+            self.status(f"{folder}: no PEFT adapters found (folders with adapter_config.json and weights)", error=True)
             return []
+        broken = 0
         for a in self.adapters:
             name = adapter_name(a, Path(folder))
-            table.add_row(name, "pending", shown_path(a), key=name)
-        self.status(f"{len(self.adapters)} adapters found")
+            problem = adapter_problem(a)
+            broken += problem is not None
+            table.add_row(name, "broken" if problem else "pending", problem.split(": ", 1)[-1] if problem
+                          else shown_path(a), key=name)
+        self.status(f"{len(self.adapters)} adapters found" + (f", {broken} of them broken (see why)" if broken else ""))
         return self.adapters
 
     def start(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Button, Checkbox, DataTable, Input, Label, Select, Static
+from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
 from edgetune import data as data_mod
 from edgetune import templates
@@ -20,18 +20,19 @@ from edgetune.recipe import DataSpec
 from ..display import base_label
 from ..messages import TRANSFORMERS_LOCK, JobFinished, finished
 from ..widgets.histogram import Histogram
+from ..widgets.toggles import Checkbox
 from .file_picker import FilePickerScreen
-from .training import TrainingScreen
 from .wizard import WizardScreen
 
 FORMATS = [("auto-detect", "auto"), ("alpaca", "alpaca"), ("chat", "chat"), ("text", "text")]
 TEMPLATES = [("template: auto", "auto")] + [(f"template: {t}", t) for t in templates.CHOICES[1:]]
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 PREVIEW_ROWS = 5
+MAPPED = ("instruction", "input", "output")  # the alpaca fields the file's own columns can be mapped to
 
 
 class DatasetScreen(WizardScreen):
-    step = 1
+    page_title = "Dataset"
 
     def __init__(self):
         super().__init__()
@@ -51,6 +52,9 @@ class DatasetScreen(WizardScreen):
         with Horizontal(classes="row"):
             yield Select(_template_options(d.template), value=d.template, allow_blank=False, id="template")
             yield Static("", id="template-why", classes="hint")
+        with Horizontal(classes="field", id="columns"):  # shown when the file's columns need mapping
+            for key in MAPPED:
+                yield Select([], prompt=f"{key}: –", id=f"col-{key}", compact=True, classes="column-select")
         yield Checkbox("Skip bad rows (count them) instead of stopping", value=d.on_bad_row == "skip", id="skip")
         yield Static("", id="summary", classes="hint")
         yield Static("", id="skipped", classes="error")
@@ -60,6 +64,10 @@ class DatasetScreen(WizardScreen):
 
     def on_mount(self) -> None:
         self.query_one("#preview", DataTable).add_columns("row", "prompt", "response")
+        columns = self.app.recipe.data.columns
+        self.query_one("#columns").display = bool(columns)
+        if columns:
+            self._offer_columns(list(dict.fromkeys(v for k, v in columns.items() if k in MAPPED)), columns)
         if self.app.recipe.base == "demo" and not _demo_base_ready():  # minutes of work: only when asked
             self.query_one("#summary", Static).update("Check loads the demo tokenizer (the demo base is built "
                                                       "once, a few minutes)")
@@ -78,8 +86,23 @@ class DatasetScreen(WizardScreen):
         self.check(force=True)
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id in ("format", "template") and self.checked is not None:
+        if (event.select.id in ("format", "template") or event.select.id.startswith("col-")) and self.checked is not None:
             self.check()
+
+    def _offer_columns(self, columns: list[str], mapping: dict[str, str]) -> None:
+        """The mapping row: each alpaca field with the file's own columns to choose from."""
+        self.query_one("#columns").display = True
+        for key in MAPPED:
+            select = self.query_one(f"#col-{key}", Select)
+            select.set_options([(f"{key}: {c}", c) for c in columns])
+            select.value = mapping.get(key, Select.NULL) if mapping.get(key) in columns else Select.NULL
+
+    def _columns(self) -> dict[str, str]:
+        """data.columns as the mapping row sets it ({} while it is hidden)."""
+        if not self.query_one("#columns").display:
+            return {}
+        values = {key: self.query_one(f"#col-{key}", Select).value for key in MAPPED}
+        return {k: str(v) for k, v in values.items() if v not in (Select.NULL, None, "")}
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         if self.checked is not None:
@@ -93,13 +116,15 @@ class DatasetScreen(WizardScreen):
                 self.check()
         self.app.push_screen(FilePickerScreen("Choose a dataset file", self._values()[0], DATA_SUFFIXES), picked)
 
-    def _values(self) -> tuple[str, str, str, str]:
+    def _values(self) -> tuple[str, str, str, str, tuple]:
         path = self.query_one("#path", Input).value.strip()
         fmt = self.query_one("#format", Select).value
         skip = "skip" if self.query_one("#skip", Checkbox).value else "error"
-        return path, str(fmt), skip, str(self.query_one("#template", Select).value)
+        return path, str(fmt), skip, str(self.query_one("#template", Select).value), tuple(self._columns().items())
 
     def check(self, force: bool = False) -> None:
+        if self.checked is not None and self.checked[0] != self.query_one("#path", Input).value.strip():
+            self.query_one("#columns").display = False  # another file: its own columns, if it needs them
         values = (*self._values(), self.app.recipe.base)
         if values == self.checked and not force:
             return
@@ -112,15 +137,23 @@ class DatasetScreen(WizardScreen):
         self.inspect(*values)
 
     @work(thread=True, exclusive=True, group="inspect")
-    def inspect(self, path: str, fmt: str, on_bad_row: str, template: str, base: str) -> None:
+    def inspect(self, path: str, fmt: str, on_bad_row: str, template: str, columns: tuple, base: str) -> None:
         spec = DataSpec(path=path, format=fmt, on_bad_row=on_bad_row, template=template,
-                        max_length=self.app.recipe.data.max_length)
+                        max_length=self.app.recipe.data.max_length, columns=dict(columns))
         with TRANSFORMERS_LOCK:
-            self.post_message(finished(_inspect, spec, base))
+            result = finished(_inspect, spec, base)
+        if result.error is not None:  # the file's own columns, to offer a mapping
+            result.result = _file_columns(path)
+        self.post_message(result)
 
     def on_job_finished(self, message: JobFinished) -> None:
         if message.error is not None:
             self._failed(message.error)
+            columns = message.result or []
+            suggested = data_mod.suggest_columns(columns)
+            if columns and not self._columns() and (suggested or "cannot tell the format" in message.error):
+                self._offer_columns(columns, suggested)  # changing the row checks again
+                self.show_error(f"{message.error}\nmap the file's columns to instruction / input / output below")
         else:
             self._show(message.result)
 
@@ -171,13 +204,13 @@ class DatasetScreen(WizardScreen):
             self.query_one("#rendered", Static).update(text)
 
     def apply(self) -> Callable[[], None] | None:
-        path, fmt, skip, template = self._values()
+        path, fmt, skip, template, columns = self._values()
         if not path:
             raise EdgetuneError("dataset: type a file path (or demo)")
 
         def use() -> None:
             d = self.app.recipe.data
-            d.path, d.format, d.on_bad_row, d.template = path, fmt, skip, template
+            d.path, d.format, d.on_bad_row, d.template, d.columns = path, fmt, skip, template, dict(columns)
         if path != "demo" and not Path(path).expanduser().exists():
             if not is_hub_id(path):
                 raise EdgetuneError(f"{path}: no such file")
@@ -189,12 +222,21 @@ class DatasetScreen(WizardScreen):
         use()
         return None
 
-    def next_screen(self):
-        return TrainingScreen()
 
 
 def _inspect(spec: DataSpec, base: str):
     return data_mod.inspect(spec, base)
+
+
+def _file_columns(path: str) -> list[str] | None:
+    """A local file's column names, or None (unreadable, or not a local file)."""
+    source = data_mod.dataset_source(path)
+    if not Path(source).expanduser().is_file():
+        return None
+    try:
+        return data_mod.file_columns(data_mod.read_rows(Path(source).expanduser()))
+    except EdgetuneError:
+        return None
 
 
 def _template_options(current: str) -> list[tuple[str, str]]:

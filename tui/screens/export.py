@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Checkbox, Input, Label, SelectionList, Static
+from textual.widgets import Input, Label, Static
 
 from edgetune import recipe as recipe_mod
 from edgetune.convert.filetypes import FILE_TYPES
 from edgetune.errors import EdgetuneError
 
-from .summary import SummaryScreen
+from ..widgets.toggles import Checkbox, SelectionList
 from .wizard import WizardScreen
 
 
@@ -20,7 +20,7 @@ def offered(recipe_quants: list[str]) -> list[str]:
 
 
 class ExportScreen(WizardScreen):
-    step = 3
+    page_title = "Export"
 
     def body(self) -> ComposeResult:
         r = self.app.recipe
@@ -75,5 +75,3 @@ class ExportScreen(WizardScreen):
             raise EdgetuneError(f"export: auto budget {top1!r} must be a percentage such as 98") from None
         self.app.recipe = recipe_mod.from_dict(values, "export")
 
-    def next_screen(self):
-        return SummaryScreen()

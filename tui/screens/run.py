@@ -2,10 +2,12 @@
 done, the smoke-test table with buttons to chat with any produced GGUF."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import (
     Button,
@@ -20,6 +22,7 @@ from textual.widgets import (
 from edgetune.errors import EdgetuneError
 from edgetune.events import Cancelled, CancelToken, TrainMetrics, progress_line
 from edgetune.report import verdict_lines
+from edgetune.report_html import open_report
 from edgetune.results import QuantResult, SmokeResult
 from edgetune.runs import RunFolder
 
@@ -36,7 +39,9 @@ STEP_STATES = {"step_start": "running", "step_done": "done", "step_skip": "skipp
 
 
 class RunScreen(Screen):
-    BINDINGS = [Binding("ctrl+c,escape", "cancel", "Cancel run"), Binding("ctrl+t", "chat_selected", "Chat")]
+    # Cancel while it runs; once it has finished, Escape goes back (to the wizard's Summary) instead.
+    BINDINGS = [Binding("ctrl+c,escape", "cancel", "Cancel run"), Binding("escape", "back", "Back"),
+                Binding("ctrl+t", "chat_selected", "Chat")]
 
     def __init__(self, recipe):
         super().__init__()
@@ -59,15 +64,17 @@ class RunScreen(Screen):
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False)
             with TabPane("Results", id="results"):
-                yield Static("results appear when the smoke test has run", id="accuracy")
-                yield SmokeTable(id="smoke")
-                yield QuantView(id="quant")
-                yield ServePanel(id="serve-info")
-                with Horizontal(classes="nav"):
+                with Horizontal(classes="nav", id="result-actions"):  # first: reachable at 80x24
                     yield Button("Chat", id="chat", disabled=True)
                     yield Button("Serve", id="serve", disabled=True)
                     yield Button("Compare with F16", id="compare", disabled=True)
                     yield Button("Output folder", id="folder", disabled=True)
+                    yield Button("Open report", id="report", disabled=True)
+                with VerticalScroll(id="result-body"):
+                    yield Static("results appear when the smoke test has run", id="accuracy")
+                    yield SmokeTable(id="smoke")
+                    yield QuantView(id="quant")
+                    yield ServePanel(id="serve-info")
         yield Static("", id="error", classes="error")
         with Horizontal(classes="nav"):
             yield Static("", id="status", classes="hint")
@@ -94,6 +101,7 @@ class RunScreen(Screen):
         cancel = self.query_one("#cancel", Button)
         cancel.display, cancel.disabled = True, False
         self.query_one(TabbedContent).active = "progress"
+        self.refresh_bindings()
         self.run_pipeline()
 
     @work(thread=True, exclusive=True, group="pipeline")
@@ -139,6 +147,7 @@ class RunScreen(Screen):
     def done(self, summary: SmokeResult | None, error: str | None) -> None:
         self.app.running_tokens.discard(self.cancel_token)
         self.finished = True
+        self.refresh_bindings()  # the footer stops offering Cancel
         self.query_one("#cancel", Button).display = False
         self.query_one("#again", Button).display = bool(error)
         if error:
@@ -150,9 +159,14 @@ class RunScreen(Screen):
         if summary:
             self.summary = summary
             self.query_one("#accuracy", Static).update("\n".join(verdict_lines(summary)))
-            self.query_one("#smoke", SmokeTable).show(summary.files)
+            table = self.query_one("#smoke", SmokeTable)
+            table.show(summary.files)
+            recommended = self._run().recommended_gguf()  # Chat and Ctrl+T start on the file to use
+            rows = [Path(f.path).name for f in summary.files]
+            if recommended is not None and recommended.name in rows:
+                table.move_cursor(row=rows.index(recommended.name))
             self.query_one("#quant", QuantView).show(self._quant_summary())
-            for name in ("chat", "serve", "compare", "folder"):
+            for name in ("chat", "serve", "compare", "folder", "report"):
                 self.query_one(f"#{name}", Button).disabled = False
             self.query_one(TabbedContent).active = "results"
             self.query_one("#smoke", SmokeTable).focus()
@@ -160,10 +174,20 @@ class RunScreen(Screen):
     def _run(self) -> RunFolder:
         return RunFolder.of(self.recipe)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel":
+            return not self.finished
+        if action == "back":
+            return self.finished and len(self.app.screen_stack) > 2
+        return True
+
+    def action_back(self) -> None:
+        if self.finished and len(self.app.screen_stack) > 2:  # came from the wizard: back to its summary
+            self.app.pop_screen()
+
     def action_cancel(self) -> None:
         if self.finished:
-            if len(self.app.screen_stack) > 2:  # came from the wizard: back to its summary
-                self.app.pop_screen()
+            self.action_back()
             return
         if self.cancel_token.cancelled:
             return
@@ -202,3 +226,15 @@ class RunScreen(Screen):
             self.query_one(ServePanel).toggle(self._run().dir)
         elif event.button.id == "folder":
             self.query_one("#status", Static).update(f"output folder: {self._run().gguf_dir.resolve()}")
+        elif event.button.id == "report":
+            self.open_report()
+
+    def open_report(self) -> None:
+        """report.html in the system's browser where there is one; its path on the status line otherwise."""
+        page = self._run().report_html
+        if not page.is_file():
+            self.query_one("#status", Static).update(f"no report yet: edgetune report {shown_path(self._run().dir)}")
+        elif open_report(page):
+            self.query_one("#status", Static).update(f"report opened in the browser: {shown_path(page)}")
+        else:
+            self.query_one("#status", Static).update(f"report: {shown_path(page)} (no graphical browser here)")

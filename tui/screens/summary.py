@@ -20,7 +20,7 @@ def export_line(e) -> str:
 
 
 class SummaryScreen(WizardScreen):
-    step = 4
+    page_title = "Summary"
 
     def body(self) -> ComposeResult:
         r = self.app.recipe

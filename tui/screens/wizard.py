@@ -12,25 +12,32 @@ from textual.widgets import Button, Footer, Header, Static
 
 from edgetune.errors import EdgetuneError
 
-STEPS = ("Base model", "Dataset", "Training", "Export", "Summary")
-
 
 class WizardScreen(Screen):
-    """Subclasses set `step` and implement `body()` and `apply()` (write fields into the recipe)."""
+    """Subclasses set `page_title` and implement `body()` and `apply()` (write fields into the recipe);
+    their place in the wizard is their place in the app's PAGES (tui/screens/pages.py)."""
 
-    step = 0
+    page_title = ""
+
+    @property
+    def step(self) -> int:
+        return self.pages().index(type(self))
+
+    def pages(self) -> tuple[type[WizardScreen], ...]:
+        return self.app.PAGES
     BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+n", "next", "Next")]
+    AUTO_FOCUS = ".wizard-body *"  # the step's first field, not the scrolling body: arrow keys work at once
 
     def compose(self) -> ComposeResult:
         yield Header()
-        trail = "  ›  ".join(f"[b]{s}[/b]" if i == self.step else s for i, s in enumerate(STEPS))
+        trail = "  ›  ".join(f"[b]{p.page_title}[/b]" if i == self.step else p.page_title for i, p in enumerate(self.pages()))
         yield Static(trail, classes="trail")
         with VerticalScroll(classes="wizard-body"):
             yield from self.body()
-        yield Static("", id="error", classes="error")
+        yield Static("", id="error", classes="error", markup=False)  # messages are text: [x] stays
         with Horizontal(classes="nav"):
             yield Button("Back", id="back", disabled=self.step == 0)
-            yield Button("Run" if self.step == len(STEPS) - 1 else "Next", id="next", variant="primary")
+            yield Button("Run" if self.step == len(self.pages()) - 1 else "Next", id="next", variant="primary")
         yield Footer()
 
     def body(self) -> ComposeResult:
@@ -42,7 +49,9 @@ class WizardScreen(Screen):
         run: the step runs it in a thread, the screen stays live, and it moves on when it passes."""
 
     def next_screen(self) -> Screen | None:
-        return None
+        """The next page (the last page returns the run instead)."""
+        following = self.pages()[self.step + 1: self.step + 2]
+        return following[0]() if following else None
 
     def show_error(self, message: str) -> None:
         self.query_one("#error", Static).update(message)

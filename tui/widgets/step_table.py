@@ -6,6 +6,7 @@ import time
 from rich.text import Text
 from textual.widgets import DataTable
 
+from edgetune.events import duration
 from edgetune.pipeline import STEPS
 
 STATE_STYLES = {"pending": "dim", "running": "bold yellow", "done": "green", "skipped": "cyan",
@@ -44,7 +45,7 @@ class StepTable(DataTable):
 
     def _show_time(self, name: str) -> None:
         if name in self.started and self.states[name] != "skipped":
-            self.update_cell(name, "time", _duration(clock() - self.started[name]))
+            self.update_cell(name, "time", duration(clock() - self.started[name]), update_width=True)
             if self.states[name] != "running":
                 del self.started[name]  # frozen at its final value
 
@@ -60,11 +61,3 @@ class StepTable(DataTable):
 
     def state(self, name: str) -> str:
         return self.states[name]
-
-
-def _duration(seconds: float) -> str:
-    """'0.4s' for quick steps (most after training), '12:05' for long ones."""
-    if seconds < 60:
-        return f"{max(0.0, seconds):.1f}s"
-    whole = int(seconds)
-    return f"{whole // 60}:{whole % 60:02d}"
