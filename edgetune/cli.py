@@ -16,6 +16,7 @@ from edgetune import data as data_mod
 from edgetune import merge as merge_mod
 from edgetune import quantize as quantize_mod
 from edgetune import recipe as recipe_mod
+from edgetune import serve as serve_mod
 from edgetune import threads as threads_mod
 from edgetune.base import resolve_base
 from edgetune.batch import run_batch
@@ -24,7 +25,7 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Event, TrainMetrics, progress_line
 from edgetune.fsutil import cache_dir
 from edgetune.recipe import DataSpec
-from edgetune.runs import RunFolder
+from edgetune.runs import RunFolder, list_runs
 
 EPILOG = """\b
 Examples:
@@ -36,6 +37,8 @@ Examples:
   edgetune convert runs/demo/merged out.gguf --outtype f16
   edgetune quantize out.gguf out-Q4_K_M.gguf --type Q4_K_M
   edgetune chat runs/demo/gguf/demo-Q4_K_M.gguf
+  edgetune serve runs/demo                  an OpenAI-compatible API on 127.0.0.1:8000
+  edgetune runs                             the runs under runs/, newest first
   edgetune report runs/demo --open          rebuild report.md and report.html, open the page
   edgetune batch adapters/ --quant Q4_K_M,Q8_0 --out gguf/
 """
@@ -276,36 +279,97 @@ def report(run_dir: Path, open_: bool = typer.Option(False, "--open", help="Open
 
 
 @app.command()
-def chat(gguf: Path, system: str = typer.Option("", help="System prompt."), temperature: float = 0.7,
+def chat(target: Path = typer.Argument(..., metavar="RUN_DIR|FILE.gguf",
+                                       help="A run folder (its recommended file) or a GGUF file."),
+         system: str = typer.Option("", help="System prompt."), temperature: float = 0.7,
          top_p: float = 0.95, max_tokens: int = 256,
-         threads: int = typer.Option(0, help="llama.cpp threads (0: as many as there are CPUs free).")):
+         threads: int = typer.Option(0, help="llama.cpp threads (0: as many as there are CPUs free)."),
+         new: bool = typer.Option(False, "--new", help="Start a new conversation instead of the run's last one.")):
     """Chat with a GGUF on the CPU, streamed. A blank line sends (a message may span lines);
-    /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt."""
+    /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt;
+    /save [FILE] writes it. A run's conversation is kept in its chat.jsonl and reopened."""
     _log_libraries(_command_log("chat"), hf=False)
+    folder = RunFolder.containing(target)
+    gguf = target
+    if target.is_dir():
+        if folder is None or folder.recommended_gguf() is None:
+            raise EdgetuneError(f"{target}: not a run folder with a GGUF file in it")
+        gguf = folder.recommended_gguf()
     choice = threads_mod.choose(threads, f"--threads {threads}")
     session = chat_mod.ChatSession(gguf, system=system, threads=choice.threads)
     typer.echo(f"{gguf.name}: template {session.template_name}; {choice.reason}. A blank line sends; /exit or "
                "Ctrl-D quits; /help lists the commands.")
+    if folder is not None:
+        try:
+            if new and folder.chat_log.exists():
+                folder.chat_log.unlink()
+            if session.open_log(folder.chat_log):
+                typer.echo(f"  [{len(session.messages)} earlier messages from {folder.chat_log}; /reset forgets them]")
+            if system:
+                session.system = system
+        except EdgetuneError as e:
+            typer.echo(f"  [{e}; this conversation is not kept]")
     read_line = _console_reader()
     while (turn := chat_mod.read_turn(read_line)) is not None:
-        if turn.command == "/exit":
-            break
-        if turn.command == "/reset":
-            session.clear()
-            typer.echo("  [conversation forgotten]")
-        elif turn.command == "/system":
-            session.system = turn.text
-            typer.echo(f"  [system prompt {'set' if turn.text else 'cleared'}]")
-        elif turn.command == "/help":
-            for name, what in chat_mod.COMMANDS.items():
-                typer.echo(f"  {name:8s} {what}")
-        elif turn.command:
-            typer.echo(f"  [unknown command {turn.text}; /help lists the commands]")
-        else:
-            for piece in session.send(turn.text, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
-                typer.echo(piece, nl=False)
-            typer.echo(f"\n  [{session.last_stats}]")
+        if turn.command:
+            result = chat_mod.run_command(turn, [session])
+            for line in result.lines:
+                typer.echo(f"  {chat_mod.shown(line)}")
+            if result.exit:
+                break
+            continue
+        for piece in session.send(turn.text, temperature=temperature, top_p=top_p, max_tokens=max_tokens):
+            typer.echo(chat_mod.shown(piece), nl=False)
+        typer.echo(f"\n  [{session.last_stats}]")
     session.close()
+
+
+@app.command()
+def serve(target: Path = typer.Argument(..., metavar="RUN_DIR|FILE.gguf",
+                                        help="A run folder (its recommended file) or a GGUF file."),
+          host: str = typer.Option(serve_mod.DEFAULT_HOST, help="Address to listen on (0.0.0.0: every interface)."),
+          port: int = typer.Option(serve_mod.DEFAULT_PORT), api_key: Optional[str] = typer.Option(
+              None, "--api-key", help="Every request must carry it (Authorization: Bearer KEY), else 401."),
+          threads: int = 0, ctx: int = typer.Option(serve_mod.DEFAULT_CTX, help="Context length in tokens."),
+          name: Optional[str] = typer.Option(None, help="The model name clients use (default: the run's or file's).")):
+    """Serve a GGUF behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions,
+    /v1/models) until Ctrl-C or SIGTERM. Requests are answered one after another."""
+    _log_libraries(_command_log("serve"), hf=False)
+    target_ = serve_mod.resolve(target)
+    if name:
+        target_.model = name
+
+    def ready(lines: list[str]) -> None:
+        for line in lines:
+            typer.echo(line)
+        typer.echo("Ctrl-C stops the server.")
+    serve_mod.serve(target_, host, port, api_key, threads, ctx, on_ready=ready)
+    typer.echo("server stopped")
+
+
+@app.command()
+def runs(runs_dir: Path = typer.Argument(Path(recipe_mod.Recipe().runs_dir), metavar="[RUNS_DIR]",
+                                         help="The folder that holds the runs (default: runs).")):
+    """The runs under RUNS_DIR, newest first: state, recommended file and verdicts."""
+    rows = list_runs(runs_dir)
+    if not rows:
+        typer.echo(f"no runs under {runs_dir}/")
+        return
+    for line in runs_table(rows):
+        typer.echo(line)
+
+
+def runs_table(rows) -> list[str]:
+    """The runs list as text columns (`edgetune runs`)."""
+    table = [("NAME", "BASE", "DATE", "STATE", "RECOMMENDED", "FILE", "TASK")] + [
+        (r.name, r.base or "?", r.date, r.state, r.recommended.name if r.recommended else "—",
+         r.file_verdict or "—", r.task_verdict or "—") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    for r, i in zip(rows, range(1, len(lines))):
+        if r.detail:
+            lines[i] += f"\n    {r.detail}"
+    return lines
 
 
 def _console_reader():

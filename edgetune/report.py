@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgetune import serve as serve_mod
 from edgetune import templates
 from edgetune.fsutil import write_text
 from edgetune.recipe import MIN_STEPS, Recipe, steps_advice
@@ -174,7 +175,11 @@ def write_model_files(folder: RunFolder, target: Path, tok, recipe: Recipe, temp
             f"(LoRA r={t.rank}, alpha={t.alpha}, targets {t.targets}, lr {t.lr}, {t.epochs} epochs).", "",
             "Files:", ""] + [f"- `{p.name}` ({p.stat().st_size / 2**20:.1f} MiB)" for p in folder.ggufs()] + [
             "", f"Prompt format: the chat template stored in the GGUF ({template or 'none: plain text completion'}).",
-            "", f"Run: `ollama create {recipe.name} -f Modelfile`, or `edgetune chat {target.name}`."]
+            "", f"Run: `ollama create {recipe.name} -f Modelfile`, or `edgetune chat {target.name}`.",
+            "", "Serve it behind an OpenAI-compatible API (the run folder serves its recommended file):", "",
+            f"    edgetune serve {folder.dir}", "",
+            "then ask it from any OpenAI client, or:", "",
+            "    " + serve_mod.curl_line(serve_mod.DEFAULT_HOST, serve_mod.DEFAULT_PORT, recipe.name)]
     write_text(folder.model_card, "\n".join(card) + "\n")
 
 

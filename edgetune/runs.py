@@ -11,6 +11,7 @@ screens, chat, serve, the report) reads a finished run through it: no file name 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,22 @@ class RunFolder:
     def of(cls, recipe) -> RunFolder:
         """The folder a recipe's run lives in: <runs_dir>/<name>."""
         return cls(Path(recipe.runs_dir) / recipe.name, recipe.name)
+
+    @classmethod
+    def containing(cls, path: str | Path) -> RunFolder | None:
+        """The run a path belongs to: a run folder itself, or a file in its gguf/ folder; else None."""
+        p = Path(path).expanduser()
+        for candidate in (p, p.parent.parent if p.parent.name == "gguf" else None):
+            if candidate is not None and candidate.is_dir() and cls(candidate).is_run():
+                return cls(candidate)
+        return None
+
+    def delete(self) -> None:
+        """Remove the run folder and everything in it (only a folder that is a run)."""
+        if not self.is_run():
+            raise EdgetuneError(f"{self.dir}: not a run folder (no {self.recipe_yaml.name} or "
+                                f"{self.state_json.name}); not deleted")
+        shutil.rmtree(self.dir)
 
     # ------------------------------------------------------------ paths
     recipe_yaml = property(lambda self: self.dir / "recipe.yaml")
@@ -171,6 +188,15 @@ class RunSummary:
     recommended: Path | None
     file_verdict: str  # PASS / FAIL / ""
     task_verdict: str  # good / poor / ... / ""
+    version: str = ""  # the edgetune that last wrote its state ("" when unknown)
+
+    @property
+    def date(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(self.updated)) if self.updated else "—"
+
+    @property
+    def can_chat(self) -> bool:
+        return self.recommended is not None
 
 
 def summarize(folder: RunFolder) -> RunSummary:
@@ -199,11 +225,13 @@ def summarize(folder: RunFolder) -> RunSummary:
             detail = "no step finished"
     if smoke is None and folder.smoke_json.exists():
         detail = detail or f"{folder.smoke_json.name} from another version"
+    if run_state.version and run_state.version != __version__:
+        detail = "; ".join(d for d in (detail, f"made by edgetune {run_state.version}") if d)
     files = [p for p in (folder.dir / n for n in ("state.json", "recipe.yaml")) if p.exists()]
     updated = max((p.stat().st_mtime for p in files), default=folder.dir.stat().st_mtime if folder.dir.exists() else 0)
     return RunSummary(folder, folder.name, base, data, updated, state, detail, folder.recommended_gguf(),
                       ("PASS" if smoke.passed else "FAIL") if smoke else "",
-                      smoke.task.verdict if smoke and smoke.task else "")
+                      smoke.task.verdict if smoke and smoke.task else "", run_state.version)
 
 
 def list_runs(runs_dir: str | Path) -> list[RunSummary]:
@@ -211,9 +239,17 @@ def list_runs(runs_dir: str | Path) -> list[RunSummary]:
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    folders = [RunFolder(p) for p in root.iterdir()
-               if p.is_dir() and ((p / "recipe.yaml").exists() or (p / "state.json").exists())]
-    return sorted((summarize(f) for f in folders), key=lambda s: s.updated, reverse=True)
+    folders = [RunFolder(p) for p in root.iterdir() if p.is_dir() and RunFolder(p).is_run()]
+    return sorted((_summary_or_unreadable(f) for f in folders), key=lambda s: s.updated, reverse=True)
+
+
+def _summary_or_unreadable(folder: RunFolder) -> RunSummary:
+    """One bad folder (a permission, a file cut mid-write) is a row that says so, not a crashed list."""
+    try:
+        return summarize(folder)
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0][:200]
+        return RunSummary(folder, folder.name, "", "", 0.0, "unreadable", f"{type(e).__name__}: {first}", None, "", "")
 
 
 __all__ = ["OUTCOMES", "Record", "RunFolder", "RunSummary", "list_runs", "summarize"]

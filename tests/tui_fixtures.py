@@ -5,6 +5,7 @@ import threading
 import time
 from pathlib import Path
 
+from edgetune.chat import Conversation
 from edgetune.events import Cancelled, Event, TrainMetrics
 from edgetune.results import SmokeResult
 
@@ -54,32 +55,33 @@ class FakeRunner:
         return FAKE_SUMMARY
 
 
-class FakeChatSession:
-    """A ChatSession that answers by echoing, piece by piece."""
+class FakeChatSession(Conversation):
+    """A ChatSession that answers by echoing, piece by piece (one token a piece, `delay` s each)."""
+
+    delay = 0.0
 
     def __init__(self, path: str, system: str = ""):
+        super().__init__(system)
         self.path = Path(path)
-        self.system = system
         self.template_name = "from the file"
-        self.last_stats = ""
         self.stopped = threading.Event()
         self.sent: list[str] = []  # every message as the screen handed it over
 
-    def send(self, text, temperature=0.7, top_p=0.95, max_tokens=256):
+    def _generate(self, history, temperature=0.7, top_p=0.95, max_tokens=256):
+        text = history[-1]["content"]
         self.sent.append(text)
         self.stopped.clear()
         words = f"{self.path.stem} says: {text}".split()
         for i, word in enumerate(words[:max_tokens]):
             if self.stopped.is_set():
                 break
+            time.sleep(self.delay)
+            self.tokens += 1
             yield (" " if i else "") + word
-        self.last_stats = f"{min(len(words), max_tokens)} tokens, 100.0 tok/s"
 
     def stop(self):
+        super().stop()
         self.stopped.set()
-
-    def clear(self):
-        pass
 
     def close(self):
         pass

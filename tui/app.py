@@ -25,6 +25,7 @@ from .screens.confirm import ConfirmScreen
 from .screens.help import HelpScreen
 from .screens.pages import PAGES
 from .screens.run import RunScreen
+from .screens.runs import RunsScreen
 
 Runner = Callable  # (recipe, on_event, cancel) -> smoke summary dict, as pipeline.run
 
@@ -52,7 +53,8 @@ class EdgetuneApp(App):
     ]
 
     def __init__(self, recipe: Recipe | None = None, autostart: bool = False, runner: Runner | None = None,
-                 chat_session: Callable | None = None):
+                 chat_session: Callable | None = None, runs_dir: str | None = None):
+        """runs_dir: open on the Runs screen of that folder (the `edgetune` entry point does)."""
         super().__init__()
         self.recipe = copy.deepcopy(recipe) if recipe else starting_recipe()
         self.autostart = autostart
@@ -61,6 +63,8 @@ class EdgetuneApp(App):
         self.running_tokens: set[CancelToken] = set()  # runs in progress: quitting asks, then cancels them
         self.data_stats = None  # the dataset step's token statistics (the training step shows cuts)
         self.proposed_max_length: int | None = None  # what the dataset step proposed, until the user edits it
+        self.runs_dir = runs_dir
+        self.servers: dict = {}  # GGUF path -> its `edgetune serve` child process (Serve buttons)
 
     @property
     def running(self) -> bool:
@@ -69,6 +73,8 @@ class EdgetuneApp(App):
     def on_mount(self) -> None:
         if self.autostart:
             self.push_screen(RunScreen(self.recipe))
+        elif self.runs_dir is not None:
+            self.push_screen(RunsScreen(self.runs_dir))
         else:
             self.push_screen(BaseModelScreen())
 
@@ -87,6 +93,7 @@ class EdgetuneApp(App):
     async def action_quit(self) -> None:
         """Quit (q, Ctrl+Q); during a run, ask first, then cancel it so its thread stops at a safe point."""
         if not self.running:
+            self.stop_servers()
             self.exit()
             return
 
@@ -94,10 +101,18 @@ class EdgetuneApp(App):
             if yes:
                 for token in list(self.running_tokens):
                     token.cancel()
+                self.stop_servers()
                 self.exit()
         if not isinstance(self.screen, ConfirmScreen):
             self.push_screen(ConfirmScreen("A run is in progress. Quit anyway? Finished steps are kept; training "
                                            "resumes from its last checkpoint."), answered)
+
+
+    def stop_servers(self) -> None:
+        """Stop every server the Serve buttons started (each frees its port)."""
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
 
 
 def starting_recipe() -> Recipe:
@@ -108,4 +123,9 @@ def starting_recipe() -> Recipe:
 
 
 def run_app(recipe: Recipe | None = None, autostart: bool = False) -> None:
-    EdgetuneApp(recipe, autostart).run()
+    """The TUI: on the runs under the recipe's runs_dir (or straight into a run when autostart)."""
+    app = EdgetuneApp(recipe, autostart, runs_dir=None if autostart else starting_recipe().runs_dir)
+    try:
+        app.run()
+    finally:
+        app.stop_servers()

@@ -53,10 +53,11 @@ class ReplyPiece(Message):
 
 
 class ReplyDone(Message):
-    """A chat reply ended: its speed line, or the error that cut it short."""
+    """A chat reply ended: its whole text, its speed line, or the error that cut it short."""
 
-    def __init__(self, index: int, stats: str, error: str = "") -> None:
+    def __init__(self, index: int, stats: str, error: str = "", text: str = "") -> None:
         super().__init__()
         self.index = index
         self.stats = stats
         self.error = error
+        self.text = text

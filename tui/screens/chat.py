@@ -1,6 +1,14 @@
-"""Chat with any GGUF on the CPU, streamed; or two GGUFs side by side on the same prompt."""
+"""Chat with any GGUF on the CPU, streamed; or two GGUFs side by side on the same prompt.
+
+A reply streams from a worker thread as typed messages, at most FRAME_S apart: llama.cpp keeps the
+CPU, the screen is redrawn ~20 times a second, not once per token. A message sent while a reply
+streams is queued and shown as such; the chat commands (/reset, /system, /save, /help, /exit) are
+the core's table, as in `edgetune chat`. A run's conversation is kept in its chat.jsonl and reopened.
+"""
 from __future__ import annotations
 
+import time
+from functools import partial
 from pathlib import Path
 
 from textual import work
@@ -10,7 +18,9 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
+from edgetune import chat as chat_mod
 from edgetune.errors import EdgetuneError
+from edgetune.runs import RunFolder
 
 from ..display import one_line, show_status
 from ..messages import JobFinished, ReplyDone, ReplyPiece
@@ -18,9 +28,12 @@ from ..widgets.message_box import MessageBox
 from ..widgets.transcript import Transcript
 from .file_picker import FilePickerScreen
 
+FRAME_S = 0.05  # a streaming reply updates the screen at most 20 times a second
+
 
 class ChatScreen(Screen):
-    BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+s", "stop", "Stop"),
+    BINDINGS = [Binding("escape", "back", "Stop/Back"), Binding("ctrl+s", "stop", "Stop"),
+                Binding("ctrl+r", "regenerate", "Regenerate"), Binding("ctrl+o", "edit_last", "Edit last"),
                 Binding("ctrl+l", "clear", "Clear"), Binding("ctrl+y", "copy", "Copy reply")]
 
     def __init__(self, gguf: str = "", compare_with: str = ""):
@@ -30,11 +43,12 @@ class ChatScreen(Screen):
         self.replies: list[str] = []
         self.reply_lines: dict[int, Static] = {}  # transcript index -> the line its reply streams into
         self.streaming = 0  # replies still coming
+        self.queued: list[tuple[str, list[Static]]] = []  # messages sent while a reply streamed, and their lines
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(classes="row"):
-            yield Input(value=self.initial[0], id="gguf", placeholder="model.gguf")
+            yield Input(value=self.initial[0], id="gguf", placeholder="model.gguf or a run folder")
             yield Input(value=self.initial[1], id="gguf2", placeholder="compare with… (optional)")
             yield Button("Browse", id="browse")
             yield Button("Load", id="load")
@@ -50,16 +64,17 @@ class ChatScreen(Screen):
             yield Transcript(id="t0")
         yield Static("load a GGUF file (from a run's gguf/ folder, or any)", id="error", classes="status")
         with Horizontal(id="compose"):
-            yield MessageBox(id="message", placeholder="message: Enter sends, Ctrl+J new line",
+            yield MessageBox(id="message", placeholder="message: Enter sends, Ctrl+J new line, /help",
                              highlight_cursor_line=False)
             yield Button("Stop", id="stop")
-            yield Button("Clear", id="clear")
-            yield Button("Copy", id="copy")
+            yield Button("Redo", id="regenerate")
+            yield Button("Edit", id="edit")
         yield Footer()
 
     def on_mount(self) -> None:
         if self.initial[0]:
             self.load()
+            self.query_one("#message", MessageBox).focus()  # typing goes to the message while it loads
         else:
             self.query_one("#gguf", Input).focus()
 
@@ -69,7 +84,7 @@ class ChatScreen(Screen):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         action = {"load": self.load, "browse": self.browse, "stop": self.action_stop,
-                  "clear": self.action_clear, "copy": self.action_copy}.get(event.button.id)
+                  "regenerate": self.action_regenerate, "edit": self.action_edit_last}.get(event.button.id)
         if action:
             action()
 
@@ -82,6 +97,9 @@ class ChatScreen(Screen):
 
     def status(self, message: str, error: bool = False) -> None:
         show_status(self, message, error)
+
+    def transcripts(self) -> list[Transcript]:
+        return [self.query_one(f"#t{i}", Transcript) for i in range(len(self.sessions))]
 
     def browse(self) -> None:
 
@@ -106,10 +124,22 @@ class ChatScreen(Screen):
 
     @work(thread=True, exclusive=True, group="chat-load")
     def _load(self, paths: list[str], system: str) -> None:
-        sessions = []
+        sessions, note = [], ""
         try:
             for p in paths:
+                folder = RunFolder.containing(p)
+                if Path(p).is_dir():  # a run folder: its recommended file
+                    gguf = folder.recommended_gguf() if folder else None
+                    if gguf is None:
+                        raise EdgetuneError(f"{p}: not a run folder with a GGUF file in it")
+                    p = str(gguf)
                 sessions.append(self.app.chat_session(p, system))
+            if len(sessions) == 1 and folder is not None:  # one model: the run's conversation goes on
+                try:
+                    if sessions[0].open_log(folder.chat_log):
+                        note = f"reopened the conversation in {folder.chat_log.name}; /reset forgets it"
+                except EdgetuneError as e:
+                    note = f"{e}; this conversation is not kept"
         except EdgetuneError as e:
             _close(sessions)
             self.post_message(JobFinished(None, str(e)))
@@ -118,23 +148,28 @@ class ChatScreen(Screen):
             _close(sessions)
             self.post_message(JobFinished(None, one_line(e)))
             return
-        if not self.post_message(JobFinished(sessions)):  # the screen is gone: nobody will use them
+        if not self.post_message(JobFinished((sessions, note))):  # the screen is gone: nobody will use them
             _close(sessions)
 
     async def on_job_finished(self, message: JobFinished) -> None:
         if message.error is not None:
             self.status(message.error, True)
             return
-        sessions = message.result
+        sessions, note = message.result
         _close(self.sessions)
         self.sessions = sessions
+        self.queued = []
         box = self.query_one("#transcripts", Horizontal)
         await box.remove_children()
         for i, s in enumerate(sessions):
             t = Transcript(title=Path(s.path).name, id=f"t{i}")
             await box.mount(t)
             t.add("model:", f"{Path(s.path).name} loaded; prompt template {s.template_name}")
-        self.status("")
+            for m in s.messages:  # a reopened conversation
+                t.add("you:" if m["role"] == "user" else "model:", m["content"])
+        if sessions and sessions[0].system:
+            self.query_one("#system", Input).value = sessions[0].system
+        self.status(note)
         self.query_one("#message", MessageBox).focus()
 
     def _params(self) -> dict:
@@ -149,39 +184,65 @@ class ChatScreen(Screen):
         return params
 
     def send(self, text: str) -> None:
-        if not text.strip() or self.streaming:
+        """A message (sent now, or queued behind the reply streaming) or a chat command."""
+        if not text.strip():
+            return
+        command = chat_mod.parse_command(text)
+        if command is not None:
+            self.query_one("#message", MessageBox).clear()
+            self.run_command(command)
             return
         if not self.sessions:
             self.status("load a GGUF first", error=True)
             return
         try:
-            params = self._params()
+            self._params()
         except EdgetuneError as e:
             self.status(str(e), error=True)
             return
-        self.status("")
         self.query_one("#message", MessageBox).clear()
+        if self.streaming or self.queued:
+            lines = [t.add("you (queued):", text) for t in self.transcripts()]
+            self.queued.append((text, lines))
+            self.status(f"{len(self.queued)} queued: sent when the reply ends (Ctrl+S stops the reply)")
+            return
+        self.start(text)
+
+    def start(self, text: str, lines: list[Static] | None = None) -> None:
+        params = self._params()
+        self.status("")
         system = self.query_one("#system", Input).value
-        self.replies = [""] * len(self.sessions)
-        self.streaming = len(self.sessions)
-        for i, session in enumerate(self.sessions):
+        for i, (session, t) in enumerate(zip(self.sessions, self.transcripts())):
             session.system = system  # takes effect on this turn, no reload needed
-            t = self.query_one(f"#t{i}", Transcript)
-            t.add("you:", text)
-            self.reply_lines[i] = t.add("model:")
-            self._stream(i, session, text, params)
+            if lines:
+                t.show(lines[i], "you:", text)
+            else:
+                t.add("you:", text)
+            self._stream_into(i, t, partial(session.send, text, **params), after=lines[i] if lines else None)
+
+    def _stream_into(self, i: int, t: Transcript, reply, after: Static | None = None) -> None:
+        if i == 0:
+            self.replies = [""] * len(self.sessions)
+            self.streaming = len(self.sessions)
+        self.reply_lines[i] = t.add("model:", after=after)
+        self._stream(i, self.sessions[i], reply)
 
     @work(thread=True, group="chat-stream")
-    def _stream(self, i: int, session, text: str, params: dict) -> None:
-        error, reply = "", ""
+    def _stream(self, i: int, session, reply) -> None:
+        error, text, posted = "", "", 0.0
         try:
-            for piece in session.send(text, **params):
-                reply += piece
-                self.post_message(ReplyPiece(i, reply))
+            for piece in reply():
+                text += piece
+                now = time.monotonic()
+                if now - posted >= FRAME_S:  # batch the screen updates: the CPU is llama.cpp's
+                    self.post_message(ReplyPiece(i, text))
+                    posted = now
+        except EdgetuneError as e:
+            error = str(e)
         except Exception as e:  # llama.cpp failing mid-reply: say so in one line, keep the screen
             error = one_line(e)
         # The user left while it streamed: no handler will close this session, so close it here.
-        if not self.is_attached or not self.post_message(ReplyDone(i, session.last_stats, error)):
+        if not self.is_attached or not self.post_message(ReplyDone(i, session.last_stats, error, text)):
             session.close()
 
     def on_reply_piece(self, message: ReplyPiece) -> None:
@@ -190,31 +251,91 @@ class ChatScreen(Screen):
 
     def on_reply_done(self, message: ReplyDone) -> None:
         i, error = message.index, message.error
-        self.query_one(f"#t{i}", Transcript).show_reply(self.reply_lines[i], self.replies[i], message.stats)
+        self.replies[i] = message.text
+        self.query_one(f"#t{i}", Transcript).show_reply(self.reply_lines[i], message.text, message.stats)
         self.streaming = max(0, self.streaming - 1)
         if error:
             self.status(error, error=True)
+        if not self.streaming and self.queued:
+            text, lines = self.queued.pop(0)
+            self.start(text, lines)
+            if self.queued:
+                self.status(f"{len(self.queued)} queued: sent when the reply ends")
+
+    def run_command(self, turn: chat_mod.Turn) -> None:
+        if turn.command == "/exit":
+            self.action_back(leave=True)
+            return
+        if turn.command in ("/reset", "/save") and self.streaming:
+            self.status("a reply is still coming: Stop it first", error=True)
+            return
+        try:
+            result = chat_mod.run_command(turn, self.sessions)
+        except EdgetuneError as e:
+            self.status(str(e), error=True)
+            return
+        if turn.command == "/reset":
+            for t in self.query(Transcript):
+                t.remove_children()
+            self.replies, self.queued = [], []
+        elif turn.command == "/system":
+            self.query_one("#system", Input).value = turn.text
+        if turn.command == "/help":
+            self.query_one("#t0", Transcript).add("edgetune:", "chat commands\n" + "\n".join(result.lines))
+        else:
+            self.status(" ".join(result.lines), error=turn.command == "/?")
 
     def action_stop(self) -> None:
         for s in self.sessions:
             s.stop()
 
-    def action_clear(self) -> None:
+    def action_regenerate(self) -> None:
         if self.streaming:
             self.status("a reply is still coming: Stop it first", error=True)
             return
-        for s in self.sessions:
-            s.clear()
-        for t in self.query(Transcript):
-            t.remove_children()
-        self.replies = []
+        if not self.sessions or not any(m["role"] == "user" for m in self.sessions[0].messages):
+            self.status("nothing to regenerate yet: send a message first", error=True)
+            return
+        try:
+            params = self._params()
+        except EdgetuneError as e:
+            self.status(str(e), error=True)
+            return
+        self.status("")
+        for i, (session, t) in enumerate(zip(self.sessions, self.transcripts())):
+            t.remove_last("model")
+            self._stream_into(i, t, partial(session.regenerate, **params))
+
+    def action_edit_last(self) -> None:
+        if self.streaming:
+            self.status("a reply is still coming: Stop it first", error=True)
+            return
+        texts = [s.take_back() for s in self.sessions]
+        if not texts or texts[0] is None:
+            self.status("nothing sent yet", error=True)
+            return
+        for t in self.transcripts():
+            t.remove_last("model")
+            t.remove_last("you")
+        box = self.query_one("#message", MessageBox)
+        box.text = texts[0]
+        box.focus()
+        self.status("edit the message; Enter sends it again")
+
+    def action_clear(self) -> None:
+        self.run_command(chat_mod.Turn("/reset", ""))
 
     def action_copy(self) -> None:
         if self.replies and self.replies[0]:
             self.app.copy_to_clipboard(self.replies[0])
             self.status("last reply copied to the clipboard")
 
-    def action_back(self) -> None:
+    def action_back(self, leave: bool = False) -> None:
+        """Escape stops a reply that is coming; otherwise (or /exit) it leaves the chat."""
+        if self.streaming and not leave:
+            self.action_stop()
+            self.status("stopped")
+            return
         self.action_stop()
         if not self.streaming:  # else each stream closes its session when it ends
             _close(self.sessions)

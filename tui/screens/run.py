@@ -30,6 +30,7 @@ from ..display import base_label, one_line, shown_path
 from ..messages import CoreEvent, JobFinished
 from ..widgets.loss_chart import LossChart
 from ..widgets.quant_view import QuantView
+from ..widgets.serve_panel import ServePanel
 from ..widgets.smoke_table import SmokeTable
 from ..widgets.step_table import StepTable
 from .confirm import ConfirmScreen
@@ -65,6 +66,7 @@ class RunScreen(Screen):
             with TabPane("Results", id="results"):
                 with Horizontal(classes="nav", id="result-actions"):  # first: reachable at 80x24
                     yield Button("Chat", id="chat", disabled=True)
+                    yield Button("Serve", id="serve", disabled=True)
                     yield Button("Compare with F16", id="compare", disabled=True)
                     yield Button("Output folder", id="folder", disabled=True)
                     yield Button("Open report", id="report", disabled=True)
@@ -72,6 +74,7 @@ class RunScreen(Screen):
                     yield Static("results appear when the smoke test has run", id="accuracy")
                     yield SmokeTable(id="smoke")
                     yield QuantView(id="quant")
+                    yield ServePanel(id="serve-info")
         yield Static("", id="error", classes="error")
         with Horizontal(classes="nav"):
             yield Static("", id="status", classes="hint")
@@ -163,7 +166,7 @@ class RunScreen(Screen):
             if recommended is not None and recommended.name in rows:
                 table.move_cursor(row=rows.index(recommended.name))
             self.query_one("#quant", QuantView).show(self._quant_summary())
-            for name in ("chat", "compare", "folder", "report"):
+            for name in ("chat", "serve", "compare", "folder", "report"):
                 self.query_one(f"#{name}", Button).disabled = False
             self.query_one(TabbedContent).active = "results"
             self.query_one("#smoke", SmokeTable).focus()
@@ -219,6 +222,8 @@ class RunScreen(Screen):
             first, selected = self.summary.files[0].path, self._selected_file()
             other = selected if selected != first else self.summary.files[-1].path
             self.app.action_chat(first, other)
+        elif event.button.id == "serve":
+            self.query_one(ServePanel).toggle(self._run().dir)
         elif event.button.id == "folder":
             self.query_one("#status", Static).update(f"output folder: {self._run().gguf_dir.resolve()}")
         elif event.button.id == "report":

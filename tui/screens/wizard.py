@@ -63,7 +63,8 @@ class WizardScreen(Screen):
             self.action_next()
 
     def action_back(self) -> None:
-        if self.step > 0:
+        stack = self.app.screen_stack
+        if self.step > 0 or (len(stack) > 1 and getattr(stack[-2], "home", False)):  # first step: back to Runs
             self.app.pop_screen()
 
     def action_next(self) -> None:
