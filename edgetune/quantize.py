@@ -19,7 +19,7 @@ from edgetune.convert.filetypes import FileType, file_type
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_path
-from edgetune.gguf_io import bits_per_weight, check_gguf_file
+from edgetune.gguf_io import bits_per_weight, check_gguf_file, summary
 from edgetune.logs import llama_lines
 
 
@@ -86,7 +86,7 @@ def misfit(tensor: str, width: int, type_name: str) -> str | None:
 
 def row_widths(src: str | Path) -> dict[str, int]:
     """{tensor name: row length} of a GGUF's tensors (GGUF lists the row length first)."""
-    return {t.name: int(t.shape[0]) for t in gguf.GGUFReader(str(src), "r").tensors}
+    return summary(src).widths
 
 
 def check_types_fit(src: str | Path, types: dict[str, str | None], widths: dict[str, int] | None = None) -> None:
@@ -129,10 +129,9 @@ class Sizer:
 
     def __init__(self, src: str | Path, imatrix: str | Path | None = None):
         self.src = Path(src)
-        check_gguf_file(self.src)
-        reader = gguf.GGUFReader(str(self.src), "r")
-        self.header = int(reader.data_offset)  # llama.cpp reports tensor bytes; the header comes on top
-        self.widths = {t.name: int(t.shape[0]) for t in reader.tensors}  # rows a type must divide
+        read = summary(self.src)
+        self.header = read.data_offset  # llama.cpp reports tensor bytes; the header comes on top
+        self.widths = read.widths  # rows a type must divide
         self.imatrix = imatrix_mod.read(imatrix) if imatrix is not None else None
         self.imatrix_name = Path(imatrix).name if imatrix is not None else ""
 

@@ -192,18 +192,41 @@ def test_sweep_sizes_every_candidate_reading_the_source_once(llama256, llama256_
     _model_dir, f16 = llama256
     spec = from_dict({"export": {"quants": "auto", "auto_types": ["Q4_K_M", "IQ4_XS"],
                                  "auto_embedding_types": ["default", "Q4_0", "Q8_0"]}}).export
+    from edgetune import gguf_io
+
     reads = []
-    monkeypatch.setattr(quantize_mod, "check_gguf_file", lambda p: reads.append(p))
+    gguf_io._read.clear()
+    monkeypatch.setattr(gguf_io.gguf, "GGUFReader", lambda p, *a, _r=gguf_io.gguf.GGUFReader: reads.append(p) or _r(p, *a))
     monkeypatch.setattr(quantize_mod.imatrix_mod, "read", lambda p, _read=imatrix_mod.read: reads.append(p) or _read(p))
     events = []
     found, left_out = sweep_mod.candidates(f16, spec, llama256_imatrix, events.append)
-    assert len(reads) == 2 and not left_out  # the source validated once, the importance matrix read once
+    assert len(reads) == 2 and not left_out  # the source parsed once, the importance matrix read once
     steps = [e.message for e in events if e.kind == "progress"]
     assert steps == [f"sizing {i}/6" for i in range(1, 7)]
     sizes = [c.predicted_bytes for c in found]
     assert sizes == sorted(sizes) and len({c.label for c in found}) == len(found) >= 2
     q = next(c for c in found if c.label == "Q4_K_M-EMB-Q4_0")
     assert q.predicted_bytes == predicted_size(f16, "Q4_K_M", llama256_imatrix, "Q4_0", "Q4_0")
+
+
+def test_a_gguf_is_parsed_once_until_it_changes(llama256, tmp_path, monkeypatch):
+    import shutil
+
+    from edgetune import gguf_io
+
+    _model_dir, f16 = llama256
+    copy = tmp_path / "copy-F16.gguf"
+    shutil.copy(f16, copy)
+    parsed = []
+    monkeypatch.setattr(gguf_io.gguf, "GGUFReader", lambda p, *a, _r=gguf_io.gguf.GGUFReader: parsed.append(p) or _r(p, *a))
+    first = gguf_io.bits_per_weight(copy)
+    gguf_io.check_gguf_file(copy)
+    assert gguf_io.header_bytes(copy) > 0 and len(parsed) == 1
+    with open(copy, "r+b") as f:  # truncated: the cached figures must not vouch for it
+        f.truncate(copy.stat().st_size // 2)
+    with pytest.raises(EdgetuneError, match="copy-F16.gguf: truncated or corrupt GGUF"):
+        gguf_io.check_gguf_file(copy)
+    assert len(parsed) == 2 and first > 0
 
 
 # ---------------------------------------------------------------- KL divergence
