@@ -164,6 +164,9 @@ def test_runs_screen_lists_opens_chats_resumes_and_deletes(tmp_path):
             await pilot.pause()
             assert app.screen.__class__.__name__ == "ResultsScreen"
             assert "file verdict: FAIL" in str(app.screen.query_one("#accuracy").render())
+            await pilot.click("#report")  # no report.html in this folder: says how to build one
+            await pilot.pause()
+            assert "no report yet: edgetune report" in str(app.screen.query_one("#error").render())
             await pilot.press("escape")
             await pilot.pause()
             await pilot.press("c")

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgetune.base import BUILTIN
+from edgetune.report_html import open_report
+from edgetune.runs import RunFolder
 
 
 def shown_path(path: str | Path) -> str:
@@ -37,3 +39,13 @@ def show_status(screen, message: str, error: bool = False) -> None:
     line = screen.query_one("#error", Static)
     line.update(message)
     line.set_class(error, "error")
+
+
+def report_opened(folder: RunFolder) -> str:
+    """Open the run's report.html in the system's browser where there is one; the line saying what happened."""
+    page = folder.report_html
+    if not page.is_file():
+        return f"no report yet: edgetune report {shown_path(folder.dir)}"
+    if open_report(page):
+        return f"report opened in the browser: {shown_path(page)}"
+    return f"report: {shown_path(page)} (no graphical browser here)"

@@ -11,7 +11,7 @@ from textual.widgets import Button, Footer, Header, Static
 from edgetune.report import verdict_lines
 from edgetune.runs import RunFolder, summarize
 
-from ..display import base_label, shown_path
+from ..display import base_label, report_opened, shown_path
 from ..widgets.quant_view import QuantView
 from ..widgets.serve_panel import ServePanel
 from ..widgets.smoke_table import SmokeTable
@@ -39,6 +39,7 @@ class ResultsScreen(Screen):
             yield Button("Chat", id="chat", variant="primary")
             yield Button("Serve", id="serve")
             yield Button("Output folder", id="folder")
+            yield Button("Open report", id="report")
             yield Button("Back", id="back")
         yield Footer()
 
@@ -77,5 +78,7 @@ class ResultsScreen(Screen):
             self.query_one(ServePanel).toggle(self.folder.dir)
         elif event.button.id == "folder":
             self.query_one("#error", Static).update(f"output folder: {shown_path(self.folder.gguf_dir)}/")
+        elif event.button.id == "report":
+            self.query_one("#error", Static).update(report_opened(self.folder))
         elif event.button.id == "back":
             self.action_back()

@@ -22,11 +22,10 @@ from textual.widgets import (
 from edgetune.errors import EdgetuneError
 from edgetune.events import Cancelled, CancelToken, TrainMetrics, progress_line
 from edgetune.report import verdict_lines
-from edgetune.report_html import open_report
 from edgetune.results import QuantResult, SmokeResult
 from edgetune.runs import RunFolder
 
-from ..display import base_label, one_line, shown_path
+from ..display import base_label, one_line, report_opened, shown_path
 from ..messages import CoreEvent, JobFinished
 from ..widgets.loss_chart import LossChart
 from ..widgets.quant_view import QuantView
@@ -230,11 +229,4 @@ class RunScreen(Screen):
             self.open_report()
 
     def open_report(self) -> None:
-        """report.html in the system's browser where there is one; its path on the status line otherwise."""
-        page = self._run().report_html
-        if not page.is_file():
-            self.query_one("#status", Static).update(f"no report yet: edgetune report {shown_path(self._run().dir)}")
-        elif open_report(page):
-            self.query_one("#status", Static).update(f"report opened in the browser: {shown_path(page)}")
-        else:
-            self.query_one("#status", Static).update(f"report: {shown_path(page)} (no graphical browser here)")
+        self.query_one("#status", Static).update(report_opened(self._run()))
