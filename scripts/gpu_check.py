@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+sys.path.insert(0, str(ROOT))  # run as a script on the device machine: edgetune and scripts.bench from this checkout
 
 # Gemma 3 270M's text config (from the model's config.json): 18 layers, hidden 640, vocabulary 262,144.
 GEMMA3_270M = dict(hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
@@ -61,10 +60,11 @@ def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     """One side of the comparison in this (fresh) process: QLoRA training, then its peak CUDA memory
     (without CUDA, as in the test that runs this path on the CPU: the process's peak RSS)."""
     import torch
-    import train as bench  # scripts/bench/train.py: the benchmark's recipe and the seed recipe
 
     from edgetune import train
     from edgetune.base import load_tokenizer
+    from scripts.bench import train as bench  # the benchmark's recipe and the seed recipe
+    from scripts.bench.harness import peak_rss_mib
 
     r = bench.bench_recipe(kind, base, data, steps, out, batch=MEMORY_BATCH, max_length=MEMORY_MAX_LENGTH,
                            dtype="bf16")
@@ -80,7 +80,7 @@ def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
         tokens = max(x.get("num_tokens", 0) for x in log)
     else:
         _, _, tokens, _ = bench.train_seed(r, load_tokenizer(base), Path(out) / kind, p, checkpointing=True)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else bench.peak_rss_mb()
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mib()
     return {"kind": kind, "peak_mib": peak, "tokens": tokens,
             "seconds": time.time() - t0, "method": p.method, "dtype": p.dtype}
 
@@ -88,7 +88,7 @@ def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
 def memory_comparison(out: Path, steps: int, base: Path | None = None) -> list[tuple[str, str]]:
     """Rows for the table: each side's peak memory and the ratio, or why a side failed. `base`: the
     Gemma-shaped model by default (a test passes a tiny one)."""
-    import train as bench
+    from scripts.bench import train as bench
 
     out.mkdir(parents=True, exist_ok=True)
     base = base or gemma_shaped_base(out / "gemma3-270m-shaped")

@@ -211,6 +211,13 @@ class FakeLlama:
     def __init__(self, **kwargs):
         FakeLlama.made.append(kwargs)
         self.metadata = {}
+        self._model = type("Model", (), {"vocab": None})()  # what ChatSession's token count wraps
+
+    def sample(self, *args, **kwargs):
+        return 0
+
+    def close(self):
+        pass
 
 
 @pytest.fixture

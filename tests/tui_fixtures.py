@@ -1,6 +1,7 @@
 """Stand-ins for the slow parts behind the TUI: a pipeline runner, a chat session, a smoke summary."""
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -62,6 +63,8 @@ class FakeChatSession(Conversation):
 
     def __init__(self, path: str, system: str = ""):
         super().__init__(system)
+        ticks = itertools.count()
+        self.clock = lambda: float(next(ticks))  # a reply takes one "second": its tok/s is its token count
         self.path = Path(path)
         self.template_name = "from the file"
         self.stopped = threading.Event()
