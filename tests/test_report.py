@@ -177,7 +177,7 @@ def test_results_screen_opens_the_report(tmp_path, monkeypatch):
     write_finished_run(tmp_path / "runs", name="my-run")
     pipeline.write_reports(RunFolder(tmp_path / "runs" / "my-run"))
     browsers = []
-    monkeypatch.setattr("edgetune.tui.screens.run.open_report", lambda page: browsers.append(page) or len(browsers) > 1)
+    monkeypatch.setattr("edgetune.tui.display.open_report", lambda page: browsers.append(page) or len(browsers) > 1)
 
     async def go():
         app = EdgetuneApp(runner=FakeRunner(), autostart=True)
