@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgetune import hf_eval, templates
 from edgetune import serve as serve_mod
-from edgetune import templates
 from edgetune.fsutil import write_text
 from edgetune.recipe import MIN_STEPS, Recipe, steps_advice
 from edgetune.results import SmokeResult, TaskVerdict, TrainResult
@@ -163,12 +163,7 @@ def modelfile(target: str, tok, stop_ids: list[int]) -> str:
 
 def write_model_files(folder: RunFolder, target: Path, tok, recipe: Recipe, template: str | None) -> None:
     """The Modelfile and README.md beside the GGUFs (`tok`: the merged folder's tokenizer)."""
-    from transformers import GenerationConfig
-
-    merged = folder.merged
-    eos = GenerationConfig.from_pretrained(str(merged)).eos_token_id if (merged / "generation_config.json").is_file() \
-        else tok.eos_token_id
-    stop_ids = [eos] if isinstance(eos, int) else list(eos or [tok.eos_token_id])
+    stop_ids = hf_eval.folder_stop_ids(folder.merged, tok)  # EOS and the template's turn end
     write_text(folder.modelfile, modelfile(target.name, tok, stop_ids))
     t = recipe.train
     card = [f"# {recipe.name}", "", f"Fine-tuned from `{recipe.base}` on `{recipe.data.path}` with edgetune "
