@@ -21,8 +21,15 @@ def test_export_screen_auto_and_budget():
             await pilot.pause()
             app.screen.query_one("#quants").select("auto")
             app.screen.query_one("#min_top1").value = "95"
-            assert app.screen.query_one("#auto_mixed").value is False  # the recipe's default
+            mixed = app.screen.query_one("#auto_mixed")
+            assert mixed.value is False  # the recipe's default
+            # Choosing auto shows its fields: click only once the layout has them on screen (it raced under load in CI).
+            await pilot.pause()
+            mixed.scroll_visible(animate=False)
+            await pilot.pause()
             await pilot.click("#auto_mixed")
+            await pilot.pause()
+            assert mixed.value is True
             app.screen.apply()
             assert app.recipe.export.quants == ["auto"] and app.recipe.export.auto_min_top1 == 0.95
             assert app.recipe.export.auto_mixed is True
