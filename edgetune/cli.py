@@ -10,7 +10,23 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from edgetune import __version__, hub, logs, pipeline, report_html
+from edgetune import (
+    DataSpec,
+    EdgetuneError,
+    Event,
+    RunFolder,
+    TrainMetrics,
+    __version__,
+    cache_dir,
+    hub,
+    list_runs,
+    logs,
+    pipeline,
+    progress_line,
+    report_html,
+    resolve_base,
+    run_batch,
+)
 from edgetune import chat as chat_mod
 from edgetune import data as data_mod
 from edgetune import merge as merge_mod
@@ -18,14 +34,7 @@ from edgetune import quantize as quantize_mod
 from edgetune import recipe as recipe_mod
 from edgetune import serve as serve_mod
 from edgetune import threads as threads_mod
-from edgetune.base import resolve_base
-from edgetune.batch import run_batch
 from edgetune.convert import convert_hf_to_gguf
-from edgetune.errors import EdgetuneError
-from edgetune.events import Event, TrainMetrics, progress_line
-from edgetune.fsutil import cache_dir
-from edgetune.recipe import DataSpec
-from edgetune.runs import RunFolder, list_runs
 
 EPILOG = """\b
 Examples:

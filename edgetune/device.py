@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgetune import threads as threads_mod
+import edgetune.threads as threads_mod
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 

@@ -17,23 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgetune import data as data_mod
-from edgetune import merge as merge_mod
-from edgetune import recipe as recipe_mod
-from edgetune import report as report_mod
-from edgetune import report_html
-from edgetune import smoke as smoke_mod
-from edgetune import sweep as sweep_mod
-from edgetune import train as train_mod
-from edgetune.base import load_tokenizer
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, duration, ignore
 from edgetune.fsutil import is_main_process, write_text
-from edgetune.hub import check_ids
-from edgetune.recipe import Recipe
+from edgetune.inputs import data as data_mod
+from edgetune.inputs import recipe as recipe_mod
+from edgetune.inputs.base import load_tokenizer
+from edgetune.inputs.hub import check_ids
+from edgetune.inputs.recipe import Recipe
 from edgetune.results import QuantResult, SmokeResult, TrainResult
 from edgetune.runs import RunFolder
+from edgetune.steps import merge as merge_mod
+from edgetune.steps import report as report_mod
+from edgetune.steps import report_html
+from edgetune.steps import smoke as smoke_mod
+from edgetune.steps.quantize import sweep as sweep_mod
+from edgetune.steps.train import train as train_mod
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def fingerprint(recipe: Recipe, step: str) -> str:
 def up_to_date(recipe: Recipe, folder: RunFolder, step: str) -> bool:
     record = folder.state().steps.get(step)
     outputs = STEP_TABLE[STEPS.index(step)].outputs(recipe, folder)
-    return record is not None and record.fingerprint == fingerprint(recipe, step) and all(p.exists() for p in outputs)
+    return record is not None and record.done(fingerprint(recipe, step), outputs)
 
 
 def _plain(obj):

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from edgetune import metrics
 from edgetune.errors import EdgetuneError
 from edgetune.fsutil import write_json
+from edgetune.measure import metrics
 
 R = TypeVar("R", bound="Record")
 
@@ -343,9 +343,18 @@ class SmokeResult(Record):
 
 @dataclass
 class StepRecord(Record):
+    """What one finished piece of work was made from: the pipeline's steps (state.json) and the batch's
+    adapters (manifest.json) are skipped by the same rule, `done`."""
+
     fingerprint: str
-    seconds: float
-    finished: float  # unix time
+    seconds: float = 0.0
+    finished: float = 0.0  # unix time
+    files: list[str] = field(default_factory=list)  # the outputs, where the caller does not know them
+
+    def done(self, fingerprint: str, outputs: list[Path] | None = None) -> bool:
+        """Made from the same inputs, and every output still there."""
+        paths = [Path(p) for p in (self.files if outputs is None else outputs)]
+        return self.fingerprint == fingerprint and all(p.exists() for p in paths)
 
 
 @dataclass

@@ -110,7 +110,7 @@ class RunFolder:
             return []
 
     def recipe(self):
-        from edgetune import recipe as recipe_mod
+        from edgetune.inputs import recipe as recipe_mod
         return recipe_mod.load(self.recipe_yaml)
 
     def is_run(self) -> bool:

@@ -42,7 +42,7 @@ def gemma_shaped_base(out: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
-    from edgetune.demo import build_demo_base
+    from edgetune import build_demo_base
 
     if (out / "config.json").exists():
         return out
@@ -61,8 +61,7 @@ def memory_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     (without CUDA, as in the test that runs this path on the CPU: the process's peak RSS)."""
     import torch
 
-    from edgetune import train
-    from edgetune.base import load_tokenizer
+    from edgetune import load_tokenizer, train
     from scripts.bench import train as bench  # the benchmark's recipe and the seed recipe
     from scripts.bench.harness import peak_rss_mib
 
@@ -125,10 +124,8 @@ def main() -> None:
     import torch
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device; this check is for a GPU machine")
-    from edgetune import pipeline
+    from edgetune import Event, RunFolder, TrainMetrics, pipeline
     from edgetune import recipe as R
-    from edgetune.events import Event, TrainMetrics
-    from edgetune.runs import RunFolder
 
     t_all = time.time()
     r = R.load(Path(__file__).resolve().parent.parent / "recipes" / "demo.yaml")

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from edgetune.demo import CHAT_TEMPLATE, corpus
+from edgetune.inputs.demo import CHAT_TEMPLATE, corpus
 
 EXTRA_TEXT = ["Ünïcödé café naïve façade 日本語のテキスト emoji 🙂🚀 https://example.com/path?q=1&x=2",
               "CamelCase snake_case kebab-case 1234567890 3.14159 multiple   spaces\tand\ttabs\nnew\nlines"] * 20
@@ -226,7 +226,7 @@ def build(arch: str, folder: Path) -> Path:
     """Save a tiny random `arch` model with its tokenizer under `folder`; return the folder."""
     import torch
 
-    from edgetune.models import model_class
+    from edgetune.inputs.models import model_class
 
     kind = TOKENIZER_FOR[arch]
     tok = spm_tokenizer(folder / "spm") if kind == "spm" else bpe_tokenizer(kind)

@@ -10,24 +10,27 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
 
+# Module-scoped fixtures shared across test folders (the 256-wide Llama, its F16 file and imatrix).
+pytest_plugins = ["quant_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """A 2-layer Llama (hidden 64) with a locally trained byte-level BPE tokenizer and chat template."""
-    from edgetune.demo import build_demo_base
+    from edgetune.inputs.demo import build_demo_base
     return build_demo_base(tmp_path_factory.mktemp("tiny") / "base", steps=200, tiny=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_bos_base(tmp_path_factory):
     """The tiny base with a tokenizer that puts BOS in front of text, as Llama and Gemma do."""
-    from edgetune.demo import build_demo_base
+    from edgetune.inputs.demo import build_demo_base
     return build_demo_base(tmp_path_factory.mktemp("tiny_bos") / "base", steps=200, tiny=True, add_bos=True)
 
 
 @pytest.fixture(scope="session")
 def demo_jsonl(tmp_path_factory):
-    from edgetune.demo import write_dataset
+    from edgetune.inputs.demo import write_dataset
     return write_dataset(tmp_path_factory.mktemp("data") / "demo.jsonl", n_rows=160)
 
 
@@ -38,7 +41,7 @@ def tiny_recipe(tiny_base, demo_jsonl, tmp_path):
 
 
 def make_recipe(base, data_path, runs_dir, **overrides):
-    from edgetune.recipe import from_dict
+    from edgetune.inputs.recipe import from_dict
     values = {
         "name": "t", "base": str(base), "runs_dir": str(runs_dir),
         "data": {"path": str(data_path), "max_length": 64, "eval_split": 0.1},

@@ -26,7 +26,7 @@ def llama_logits(path, token_lists, n_ctx: int = 256):
 def hf_logits(model_dir, token_lists):
     import torch
 
-    from edgetune.models import load_causal_lm
+    from edgetune.inputs.models import load_causal_lm
     model = load_causal_lm(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         return [model(torch.tensor([ids])).logits[0].numpy() for ids in token_lists]
@@ -203,3 +203,22 @@ def real_o200k_model(dest: Path) -> Path:
     model.save_pretrained(dest)
     fast.save_pretrained(dest)
     return dest
+
+
+def make_adapter(base_dir, out_dir, r, targets, seed, **extra):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, **extra))
+    with torch.no_grad():  # a trained adapter's B is not zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    model.save_pretrained(out_dir)
+    config = json.loads((out_dir / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(base_dir)
+    (out_dir / "adapter_config.json").write_text(json.dumps(config))
+    return out_dir

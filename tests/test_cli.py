@@ -4,7 +4,10 @@ import sys
 
 from typer.testing import CliRunner
 
+from edgetune import __version__, pipeline
 from edgetune.cli import app
+
+from conftest import make_recipe
 
 runner = CliRunner()
 
@@ -84,3 +87,48 @@ def test_train_prints_device_dtype_and_expected_tokens_per_s_before_training(tin
     assert device < expected < start
     assert ("bf16 autocast" in lines[device]) or ("fp32: " in lines[device])  # the dtype and why
     assert "trained tokens/s (an estimate:" in lines[expected]
+
+
+def test_an_empty_name_is_refused_like_any_bad_name(tmp_path):
+    result = runner.invoke(app, ["train", "--name", "", "--data", str(tmp_path / "none.jsonl")])
+    assert result.exit_code == 2
+    assert "name '' must be letters" in result.output
+
+
+def test_version_and_help_texts():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"edgetune {__version__}"
+    out = runner.invoke(app, ["run", "--help"]).output
+    assert "Run name" in out and "Base model: demo, gemma3-270m" in out and "Dataset: demo, a" in out
+
+
+def test_plain_edgetune_without_a_terminal_prints_help_and_fails():
+    proc = subprocess.run([sys.executable, "-m", "edgetune"], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Usage:" in proc.stderr and "needs a terminal" in proc.stderr
+    assert "\x1b[" not in proc.stdout + proc.stderr
+
+
+def test_too_few_steps_are_warned_about_before_the_run(tmp_path):
+    rows = tmp_path / "d.jsonl"
+    rows.write_text("".join(json.dumps({"instruction": f"reverse w{i}", "output": f"{i}w"}) + "\n" for i in range(57)))
+    recipe = make_recipe("demo", rows, tmp_path / "runs", train={"batch_size": 16, "grad_accum": 2, "epochs": 3,
+                                                                 "max_steps": -1})
+    events = []
+    pipeline.check_inputs(recipe, events.append)
+    (warning,) = [e.message for e in events]
+    assert warning.startswith("warning: 51 training rows at batch 16 x accum 2, 3 epochs give only 6 optimizer steps")
+    assert "try train.batch_size 4 with train.grad_accum 1 (39 steps)" in warning
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_ctrl_c_line():
+    """Ctrl-C inside a command (typer would end it as a silent exit 130) prints where it stopped."""
+    code = ("from edgetune import cli, pipeline\n"
+            "def stop(*a, **k): raise KeyboardInterrupt('interrupted at step 8 of 12')\n"
+            "pipeline.run = stop\ncli._load_recipe = lambda *a, **k: type('R', (), {'name': 'x', 'runs_dir': 'r'})\n"
+            "cli._log_libraries = lambda *a, **k: None\nimport sys; sys.argv = ['edgetune', 'train']; cli.main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "interrupted at step 8 of 12; run the same command to resume"

@@ -66,7 +66,7 @@ def test_full_disk_during_conversion_is_a_clear_error(tiny_base, small_disk):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=300), st.booleans())
 def test_fuzz_gguf_checks_only_raise_clear_errors(tmp_path, blob, magic):
-    from edgetune.gguf_io import check_gguf_file
+    from edgetune.inputs.gguf_io import check_gguf_file
     path = tmp_path / "fuzz.gguf"
     path.write_bytes((b"GGUF\x03\x00\x00\x00" if magic else b"") + blob)
     try:

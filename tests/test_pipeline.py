@@ -1,15 +1,21 @@
 """The whole spine on a tiny model: train -> merge -> convert -> quantize -> smoke, judged by llama.cpp."""
 import html
+import json
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from edgetune import pipeline
+from edgetune.cli import app
 from edgetune.errors import EdgetuneError
 from edgetune.events import Cancelled, CancelToken
 from edgetune.runs import RunFolder
 
 from browser import render
 from conftest import make_recipe
+
+runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +170,45 @@ def test_cancel_between_steps_keeps_what_is_done(tiny_base, demo_jsonl, tmp_path
     assert (run.merged / "config.json").exists() and not run.gguf("F16").exists()
     state = run.state()
     assert set(state.steps) == {"train", "merge"} and state.outcome == "interrupted" and state.step == "convert"
+
+
+def test_bad_inputs_leave_no_run_folder(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    missing = make_recipe("demo", tmp_path / "missing.jsonl", runs, name="missing")
+    with pytest.raises(EdgetuneError, match="missing.jsonl: no such file"):
+        pipeline.run(missing)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("instruction,output\na,b,c\n")
+    with pytest.raises(EdgetuneError, match="bad.csv:2: 3 cells for 2 columns"):
+        pipeline.run(make_recipe("demo", bad, runs, name="badcsv"))
+    assert not runs.exists() or list(runs.iterdir()) == []
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["run", "--name", "badcsv", "--data", str(bad)])
+    assert result.exit_code == 2 and "3 cells for 2 columns" in result.output
+    assert not Path("runs").exists()
+
+
+def test_ctrl_c_says_the_step_and_the_resumed_result_counts_all_training(tiny_recipe):
+    """Ctrl-C (a KeyboardInterrupt inside the trainer) ends with 'interrupted at step N', the run is
+    marked interrupted, and after the resume train.json counts every part: steps, seconds, parts."""
+    from edgetune.events import TrainMetrics
+    from edgetune.runs import RunFolder
+
+    def ctrl_c_at_step_8(e):
+        if isinstance(e, TrainMetrics) and e.step == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        pipeline.run(tiny_recipe, ctrl_c_at_step_8, until="train")
+    assert str(e.value) == "interrupted at step 8 of 12 (last checkpoint: step 6)"
+    folder = RunFolder.of(tiny_recipe)
+    state = folder.state()
+    assert state.outcome == "interrupted" and state.step == "train" and state.error.startswith("interrupted at step 8")
+    first = json.loads(folder.train_parts.read_text())
+    assert [p["step"] for p in first] == [8]
+    pipeline.run(tiny_recipe, until="train")
+    result = folder.train_result()
+    parts = json.loads(folder.train_parts.read_text())
+    assert result.steps == 12 and result.parts == 2 and [p["step"] for p in parts] == [8, 12]
+    assert result.seconds == pytest.approx(sum(p["seconds"] for p in parts), abs=0.11)
+    assert result.seconds >= first[0]["seconds"]

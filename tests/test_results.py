@@ -19,6 +19,7 @@ from edgetune.results import (
     TaskVerdict,
     TrainResult,
 )
+from edgetune.use.batch import Manifest
 
 
 def test_every_record_round_trips_with_nested_types(tmp_path):
@@ -58,3 +59,22 @@ def test_an_older_file_reads_with_defaults_and_a_broken_one_names_itself(tmp_pat
         SmokeResult.read(bad)
     with pytest.raises(EdgetuneError, match=r"train.json: missing"):
         TrainResult.read(tmp_path / "train.json")
+
+
+def test_one_rule_for_what_is_done(tmp_path):
+    """A pipeline step and a batch adapter are skipped by the same rule: same inputs, outputs all there."""
+    out = tmp_path / "a.gguf"
+    out.write_bytes(b"GGUF")
+    record = StepRecord("abc", 1.0, 0.0, [str(out)])
+    assert record.done("abc") and not record.done("abd")
+    assert not record.done("abc", [out, tmp_path / "gone.gguf"])
+    manifest = Manifest(tmp_path)
+    manifest.record("adapter-1", "abc", [str(out)], 2.0)
+    assert Manifest(tmp_path).done("adapter-1", "abc")
+    out.unlink()
+    assert not Manifest(tmp_path).done("adapter-1", "abc")
+    # A manifest of an earlier edgetune (no seconds) still reads; one that is not ours is redone, not a crash.
+    (tmp_path / "manifest.json").write_text(json.dumps({"x": {"fingerprint": "f", "files": [], "finished": 1.0}}))
+    assert Manifest(tmp_path).done("x", "f")
+    (tmp_path / "manifest.json").write_text(json.dumps(["not", "ours"]))
+    assert Manifest(tmp_path).entries == {}

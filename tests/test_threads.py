@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from edgetune import threads
 from edgetune.errors import EdgetuneError
-from edgetune.recipe import from_dict
+from edgetune.inputs.recipe import from_dict
 
 from conftest import make_recipe
 
@@ -229,7 +229,7 @@ def fake_llama(monkeypatch):
 
 
 def test_chat_session_takes_the_chosen_threads(two_cpus, fake_llama, tmp_path):
-    from edgetune.chat import ChatSession
+    from edgetune.use.chat import ChatSession
     path = tiny_gguf(tmp_path / "m.gguf")
     two_cpus["busy"] = 1.0
     s = ChatSession(path)

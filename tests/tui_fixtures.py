@@ -6,9 +6,10 @@ import threading
 import time
 from pathlib import Path
 
-from edgetune.chat import Conversation
 from edgetune.events import Cancelled, Event, TrainMetrics
-from edgetune.results import SmokeResult
+from edgetune.results import RunState, SmokeResult
+from edgetune.runs import RunFolder
+from edgetune.use.chat import Conversation
 
 FAKE_SUMMARY = SmokeResult.from_dict({
     "prompts": ["p"] * 4, "expected": ["x"] * 4, "base": {"answers": [""] * 4, "accuracy": 0.0},
@@ -97,3 +98,28 @@ def write_fake_adapters(root: Path, names=("alpha", "beta")) -> Path:
         (root / name / "adapter_config.json").write_text('{"base_model_name_or_path": "demo"}')
         (root / name / "adapter_model.safetensors").write_bytes(b"")
     return root
+
+
+def make_run(root, name, state="done", smoke=True, recipe=True, gguf=True):
+    folder = RunFolder(root / name)
+    folder.dir.mkdir(parents=True)
+    if recipe:
+        folder.recipe_yaml.write_text(f"name: {name}\nbase: demo\ndata:\n  path: demo\nruns_dir: {root}\n")
+    steps = {s: {"fingerprint": "x", "seconds": 1.0, "finished": 1.0}
+             for s in ("train", "merge", "convert", "quantize", "smoke")}
+    RunState.from_dict({"steps": steps, "outcome": state, "error": "boom" if state == "failed" else ""}
+                       ).write(folder.state_json)
+    if smoke:
+        FAKE_SUMMARY.write(folder.smoke_json)
+    if gguf:
+        folder.gguf_dir.mkdir()
+        folder.gguf("Q4_K_M").write_bytes(b"GGUF" + b"\0" * 64)
+    return folder
+
+
+async def wait_until(pilot, condition, seconds=60.0):
+    for _ in range(int(seconds / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError("condition not reached in time")

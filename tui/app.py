@@ -12,11 +12,8 @@ from typing import Callable
 from textual.app import App
 from textual.binding import Binding
 
-from edgetune import pipeline, threads
+from edgetune import CancelToken, ChatSession, Recipe, pipeline, threads
 from edgetune import recipe as recipe_mod
-from edgetune.chat import ChatSession
-from edgetune.events import CancelToken
-from edgetune.recipe import Recipe
 
 from .screens.base_model import BaseModelScreen
 from .screens.batch import BatchScreen

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgetune.base import BUILTIN
-from edgetune.report_html import open_report
-from edgetune.runs import RunFolder
+from edgetune import BUILTIN, RunFolder, open_report
 
 
 def shown_path(path: str | Path) -> str:

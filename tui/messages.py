@@ -6,8 +6,7 @@ import threading
 
 from textual.message import Message
 
-from edgetune.errors import EdgetuneError
-from edgetune.events import Event
+from edgetune import EdgetuneError, Event
 
 from .display import one_line
 

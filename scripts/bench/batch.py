@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--repeats", type=int, default=None)
     a = ap.parse_args()
-    from edgetune.base import resolve_base
+    from edgetune import resolve_base
     spec = a.model or ("demo" if a.quick else "gemma3-270m")
     base = resolve_base(spec)
     repeats = a.repeats or (2 if a.quick else 2)

@@ -81,11 +81,10 @@ def run_tui(gguf: Path, threads: int, max_tokens: int, env: dict) -> tuple[int, 
 
 
 def demo_q4(work: Path) -> Path:
-    from edgetune.base import resolve_base
+    from edgetune import quantize, resolve_base
     from edgetune.convert import convert_hf_to_gguf
-    from edgetune.quantize import quantize
     f16 = convert_hf_to_gguf(resolve_base("demo"), work / "demo-F16.gguf", "f16")
-    quantize(f16, work / "demo-Q4_K_M.gguf", "Q4_K_M")
+    quantize.quantize(f16, work / "demo-Q4_K_M.gguf", "Q4_K_M")
     return work / "demo-Q4_K_M.gguf"
 
 
@@ -104,7 +103,7 @@ def main() -> None:
         elif args.model == "demo":
             gguf = demo_q4(work)
         else:
-            from edgetune.models import gemma3_270m_gguf
+            from edgetune import gemma3_270m_gguf
             gguf = gemma3_270m_gguf()
         # a copy outside any run folder: no run's chat.jsonl is reopened or written
         plain = work / gguf.name

@@ -42,7 +42,7 @@ def chosen(config: str) -> tuple[int, str]:
 def measure_chat(config: str, tokens: int, seconds: float) -> dict:
     from llama_cpp import Llama
 
-    from edgetune.models import gemma3_270m_gguf
+    from edgetune import gemma3_270m_gguf
     n, why = chosen(config)
     llm = Llama(model_path=str(gemma3_270m_gguf()), n_ctx=512, n_threads=n, n_threads_batch=n, verbose=False,
                 seed=0)
@@ -62,9 +62,7 @@ def measure_train(config: str, steps: int, batch: int, seq: int) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from edgetune import train
-    from edgetune.base import resolve_base
-    from edgetune.recipe import TrainSpec
+    from edgetune import TrainSpec, resolve_base, train
 
     torch.set_num_threads(n)
     base = resolve_base("gemma3-270m")
@@ -123,7 +121,7 @@ def main() -> None:
         os.environ.pop(name, None)
     configs = a.configs.split(",")
     parts = ["chat", "train"] if a.part == "both" else [a.part]
-    from edgetune.base import resolve_base
+    from edgetune import resolve_base
     if "train" in parts:
         resolve_base("gemma3-270m")  # the HF copy, once, before anything is timed
     results: dict = {}

@@ -32,7 +32,7 @@ finally:
 
 
 def ref_python() -> str:
-    from edgetune.fsutil import cache_dir
+    from edgetune import cache_dir
     venv = cache_dir() / "bench" / "ref-venv"
     py = venv / "bin" / "python"
     if not (venv / ".ready").exists():
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--model", default="gemma3-270m", help="gemma3-270m or an HF folder")
     ap.add_argument("--repeats", type=int, default=None)
     a = ap.parse_args()
-    from edgetune.base import resolve_base
+    from edgetune import resolve_base
     model = Path(resolve_base(a.model))
     repeats = a.repeats or (1 if a.quick else 3)
     ref = ref_python()

@@ -30,7 +30,7 @@ def run_once(work: Path, base: str, steps: int, rows: int, code: Path | None, re
     """One `edgetune run` in a child (of the edgetune at `code`, else this one); prints its record and
     returns the ratio of the steps after training to training. With `reuse`, a finished run already in
     `work` is read instead (said in the output)."""
-    from edgetune.runs import RunFolder
+    from edgetune import RunFolder
 
     folder = RunFolder(work / "runs" / "export")
     if reuse and folder.state().outcome == "done" or (reuse and folder.smoke_json.is_file()):

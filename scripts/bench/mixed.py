@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgetune.mixed import LADDER
+from edgetune import LADDER
 from scripts.bench.quant import CALIBRATION_MODULES, EVALUATION_MODULES, docstrings, rows_of  # the same texts
 
 
@@ -37,12 +37,9 @@ def main() -> None:
     a = ap.parse_args()
     from transformers import AutoTokenizer
 
+    from edgetune import Heldout, kld, mixed, quantize, resolve_base
     from edgetune import imatrix as imatrix_mod
-    from edgetune import kld, mixed
-    from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
-    from edgetune.heldout import Heldout
-    from edgetune.quantize import quantize
 
     model_dir = resolve_base(a.model)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -69,7 +66,7 @@ def main() -> None:
         calib_s = time.perf_counter() - t0
         for q in a.types.split(","):
             single = tmp / f"m-{q}.gguf"
-            quantize(f16, single, q, a.threads, imatrix=im)
+            quantize.quantize(f16, single, q, a.threads, imatrix=im)
             size = single.stat().st_size
             types = mixed.written_types(single)
             known = {n: types[n] for n in table.options if any(o.type == types[n] for o in table.options[n])}

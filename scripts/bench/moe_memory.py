@@ -34,7 +34,7 @@ def build(folder: Path, experts: int, layers: int, hidden: int, width: int) -> t
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Qwen3MoeConfig
 
-    from edgetune.demo import corpus, train_tokenizer
+    from edgetune import corpus, train_tokenizer
 
     tok = train_tokenizer(corpus(300), vocab_size=1024)
     config = Qwen3MoeConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
@@ -78,10 +78,9 @@ def step(name: str, base: Path, adapter: Path, out: Path) -> None:
     """One measured step, in this (fresh) process; prints its peak RSS above the post-import RSS."""
     import torch  # noqa: F401  (imports before the reference point, as every step needs them)
 
-    from edgetune.batch import convert_merged
+    from edgetune import convert_merged, merge
     from edgetune.convert import convert_hf_to_gguf
     from edgetune.convert.model_folder import read_tensors
-    from edgetune.merge import merge
 
     def status(key: str) -> float:
         return int(open("/proc/self/status").read().split(f"{key}:")[1].split()[0]) * 1024
@@ -94,7 +93,7 @@ def step(name: str, base: Path, adapter: Path, out: Path) -> None:
     elif name == "convert":
         convert_hf_to_gguf(base, out / "base-F16.gguf", "f16")
     elif name == "merge":
-        merge(str(base), adapter, out / "merged")
+        merge.merge(str(base), adapter, out / "merged")
     elif name == "batch":
         convert_merged(base, adapter, out, "batch", ["F16"])
     print("BENCH", json.dumps({"peak": status("VmHWM") - start, "start": start}), flush=True)

@@ -23,7 +23,7 @@ QUANTS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"]
 def held_out_text(model: str) -> str:
     """Offline English prose: the demo corpus for demo models, stdlib docstrings otherwise."""
     if "demo" in model:
-        from edgetune.demo import corpus
+        from edgetune import corpus
         return " ".join(corpus(300, seed=99))
     import argparse as a  # noqa: E401
     import collections
@@ -44,11 +44,8 @@ def main() -> None:
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgetune.base import resolve_base
+    from edgetune import bits_per_weight, perplexity, quantize, resolve_base
     from edgetune.convert import convert_hf_to_gguf
-    from edgetune.gguf_io import bits_per_weight
-    from edgetune.quantize import quantize
-    from edgetune.smoke import perplexity
 
     spec = a.model or ("demo" if a.quick else "gemma3-270m")
     model_dir = resolve_base(spec)
@@ -64,7 +61,7 @@ def main() -> None:
         f16 = Path(tmp) / "model-F16.gguf"
         convert_hf_to_gguf(model_dir, f16, "f16")
         for q in QUANTS:
-            path = f16 if q == "F16" else Path(quantize(f16, Path(tmp) / f"model-{q}.gguf", q)["path"])
+            path = f16 if q == "F16" else Path(quantize.quantize(f16, Path(tmp) / f"model-{q}.gguf", q)["path"])
             row = {"type": q, "mib": path.stat().st_size / 2**20, "bpw": bits_per_weight(path)}
             for threads in (1, 2):
                 llm = Llama(model_path=str(path), n_ctx=len(ids) + 80, logits_all=True, verbose=False,

@@ -110,14 +110,10 @@ def main() -> None:
     pairs = [(w, b) for w, b in PAIRS if w in a.types.split(",")]
     from transformers import AutoTokenizer
 
+    from edgetune import DataSpec, Heldout, heldout, kld, quantize, resolve_base
     from edgetune import data as data_mod
-    from edgetune import heldout, kld
     from edgetune import imatrix as imatrix_mod
-    from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
-    from edgetune.heldout import Heldout
-    from edgetune.quantize import quantize
-    from edgetune.recipe import DataSpec
 
     model_dir = resolve_base(a.model)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -160,7 +156,7 @@ def main() -> None:
 
         def measure(q: str, kind: str, path_im: Path | None, task_only: bool = False) -> None:
             out = tmp / f"m-{q}-{kind}.gguf"
-            info = quantize(f16, out, q, a.threads, imatrix=path_im)
+            info = quantize.quantize(f16, out, q, a.threads, imatrix=path_im)
             size = {"mib": info["bytes"] / 2**20, "bpw": info["bits_per_weight"]}
             if not task_only:
                 results[(q, kind)] = {**vars(kld.measure(out, ref, held, max_tokens=1, threads=a.threads)), **size}

@@ -27,7 +27,7 @@ def make_data(path: Path, n: int) -> Path:
     """Demo rows with varied lengths (1 to 40 filler words of context), like real instruction data."""
     import random
 
-    from edgetune.demo import TASKS, WORDS, task_example
+    from edgetune import TASKS, WORDS, task_example
     rng = random.Random(0)
     with open(path, "w") as f:
         for i in range(n):
@@ -57,7 +57,7 @@ BATCH, ACCUM, LR = 8, 2, 2e-3
 
 
 def _fp32():
-    from edgetune.train import Plan
+    from edgetune import Plan
     return Plan("lora", "cpu", "fp32")
 
 
@@ -78,8 +78,7 @@ def train_ours(r, out: Path):
     RSS of training: taken before the held-out model is loaded)."""
     from peft import PeftModel
 
-    from edgetune import train
-    from edgetune.runs import RunFolder
+    from edgetune import RunFolder, train
 
     train.train(r, out)
     peak = peak_rss_mib()
@@ -151,7 +150,7 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     else:
         model, seconds, tokens, peak = train_seed(r, tok, Path(out) / kind)
     eval_loss = response_loss(model, eval_ds)
-    from edgetune.device import lora_flops_per_token
+    from edgetune import lora_flops_per_token
     ids = [i for x in eval_ds["input_ids"] for i in x]
     loss_share = (1.0 if kind == "seed" else
                   sum(sum(m) for m in eval_ds["completion_mask"]) / max(1, len(ids)))  # seed: loss on every token
@@ -159,7 +158,7 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     flops = lora_flops_per_token(model.config, int(mean_len), loss_share) * tokens / seconds
     expected = None
     if kind == "ours":  # the estimate `edgetune train` shows before training, for the same batch shape
-        from edgetune.device import estimate_throughput
+        from edgetune import estimate_throughput
         p = train.plan(r.train, model.config)
         expected = estimate_throughput(model.config, p.device, p.dtype, p.why, r.train.batch_size, int(mean_len),
                                        loss_share).tokens_per_s
@@ -182,7 +181,7 @@ def main() -> None:
         kind, base, data, steps, out = a._one
         emit(**one_run(kind, base, data, int(steps), out))
         return
-    from edgetune.base import resolve_base
+    from edgetune import resolve_base
     base = resolve_base(a.base)
     steps = a.steps or (20 if a.quick else 100)
     repeats = a.repeats or (1 if a.quick else 3)
@@ -197,7 +196,7 @@ def main() -> None:
     best = {k: max(v, key=lambda x: x["tokens_per_s"]) for k, v in results.items()}
     import torch
 
-    from edgetune.device import matmul_peak_gflops
+    from edgetune import matmul_peak_gflops
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     peak = {d: matmul_peak_gflops(d) for d in ("fp32", "bf16")}
     print(f"matmul peak (torch, 1024^3, {torch.get_num_threads()} threads): fp32 {peak['fp32']:.0f} GFLOP/s, "

@@ -8,10 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, RadioSet, Static
 
-from edgetune.base import check_model_folder
-from edgetune.errors import EdgetuneError
-from edgetune.gguf_io import check_gguf_file
-from edgetune.hub import check_id, is_hub_id
+from edgetune import EdgetuneError, check_gguf_file, check_id, check_model_folder, is_hub_id
 
 from ..widgets.toggles import RadioButton
 from .file_picker import FilePickerScreen

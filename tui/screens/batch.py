@@ -18,10 +18,8 @@ from textual.widgets import (
     Static,
 )
 
-from edgetune.batch import adapter_problem, find_adapters, run_batch, slug
+from edgetune import CancelToken, EdgetuneError, adapter_problem, find_adapters, run_batch, slug
 from edgetune.convert.filetypes import FILE_TYPES
-from edgetune.errors import EdgetuneError
-from edgetune.events import CancelToken
 
 from ..display import one_line, show_status, shown_path
 from ..messages import CoreEvent, JobFinished

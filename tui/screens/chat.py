@@ -18,9 +18,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
+from edgetune import EdgetuneError, RunFolder
 from edgetune import chat as chat_mod
-from edgetune.errors import EdgetuneError
-from edgetune.runs import RunFolder
 
 from ..display import one_line, show_status
 from ..messages import JobFinished, ReplyDone, ReplyPiece

@@ -10,12 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Input, Label, Select, Static
 
+from edgetune import DataSpec, EdgetuneError, check_id, demo_base_ready, is_hub_id, templates
 from edgetune import data as data_mod
-from edgetune import templates
-from edgetune.demo import demo_base_ready
-from edgetune.errors import EdgetuneError
-from edgetune.hub import check_id, is_hub_id
-from edgetune.recipe import DataSpec
 
 from ..display import base_label
 from ..messages import TRANSFORMERS_LOCK, JobFinished, finished
@@ -28,6 +24,7 @@ FORMATS = [("auto-detect", "auto"), ("alpaca", "alpaca"), ("chat", "chat"), ("te
 TEMPLATES = [("template: auto", "auto")] + [(f"template: {t}", t) for t in templates.CHOICES[1:]]
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 PREVIEW_ROWS = 5
+PREVIEW_COLUMNS = (("row", 16), ("prompt", 36), ("response", 18))  # label, width in cells
 MAPPED = ("instruction", "input", "output")  # the alpaca fields the file's own columns can be mapped to
 
 
@@ -63,7 +60,9 @@ class DatasetScreen(WizardScreen):
         yield Histogram(id="histogram")
 
     def on_mount(self) -> None:
-        self.query_one("#preview", DataTable).add_columns("row", "prompt", "response")
+        table = self.query_one("#preview", DataTable)
+        for label, width in PREVIEW_COLUMNS:  # fixed widths: the table keeps its shape at 80 columns as rows arrive
+            table.add_column(label, width=width)
         columns = self.app.recipe.data.columns
         self.query_one("#columns").display = bool(columns)
         if columns:
@@ -187,7 +186,8 @@ class DatasetScreen(WizardScreen):
         table = self.query_one("#preview", DataTable)
         table.clear()
         for i, ex in enumerate(self.examples):
-            table.add_row(_short_where(ex.where), _flat(_prompt_body(ex), 40), _flat(ex.answer or ex.completion, 20), key=str(i))
+            cells = (_short_where(ex.where), _prompt_body(ex), ex.answer or ex.completion)
+            table.add_row(*(_flat(c, w) for c, (_, w) in zip(cells, PREVIEW_COLUMNS)), key=str(i))
         self._render_example(0)
         self.query_one("#histogram", Histogram).show(stats.histogram, "tokens per row")
 

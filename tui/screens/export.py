@@ -5,9 +5,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Static
 
+from edgetune import EdgetuneError
 from edgetune import recipe as recipe_mod
 from edgetune.convert.filetypes import FILE_TYPES
-from edgetune.errors import EdgetuneError
 
 from ..widgets.toggles import Checkbox, SelectionList
 from .wizard import WizardScreen

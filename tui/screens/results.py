@@ -8,8 +8,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
-from edgetune.report import verdict_lines
-from edgetune.runs import RunFolder, summarize
+from edgetune import RunFolder, summarize, verdict_lines
 
 from ..display import base_label, report_opened, shown_path
 from ..widgets.quant_view import QuantView

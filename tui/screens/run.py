@@ -19,11 +19,17 @@ from textual.widgets import (
     TabPane,
 )
 
-from edgetune.errors import EdgetuneError
-from edgetune.events import Cancelled, CancelToken, TrainMetrics, progress_line
-from edgetune.report import verdict_lines
-from edgetune.results import QuantResult, SmokeResult
-from edgetune.runs import RunFolder
+from edgetune import (
+    Cancelled,
+    CancelToken,
+    EdgetuneError,
+    QuantResult,
+    RunFolder,
+    SmokeResult,
+    TrainMetrics,
+    progress_line,
+    verdict_lines,
+)
 
 from ..display import base_label, one_line, report_opened, shown_path
 from ..messages import CoreEvent, JobFinished

@@ -11,8 +11,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
-from edgetune.errors import EdgetuneError
-from edgetune.runs import RunSummary, list_runs
+from edgetune import EdgetuneError, RunSummary, list_runs
 
 from ..display import base_label
 from ..widgets.serve_panel import ServePanel

@@ -4,8 +4,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.widgets import Label, Static
 
-from edgetune.runs import RunFolder
-from edgetune.sweep import budget_text
+from edgetune import RunFolder, budget_text
 
 from .run import RunScreen
 from .wizard import WizardScreen

@@ -8,10 +8,8 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
+from edgetune import EdgetuneError, estimate, plan, threads, tracker_problem
 from edgetune import recipe as recipe_mod
-from edgetune import threads
-from edgetune.errors import EdgetuneError
-from edgetune.train import estimate, plan, tracker_problem
 
 from ..messages import TRANSFORMERS_LOCK, JobFinished, finished
 from .wizard import WizardScreen

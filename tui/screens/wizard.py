@@ -10,7 +10,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
-from edgetune.errors import EdgetuneError
+from edgetune import EdgetuneError
 
 
 class WizardScreen(Screen):

@@ -7,7 +7,7 @@ import math
 from rich.text import Text
 from textual.widgets import Static
 
-from edgetune.results import QuantFile, QuantResult
+from edgetune import QuantFile, QuantResult
 
 PLOT_WIDTH, PLOT_HEIGHT = 44, 7
 MARKS = "abcdefghijklmnopqrstuvwxyz"

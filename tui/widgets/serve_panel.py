@@ -7,9 +7,8 @@ from pathlib import Path
 from textual.message import Message
 from textual.widgets import Static
 
+from edgetune import EdgetuneError, cache_dir
 from edgetune import serve as serve_mod
-from edgetune.errors import EdgetuneError
-from edgetune.fsutil import cache_dir
 
 from ..display import one_line
 

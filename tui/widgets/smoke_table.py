@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from edgetune.results import FileCheck
+from edgetune import FileCheck
 
 
 class SmokeTable(DataTable):

@@ -6,8 +6,7 @@ import time
 from rich.text import Text
 from textual.widgets import DataTable
 
-from edgetune.events import duration
-from edgetune.pipeline import STEPS
+from edgetune import STEPS, duration
 
 STATE_STYLES = {"pending": "dim", "running": "bold yellow", "done": "green", "skipped": "cyan",
                 "failed": "bold red", "stopped": "yellow"}

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from edgetune.chat import shown
+from edgetune import shown
 
 
 def _markup(who: str, text: str, stats: str = "") -> Text:

@@ -1,0 +1,77 @@
+"""A GGUF file in llama.cpp (through llama-cpp-python) on the held-out rows: its log-probabilities,
+its greedy answers and where they stop, its speed. The llama.cpp side of what hf_eval does for a
+Hugging Face model; the quantize step (kld) and the smoke step read every file through here."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+import edgetune.threads as threads_mod
+from edgetune.errors import EdgetuneError
+from edgetune.inputs.gguf_io import check_gguf_file
+from edgetune.measure import metrics
+
+
+def load(path: str | Path, n_ctx: int, threads: int = 0):
+    """The file in llama.cpp with logits at every position, after a clear check that it is a GGUF."""
+    from llama_cpp import Llama
+
+    check_gguf_file(Path(path))
+    return Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0,
+                 n_threads=threads_mod.resolve(threads), n_batch=min(512, n_ctx))
+
+
+def n_ctx(rows: list[list[int]], max_tokens: int) -> int:
+    """A context that holds the longest row or prompt and an answer."""
+    return max([len(r) for r in rows] + [64]) + max_tokens + 8
+
+
+def logits(llm, ids: list[int]) -> np.ndarray:
+    """[len(ids), vocab] float32 logits of one row."""
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
+def logprobs(llm, ids: list[int]) -> np.ndarray:
+    """[len(ids) - 1, vocab] next-token log-probabilities of one row."""
+    lg = logits(llm, ids)[:-1]
+    if not np.isfinite(lg).all():
+        raise EdgetuneError("logits are not finite")
+    return metrics.log_softmax(lg)
+
+
+def greedy(llm, ids: list[int], max_tokens: int) -> tuple[str, int | None, bool]:
+    """(answer text, last token, stopped on an end-of-generation token) of greedy decoding."""
+    import llama_cpp
+
+    llm.reset()
+    out: list[int] = []
+    for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+        out.append(int(token))
+        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(out) >= max_tokens:
+            break
+    eog = bool(out) and llama_cpp.llama_vocab_is_eog(llm._model.vocab, out[-1])
+    # Bytes that do not form UTF-8 are dropped, as llama-cpp-python's completion drops them.
+    text = llm.detokenize(out[:-1] if eog else out).decode("utf-8", errors="ignore")
+    return text.strip(), (out[-1] if out else None), eog
+
+
+def answers(llm, prompts: list[list[int]], max_tokens: int) -> tuple[list[str], int]:
+    """Greedy answers to every prompt, and how many stopped on an end-of-generation token."""
+    done = [greedy(llm, ids, max_tokens) for ids in prompts]
+    return [text for text, _, _ in done], sum(eog for _, _, eog in done)
+
+
+def generation_speed(llm, prompt: list[int], n_tokens: int = 32) -> float:
+    """Decode tokens/s over exactly `n_tokens` greedy steps after `prompt` (EOS does not stop it,
+    so short answers do not turn the figure into a measure of prompt evaluation)."""
+    llm.reset()
+    llm.eval(prompt)
+    t0 = time.perf_counter()
+    for _ in range(n_tokens):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        llm.eval([token])
+    return n_tokens / (time.perf_counter() - t0)

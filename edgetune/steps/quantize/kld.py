@@ -1,0 +1,109 @@
+"""What quantization cost, measured by llama.cpp on the user's held-out rows.
+
+For each GGUF against the unquantized (F16) reference file, over the same held-out rows the
+importance matrix never saw (llama-perplexity --kl-divergence's definitions):
+  mean / p99 KLD   KL(P_ref || P_file) of the next-token distributions, sum_v p_ref (log p_ref - log p_file),
+                   over every next-token position of every row
+  top-1 agreement  share of those positions where both files' most likely token is the same
+  delta ppl        perplexity on the held-out responses, file minus reference
+  accuracy         exact match of greedy answers with the dataset's answers
+and "did the fine-tune survive": the share of the fine-tune's perplexity gain this file keeps,
+(ppl_base - ppl_file) / (ppl_base - ppl_finetuned); a file that gives back more than 10% is flagged.
+
+The reference's log-probabilities are kept in memory as float32 (exact: a file against itself
+is 0); the held-out rows (edgetune.heldout) are already as many as fit in LOGPROB_BYTES.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgetune.errors import EdgetuneError
+from edgetune.measure import gguf_eval, metrics
+from edgetune.measure.heldout import LOGPROB_BYTES, Heldout
+
+GAIN_LOSS_FLAG = 0.10  # a file that gives back more than this share of the fine-tune's gain is flagged
+
+
+@dataclass
+class FileReference:
+    path: str
+    logprobs: list[np.ndarray]  # per row [len - 1, n_vocab] float32
+    perplexity: float
+    accuracy: float | None
+    answers: list[str]
+    positions: int
+    stopped_at_eos: int = 0  # of its answers, how many stopped on an end-of-generation token
+
+
+def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> FileReference:
+    """The reference file's log-probabilities (as many rows as fit LOGPROB_BYTES), perplexity and answers."""
+    if not rows.ids:
+        raise EdgetuneError(f"{path}: no held-out rows to measure quantization on (data.eval_split is 0?)")
+    llm = gguf_eval.load(path, gguf_eval.n_ctx(rows.ids + rows.prompts, max_tokens), threads)
+    try:
+        logprobs, used = [], 0
+        for ids in rows.ids:
+            lp = gguf_eval.logprobs(llm, ids)
+            if logprobs and used + lp.nbytes > LOGPROB_BYTES:
+                break
+            logprobs.append(lp)
+            used += lp.nbytes
+        answers, stopped = gguf_eval.answers(llm, rows.prompts, max_tokens)
+    finally:
+        llm.close()
+    n = len(logprobs)
+    return FileReference(str(path), logprobs, metrics.perplexity(logprobs, rows.ids[:n], rows.masks[:n]),
+                     metrics.accuracy(answers, rows.expected), answers, sum(len(lp) for lp in logprobs), stopped)
+
+
+@dataclass
+class Measure:
+    """One file against the reference on the held-out rows."""
+
+    mean_kld: float
+    p99_kld: float
+    top1: float  # share of positions whose most likely token is the reference's
+    positions: int
+    perplexity: float
+    delta_ppl: float  # file minus reference
+    accuracy: float | None
+    answers: list[str]
+    stopped_at_eos: int = 0
+
+
+def measure(path: str | Path, ref: FileReference, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> Measure:
+    """KLD, top-1 agreement, perplexity and accuracy of one file against the reference."""
+    llm = gguf_eval.load(path, gguf_eval.n_ctx(rows.ids + rows.prompts, max_tokens), threads)
+    try:
+        klds, same, logprobs = [], 0, []
+        for ref_lp, ids in zip(ref.logprobs, rows.ids):
+            lp = gguf_eval.logprobs(llm, ids)
+            logprobs.append(lp)
+            klds.append(metrics.kld(ref_lp, lp))
+            same += metrics.top1_same(ref_lp, lp)
+        answers, stopped = gguf_eval.answers(llm, rows.prompts, max_tokens)
+    finally:
+        llm.close()
+    k = np.concatenate(klds) if klds else np.zeros(0)
+    ppl = metrics.perplexity(logprobs, rows.ids[: len(logprobs)], rows.masks[: len(logprobs)])
+    return Measure(mean_kld=float(k.mean()) if k.size else float("nan"),
+                   p99_kld=float(np.percentile(k, 99)) if k.size else float("nan"),
+                   top1=same / max(k.size, 1), positions=int(k.size), perplexity=ppl,
+                   delta_ppl=ppl - ref.perplexity, accuracy=metrics.accuracy(answers, rows.expected), answers=answers,
+                   stopped_at_eos=stopped)
+
+
+def gain_kept(ppl_base: float | None, ppl_finetuned: float, ppl_file: float) -> float | None:
+    """Share of the fine-tune's perplexity gain a file keeps (1 = all of it, 0 = back to the base);
+    None when the fine-tune gained nothing to keep."""
+    if ppl_base is None or not math.isfinite(ppl_base) or ppl_base - ppl_finetuned <= 1e-9:
+        return None
+    return (ppl_base - ppl_file) / (ppl_base - ppl_finetuned)
+
+
+def gave_back(kept: float | None) -> bool:
+    return kept is not None and kept < 1 - GAIN_LOSS_FLAG

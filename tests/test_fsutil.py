@@ -1,0 +1,21 @@
+"""Files edgetune writes: created as any tool creates them (the umask honoured), never half-written."""
+import os
+import stat
+
+from edgetune.fsutil import atomic_dir, write_text
+
+
+def test_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            write_text(d / "b.txt", "y")
+        os.umask(0o027)
+        write_text(tmp_path / "c.txt", "z")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d" / "b.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "c.txt").stat().st_mode) == 0o640

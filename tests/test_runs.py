@@ -1,0 +1,83 @@
+"""`edgetune runs` lists what the Runs screen shows, odd folders as rows; `edgetune chat` escapes a
+model's control characters and keeps a run's conversation; the model card says how to serve."""
+import json
+
+from typer.testing import CliRunner
+
+from edgetune import chat as chat_mod
+from edgetune import cli
+from edgetune.runs import RunFolder
+
+from tui_fixtures import make_run
+
+
+def test_runs_lists_every_run_and_says_what_is_odd(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "good")
+    make_run(runs, "broken", state="failed", smoke=False)
+    (runs / "half").mkdir()
+    (runs / "half" / "state.json").write_text('{"steps": ')
+    (runs / "old").mkdir()
+    (runs / "old" / "state.json").write_text(json.dumps({"train": {"fingerprint": "x", "seconds": 1}}))
+    (runs / "not-a-run").mkdir()
+    result = CliRunner().invoke(cli.app, ["runs", str(runs)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["NAME", "BASE", "DATE", "STATE", "RECOMMENDED", "FILE", "TASK"]
+    rows = {line.split()[0]: line.split() for line in lines[1:] if not line.startswith(" ")}
+    assert set(rows) == {"good", "broken", "half", "old"}
+    assert rows["good"][4:] == ["done", "good-Q4_K_M.gguf", "FAIL", "good"]
+    assert rows["broken"][4] == "failed" and "boom" in result.output
+    assert rows["half"][-4] == "incomplete" and rows["old"][-4] == "incomplete"
+    assert "no runs under" in CliRunner().invoke(cli.app, ["runs", str(tmp_path / "none")]).output
+
+
+class ControlSession(chat_mod.Conversation):
+    made = []
+
+    def __init__(self, gguf, system="", threads=0):
+        super().__init__(system)
+        self.path = gguf
+        self.template_name = "from the file"
+        ControlSession.made.append(self)
+
+    def _generate(self, history, **params):
+        for piece in ("back\x08", "\ttab", "\x1b[31mred"):
+            self.tokens += 1
+            yield piece
+
+    def close(self):
+        pass
+
+
+def test_cli_chat_escapes_control_characters_and_keeps_a_runs_conversation(monkeypatch, tmp_path):
+    monkeypatch.setattr(chat_mod, "ChatSession", ControlSession)
+    monkeypatch.setattr(cli, "_log_libraries", lambda *a, **k: None)
+    folder = make_run(tmp_path / "runs", "r")
+    result = CliRunner().invoke(cli.app, ["chat", str(folder.dir)], input="hi\n\n/exit\n")
+    assert result.exit_code == 0, result.output
+    assert "back\\x08\\ttab\\e[31mred" in result.output and "\x1b" not in result.output and "\x08" not in result.output
+    assert "[3 tokens," in result.output
+    assert ControlSession.made[-1].path == folder.gguf("Q4_K_M")  # a run folder chats with its recommended file
+    result = CliRunner().invoke(cli.app, ["chat", str(folder.gguf("Q4_K_M"))], input="/exit\n")
+    assert "2 earlier messages" in result.output  # reopened with the run
+    assert RunFolder.containing(folder.gguf("Q4_K_M")).dir == folder.dir
+    result = CliRunner().invoke(cli.app, ["chat", str(folder.dir), "--new"], input="/exit\n")
+    assert "earlier messages" not in result.output
+
+
+def test_the_model_card_says_how_to_serve_it(tmp_path):
+    from edgetune import report
+    from edgetune.inputs.recipe import from_dict
+
+    class Tok:
+        eos_token_id = 2
+
+        def convert_ids_to_tokens(self, i):
+            return "</s>"
+    folder = make_run(tmp_path / "runs", "r")
+    recipe = from_dict({"name": "r", "base": "demo", "runs_dir": str(tmp_path / "runs")})
+    report.write_model_files(folder, folder.gguf("Q4_K_M"), Tok(), recipe, None)
+    card = folder.model_card.read_text()
+    assert f"edgetune serve {folder.dir}" in card
+    assert "curl http://127.0.0.1:8000/v1/chat/completions" in card and '"model": "r"' in card

@@ -1,0 +1,199 @@
+"""After training, in the TUI (Pilot): chat that streams, queues, stops and takes commands; the
+Runs screen (open, chat, serve, resume, delete; odd folders as rows); Results reopened."""
+import asyncio
+import json
+
+from edgetune.tui.app import EdgetuneApp
+
+from tui_fixtures import FakeChatSession, FakeRunner, make_run, wait_until
+
+
+class SlowSession(FakeChatSession):
+    delay = 0.05
+
+
+def lines(screen, cls=".msg"):
+    return [str(s.render()) for s in screen.query(cls)]
+
+
+async def open_chat(app, pilot, path="m.gguf"):
+    app.action_chat(path)
+    await pilot.pause()
+    chat = app.screen
+    await wait_until(pilot, lambda: len(chat.sessions) == 1)
+    return chat
+
+
+async def type_and_send(pilot, chat, text):
+    chat.query_one("#message").text = text
+    chat.query_one("#message").focus()
+    await pilot.press("enter")
+
+
+def test_chat_queues_a_message_sent_while_a_reply_streams_and_stops_on_escape():
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), chat_session=SlowSession)
+        async with app.run_test(size=(80, 24)) as pilot:
+            chat = await open_chat(app, pilot)
+            await type_and_send(pilot, chat, "one two three four five six seven eight nine ten eleven twelve")
+            await wait_until(pilot, lambda: chat.streaming and "says" in chat.replies[0])  # streamed, not at the end
+            await type_and_send(pilot, chat, "second")
+            await pilot.pause()
+            assert any("you (queued):" in t and "second" in t for t in lines(chat))
+            assert "1 queued" in str(chat.query_one("#error").render())
+            await wait_until(pilot, lambda: len(chat.sessions[0].sent) == 2 and not chat.streaming)
+            assert chat.sessions[0].sent == ["one two three four five six seven eight nine ten eleven twelve", "second"]
+            assert not any("queued" in t for t in lines(chat))
+            # a long reply: Escape stops it (the screen stays), well before its end
+            await type_and_send(pilot, chat, " ".join(["w"] * 200))
+            await wait_until(pilot, lambda: chat.streaming and len(chat.replies[0]) > 10)
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not chat.streaming)
+            assert app.screen is chat
+            assert chat.sessions[0].messages[-1]["tokens"] < 100 and "stopped" in lines(chat)[-1]
+            await pilot.press("escape")  # nothing streaming: back
+            await pilot.pause()
+            assert app.screen is not chat
+    asyncio.run(go())
+
+
+def test_chat_commands_are_not_sent_to_the_model_and_control_characters_show_escaped():
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession)
+        async with app.run_test(size=(100, 32)) as pilot:
+            chat = await open_chat(app, pilot)
+            await type_and_send(pilot, chat, "bell\x07 and\x08 back\x1b[2J")
+            await wait_until(pilot, lambda: chat.sessions[0].sent and not chat.streaming)
+            assert any("back\\e[2J" in t and "bell\\x07" in t for t in lines(chat, ".msg-model"))
+            assert not any("\x1b" in t or "\x08" in t for t in lines(chat))
+            await type_and_send(pilot, chat, "/system be brief")
+            await pilot.pause()
+            assert chat.query_one("#system").value == "be brief" and chat.sessions[0].system == "be brief"
+            await type_and_send(pilot, chat, "/help")
+            await pilot.pause()
+            assert any("/save" in t and "/reset" in t for t in lines(chat))
+            await type_and_send(pilot, chat, "/sytem x")
+            await pilot.pause()
+            assert "unknown command /sytem" in str(chat.query_one("#error").render())
+            await type_and_send(pilot, chat, "/reset")
+            await pilot.pause()
+            assert chat.sessions[0].messages == [] and lines(chat) == []
+            assert chat.sessions[0].sent == ["bell\x07 and\x08 back\x1b[2J"]  # no command reached the model
+            await type_and_send(pilot, chat, "/exit")
+            await pilot.pause()
+            assert app.screen is not chat
+    asyncio.run(go())
+
+
+def test_regenerate_and_edit_the_last_message():
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession)
+        async with app.run_test(size=(80, 24)) as pilot:
+            chat = await open_chat(app, pilot)
+            await type_and_send(pilot, chat, "first")
+            await wait_until(pilot, lambda: len(chat.sessions[0].sent) == 1 and not chat.streaming)
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: len(chat.sessions[0].sent) == 2 and not chat.streaming)
+            assert chat.sessions[0].sent == ["first", "first"]
+            assert len(lines(chat, ".msg-model")) == 2  # the "loaded" line and one reply, not two
+            await pilot.press("ctrl+o")
+            await pilot.pause()
+            assert chat.query_one("#message").text == "first" and chat.sessions[0].messages == []
+            chat.query_one("#message").text = "first, edited"
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: len(chat.sessions[0].sent) == 3 and not chat.streaming)
+            assert [m["content"] for m in chat.sessions[0].messages] == ["first, edited", "m says: first, edited"]
+            assert len(lines(chat, ".msg-you")) == 1
+    asyncio.run(go())
+
+
+def test_runs_screen_lists_opens_chats_resumes_and_deletes(tmp_path):
+    runs = tmp_path / "runs"
+    done = make_run(runs, "good")
+    make_run(runs, "broken", state="failed", smoke=False)
+    (runs / "half").mkdir(parents=True)
+    (runs / "half" / "state.json").write_text('{"steps": {"train": ')  # cut mid-write
+    (runs / "old").mkdir()
+    (runs / "old" / "state.json").write_text(json.dumps({"train": {"fingerprint": "x", "seconds": 1}}))  # 0.1 format
+    (runs / "old" / "recipe.yaml").write_text("name: old\nbase: demo\nnot: [valid")
+    runner = FakeRunner()
+
+    async def go():
+        app = EdgetuneApp(runner=runner, chat_session=FakeChatSession, runs_dir=str(runs))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            assert screen.__class__.__name__ == "RunsScreen"
+            table = screen.query_one("#runs")
+            rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
+            assert set(rows) == {"good", "broken", "half", "old"}
+            assert rows["good"][3] == "done" and rows["good"][4] == "good-Q4_K_M.gguf"
+            assert rows["good"][5] == "FAIL" and rows["good"][6] == "good"
+            assert rows["broken"][3] == "failed" and rows["half"][3] == "incomplete" and rows["old"][3] == "unreadable"
+            table.move_cursor(row=[r.name for r in screen.rows].index("good"))
+            await pilot.pause()
+            assert str(screen.query_one("#resume").label) == "Rerun"
+            await pilot.press("o")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "ResultsScreen"
+            assert "file verdict: FAIL" in str(app.screen.query_one("#accuracy").render())
+            await pilot.click("#report")  # no report.html in this folder: says how to build one
+            await pilot.pause()
+            assert "no report yet: edgetune report" in str(app.screen.query_one("#error").render())
+            await pilot.press("escape")
+            await pilot.pause()
+            await pilot.press("c")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "ChatScreen"
+            chat = app.screen
+            await wait_until(pilot, lambda: len(chat.sessions) == 1)
+            assert chat.sessions[0].path == done.gguf("Q4_K_M") and chat.sessions[0].log == done.chat_log
+            await type_and_send(pilot, chat, "hello")
+            await wait_until(pilot, lambda: chat.sessions[0].sent and not chat.streaming)
+            await pilot.press("escape")
+            await pilot.pause()
+            await pilot.press("c")  # the conversation comes back with the run
+            await pilot.pause()
+            chat = app.screen
+            await wait_until(pilot, lambda: len(chat.sessions) == 1)
+            assert any("hello" in t for t in lines(chat, ".msg-you"))
+            assert [m["content"] for m in chat.sessions[0].messages] == ["hello", "good-Q4_K_M says: hello"]
+            await pilot.press("escape")
+            await pilot.pause()
+            await pilot.press("r")
+            await wait_until(pilot, lambda: app.screen.__class__.__name__ == "RunScreen" and app.screen.finished)
+            assert runner.recipe.name == "good" and runner.recipe.runs_dir == str(runs)
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "RunsScreen"
+            screen.query_one("#runs").move_cursor(row=[r.name for r in screen.rows].index("broken"))
+            await pilot.press("d")
+            await pilot.pause()
+            await pilot.press("n")  # no: kept
+            await pilot.pause()
+            assert (runs / "broken").is_dir()
+            await pilot.press("d")
+            await pilot.pause()
+            await pilot.press("y")
+            await pilot.pause()
+            assert not (runs / "broken").exists() and "broken" not in [r.name for r in screen.rows]
+            await pilot.press("n")  # New run: the wizard; Escape on its first step comes back
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "BaseModelScreen"
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.screen is screen
+    asyncio.run(go())
+
+
+def test_runs_screen_with_no_runs_offers_a_new_run(tmp_path):
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), runs_dir=str(tmp_path / "none"))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            assert "no runs under" in str(app.screen.query_one("#detail").render())
+            assert app.screen.query_one("#open").disabled
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "BaseModelScreen"
+    asyncio.run(go())
