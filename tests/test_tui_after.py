@@ -7,7 +7,7 @@ from edgetune.results import RunState
 from edgetune.runs import RunFolder
 from edgetune.tui.app import EdgetuneApp
 
-from tui_fixtures import FAKE_SUMMARY, FakeChatSession, FakeRunner
+from tui_fixtures import FAKE_SUMMARY, FakeChatSession, FakeRunner, FakeServers
 
 
 async def wait_until(pilot, condition, seconds=30.0):
@@ -223,4 +223,50 @@ def test_runs_screen_with_no_runs_offers_a_new_run(tmp_path):
             await pilot.press("n")
             await pilot.pause()
             assert app.screen.__class__.__name__ == "BaseModelScreen"
+    asyncio.run(go())
+
+
+def test_serve_is_never_started_twice_and_a_dead_server_is_shown_stopped(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "good")
+    servers = FakeServers()
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), runs_dir=str(runs), server_process=servers)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            panel = screen.query_one("#serve-info")
+            await pilot.press("s")
+            await pilot.pause()
+            assert "starting the server for good-Q4_K_M.gguf at http://127.0.0.1:8000/v1" in str(panel.render())
+            await pilot.press("s")  # pressed again while it starts: no second server
+            await pilot.pause()
+            assert "already starting" in str(panel.render()) and len(servers.made) == 1
+            servers.ready_now.set()
+            await wait_until(pilot, lambda: "OpenAI-compatible API at http://127.0.0.1:8000/v1" in str(panel.render()))
+            await pilot.press("s")  # pressed while it runs: says where, asks before stopping
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "ConfirmScreen"
+            assert "Already serving good-Q4_K_M.gguf at http://127.0.0.1:8000/v1" in str(app.screen.question)
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.screen is screen and len(servers.made) == 1 and not servers.made[0].stopping
+            servers.made[0].returncode = -9  # killed behind the TUI's back
+            await wait_until(pilot, lambda: "stopped (killed by SIGKILL" in str(panel.render()))
+            assert "OpenAI-compatible API" not in str(panel.render()) and panel.has_class("error")
+            await pilot.press("o")  # another screen shows it stopped too, not running
+            await pilot.pause()
+            assert "stopped (killed by SIGKILL" in str(app.screen.query_one("#serve-info").render())
+            await pilot.press("escape")
+            await pilot.pause()
+            await pilot.press("s")  # a dead server is replaced by a new one
+            await wait_until(pilot, lambda: "OpenAI-compatible API at http://127.0.0.1:8001/v1" in str(panel.render()))
+            assert len(servers.made) == 2
+            await pilot.press("s")
+            await pilot.pause()
+            await pilot.press("y")
+            await pilot.pause()
+            assert servers.made[1].stopping and "stopped serving good-Q4_K_M.gguf" in str(panel.render())
+            assert "good-Q4_K_M" not in "".join(app.servers)
     asyncio.run(go())

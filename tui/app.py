@@ -14,6 +14,7 @@ from textual.binding import Binding
 
 from edgetune import pipeline, threads
 from edgetune import recipe as recipe_mod
+from edgetune import serve as serve_mod
 from edgetune.chat import ChatSession
 from edgetune.events import CancelToken
 from edgetune.recipe import Recipe
@@ -35,9 +36,10 @@ def default_runner(recipe, on_event, cancel):
         return pipeline.run(recipe, on_event, cancel)
 
 
-def default_chat_session(path: str, system: str = ""):
+def default_chat_session(path: str, system: str = "", thread_count: int = 0):
+    """thread_count 0: chosen from the CPUs free (scripts/bench/chat.py sets it, as `--threads` does)."""
     with threads.for_ui():
-        return ChatSession(path, system=system)
+        return ChatSession(path, system=system, threads=thread_count)
 
 
 class EdgetuneApp(App):
@@ -53,7 +55,8 @@ class EdgetuneApp(App):
     ]
 
     def __init__(self, recipe: Recipe | None = None, autostart: bool = False, runner: Runner | None = None,
-                 chat_session: Callable | None = None, runs_dir: str | None = None):
+                 chat_session: Callable | None = None, runs_dir: str | None = None,
+                 server_process: Callable | None = None):
         """runs_dir: open on the Runs screen of that folder (the `edgetune` entry point does)."""
         super().__init__()
         self.recipe = copy.deepcopy(recipe) if recipe else starting_recipe()
@@ -65,6 +68,7 @@ class EdgetuneApp(App):
         self.proposed_max_length: int | None = None  # what the dataset step proposed, until the user edits it
         self.runs_dir = runs_dir
         self.servers: dict = {}  # GGUF path -> its `edgetune serve` child process (Serve buttons)
+        self.server_process = server_process or serve_mod.ServerProcess  # (Target, log=) -> ServerProcess-like
 
     @property
     def running(self) -> bool:
