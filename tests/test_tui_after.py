@@ -270,3 +270,45 @@ def test_serve_is_never_started_twice_and_a_dead_server_is_shown_stopped(tmp_pat
             assert servers.made[1].stopping and "stopped serving good-Q4_K_M.gguf" in str(panel.render())
             assert "good-Q4_K_M" not in "".join(app.servers)
     asyncio.run(go())
+
+
+def test_a_streaming_reply_is_redrawn_per_frame_not_per_token_and_lays_out_only_when_it_outgrows_its_room(monkeypatch):
+    from edgetune.tui.screens import chat as chat_screen
+    from edgetune.tui.widgets import transcript
+
+    redraws = []
+    show_reply = transcript.Transcript.show_reply
+    monkeypatch.setattr(transcript.Transcript, "show_reply",
+                        lambda self, line, text, stats="", done=False: (redraws.append(done),
+                                                                        show_reply(self, line, text, stats, done)))
+    monkeypatch.setattr(chat_screen, "FRAME_S", 3600.0)  # one frame for the whole reply
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession)
+        async with app.run_test(size=(80, 24)) as pilot:
+            chat = await open_chat(app, pilot)
+            words = " ".join(f"w{i}" for i in range(60))
+            await type_and_send(pilot, chat, words)
+            await wait_until(pilot, lambda: chat.sessions[0].sent and not chat.streaming)
+            assert redraws == [False, True]  # 62 tokens: the first piece at once, then the whole reply at its end
+            assert chat.replies[0] == f"m says: {words}"
+            reply = chat.reply_lines[0]
+            assert reply.styles.min_height is None  # the headroom goes with the end of the reply
+            t = chat.query_one("#t0")
+            line = t.add("model:")
+            await pilot.pause()
+            t.show_reply(line, "one\ntwo")  # a second line: laid out, with room below the text
+            await pilot.pause()
+            room = line.size.height
+            assert room == 2 + transcript.HEADROOM
+            t.show_reply(line, "one\ntwo\nthree")  # fits: the line alone is redrawn, nothing laid out
+            assert not line._layout_required and "three" in str(line.render())
+            await pilot.pause()
+            assert line.size.height == room
+            t.show_reply(line, "\n".join(["x"] * (room + 1)))  # outgrows it: laid out, more room
+            await pilot.pause()
+            assert line.size.height == room + 1 + transcript.HEADROOM
+            t.show_reply(line, "done", "1 tokens", done=True)
+            await pilot.pause()
+            assert line.size.height == 2
+    asyncio.run(go())
