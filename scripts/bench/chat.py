@@ -29,7 +29,6 @@ import sys
 import tempfile
 import termios
 import threading
-import time
 from pathlib import Path
 
 from scripts.bench.harness import ratio_line
