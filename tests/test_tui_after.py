@@ -79,6 +79,7 @@ def test_chat_commands_are_not_sent_to_the_model_and_control_characters_show_esc
             await type_and_send(pilot, chat, "/system be brief")
             await pilot.pause()
             assert chat.query_one("#system").value == "be brief" and chat.sessions[0].system == "be brief"
+            assert "[system prompt set]" in str(chat.query_one("#error").render())  # shown, not taken for markup
             await type_and_send(pilot, chat, "/help")
             await pilot.pause()
             assert any("/save" in t and "/reset" in t for t in lines(chat))
@@ -88,6 +89,7 @@ def test_chat_commands_are_not_sent_to_the_model_and_control_characters_show_esc
             await type_and_send(pilot, chat, "/reset")
             await pilot.pause()
             assert chat.sessions[0].messages == [] and lines(chat) == []
+            assert "[conversation forgotten]" in str(chat.query_one("#error").render())
             assert chat.sessions[0].sent == ["bell\x07 and\x08 back\x1b[2J"]  # no command reached the model
             await type_and_send(pilot, chat, "/exit")
             await pilot.pause()

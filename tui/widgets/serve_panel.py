@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.content import Content
 from textual.message import Message
 from textual.widgets import Static
 
@@ -97,7 +98,7 @@ class ServePanel(Static):
             self.show(message.error or "\n".join(message.lines), error=bool(message.error))
 
     def show(self, text: str, error: bool = False) -> None:
-        self.update(text)
+        self.update(Content(text))  # literal: a curl line's JSON and paths are not markup
         self.set_class(error, "error")
 
     def show_server_of(self, target: str | Path) -> None:
