@@ -37,9 +37,11 @@ def default_runner(recipe, on_event, cancel):
 
 
 def default_chat_session(path: str, system: str = "", thread_count: int = 0):
-    """thread_count 0: chosen from the CPUs free (scripts/bench/chat.py sets it, as `--threads` does)."""
-    with threads.for_ui():
-        return ChatSession(path, system=system, threads=thread_count)
+    """thread_count 0: every CPU that is free, as `edgetune chat` takes (scripts/bench/chat.py sets it,
+    as `--threads` does). Chat leaves no CPU to the TUI, unlike a run: its redraws are batched to ~10 a
+    second and cost the reply ~4% (Gemma 3 270M Q4_K_M, 2 idle cores: 57.9 tok/s on 2 threads against
+    60.2 in the CLI), where leaving a CPU gave 39.0 tok/s (scripts/bench/chat.py, 2026-12-06)."""
+    return ChatSession(path, system=system, threads=thread_count)
 
 
 class EdgetuneApp(App):

@@ -22,6 +22,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import statistics
 import struct
 import subprocess
@@ -70,9 +71,13 @@ async def drive(pilot):
         stats.append(chat.sessions[0].last_stats)
     chat.query_one("#max_tokens").value = "2000"
     for key in ("ctrl+s", "escape"):  # a long reply, stopped once it streams
-        await send(stop_prompt)
+        n = await send(stop_prompt)
         while not (chat.streaming and len(chat.replies[0]) > 40):
+            if len(chat.sessions[0].messages) == n + 2 and not chat.streaming:
+                break  # it ended on its own before it could be stopped
             await asyncio.sleep(0.005)
+        if not chat.streaming:
+            continue
         t0 = time.perf_counter()
         await pilot.press(key)
         while chat.streaming:
@@ -145,10 +150,19 @@ def run_tui(gguf: Path, threads: int, max_tokens: int, env: dict) -> tuple[tuple
 
 
 def demo_q4(work: Path) -> Path:
+    """The demo base at Q4_K_M without its chat template: driven as plain completion it continues the
+    prose it was trained on for as many tokens as asked (through ChatML it stops after a word or two,
+    too few tokens to time)."""
     from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
     from edgetune.quantize import quantize
-    f16 = convert_hf_to_gguf(resolve_base("demo"), work / "demo-F16.gguf", "f16")
+    base = work / "demo-base"
+    shutil.copytree(resolve_base("demo"), base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    config = base / "tokenizer_config.json"
+    if config.is_file():
+        config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "chat_template"}))
+    f16 = convert_hf_to_gguf(base, work / "demo-F16.gguf", "f16")
     quantize(f16, work / "demo-Q4_K_M.gguf", "Q4_K_M")
     return work / "demo-Q4_K_M.gguf"
 
