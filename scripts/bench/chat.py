@@ -22,7 +22,6 @@ import json
 import os
 import pty
 import re
-import shutil
 import statistics
 import struct
 import subprocess
@@ -150,19 +149,12 @@ def run_tui(gguf: Path, threads: int, max_tokens: int, env: dict) -> tuple[tuple
 
 
 def demo_q4(work: Path) -> Path:
-    """The demo base at Q4_K_M without its chat template: driven as plain completion it continues the
-    prose it was trained on for as many tokens as asked (through ChatML it stops after a word or two,
-    too few tokens to time)."""
+    """The demo base at Q4_K_M. It was trained on short statements that each end on EOS: its replies
+    are a word or two (as plain completion too), so on it the bench times whole replies, not streaming."""
     from edgetune.base import resolve_base
     from edgetune.convert import convert_hf_to_gguf
     from edgetune.quantize import quantize
-    base = work / "demo-base"
-    shutil.copytree(resolve_base("demo"), base)
-    (base / "chat_template.jinja").unlink(missing_ok=True)
-    config = base / "tokenizer_config.json"
-    if config.is_file():
-        config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "chat_template"}))
-    f16 = convert_hf_to_gguf(base, work / "demo-F16.gguf", "f16")
+    f16 = convert_hf_to_gguf(resolve_base("demo"), work / "demo-F16.gguf", "f16")
     quantize(f16, work / "demo-Q4_K_M.gguf", "Q4_K_M")
     return work / "demo-Q4_K_M.gguf"
 
