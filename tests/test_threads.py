@@ -245,14 +245,20 @@ def test_chat_session_takes_the_chosen_threads(two_cpus, fake_llama, tmp_path):
     assert fake_llama[-1]["n_threads"] == 1
 
 
-def test_tui_runs_and_chats_leave_a_cpu(two_cpus, monkeypatch, fake_llama, tmp_path):
+def test_tui_runs_leave_a_cpu_and_chat_takes_the_free_ones(two_cpus, monkeypatch, fake_llama, tmp_path):
     from edgetune.tui import app as app_mod
     seen = []
     monkeypatch.setattr(app_mod.pipeline, "run", lambda r, e, c: seen.append(threads.choose().threads))
     app_mod.default_runner(None, None, None)
-    app_mod.default_chat_session(str(tiny_gguf(tmp_path / "m.gguf")))
-    assert seen == [1] and fake_llama[-1]["n_threads"] == 1
-    assert threads.choose().threads == 2  # outside the TUI's work: every free CPU
+    assert seen == [1]
+    app_mod.default_chat_session(str(tiny_gguf(tmp_path / "m.gguf")))  # its redraws are batched: no CPU kept
+    assert fake_llama[-1]["n_threads"] == 2
+    two_cpus["busy"] = 1.0
+    app_mod.default_chat_session(str(tiny_gguf(tmp_path / "m.gguf")))  # still none taken from a busy machine
+    assert fake_llama[-1]["n_threads"] == 1
+    app_mod.default_chat_session(str(tiny_gguf(tmp_path / "m.gguf")), thread_count=2)
+    assert fake_llama[-1]["n_threads"] == 2
+    assert threads.choose().threads == 1
 
 
 def test_cli_chat_threads_option_and_reason(two_cpus, monkeypatch, tmp_path):

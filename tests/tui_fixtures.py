@@ -123,3 +123,41 @@ async def wait_until(pilot, condition, seconds=60.0):
             return
         await pilot.pause(0.1)
     raise AssertionError("condition not reached in time")
+
+
+class FakeServers:
+    """Stands in for serve.ServerProcess (app.server_process): each server it makes answers once
+    `ready_now` is set; setting a server's `returncode` ends it as a crash would."""
+
+    def __init__(self):
+        self.made: list = []
+        self.ready_now = threading.Event()
+
+    def __call__(self, target, log=None):
+        server = FakeServer(target, f"http://127.0.0.1:{8000 + len(self.made)}/v1", self.ready_now)
+        self.made.append(server)
+        return server
+
+
+class FakeServer:
+    def __init__(self, target, url, ready_now):
+        self.target, self.url, self.ready_now = target, url, ready_now
+        self.ready = self.stopping = False
+        self.returncode = None
+
+    def start(self):
+        self.ready_now.wait(10)
+        self.ready = True
+
+    def usage(self):
+        return [f"OpenAI-compatible API at {self.url} (model \"{self.target.model}\")", f"curl {self.url}/chat/completions"]
+
+    @property
+    def died(self):
+        return self.returncode is not None and not self.stopping
+
+    def exit_reason(self):
+        return f"killed by SIGKILL: {self.target.gguf.name} last line"
+
+    def stop(self):
+        self.stopping, self.returncode = True, 0

@@ -14,6 +14,7 @@ from textual.binding import Binding
 
 from edgetune import CancelToken, ChatSession, Recipe, pipeline, threads
 from edgetune import recipe as recipe_mod
+from edgetune import serve as serve_mod
 
 from .screens.base_model import BaseModelScreen
 from .screens.batch import BatchScreen
@@ -32,9 +33,12 @@ def default_runner(recipe, on_event, cancel):
         return pipeline.run(recipe, on_event, cancel)
 
 
-def default_chat_session(path: str, system: str = ""):
-    with threads.for_ui():
-        return ChatSession(path, system=system)
+def default_chat_session(path: str, system: str = "", thread_count: int = 0):
+    """thread_count 0: every CPU that is free, as `edgetune chat` takes (scripts/bench/chat.py sets it,
+    as `--threads` does). Chat leaves no CPU to the TUI, unlike a run: its redraws are batched to ~10 a
+    second and cost the reply ~4% (Gemma 3 270M Q4_K_M, 2 idle cores: 57.9 tok/s on 2 threads against
+    60.2 in the CLI), where leaving a CPU gave 39.0 tok/s (scripts/bench/chat.py, 2026-12-06)."""
+    return ChatSession(path, system=system, threads=thread_count)
 
 
 class EdgetuneApp(App):
@@ -50,7 +54,8 @@ class EdgetuneApp(App):
     ]
 
     def __init__(self, recipe: Recipe | None = None, autostart: bool = False, runner: Runner | None = None,
-                 chat_session: Callable | None = None, runs_dir: str | None = None):
+                 chat_session: Callable | None = None, runs_dir: str | None = None,
+                 server_process: Callable | None = None):
         """runs_dir: open on the Runs screen of that folder (the `edgetune` entry point does)."""
         super().__init__()
         self.recipe = copy.deepcopy(recipe) if recipe else starting_recipe()
@@ -62,6 +67,7 @@ class EdgetuneApp(App):
         self.proposed_max_length: int | None = None  # what the dataset step proposed, until the user edits it
         self.runs_dir = runs_dir
         self.servers: dict = {}  # GGUF path -> its `edgetune serve` child process (Serve buttons)
+        self.server_process = server_process or serve_mod.ServerProcess  # (Target, log=) -> ServerProcess-like
 
     @property
     def running(self) -> bool:

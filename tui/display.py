@@ -32,10 +32,12 @@ def base_label(base: str) -> str:
 
 
 def show_status(screen, message: str, error: bool = False) -> None:
-    """Write the screen's one status line (#error), red when it is an error."""
+    """Write the screen's one status line (#error), red when it is an error. The text is literal, not
+    markup: "[conversation forgotten]", a path or an error with brackets would otherwise vanish."""
+    from textual.content import Content
     from textual.widgets import Static
     line = screen.query_one("#error", Static)
-    line.update(message)
+    line.update(Content(message))
     line.set_class(error, "error")
 
 

@@ -206,15 +206,17 @@ async def _send_json(send, status: int, obj: dict) -> None:
 
 
 class ServerProcess:
-    """`edgetune serve` in a child process (the TUI's Serve button): started, waited for, stopped."""
+    """`edgetune serve` in a child process (the TUI's Serve button): started, waited for, watched, stopped."""
 
     def __init__(self, target: Target, host: str = DEFAULT_HOST, port: int | None = None,
                  api_key: str | None = None, threads: int = 0, log: Path | None = None):
         self.target, self.host, self.api_key = target, host, api_key
         self.port = port or free_port(host)
         self.threads = threads
-        self.log = log
+        self.log = log  # this server's output, written afresh at each start (its last line says why it ended)
         self.proc: subprocess.Popen | None = None
+        self.ready = False  # it answered: start() returned
+        self.stopping = False  # stop() was asked: its end is no news
 
     @property
     def url(self) -> str:
@@ -229,35 +231,51 @@ class ServerProcess:
                "--port", str(self.port), "--name", self.target.model, "--threads", str(self.threads)]
         if self.api_key:
             cmd += ["--api-key", self.api_key]
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        out = open(self.log, "wb") if self.log else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         finally:
             if self.log:
                 out.close()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopping:  # stop() while starting (the app quit)
             if self.proc.poll() is not None:
-                raise EdgetuneError(f"the server ended (exit {self.proc.returncode}): {self._last_line()}")
+                raise EdgetuneError(f"the server ended ({self.exit_reason()})")
             if answers(self.url):
+                self.ready = True
                 return
             time.sleep(0.2)
         self.stop()
-        raise EdgetuneError(f"the server did not answer within {timeout:.0f} s: {self._last_line()}")
+        raise EdgetuneError("the server was stopped while it started" if self.stopping else
+                            f"the server did not answer within {timeout:.0f} s: {self.last_line()}")
 
-    def _last_line(self) -> str:
+    def last_line(self) -> str:
         if self.log and self.log.is_file():
             lines = [s for s in self.log.read_text(errors="replace").splitlines() if s.strip()]
             if lines:
                 return lines[-1][:200]
         return "no output"
 
+    def exit_reason(self) -> str:
+        """How the process ended and its last line of output: 'exit 1: OSError: ...', 'killed by SIGKILL: ...'."""
+        rc = self.proc.poll() if self.proc else None
+        if rc is None:
+            return "still running"
+        how = f"exit {rc}" if rc >= 0 else f"killed by {_signal_name(-rc)}"
+        return f"{how}: {self.last_line()}"
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def died(self) -> bool:
+        """It ended without being asked to (a crash, a kill, the port taken)."""
+        return self.proc is not None and self.proc.poll() is not None and not self.stopping
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the server finishes and frees the port), SIGKILL if it does not end in time."""
+        self.stopping = True
         if not self.running:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -266,6 +284,13 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def answers(url: str) -> bool:

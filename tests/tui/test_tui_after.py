@@ -5,7 +5,7 @@ import json
 
 from edgetune.tui.app import EdgetuneApp
 
-from tui_fixtures import FakeChatSession, FakeRunner, make_run, wait_until
+from tui_fixtures import FakeChatSession, FakeRunner, FakeServers, make_run, wait_until
 
 
 class SlowSession(FakeChatSession):
@@ -69,6 +69,7 @@ def test_chat_commands_are_not_sent_to_the_model_and_control_characters_show_esc
             await type_and_send(pilot, chat, "/system be brief")
             await pilot.pause()
             assert chat.query_one("#system").value == "be brief" and chat.sessions[0].system == "be brief"
+            assert "[system prompt set]" in str(chat.query_one("#error").render())  # shown, not taken for markup
             await type_and_send(pilot, chat, "/help")
             await pilot.pause()
             assert any("/save" in t and "/reset" in t for t in lines(chat))
@@ -78,6 +79,7 @@ def test_chat_commands_are_not_sent_to_the_model_and_control_characters_show_esc
             await type_and_send(pilot, chat, "/reset")
             await pilot.pause()
             assert chat.sessions[0].messages == [] and lines(chat) == []
+            assert "[conversation forgotten]" in str(chat.query_one("#error").render())
             assert chat.sessions[0].sent == ["bell\x07 and\x08 back\x1b[2J"]  # no command reached the model
             await type_and_send(pilot, chat, "/exit")
             await pilot.pause()
@@ -196,4 +198,92 @@ def test_runs_screen_with_no_runs_offers_a_new_run(tmp_path):
             await pilot.press("n")
             await pilot.pause()
             assert app.screen.__class__.__name__ == "BaseModelScreen"
+    asyncio.run(go())
+
+
+def test_serve_is_never_started_twice_and_a_dead_server_is_shown_stopped(tmp_path):
+    runs = tmp_path / "runs"
+    make_run(runs, "good")
+    servers = FakeServers()
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), runs_dir=str(runs), server_process=servers)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            panel = screen.query_one("#serve-info")
+            await pilot.press("s")
+            await pilot.pause()
+            assert "starting the server for good-Q4_K_M.gguf at http://127.0.0.1:8000/v1" in str(panel.render())
+            await pilot.press("s")  # pressed again while it starts: no second server
+            await pilot.pause()
+            assert "already starting" in str(panel.render()) and len(servers.made) == 1
+            servers.ready_now.set()
+            await wait_until(pilot, lambda: "OpenAI-compatible API at http://127.0.0.1:8000/v1" in str(panel.render()))
+            await pilot.press("s")  # pressed while it runs: says where, asks before stopping
+            await pilot.pause()
+            assert app.screen.__class__.__name__ == "ConfirmScreen"
+            assert "Already serving good-Q4_K_M.gguf at http://127.0.0.1:8000/v1" in str(app.screen.question)
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.screen is screen and len(servers.made) == 1 and not servers.made[0].stopping
+            servers.made[0].returncode = -9  # killed behind the TUI's back
+            await wait_until(pilot, lambda: "stopped (killed by SIGKILL" in str(panel.render()))
+            assert "OpenAI-compatible API" not in str(panel.render()) and panel.has_class("error")
+            await pilot.press("o")  # another screen shows it stopped too, not running
+            await pilot.pause()
+            assert "stopped (killed by SIGKILL" in str(app.screen.query_one("#serve-info").render())
+            await pilot.press("escape")
+            await pilot.pause()
+            await pilot.press("s")  # a dead server is replaced by a new one
+            await wait_until(pilot, lambda: "OpenAI-compatible API at http://127.0.0.1:8001/v1" in str(panel.render()))
+            assert len(servers.made) == 2
+            await pilot.press("s")
+            await pilot.pause()
+            await pilot.press("y")
+            await pilot.pause()
+            assert servers.made[1].stopping and "stopped serving good-Q4_K_M.gguf" in str(panel.render())
+            assert "good-Q4_K_M" not in "".join(app.servers)
+    asyncio.run(go())
+
+
+def test_a_streaming_reply_is_redrawn_per_frame_not_per_token_and_lays_out_only_when_it_outgrows_its_room(monkeypatch):
+    from edgetune.tui.screens import chat as chat_screen
+    from edgetune.tui.widgets import transcript
+
+    redraws = []
+    show_reply = transcript.Transcript.show_reply
+    monkeypatch.setattr(transcript.Transcript, "show_reply",
+                        lambda self, line, text, stats="", done=False: (redraws.append(done),
+                                                                        show_reply(self, line, text, stats, done)))
+    monkeypatch.setattr(chat_screen, "FRAME_S", 3600.0)  # one frame for the whole reply
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession)
+        async with app.run_test(size=(80, 24)) as pilot:
+            chat = await open_chat(app, pilot)
+            words = " ".join(f"w{i}" for i in range(60))
+            await type_and_send(pilot, chat, words)
+            await wait_until(pilot, lambda: chat.sessions[0].sent and not chat.streaming)
+            assert redraws == [False, True]  # 62 tokens: the first piece at once, then the whole reply at its end
+            assert chat.replies[0] == f"m says: {words}"
+            reply = chat.reply_lines[0]
+            assert reply.styles.min_height is None  # the headroom goes with the end of the reply
+            t = chat.query_one("#t0")
+            line = t.add("model:")
+            await pilot.pause()
+            t.show_reply(line, "one\ntwo")  # a second line: laid out, with room below the text
+            await pilot.pause()
+            room = line.size.height
+            assert room == 2 + transcript.HEADROOM
+            t.show_reply(line, "one\ntwo\nthree")  # fits: the line alone is redrawn, nothing laid out
+            assert not line._layout_required and "three" in str(line.render())
+            await pilot.pause()
+            assert line.size.height == room
+            t.show_reply(line, "\n".join(["x"] * (room + 1)))  # outgrows it: laid out, more room
+            await pilot.pause()
+            assert line.size.height == room + 1 + transcript.HEADROOM
+            t.show_reply(line, "done", "1 tokens", done=True)
+            await pilot.pause()
+            assert line.size.height == 2
     asyncio.run(go())

@@ -1,12 +1,16 @@
 """Chat with any GGUF on the CPU, streamed; or two GGUFs side by side on the same prompt.
 
 A reply streams from a worker thread as typed messages, at most FRAME_S apart: llama.cpp keeps the
-CPU, the screen is redrawn ~20 times a second, not once per token. A message sent while a reply
+CPU, the screen is redrawn ~10 times a second (a few tokens at a time), not once per token. Every
+redraw takes CPU time from llama.cpp's threads, which wait for each other at every operation:
+measured on Gemma 3 270M, 2 threads, 2 cores, each redraw costs 3-8 ms of the UI thread, and at
+20 a second the TUI fell to 0.84x the tokens/s of `edgetune chat` (scripts/bench/chat.py). A message sent while a reply
 streams is queued and shown as such; the chat commands (/reset, /system, /save, /help, /exit) are
 the core's table, as in `edgetune chat`. A run's conversation is kept in its chat.jsonl and reopened.
 """
 from __future__ import annotations
 
+import math
 import time
 from functools import partial
 from pathlib import Path
@@ -27,7 +31,7 @@ from ..widgets.message_box import MessageBox
 from ..widgets.transcript import Transcript
 from .file_picker import FilePickerScreen
 
-FRAME_S = 0.05  # a streaming reply updates the screen at most 20 times a second
+FRAME_S = 0.1  # a streaming reply updates the screen at most 10 times a second
 
 
 class ChatScreen(Screen):
@@ -228,7 +232,7 @@ class ChatScreen(Screen):
 
     @work(thread=True, group="chat-stream")
     def _stream(self, i: int, session, reply) -> None:
-        error, text, posted = "", "", 0.0
+        error, text, posted = "", "", -math.inf  # the first piece shows at once
         try:
             for piece in reply():
                 text += piece
@@ -251,7 +255,7 @@ class ChatScreen(Screen):
     def on_reply_done(self, message: ReplyDone) -> None:
         i, error = message.index, message.error
         self.replies[i] = message.text
-        self.query_one(f"#t{i}", Transcript).show_reply(self.reply_lines[i], message.text, message.stats)
+        self.query_one(f"#t{i}", Transcript).show_reply(self.reply_lines[i], message.text, message.stats, done=True)
         self.streaming = max(0, self.streaming - 1)
         if error:
             self.status(error, error=True)

@@ -51,9 +51,7 @@ class ResultsScreen(Screen):
         else:
             self.query_one("#smoke", SmokeTable).display = False
         self.query_one("#quant", QuantView).show(self.folder.optional(self.folder.quant_result))
-        usage = self.query_one(ServePanel).serving(self.folder.dir)
-        if usage:
-            self.query_one(ServePanel).show("\n".join(usage))
+        self.query_one(ServePanel).show_server_of(self.folder.dir)
         has_file = self.folder.recommended_gguf() is not None
         self.query_one("#chat", Button).disabled = self.query_one("#serve", Button).disabled = not has_file
 

@@ -97,8 +97,7 @@ class RunsScreen(Screen):
         self.query_one("#resume", Button).disabled = r.state == "unreadable" or not r.folder.recipe_yaml.is_file()
         self.query_one("#detail", Static).update(
             f"{r.state}" + (f": {r.detail}" if r.detail else "") + f"  ({r.folder.dir})")
-        usage = self.query_one(ServePanel).serving(r.folder.dir)
-        self.query_one(ServePanel).show("\n".join(usage) if usage else "")
+        self.query_one(ServePanel).show_server_of(r.folder.dir)
 
     def error(self, message: str) -> None:
         self.query_one("#error", Static).update(message)

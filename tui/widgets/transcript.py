@@ -1,17 +1,23 @@
 """One column of a conversation; the reply being streamed is its last line. Text from the model is
-shown with its control characters escaped (edgetune.chat.shown) and its brackets literal (no markup is parsed)."""
+shown with its control characters escaped (edgetune.chat.shown) and its brackets literal (no markup is parsed).
+
+A streamed reply is redrawn ~10 times a second, and the redraw is kept to the reply's own widget:
+the screen is laid out again (every widget re-arranged, every line that moves repainted, the
+costliest redraw) only when the reply outgrows its height, which grows HEADROOM lines at a time."""
 from __future__ import annotations
 
-from rich.text import Text
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.widgets import Static
 
 from edgetune import shown
 
+HEADROOM = 3  # blank lines a streaming reply keeps below its text: a layout every few lines, not every line
 
-def _markup(who: str, text: str, stats: str = "") -> Text:
-    """The line as styled text, never parsed as markup: a model's brackets are its own."""
-    return Text.assemble((who, "bold"), " ", shown(text), *(("\n", (stats, "dim")) if stats else ()))
+
+def _markup(who: str, text: str, stats: str = "") -> Content:
+    """The line as styled content, never parsed as markup: a model's brackets are its own."""
+    return Content.assemble((who, "bold"), " ", shown(text), *(("\n", (stats, "dim")) if stats else ()))
 
 
 class Transcript(VerticalScroll):
@@ -29,8 +35,19 @@ class Transcript(VerticalScroll):
         """Rewrite a line (a queued message once it is sent)."""
         line.update(_markup(who, text))
 
-    def show_reply(self, line: Static, text: str, stats: str = "") -> None:
-        line.update(_markup("model:", text, stats))
+    def show_reply(self, line: Static, text: str, stats: str = "", done: bool = False) -> None:
+        """Show a reply as it streams; `done`: it ended, the headroom goes."""
+        content = _markup("model:", text, stats)
+        width, height = line.content_size
+        needed = content.get_height(line.styles, width) if width else 0
+        if done:
+            line.styles.min_height = None
+        elif not width or needed > height:
+            line.styles.min_height = needed + HEADROOM
+        else:  # the new text fits: only this widget is redrawn
+            line.update(content, layout=False)
+            return
+        line.update(content)
         self.scroll_end(animate=False)
 
     def remove_last(self, who: str) -> None:
