@@ -107,38 +107,53 @@ def check_gguf(path: str | Path, ref: HFReference, max_tokens: int, threads: int
                answered: tuple[list[str], int] | None = None) -> FileCheck:
     """All smoke measures for one GGUF file, and its verdict. `answered`: the file's greedy answers
     to ref's prompts and how many stopped, when the quantize step has generated them already."""
-
     path = Path(path)
     llm = gguf_eval.load(path, gguf_eval.n_ctx(ref.eval_ids + ref.prompt_ids, max_tokens), threads)
     ftype = llm.metadata.get("general.file_type", "")
     row: dict = {"file": path.name, "path": str(path), "bytes": path.stat().st_size,
-                 "bits_per_weight": round(bits_per_weight(path), 3)}
+                 "bits_per_weight": round(bits_per_weight(path), 3), "file_type": ftype}
+    row |= _logit_figures(llm, ref)
+    answers, stopped = answered or gguf_eval.answers(llm, ref.prompt_ids, max_tokens)
+    row |= _answer_figures(llm, ref, answers, stopped)
+    row |= _tokenizer_figures(llm, ref)
+    chat_problems = chat_path(llm, ref, answers, max_tokens, row, modelfile)
+    del llm
+    row["problems"] = chat_problems + _problems(row, ref, path, ftype)
+    row["passed"] = not row["problems"]
+    check = FileCheck(**row)
+    on_event(Event("smoke", "metric", f"{path.name}: {'PASS' if check.passed else 'FAIL'} "
+                   f"ppl {check.perplexity:.3f} (HF {ref.perplexity:.3f}), nmse {check.nmse:.2e}, "
+                   f"agree {check.agreement:.0%}, acc {check.accuracy:.0%}, "
+                   f"{check.gen_tokens_per_s or 0:.0f} tok/s", data=row))
+    return check
 
-    # Logits and perplexity on the eval rows.
+
+def _logit_figures(llm, ref: HFReference) -> dict:
+    """Logits against HF's on the eval rows: finite, NMSE, perplexity, prompt speed."""
     logits = []
     t0, n_prompt = time.perf_counter(), 0
     for ids in ref.eval_ids:
         logits.append(gguf_eval.logits(llm, ids))
         n_prompt += len(ids)
     prompt_s = time.perf_counter() - t0
-    finite = all(np.isfinite(lg).all() for lg in logits)
-    row["finite"] = bool(finite)
-    row["nmse"] = metrics.nmse(logits, ref.logits) if finite else float("inf")
-    row["perplexity"] = perplexity(logits, ref.eval_ids, ref.eval_masks) if finite else float("inf")
-    row["hf_perplexity"] = ref.perplexity
-    row["prompt_tokens_per_s"] = n_prompt / prompt_s if prompt_s > 0 else None
+    finite = bool(all(np.isfinite(lg).all() for lg in logits))
+    return {"finite": finite, "nmse": metrics.nmse(logits, ref.logits) if finite else float("inf"),
+            "perplexity": perplexity(logits, ref.eval_ids, ref.eval_masks) if finite else float("inf"),
+            "hf_perplexity": ref.perplexity, "prompt_tokens_per_s": n_prompt / prompt_s if prompt_s > 0 else None}
 
-    # Greedy answers to the training-format prompt ids; they should stop at an end-of-generation token.
-    answers, stopped = answered or gguf_eval.answers(llm, ref.prompt_ids, max_tokens)
-    row["answers"] = answers
-    row["gen_tokens_per_s"] = gguf_eval.generation_speed(llm, ref.eval_ids[0][:16] if ref.eval_ids else [0])
-    row["stopped_at_eos"] = stopped
+
+def _answer_figures(llm, ref: HFReference, answers: list[str], stopped: int) -> dict:
+    """Greedy answers to the training-format prompts against HF's and the dataset's; decode speed."""
     n = max(len(answers), 1)
-    row["agreement"] = sum(a == b for a, b in zip(answers, ref.answers)) / n
-    row["accuracy"] = sum(a == b for a, b in zip(answers, ref.expected)) / n
-    row["empty_answers"] = sum(not a for a in answers)
+    return {"answers": answers, "stopped_at_eos": stopped,
+            "gen_tokens_per_s": gguf_eval.generation_speed(llm, ref.eval_ids[0][:16] if ref.eval_ids else [0]),
+            "agreement": sum(a == b for a, b in zip(answers, ref.answers)) / n,
+            "accuracy": sum(a == b for a, b in zip(answers, ref.expected)) / n,
+            "empty_answers": sum(not a for a in answers)}
 
-    # Tokenizer parity and metadata.
+
+def _tokenizer_figures(llm, ref: HFReference) -> dict:
+    """Tokenizer parity with HF on the parity strings, EOS, and whether the file carries a template."""
     mismatches = []
     # SentencePiece with a space prefix: for text that starts with white space, transformers 5 and
     # sentencepiece (which llama.cpp follows) disagree on the prefix; such strings prove nothing.
@@ -148,25 +163,22 @@ def check_gguf(path: str | Path, ref: HFReference, max_tokens: int, threads: int
     for text, want in zip(ref.special_strings, ref.parity_ids):
         if spm_prefix and text[:1].isspace():
             continue
+        got = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if spm_prefix and any(t in want for t in specials):
             # llama.cpp also prefixes the text after each special token (sentencepiece "legacy"
             # behaviour); check that the special tokens themselves are recognised.
-            got = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-            if [t for t in got if t in specials] != [t for t in want if t in specials]:
-                mismatches.append(text)
-            continue
-        got = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            got, want = [t for t in got if t in specials], [t for t in want if t in specials]
         if got != want:
             mismatches.append(text)
-    row["tokenizer_mismatches"] = mismatches
-    row["eos_id"] = llm.token_eos()
-    row["eos_matches"] = ref.eos_id is None or llm.token_eos() == ref.eos_id
-    row["chat_template"] = bool(llm.metadata.get("tokenizer.chat_template"))
-    chat_problems = chat_path(llm, ref, answers, max_tokens, row, modelfile)
-    row["file_type"] = ftype
-    del llm
+    return {"tokenizer_mismatches": mismatches, "eos_id": llm.token_eos(),
+            "eos_matches": ref.eos_id is None or llm.token_eos() == ref.eos_id,
+            "chat_template": bool(llm.metadata.get("tokenizer.chat_template"))}
 
-    problems = list(chat_problems)
+
+def _problems(row: dict, ref: HFReference, path: Path, ftype) -> list[str]:
+    """What fails the file, from its figures: the thresholds of the smoke verdict."""
+    problems = []
+    finite, answers, mismatches = row["finite"], row["answers"], row["tokenizer_mismatches"]
     if not finite:
         problems.append("logits are not finite")
     if answers and row["empty_answers"] == len(answers) and any(ref.answers):
@@ -181,14 +193,7 @@ def check_gguf(path: str | Path, ref: HFReference, max_tokens: int, threads: int
         problems.append(f"tokenizer differs from HF on {len(mismatches)} strings (first {mismatches[0]!r})")
     if not row["eos_matches"]:
         problems.append(f"EOS id {row['eos_id']} != HF {ref.eos_id}")
-    row["problems"] = problems
-    row["passed"] = not problems
-    check = FileCheck(**row)
-    on_event(Event("smoke", "metric", f"{path.name}: {'PASS' if check.passed else 'FAIL'} "
-                   f"ppl {check.perplexity:.3f} (HF {ref.perplexity:.3f}), nmse {check.nmse:.2e}, "
-                   f"agree {check.agreement:.0%}, acc {check.accuracy:.0%}, "
-                   f"{check.gen_tokens_per_s or 0:.0f} tok/s", data=row))
-    return check
+    return problems
 
 
 def chat_formatter(llm, template: str | None = None):
