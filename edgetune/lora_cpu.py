@@ -6,13 +6,15 @@ sample per element (3-4 ms for a 264 x 2048 input; 126 such inputs per forward).
 its mask from 16-bit slices of torch's 64-bit random integers instead (one draw per four elements,
 ~0.6 ms): the same drop probability to 1/65536, the same 1/(1-p) scaling, the same generator (a
 seeded run stays reproducible). And PEFT casts each LoRA layer's input to the adapter's fp32 dtype
-before dropout; under bf16 autocast the matmul casts it straight back, so that copy is skipped.
+before dropout; under bf16 autocast the matmul casts it straight back, so that copy is skipped (plain
+LoRA linears; QLoRA's 4-bit layers keep it).
 
 CUDA keeps PEFT's layers as they are (`speed_up` is only called for CPU training).
 """
 from __future__ import annotations
 
 import torch
+from peft.tuners.lora.layer import Linear as LoraLinear
 
 LEVELS = 1 << 16  # mask resolution: p is rounded to a multiple of 1/65536
 
@@ -57,7 +59,8 @@ def speed_up(model, autocast_bf16: bool) -> list[str]:
             if type(d) is torch.nn.Dropout and d.p > 0:
                 dropouts[name] = FastDropout(d.p).train(d.training)
                 swapped += 1
-        if autocast_bf16 and hasattr(module, "cast_input_dtype_enabled"):
+        # Plain LoRA linears only: PEFT's 4-bit layers (QLoRA) check CUDA's autocast, not the CPU's, and need the cast.
+        if autocast_bf16 and isinstance(module, LoraLinear):
             module.cast_input_dtype_enabled = False
             uncast += 1
     if swapped:
