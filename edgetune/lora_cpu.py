@@ -50,7 +50,7 @@ def drop_mask(shape, p: float, device=None) -> torch.Tensor:
 def speed_up(model, autocast_bf16: bool) -> list[str]:
     """Swap every LoRA layer's dropout for FastDropout and, under bf16 autocast, skip PEFT's fp32 cast of
     its input. Returns what was done, for the training log."""
-    done, swapped, uncast = [], 0, 0
+    done, swapped, uncast = [], 0, []
     for module in model.modules():
         dropouts = getattr(module, "lora_dropout", None)
         if not isinstance(dropouts, torch.nn.ModuleDict):
@@ -61,10 +61,16 @@ def speed_up(model, autocast_bf16: bool) -> list[str]:
                 swapped += 1
         # Plain LoRA linears only: PEFT's 4-bit layers (QLoRA) check CUDA's autocast, not the CPU's, and need the cast.
         if autocast_bf16 and isinstance(module, LoraLinear):
-            module.cast_input_dtype_enabled = False
-            uncast += 1
+            uncast.append(module)
     if swapped:
         done.append(f"LoRA dropout from 16-bit random slices ({swapped} layers)")
     if uncast:
-        done.append("LoRA inputs kept in bf16 (no fp32 copy before autocast casts back)")
+        # Only while the CPU's autocast is on: a forward outside it (the trainer's head check) needs the cast.
+        def follow_autocast(_module, _args):
+            on = torch.is_autocast_enabled("cpu")
+            for layer in uncast:
+                layer.cast_input_dtype_enabled = not on
+
+        model.register_forward_pre_hook(follow_autocast)
+        done.append("LoRA inputs kept in bf16 under autocast (no fp32 copy that autocast casts back)")
     return done

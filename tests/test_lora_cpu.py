@@ -46,9 +46,16 @@ def test_speed_up_keeps_the_lora_model_output(tiny_base):
     assert len(done) == 2 and "dropout" in done[0]
     layers = [m for m in model.modules() if hasattr(m, "lora_dropout")]
     assert layers and all(isinstance(m.lora_dropout["default"], lora_cpu.FastDropout) for m in layers)
-    assert all(m.cast_input_dtype_enabled is False for m in layers)
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, before)
+        assert all(m.cast_input_dtype_enabled for m in layers)  # outside autocast PEFT's cast stays
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(ids)
+        assert not any(m.cast_input_dtype_enabled for m in layers)
+        model.get_base_model().to(torch.bfloat16)  # bf16 base, fp32 adapters: works outside autocast too
+        for m in layers:
+            m.lora_A.float(), m.lora_B.float()
+        model(ids)
     model.train()
     model(ids, labels=ids).loss.backward()  # trains: gradients reach every adapter
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
