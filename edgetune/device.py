@@ -152,16 +152,16 @@ def cpu_threads(override: int = 0) -> threads_mod.Choice:
 
 
 # Share of the measured matmul rate (at the model's own MLP shape) that the model's matmuls reach inside
-# LoRA training (thin LoRA matmuls, the output head at a few rows, backward's transposed shapes). CPU:
-# measured with torch's profiler on Gemma 3 270M (bf16, 2 threads, 2026-12-06): the aten::mm time against
-# the model's matmul FLOPs. CUDA: not measured (no GPU here); a guess, shown as an estimate like the CPU's,
-# and on CUDA the whole of the estimate (elementwise work overlaps there).
-TRAINING_EFFICIENCY = {"cpu": 0.45, "cuda": 0.25}
-# The CPU's other cost, in elementwise ops on a (tokens x hidden) activation per decoder layer, forward and
-# backward (norms, activations, residuals, rotary, LoRA dropout and scaling, casts, attention softmax,
-# the optimizer's share), calibrated on scripts/bench/train.py (idle 2-core VM, 2026-12-06): Gemma 3
-# 270M bf16 and the demo model fp32. On a CPU whose matmul units are fast (AMX) this part dominates.
-ELEMENTWISE_OPS_PER_LAYER = 60
+# LoRA training (thin LoRA matmuls, the output head at a few rows, backward's transposed shapes), and
+# the CPU's other cost in elementwise ops on a (tokens x hidden) activation per decoder layer, forward
+# and backward (norms, activations, residuals, rotary, LoRA dropout and scaling, casts, attention
+# softmax, the optimizer's share, each op's dispatch). CPU: fitted to scripts/bench/train.py on the idle
+# 2-core VM (AVX512-BF16, no AMX), 2026-12-06: Gemma 3 270M bf16 (matmul-bound there) and the demo model
+# fp32 (dispatch-bound); torch's profiler put the matmuls at ~45-60% of the rate measured alone. On a CPU
+# whose matmul units are fast (AMX) the elementwise part dominates. CUDA: not measured (no GPU here);
+# a guess, shown as an estimate like the CPU's, and there the whole of the estimate.
+TRAINING_EFFICIENCY = {"cpu": 0.6, "cuda": 0.25}
+ELEMENTWISE_OPS_PER_LAYER = 1000
 # Passes over the output head's fp32 logits per loss position (cast, softmax, entropy, argmax, backward).
 HEAD_PASSES = 8
 
