@@ -151,18 +151,26 @@ def cpu_threads(override: int = 0) -> threads_mod.Choice:
     return c
 
 
-# Share of the measured matmul rate (at the model's own MLP shape) that LoRA training reaches end to
-# end; the rest goes to attention, norms and other elementwise work, LoRA's thin matmuls, the optimizer
-# and Python. CPU: calibrated on scripts/bench/train.py on the idle 2-core VM, 2 threads, 2026-11-29
-# (docs/benchmarks.md): Gemma 3 270M in bf16 reached 6.0% of it, the demo model in fp32 6.6%. CUDA:
-# not measured (no GPU here); a guess, shown as an estimate like the CPU's.
-TRAINING_EFFICIENCY = {"cpu": 0.06, "cuda": 0.25}
+# Share of the measured matmul rate (at the model's own MLP shape) that the model's matmuls reach inside
+# LoRA training (thin LoRA matmuls, the output head at a few rows, backward's transposed shapes), and
+# the CPU's other cost in elementwise ops on a (tokens x hidden) activation per decoder layer, forward
+# and backward (norms, activations, residuals, rotary, LoRA dropout and scaling, casts, attention
+# softmax, the optimizer's share, each op's dispatch). CPU: fitted to scripts/bench/train.py on the idle
+# 2-core VM (AVX512-BF16, no AMX), 2026-12-06: Gemma 3 270M bf16 (matmul-bound there) and the demo model
+# fp32 (dispatch-bound); torch's profiler put the matmuls at ~45-60% of the rate measured alone. On a CPU
+# whose matmul units are fast (AMX) the elementwise part dominates. CUDA: not measured (no GPU here);
+# a guess, shown as an estimate like the CPU's, and there the whole of the estimate.
+TRAINING_EFFICIENCY = {"cpu": 0.6, "cuda": 0.25}
+ELEMENTWISE_OPS_PER_LAYER = 1000
+# Passes over the output head's fp32 logits per loss position (cast, softmax, entropy, argmax, backward).
+HEAD_PASSES = 8
 
 
 @dataclass
 class Estimate:
-    """Expected training throughput before a run: this machine's matmul rate at the model's layer shape,
-    times TRAINING_EFFICIENCY, over the matmul FLOPs per trained token."""
+    """Expected training throughput before a run: the model's matmul FLOPs per trained token at this
+    machine's matmul rate (measured at the model's layer shape) times TRAINING_EFFICIENCY, plus on the
+    CPU the time of its elementwise work (one elementwise op measured at the micro-batch's shape)."""
     device: str
     dtype: str
     why: str  # why this dtype
@@ -171,15 +179,24 @@ class Estimate:
     flops_per_token: float  # lora_flops_per_token for the batch shape
     seq_len: int
     batch_size: int
+    elementwise_s_per_token: float = 0.0  # CPU: elementwise work per trained token, measured here
+
+    @property
+    def matmul_s_per_token(self) -> float:
+        return self.flops_per_token / (self.matmul_gflops * 1e9 * TRAINING_EFFICIENCY[self.device])
 
     @property
     def tokens_per_s(self) -> float:
-        return self.matmul_gflops * 1e9 * TRAINING_EFFICIENCY[self.device] / self.flops_per_token
+        return 1 / (self.matmul_s_per_token + self.elementwise_s_per_token)
 
     def line(self) -> str:
-        return (f"expected ~{_round(self.tokens_per_s):,} trained tokens/s (an estimate: {self.dtype} matmul "
+        line = (f"expected ~{_round(self.tokens_per_s):,} trained tokens/s (an estimate: {self.dtype} matmul "
                 f"measured here at {self.matmul_gflops:.0f} GFLOP/s x {TRAINING_EFFICIENCY[self.device] * 100:g}% "
-                f"typical efficiency / {self.flops_per_token / 1e6:.1f} MFLOP per token)")
+                f"typical efficiency / {self.flops_per_token / 1e6:.1f} MFLOP per token")
+        if self.elementwise_s_per_token:
+            share = self.elementwise_s_per_token / (self.matmul_s_per_token + self.elementwise_s_per_token)
+            line += f"; {share:.0%} of the time in elementwise work, measured here"
+        return line + ")"
 
 
 def _round(x: float) -> int:
@@ -206,8 +223,37 @@ def estimate_throughput(config, device: str, dtype: str, why: str, batch_size: i
         torch.set_num_threads(choice.threads)
     try:
         rate = matmul_gflops(dtype, device, m, c.hidden_size, c.intermediate_size, seconds)
+        elementwise = elementwise_s_per_token(config, dtype, m, loss_share, seconds / 3) if device == "cpu" else 0.0
     finally:
         if device == "cpu":
             torch.set_num_threads(before)
     return Estimate(device, dtype, why, threads, rate, lora_flops_per_token(config, seq_len, loss_share),
-                    seq_len, batch_size)
+                    seq_len, batch_size, elementwise)
+
+
+def elementwise_seconds(dtype: str, rows: int, width: int, seconds: float = 0.1) -> float:
+    """Seconds of one elementwise op on the CPU (a product of two rows x width tensors at `dtype` into a
+    new one, as autograd's ops allocate theirs): per-op dispatch for small shapes, memory traffic for large."""
+    import time
+
+    import torch
+
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    a, b = torch.randn(rows, width).to(torch_dtype), torch.randn(rows, width).to(torch_dtype)
+    for _ in range(3):
+        a * b
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a * b
+        done += 1
+    return (time.perf_counter() - t0) / done
+
+
+def elementwise_s_per_token(config, dtype: str, tokens: int, loss_share: float, seconds: float = 0.1) -> float:
+    """The CPU's elementwise work per trained token: ELEMENTWISE_OPS_PER_LAYER ops on the micro-batch's
+    (tokens x hidden) activation per layer, and HEAD_PASSES over the fp32 logits of each loss position."""
+    c = config.get_text_config()
+    layer_op = elementwise_seconds(dtype, tokens, c.hidden_size, seconds)
+    logits = elementwise_seconds("fp32", 16, c.vocab_size, seconds) / 16  # one loss position's row
+    return (ELEMENTWISE_OPS_PER_LAYER * c.num_hidden_layers * layer_op / tokens
+            + HEAD_PASSES * loss_share * logits)

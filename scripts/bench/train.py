@@ -160,10 +160,13 @@ def one_run(kind: str, base: str, data: str, steps: int, out: str) -> dict:
     if kind == "ours":  # the estimate `edgetune train` shows before training, for the same batch shape
         from edgetune import estimate_throughput
         p = train.plan(r.train, model.config)
-        expected = estimate_throughput(model.config, p.device, p.dtype, p.why, r.train.batch_size, int(mean_len),
-                                       loss_share).tokens_per_s
+        est = estimate_throughput(model.config, p.device, p.dtype, p.why, r.train.batch_size, int(mean_len),
+                                  loss_share)
+        expected = {"tokens_per_s": est.tokens_per_s, "matmul_gflops": est.matmul_gflops,
+                    "matmul_s_per_token": est.matmul_s_per_token,
+                    "elementwise_s_per_token": est.elementwise_s_per_token}
     # TRL counts num_tokens from the attention mask: real tokens, padding excluded.
-    return {"expected_tokens_per_s": expected, "kind": kind, "seconds": seconds, "tokens": tokens,
+    return {"expected": expected, "kind": kind, "seconds": seconds, "tokens": tokens,
             "tokens_per_s": tokens / seconds,
             "peak_rss_mb": peak, "eval_loss": eval_loss,
             "gflops": flops / 1e9, "dtype": "fp32" if kind == "seed" else train.plan(r.train, model.config).dtype}
@@ -209,9 +212,12 @@ def main() -> None:
         roof = peak["bf16" if b["dtype"] == "bf16" else "fp32"]
         print(f"{k:8}{b['tokens_per_s']:>10.0f}{b['peak_rss_mb']:>14.0f}{b['eval_loss']:>12.4f}"
               f"{b['gflops']:>10.1f}{b['gflops'] / roof:>9.1%}")
-    if best["ours"].get("expected_tokens_per_s"):
-        print(f"edgetune's estimate before training: {best['ours']['expected_tokens_per_s']:.0f} tok/s "
-              f"(measured {best['ours']['tokens_per_s']:.0f})")
+    if best["ours"].get("expected"):
+        e = best["ours"]["expected"]
+        print(f"edgetune's estimate before training: {e['tokens_per_s']:.0f} tok/s "
+              f"(measured {best['ours']['tokens_per_s']:.0f}: {best['ours']['tokens_per_s'] / e['tokens_per_s']:.2f}x; "
+              f"matmul {e['matmul_s_per_token'] * 1e3:.2f} ms/token at {e['matmul_gflops']:.0f} GFLOP/s, "
+              f"elementwise {e['elementwise_s_per_token'] * 1e3:.2f} ms/token)")
     print(f"ratio ours/seed: throughput {best['ours']['tokens_per_s'] / best['seed']['tokens_per_s']:.2f}x, "
           f"peak RSS {best['ours']['peak_rss_mb'] / best['seed']['peak_rss_mb']:.2f}x")
     print("eval loss: mean NLL on the response tokens of the same held-out rows, for both")

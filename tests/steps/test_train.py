@@ -147,8 +147,11 @@ def test_estimate_before_training_is_sane_for_the_tiny_base(tiny_recipe, tiny_ba
     assert est.seq_len == tiny_recipe.data.max_length and est.batch_size == tiny_recipe.train.batch_size
     assert est.flops_per_token == lora_flops_per_token(config, tiny_recipe.data.max_length, 1.0)
     assert 0.1 < est.matmul_gflops < 1e6  # any CPU from a netbook to a server
-    assert est.tokens_per_s == pytest.approx(est.matmul_gflops * 1e9 * TRAINING_EFFICIENCY["cpu"]
-                                             / est.flops_per_token)
+    # matmul time at the stated efficiency plus the elementwise work measured here, per token
+    matmul_s = est.flops_per_token / (est.matmul_gflops * 1e9 * TRAINING_EFFICIENCY["cpu"])
+    assert 0 < est.elementwise_s_per_token < 1
+    assert est.tokens_per_s == pytest.approx(1 / (matmul_s + est.elementwise_s_per_token))
+    assert "elementwise work, measured here" in est.line()
     assert 10 < est.tokens_per_s < 1e9
     assert "trained tokens/s (an estimate:" in est.line() and f"{est.dtype} matmul measured here" in est.line()
 

@@ -309,7 +309,8 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig
 
-    from edgetune.steps.train.sft import Trainer
+    from edgetune.steps.train import lora_cpu  # imports torch
+    from edgetune.steps.train.sft import Trainer  # subclasses TRL's SFTTrainer: importing it loads TRL
 
     quiet_libraries()
     run_dir = Path(run_dir)
@@ -346,6 +347,9 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     lora = LoraConfig(r=t.rank, lora_alpha=t.alpha, lora_dropout=t.dropout, bias="none", task_type="CAUSAL_LM",
                       target_modules=targets, target_parameters=experts or None)
     model = get_peft_model(model, lora)
+    if p.device == "cpu":
+        for line in lora_cpu.speed_up(model, autocast_bf16=p.dtype == "bf16"):
+            on_event(Event("train", "log", line))
     trainable, total = model.get_nb_trainable_parameters()
     on_event(Event("train", "log", f"{p.method} on {p.device} ({p.dtype}), r={t.rank} alpha={t.alpha} "
                    f"targets={t.targets}: trainable {trainable:,} / {total:,} params "
