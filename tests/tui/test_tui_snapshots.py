@@ -5,6 +5,7 @@ step durations (the step table's clock), the pipeline and chat sessions (fakes w
 import json
 
 import pytest
+from textual.widgets import Input
 
 from edgetune.tui.app import EdgetuneApp
 
@@ -36,6 +37,9 @@ async def settle(pilot, condition=lambda: True, seconds: float = 60.0) -> None:
         await pilot.pause(0.05)
     else:
         raise AssertionError("the screen did not settle")
+    # A blinking cursor is on or off at the snapshot's instant: hold it still.
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
     # A DataTable sizes its columns on the refresh after its rows arrive: give it a few frames.
     for _ in range(3):
         await pilot.pause(0.05)
