@@ -49,7 +49,7 @@ def summary(path: str | Path) -> GGUFSummary:
         try:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 _read[key] = _walk(buf, stat.st_size)
-        except (struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
+        except (struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as e:
             raise EdgetuneError(f"{path}: truncated or corrupt GGUF ({str(e).splitlines()[0][:120]})") from None
     return _read[key]
 
@@ -67,7 +67,10 @@ def _walk(buf, size: int) -> GGUFSummary:
     pos, alignment = 24, gguf.GGUF_DEFAULT_ALIGNMENT
 
     def string(pos: int) -> int:  # the position after a string
-        return pos + 8 + u64.unpack_from(buf, pos)[0]
+        end = pos + 8 + u64.unpack_from(buf, pos)[0]
+        if end > size:
+            raise ValueError(f"a string at byte {pos} runs past the end of the file")
+        return end
 
     def value(pos: int, kind: int) -> int:  # the position after a value of `kind`
         kind = gguf.GGUFValueType(kind)
@@ -78,7 +81,10 @@ def _walk(buf, size: int) -> GGUFSummary:
         item, count = u32.unpack_from(buf, pos)[0], u64.unpack_from(buf, pos + 4)[0]
         pos += 12
         if gguf.GGUFValueType(item) in _SCALAR:
-            return pos + count * _SCALAR[gguf.GGUFValueType(item)]
+            end = pos + count * _SCALAR[gguf.GGUFValueType(item)]
+            if end > size:
+                raise ValueError(f"an array at byte {pos} runs past the end of the file")
+            return end
         for _ in range(count):  # strings (a vocabulary) or nested arrays
             pos = value(pos, item)
         return pos
