@@ -43,7 +43,7 @@ NAMES = {  # module -> the names the door takes from it
     "edgetune.events": ("Event", "TrainMetrics", "CancelToken", "Cancelled", "duration", "progress_line"),
     "edgetune.fsutil": ("cache_dir",),
     "edgetune.device": ("estimate_throughput", "lora_flops_per_token", "matmul_peak_gflops"),
-    "edgetune.runs": ("RunFolder", "RunSummary", "list_runs", "summarize"),
+    "edgetune.runs": ("RunFolder", "RunSummary", "gguf_of", "list_runs", "summarize"),
     "edgetune.results": ("FileCheck", "QuantFile", "QuantResult", "SmokeResult"),
     "edgetune.pipeline": ("STEPS",),
     "edgetune.cli": ("main",),

@@ -18,6 +18,7 @@ from edgetune import (
     TrainMetrics,
     __version__,
     cache_dir,
+    gguf_of,
     hub,
     list_runs,
     logs,
@@ -298,12 +299,7 @@ def chat(target: Path = typer.Argument(..., metavar="RUN_DIR|FILE.gguf",
     /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt;
     /save [FILE] writes it. A run's conversation is kept in its chat.jsonl and reopened."""
     _log_libraries(_command_log("chat"), hf=False)
-    folder = RunFolder.containing(target)
-    gguf = target
-    if target.is_dir():
-        if folder is None or folder.recommended_gguf() is None:
-            raise EdgetuneError(f"{target}: not a run folder with a GGUF file in it")
-        gguf = folder.recommended_gguf()
+    gguf, folder = gguf_of(target)
     choice = threads_mod.choose(threads, f"--threads {threads}")
     session = chat_mod.ChatSession(gguf, system=system, threads=choice.threads)
     typer.echo(f"{gguf.name}: template {session.template_name}; {choice.reason}. A blank line sends; /exit or "

@@ -234,6 +234,23 @@ def summarize(folder: RunFolder) -> RunSummary:
                       smoke.task.verdict if smoke and smoke.task else "", run_state.version)
 
 
+def gguf_of(target: str | Path) -> tuple[Path, RunFolder | None]:
+    """What `edgetune chat` and `serve` open: a run folder's recommended file or a .gguf file, and the run
+    it belongs to (None for a file outside any run)."""
+    p = Path(target).expanduser()
+    folder = RunFolder.containing(p)
+    if p.is_dir():
+        if folder is None:
+            raise EdgetuneError(f"{p}: neither a .gguf file nor a run folder (no recipe.yaml or state.json)")
+        gguf = folder.recommended_gguf()
+        if gguf is None:
+            raise EdgetuneError(f"{p}: the run has no GGUF file yet (run it through the convert step)")
+        return gguf, folder
+    if not p.is_file():
+        raise EdgetuneError(f"{p}: no such file or run folder")
+    return p, folder
+
+
 def list_runs(runs_dir: str | Path) -> list[RunSummary]:
     """Every run folder under `runs_dir` (a folder with a recipe.yaml or state.json), newest first."""
     root = Path(runs_dir)
@@ -252,4 +269,4 @@ def _summary_or_unreadable(folder: RunFolder) -> RunSummary:
         return RunSummary(folder, folder.name, "", "", 0.0, "unreadable", f"{type(e).__name__}: {first}", None, "", "")
 
 
-__all__ = ["OUTCOMES", "Record", "RunFolder", "RunSummary", "list_runs", "summarize"]
+__all__ = ["OUTCOMES", "Record", "RunFolder", "RunSummary", "gguf_of", "list_runs", "summarize"]

@@ -2,11 +2,13 @@
 model's control characters and keeps a run's conversation; the model card says how to serve."""
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from edgetune import chat as chat_mod
 from edgetune import cli
-from edgetune.runs import RunFolder
+from edgetune.errors import EdgetuneError
+from edgetune.runs import RunFolder, gguf_of
 
 from tui_fixtures import make_run
 
@@ -81,3 +83,21 @@ def test_the_model_card_says_how_to_serve_it(tmp_path):
     card = folder.model_card.read_text()
     assert f"edgetune serve {folder.dir}" in card
     assert "curl http://127.0.0.1:8000/v1/chat/completions" in card and '"model": "r"' in card
+
+
+def test_chat_and_serve_open_a_run_or_a_file_by_one_rule(tmp_path):
+    run = make_run(tmp_path, "r1")
+    gguf, folder = gguf_of(run.dir)
+    assert gguf == run.recommended_gguf() and folder.dir == run.dir
+    assert gguf_of(gguf)[1].dir == run.dir  # a file of a run keeps its run (its chat.jsonl)
+    loose = tmp_path / "loose.gguf"
+    loose.write_bytes(b"GGUF")
+    assert gguf_of(loose) == (loose, None)
+    empty = make_run(tmp_path, "r2", gguf=False)
+    with pytest.raises(EdgetuneError, match="r2: the run has no GGUF file yet"):
+        gguf_of(empty.dir)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(EdgetuneError, match="plain: neither a .gguf file nor a run folder"):
+        gguf_of(tmp_path / "plain")
+    with pytest.raises(EdgetuneError, match="gone.gguf: no such file or run folder"):
+        gguf_of(tmp_path / "gone.gguf")

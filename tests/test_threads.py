@@ -278,9 +278,11 @@ def test_cli_chat_threads_option_and_reason(two_cpus, monkeypatch, tmp_path):
     monkeypatch.setattr(chat_mod, "ChatSession", Session)
     monkeypatch.setattr(cli, "_log_libraries", lambda *a, **k: None)
     two_cpus["busy"] = 1.0
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")  # the session is a fake; the file must exist
     out = CliRunner().invoke(cli.app, ["chat", str(tmp_path / "m.gguf")], input="")
     assert out.exit_code == 0 and made == [1]
     assert "1 of 2 CPUs busy: expect about half the speed; using 1 thread" in out.output
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")  # the session is a fake; the file must exist
     out = CliRunner().invoke(cli.app, ["chat", str(tmp_path / "m.gguf"), "--threads", "2"], input="")
     assert made[-1] == 2 and "set by --threads 2" in out.output
 

@@ -11,6 +11,10 @@ from edgetune.results import RunState, SmokeResult
 from edgetune.runs import RunFolder
 from edgetune.use.chat import Conversation
 
+# A GGUF header with no metadata and no tensors, padded to the data's alignment: passes the file checks
+# edgetune makes before handing a path to a (fake) session or server.
+EMPTY_GGUF = b"GGUF" + (3).to_bytes(4, "little") + bytes(24)
+
 FAKE_SUMMARY = SmokeResult.from_dict({
     "prompts": ["p"] * 4, "expected": ["x"] * 4, "base": {"answers": [""] * 4, "accuracy": 0.0},
     "hf": {"answers": ["x"] * 4, "accuracy": 1.0, "perplexity": 1.5},
@@ -113,7 +117,7 @@ def make_run(root, name, state="done", smoke=True, recipe=True, gguf=True):
         FAKE_SUMMARY.write(folder.smoke_json)
     if gguf:
         folder.gguf_dir.mkdir()
-        folder.gguf("Q4_K_M").write_bytes(b"GGUF" + b"\0" * 64)
+        folder.gguf("Q4_K_M").write_bytes(EMPTY_GGUF)
     return folder
 
 

@@ -46,14 +46,16 @@ def chat_ids(tok, messages: list[dict]) -> list[int]:
 BATCH_LOGIT_BYTES = 512 * 2**20  # the [batch, length, vocab] float32 logits of one forward stay under this
 
 
-def _batches(rows: list[list[int]], vocab: int, limit: int = 8) -> list[list[int]]:
-    """Indices of `rows` in batches of similar length (longest first), each at most `limit` rows and
-    BATCH_LOGIT_BYTES of logits: one forward of eight rows costs little more than one of a single row
-    on a CPU, where a small model's time goes to the work around each matmul."""
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+def _batches(rows: list[list[int]], vocab: int | None = None, limit: int = 8) -> list[list[int]]:
+    """Indices of `rows` in batches of similar length (longest first), each at most `limit` rows and,
+    given the vocabulary, BATCH_LOGIT_BYTES of logits: one forward of eight rows costs little more than
+    one of a single row on a CPU, where a small model's time goes to the work around each matmul."""
+    def fits(batch: list[int]) -> bool:
+        return vocab is None or (len(batch) + 1) * len(rows[batch[0]]) * vocab * 4 <= BATCH_LOGIT_BYTES
+
     out: list[list[int]] = []
-    for i in order:
-        if out and len(out[-1]) < limit and (len(out[-1]) + 1) * len(rows[out[-1][0]]) * vocab * 4 <= BATCH_LOGIT_BYTES:
+    for i in sorted(range(len(rows)), key=lambda i: -len(rows[i])):
+        if out and len(out[-1]) < limit and fits(out[-1]):
             out[-1].append(i)
         else:
             out.append([i])
@@ -68,7 +70,7 @@ def answers(model, tok, prompts: list[list[int]], max_tokens: int, stops: list[i
     pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     texts: list[str] = [""] * len(prompts)
     stopped = 0
-    for batch in _batches(prompts, 1, limit=8):
+    for batch in _batches(prompts):
         width = max(len(prompts[i]) for i in batch)
         ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch])
         mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch])

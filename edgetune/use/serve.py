@@ -23,7 +23,7 @@ from typing import Callable
 import edgetune.threads as threads_mod
 from edgetune.errors import EdgetuneError
 from edgetune.inputs.gguf_io import check_gguf_file
-from edgetune.runs import RunFolder
+from edgetune.runs import gguf_of
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -40,19 +40,9 @@ class Target:
 
 def resolve(target: str | Path) -> Target:
     """A run folder (its recommended file, named after the run) or a .gguf file (named by its stem)."""
-    p = Path(target).expanduser()
-    if p.is_dir():
-        folder = RunFolder.containing(p)
-        if folder is None:
-            raise EdgetuneError(f"{p}: neither a .gguf file nor a run folder (no recipe.yaml or state.json)")
-        gguf = folder.recommended_gguf()
-        if gguf is None:
-            raise EdgetuneError(f"{p}: the run has no GGUF file yet (run it through the convert step)")
-        return Target(gguf, folder.name)
-    if not p.is_file():
-        raise EdgetuneError(f"{p}: no such file or run folder")
-    check_gguf_file(p)
-    return Target(p, p.stem)
+    gguf, folder = gguf_of(target)
+    check_gguf_file(gguf)
+    return Target(gguf, folder.name if Path(target).expanduser().is_dir() else gguf.stem)
 
 
 def base_url(host: str, port: int) -> str:

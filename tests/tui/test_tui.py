@@ -163,14 +163,17 @@ def test_quitting_during_a_run_asks_then_cancels():
     asyncio.run(go())
 
 
-def test_chat_message_box_takes_several_lines_and_a_paste_whole():
+def test_chat_message_box_takes_several_lines_and_a_paste_whole(tmp_path, monkeypatch):
     """Ctrl+J starts a new line, a paste (as the terminal delivers it, to the app) keeps its blank
     lines, Enter sends it all as one message."""
     from textual import events
 
     from edgetune.tui.screens.chat import ChatScreen
 
-    from tui_fixtures import FakeChatSession
+    from tui_fixtures import EMPTY_GGUF, FakeChatSession
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-Q8_0.gguf").write_bytes(EMPTY_GGUF)
 
     async def go():
         app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession)

@@ -3,9 +3,11 @@ Runs screen (open, chat, serve, resume, delete; odd folders as rows); Results re
 import asyncio
 import json
 
+import pytest
+
 from edgetune.tui.app import EdgetuneApp
 
-from tui_fixtures import FakeChatSession, FakeRunner, FakeServers, make_run, wait_until
+from tui_fixtures import EMPTY_GGUF, FakeChatSession, FakeRunner, FakeServers, make_run, wait_until
 
 
 class SlowSession(FakeChatSession):
@@ -14,6 +16,13 @@ class SlowSession(FakeChatSession):
 
 def lines(screen, cls=".msg"):
     return [str(s.render()) for s in screen.query(cls)]
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Each test in its own folder, with the m.gguf its fake chat sessions open."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.gguf").write_bytes(EMPTY_GGUF)
 
 
 async def open_chat(app, pilot, path="m.gguf"):

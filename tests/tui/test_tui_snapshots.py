@@ -9,7 +9,7 @@ from textual.widgets import Input
 
 from edgetune.tui.app import EdgetuneApp
 
-from tui_fixtures import FakeChatSession, FakeRunner, write_fake_adapters
+from tui_fixtures import EMPTY_GGUF, FakeChatSession, FakeRunner, write_fake_adapters
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
@@ -115,6 +115,9 @@ def test_run_screen_finished(snap_compare, workdir, size, tab):
 @pytest.mark.parametrize("size", SIZES)
 def test_chat_screen_comparing_two_files(snap_compare, workdir, size):
     from edgetune.tui.screens.chat import ChatScreen
+
+    for name in ("a-Q8_0.gguf", "a-Q4_K_M.gguf"):
+        (workdir / name).write_bytes(EMPTY_GGUF)
 
     async def run_before(pilot):
         await pilot.app.push_screen(ChatScreen("a-Q8_0.gguf", "a-Q4_K_M.gguf"))

@@ -87,6 +87,7 @@ def test_cli_chat_messages_and_commands(monkeypatch, tmp_path):
     RecordingSession.made.clear()
     typed = ("line one\nline two\n\n/system be brief\nsecond\n\n/reset\n/nope\n/help\n/system\nthird\n\n"
              "/exit\nnever sent\n\n")
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")  # the session is a fake; the file must exist
     result = CliRunner().invoke(cli.app, ["chat", str(tmp_path / "m.gguf")], input=typed)
     assert result.exit_code == 0, result.output
     s = RecordingSession.made[0]
@@ -95,6 +96,7 @@ def test_cli_chat_messages_and_commands(monkeypatch, tmp_path):
     assert "unknown command /nope" in result.output and "/system TEXT sets the system prompt" in result.output
     # Ctrl-D (end of input) quits too, with nothing sent
     RecordingSession.made.clear()
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")  # the session is a fake; the file must exist
     result = CliRunner().invoke(cli.app, ["chat", str(tmp_path / "m.gguf")], input="")
     assert result.exit_code == 0 and RecordingSession.made[0].sent == [] and RecordingSession.made[0].closed
 

@@ -22,7 +22,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Static
 
-from edgetune import EdgetuneError, RunFolder
+from edgetune import EdgetuneError, gguf_of
 from edgetune import chat as chat_mod
 
 from ..display import one_line, show_status
@@ -130,13 +130,8 @@ class ChatScreen(Screen):
         sessions, note = [], ""
         try:
             for p in paths:
-                folder = RunFolder.containing(p)
-                if Path(p).is_dir():  # a run folder: its recommended file
-                    gguf = folder.recommended_gguf() if folder else None
-                    if gguf is None:
-                        raise EdgetuneError(f"{p}: not a run folder with a GGUF file in it")
-                    p = str(gguf)
-                sessions.append(self.app.chat_session(p, system))
+                gguf, folder = gguf_of(p)  # a run folder: its recommended file
+                sessions.append(self.app.chat_session(str(gguf), system))
             if len(sessions) == 1 and folder is not None:  # one model: the run's conversation goes on
                 try:
                     if sessions[0].open_log(folder.chat_log):
