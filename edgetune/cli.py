@@ -119,6 +119,7 @@ NAME_HELP = "Run name: the folder runs/<name>/ (letters, digits, '.', '_', '-'; 
 BASE_HELP = "Base model: demo, gemma3-270m, a Hugging Face folder, a .gguf file or a hub id (org/model)."
 DATA_HELP = "Dataset: demo, a .jsonl/.json/.csv/.parquet file or a hub id; alpaca, chat or text rows."
 THREADS_HELP = "Threads of every heavy step (default 0: as many as there are CPUs free; the recipe's threads key)."
+CPU_THREADS_HELP = "llama.cpp threads (0: as many as there are CPUs free)."
 
 
 def _load_recipe(recipe: Optional[Path], name: Optional[str], base: Optional[str], data: Optional[str],
@@ -167,18 +168,33 @@ def root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="
         run_app()
 
 
+def _columns(text: str) -> dict[str, str]:
+    """--columns instruction=question,output=answer as data.columns, checked as a recipe's is."""
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise EdgetuneError(f"--columns: {bad[0]!r} is not FIELD=COLUMN (e.g. instruction=question,output=answer)")
+    columns = dict(p.split("=", 1) for p in pairs)
+    recipe_mod.from_dict({"data": {"columns": columns}}, "--columns")
+    return columns
+
+
 @data_app.command("inspect")
-def data_inspect(file: str, format: str = typer.Option("auto", help="auto, alpaca, chat or text"),
+def data_inspect(file: str = typer.Argument(..., help=DATA_HELP),
+                 format: str = typer.Option("auto", help="auto, alpaca, chat or text"),
+                 columns: str = typer.Option("", help="Your columns, as data.columns maps them: "
+                                                       "instruction=question,output=answer"),
                  skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip bad rows and count them."),
                  tokenizer: str = typer.Option("demo", help="Model whose tokenizer counts tokens."),
                  template: str = typer.Option("auto", help="Chat template: auto, model, alpaca, chatml, gemma, "
                                                            "llama3 or a .jinja file."),
-                 max_length: int = typer.Option(512), show: int = typer.Option(3, help="Rows to preview.")):
+                 max_length: int = typer.Option(512, help="Tokens per row; longer rows are cut."),
+                 show: int = typer.Option(3, help="Rows to preview.")):
     """Validate a dataset: format, row count, template, a preview, token lengths, cut responses, bad rows."""
     hub.check_ids(models=[tokenizer], datasets=[file])
     _log_libraries(_command_log("data-inspect"), llama=False)
     spec = DataSpec(path=file, format=format, on_bad_row="skip" if skip_bad else "error",
-                    max_length=max_length, template=template)
+                    max_length=max_length, template=template, columns=_columns(columns))
     prepared = data_mod.inspect(spec, tokenizer, CliRenderer())
     ds, stats = prepared.dataset, prepared.stats
     typer.echo(f"{file}: format {ds.format}, {len(ds.rows)} rows, {len(ds.skipped)} skipped")
@@ -245,22 +261,28 @@ def demo(headless: bool = typer.Option(False, "--headless", help="No UI even in 
 
 
 @app.command()
-def merge(base: str, adapter: Path, out: Path):
+def merge(base: str = typer.Argument(..., help=BASE_HELP),
+          adapter: Path = typer.Argument(..., help="The PEFT adapter folder (adapter_config.json + weights)."),
+          out: Path = typer.Argument(..., help="The merged model folder to write.")):
     """Merge a PEFT adapter into the 16/32-bit base (never the 4-bit one), shard by shard."""
     _log_libraries(_command_log("merge"), llama=False)
     merge_mod.merge(resolve_base(base), adapter, out, CliRenderer())
 
 
 @app.command()
-def convert(model_dir: Path, out: Path, outtype: str = typer.Option("f16", help="f32, f16, bf16 or q8_0")):
+def convert(model_dir: Path = typer.Argument(..., help="A Hugging Face model folder (config.json, safetensors)."),
+            out: Path = typer.Argument(..., help="The .gguf file to write."),
+            outtype: str = typer.Option("f16", help="f32, f16, bf16 or q8_0")):
     """Convert a Hugging Face model folder to GGUF with edgetune's converter."""
     _log_libraries(_command_log("convert"), hf=False, llama=False)
     convert_hf_to_gguf(model_dir, out, outtype, CliRenderer())
 
 
 @app.command()
-def quantize(src: Path, dst: Path, type: str = typer.Option("Q4_K_M", "--type", help="Q8_0, Q6_K, Q5_K_M, Q4_K_M, ..."),
-             threads: int = 0,
+def quantize(src: Path = typer.Argument(..., help="An F16, BF16 or F32 .gguf file."),
+             dst: Path = typer.Argument(..., help="The quantized .gguf file to write."),
+             type: str = typer.Option("Q4_K_M", "--type", help="Q8_0, Q6_K, Q5_K_M, Q4_K_M, ..."),
+             threads: int = typer.Option(0, help=CPU_THREADS_HELP),
              imatrix: Optional[Path] = typer.Option(None, help="An imatrix GGUF (runs/<name>/gguf/<name>.imatrix.gguf); "
                                                                "IQ types need one.")):
     """Quantize an F16/BF16/F32 GGUF with llama.cpp's quantizer."""
@@ -279,7 +301,8 @@ def smoke(recipe: Optional[Path] = typer.Option(None, help="Recipe of the run to
 
 
 @app.command()
-def report(run_dir: Path, open_: bool = typer.Option(False, "--open", help="Open report.html in the browser.")):
+def report(run_dir: Path = typer.Argument(..., help="A run folder (runs/<name>)."),
+           open_: bool = typer.Option(False, "--open", help="Open report.html in the browser.")):
     """(Re)build report.md and report.html of a run folder, an old or unfinished one too."""
     folder = RunFolder(run_dir, run_dir.resolve().name)
     md, page = pipeline.write_reports(folder)
@@ -291,9 +314,11 @@ def report(run_dir: Path, open_: bool = typer.Option(False, "--open", help="Open
 @app.command()
 def chat(target: Path = typer.Argument(..., metavar="RUN_DIR|FILE.gguf",
                                        help="A run folder (its recommended file) or a GGUF file."),
-         system: str = typer.Option("", help="System prompt."), temperature: float = 0.7,
-         top_p: float = 0.95, max_tokens: int = 256,
-         threads: int = typer.Option(0, help="llama.cpp threads (0: as many as there are CPUs free)."),
+         system: str = typer.Option("", help="System prompt."),
+         temperature: float = typer.Option(0.7, help="Sampling temperature (0: always the likeliest token)."),
+         top_p: float = typer.Option(0.95, help="Nucleus sampling: the smallest set of tokens with this much probability."),
+         max_tokens: int = typer.Option(256, help="The longest answer, in tokens."),
+         threads: int = typer.Option(0, help=CPU_THREADS_HELP),
          new: bool = typer.Option(False, "--new", help="Start a new conversation instead of the run's last one.")):
     """Chat with a GGUF on the CPU, streamed. A blank line sends (a message may span lines);
     /exit or Ctrl-D quits; /reset forgets the conversation; /system TEXT sets the system prompt;
@@ -333,9 +358,10 @@ def chat(target: Path = typer.Argument(..., metavar="RUN_DIR|FILE.gguf",
 def serve(target: Path = typer.Argument(..., metavar="RUN_DIR|FILE.gguf",
                                         help="A run folder (its recommended file) or a GGUF file."),
           host: str = typer.Option(serve_mod.DEFAULT_HOST, help="Address to listen on (0.0.0.0: every interface)."),
-          port: int = typer.Option(serve_mod.DEFAULT_PORT), api_key: Optional[str] = typer.Option(
+          port: int = typer.Option(serve_mod.DEFAULT_PORT, help="Port to listen on."), api_key: Optional[str] = typer.Option(
               None, "--api-key", help="Every request must carry it (Authorization: Bearer KEY), else 401."),
-          threads: int = 0, ctx: int = typer.Option(serve_mod.DEFAULT_CTX, help="Context length in tokens."),
+          threads: int = typer.Option(0, help=CPU_THREADS_HELP),
+          ctx: int = typer.Option(serve_mod.DEFAULT_CTX, help="Context length in tokens."),
           name: Optional[str] = typer.Option(None, help="The model name clients use (default: the run's or file's).")):
     """Serve a GGUF behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions,
     /v1/models) until Ctrl-C or SIGTERM. Requests are answered one after another."""
@@ -390,11 +416,13 @@ def _console_reader():
 
 
 @app.command()
-def batch(adapters: Path, out: Path = typer.Option(..., "--out", help="Output folder (holds manifest.json)."),
+def batch(adapters: Path = typer.Argument(..., help="A folder of PEFT adapter folders (searched below it)."),
+          out: Path = typer.Option(..., "--out", help="Output folder (holds manifest.json)."),
           quant: str = typer.Option("Q4_K_M", "--quant", help="Comma-separated: Q4_K_M,Q8_0,F16,..."),
           mode: str = typer.Option("merged", help="merged (base+adapter per quant), lora (GGUF adapter), both"),
           base: Optional[str] = typer.Option(None, help="Base for every adapter (default: each adapter's own)."),
-          jobs: int = typer.Option(1, help="Adapters converted at once."), threads: int = 0,
+          jobs: int = typer.Option(1, help="Adapters converted at once."),
+          threads: int = typer.Option(0, help=CPU_THREADS_HELP),
           no_smoke: bool = typer.Option(False, "--no-smoke", help="Skip the llama.cpp check of each file.")):
     """Convert every PEFT adapter under a folder to GGUF; one row per adapter, a rerun resumes."""
     render = CliRenderer()

@@ -61,6 +61,11 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # Libraries write into the folder too (safetensors' save_file creates its files 0600).
+    mode = 0o666 & ~umask()
+    for path in tmp.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
     old = final.with_name(final.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

@@ -102,6 +102,28 @@ def test_version_and_help_texts():
     assert "Run name" in out and "Base model: demo, gemma3-270m" in out and "Dataset: demo, a" in out
 
 
+def test_data_inspect_maps_columns(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\nwhat is 2+2,4\nwhat is 3+3,6\n")
+    refused = runner.invoke(app, ["data", "inspect", str(path)])
+    assert refused.exit_code == 2 and "map yours with data.columns" in refused.output
+    mapped = runner.invoke(app, ["data", "inspect", str(path), "--columns", "instruction=question,output=answer"])
+    assert mapped.exit_code == 0, mapped.output
+    assert "what is 3+3" in mapped.output and "2 rows" in mapped.output
+    bad = runner.invoke(app, ["data", "inspect", str(path), "--columns", "instr=question"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: --columns: data.columns.instr is not one of")
+
+
+def test_every_argument_and_option_of_every_verb_has_help():
+    import typer.main
+    group = typer.main.get_command(app)
+    missing = []
+    for name, command in group.commands.items():
+        for sub_name, sub in getattr(command, "commands", {name: command}).items():
+            missing += [f"{sub_name} {p.name}" for p in sub.params if not getattr(p, "help", None)]
+    assert missing == []
+
+
 def test_plain_edgetune_without_a_terminal_prints_help_and_fails():
     proc = subprocess.run([sys.executable, "-m", "edgetune"], stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=60)

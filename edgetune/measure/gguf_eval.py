@@ -23,6 +23,20 @@ def load(path: str | Path, n_ctx: int, threads: int = 0):
                  n_threads=threads_mod.resolve(threads), n_batch=min(512, n_ctx))
 
 
+def eog_ids(path: str | Path) -> list[int]:
+    """Every token llama.cpp ends generation on in the file: its EOS and EOT, and tokens it adds by
+    name (a Qwen-style vocabulary's <|endoftext|> beside <|im_end|>). Every consumer stops there."""
+    import llama_cpp
+
+    check_gguf_file(Path(path))
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        vocab = llm._model.vocab
+        return [t for t in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+    finally:
+        llm.close()
+
+
 def n_ctx(rows: list[list[int]], max_tokens: int) -> int:
     """A context that holds the longest row or prompt and an answer."""
     return max([len(r) for r in rows] + [64]) + max_tokens + 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.inputs.models import load_causal_lm
-from edgetune.measure import metrics
+from edgetune.measure import gguf_eval, metrics
 from edgetune.measure.heldout import Heldout
 from edgetune.results import BaseFigures
 
@@ -29,12 +29,18 @@ def stop_ids(generation_config, tok) -> list[int]:
     return ids or ([tok.eos_token_id] if tok.eos_token_id is not None else [])
 
 
-def folder_stop_ids(model_dir: str | Path, tok) -> list[int]:
-    """stop_ids from a model folder's generation_config.json (the tokenizer's EOS without one)."""
+def folder_stop_ids(model_dir: str | Path, tok, gguf_file: str | Path | None = None) -> list[int]:
+    """stop_ids from a model folder's generation_config.json (the tokenizer's EOS without one) and,
+    given the run's GGUF, every token llama.cpp ends generation on there: HF answers then end where
+    the file's consumers end them (a model that emits <|endoftext|> instead of <|im_end|> stops in
+    llama.cpp and Ollama, and must stop here too, or the two sides never agree)."""
     from transformers import GenerationConfig
 
     has_config = (Path(model_dir) / "generation_config.json").is_file()
-    return stop_ids(GenerationConfig.from_pretrained(str(model_dir)) if has_config else None, tok)
+    ids = stop_ids(GenerationConfig.from_pretrained(str(model_dir)) if has_config else None, tok)
+    if gguf_file is not None:
+        ids += [t for t in gguf_eval.eog_ids(gguf_file) if t not in ids and t < len(tok)]
+    return ids
 
 
 def chat_ids(tok, messages: list[dict]) -> list[int]:

@@ -164,7 +164,7 @@ def modelfile(target: str, tok, stop_ids: list[int]) -> str:
 
 def write_model_files(folder: RunFolder, target: Path, tok, recipe: Recipe, template: str | None) -> None:
     """The Modelfile and README.md beside the GGUFs (`tok`: the merged folder's tokenizer)."""
-    stop_ids = hf_eval.folder_stop_ids(folder.merged, tok)  # EOS and the template's turn end
+    stop_ids = hf_eval.folder_stop_ids(folder.merged, tok, target)  # EOS, the turn end, llama.cpp's other stops
     write_text(folder.modelfile, modelfile(target.name, tok, stop_ids))
     t = recipe.train
     card = [f"# {recipe.name}", "", f"Fine-tuned from `{recipe.base}` on `{recipe.data.path}` with edgetune "

@@ -70,15 +70,16 @@ def _norm(s: str) -> str:
 
 
 def hf_reference(hf_dir: str | Path, rows: Heldout, max_tokens: int, on_event: Callback = ignore,
-                 tokenizer=None) -> HFReference:
+                 tokenizer=None, gguf_file: str | Path | None = None) -> HFReference:
     """The merged HF model on `rows`: its answers, logits and perplexity, and the tokenizer's ids
-    of the parity strings and chat probes."""
+    of the parity strings and chat probes. Given one of the run's GGUFs, its answers stop wherever
+    llama.cpp stops (hf_eval.folder_stop_ids)."""
     from transformers import AutoTokenizer
 
     tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(hf_dir))
     model = hf_eval.load(hf_dir)
     try:
-        stops = hf_eval.stop_ids(model.generation_config, tok)
+        stops = hf_eval.folder_stop_ids(hf_dir, tok, gguf_file)
         answers, stopped = hf_eval.answers(model, tok, rows.prompts, max_tokens, stops)
         logits = hf_eval.logits(model, rows.ids)
     finally:
@@ -328,7 +329,7 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
     rows = heldout.rows(prepared.eval, tok, recipe.data.max_length, spec.prompts).first(spec.prompts)
     seconds = {}
     t0 = time.perf_counter()
-    ref = hf_reference(merged, rows, spec.max_tokens, on_event, tokenizer=tok)
+    ref = hf_reference(merged, rows, spec.max_tokens, on_event, tokenizer=tok, gguf_file=files[0] if files else None)
     seconds["reference"] = time.perf_counter() - t0
     base = quant.base if quant is not None else None
     if base is None or not base.row_tokens:  # not measured by the quantize step (an older run folder)

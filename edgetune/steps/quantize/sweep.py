@@ -106,7 +106,8 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
         with clock("reference"):
             ref = kld.reference(unquantized, rows, max_tokens, threads)
         with clock("base"):  # the base before fine-tuning, once per run: the smoke step reads it back
-            result.base = hf_eval.base_figures(base_path, rows, tok, hf_eval.folder_stop_ids(merged, tok), max_tokens)
+            result.base = hf_eval.base_figures(base_path, rows, tok, hf_eval.folder_stop_ids(merged, tok, unquantized),
+                                                     max_tokens)
         result.reference = QuantReference(unquantized.name, ref.perplexity, ref.accuracy, ref.positions,
                                           len(ref.logprobs), ref.answers, ref.stopped_at_eos)
 
