@@ -196,9 +196,13 @@ def _smoke(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Cal
     quant = QuantResult.read(folder.quant_json)
     files = [unquantized(recipe, folder)] + [folder.gguf(q) for q in quant.kept_labels()]
     result = smoke_mod.smoke_run(folder.merged, base_path, files, recipe, folder.modelfile, on_event, tok, quant)
-    result.task = report_mod.task_verdict(result, _train_result(folder), report_mod.train_losses(folder.train_log),
-                                          recipe)
+    train = _train_result(folder)
+    result.task = report_mod.task_verdict(result, train, report_mod.train_losses(folder.train_log), recipe)
     result.write(folder.smoke_json)
+    offered = folder.recommended_gguf()  # a file that failed here is not offered: the Modelfile follows
+    if offered is not None and folder.modelfile.is_file() and \
+            f"FROM ./{offered.name}\n" not in folder.modelfile.read_text(encoding="utf-8"):
+        report_mod.write_model_files(folder, offered, tok, recipe, train.template)
 
 
 def _finish(recipe: Recipe, folder: RunFolder, on_event: Callback) -> SmokeResult:
@@ -208,7 +212,7 @@ def _finish(recipe: Recipe, folder: RunFolder, on_event: Callback) -> SmokeResul
     on_event(Event("smoke", "log", f"report: {folder.report_html}"))
     for line in report_mod.verdict_lines(result):
         on_event(Event("smoke", "metric", line))
-    smoke_mod.require_pass(result.files)
+    smoke_mod.require_pass(result.files, folder.recommended_gguf())
     return result
 
 

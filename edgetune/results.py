@@ -204,7 +204,7 @@ class QuantFile(Record):
     accuracy: float | None = None
     answers: list[str] = field(default_factory=list)
     stopped_at_eos: int = 0  # of its answers, how many stopped on an end-of-generation token
-    gain_kept: float | None = None  # share of the fine-tune's perplexity gain the file keeps
+    gain_kept: float | None = None  # share of the fine-tune's loss gain (log perplexity) the file keeps
     gave_back: bool = False
     misses: list[str] = field(default_factory=list)  # why it is outside the auto budget
     kept: bool = False

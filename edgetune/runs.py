@@ -162,16 +162,26 @@ class RunFolder:
 
     def recommended_gguf(self) -> Path | None:
         """The file to chat with or serve: the auto sweep's recommendation, else the smallest kept
-        quantized file, else the unquantized one; None before any GGUF exists."""
+        quantized file, else the unquantized one; None before any GGUF exists. Once the smoke step has
+        run, the first of those that passed it and kept the fine-tune: a file that fails the check, or
+        gave back what training taught, is never the one offered."""
+        def size(path: Path) -> int:
+            return path.stat().st_size
+
+        order = sorted(self.ggufs(), key=size)  # smallest first: the unquantized file comes last
         quant = self.optional(self.quant_result)
         if quant is not None:
-            labels = quant.kept_labels()
             recommended = quant.recommended()
-            label = recommended.label if recommended else (labels[-1] if labels else None)
-            if label and self.gguf(label).is_file():
-                return self.gguf(label)
-        files = self.ggufs()
-        return min(files, key=lambda p: p.stat().st_size) if files else None
+            picked = [self.gguf(recommended.label)] if recommended else []
+            kept = sorted((self.gguf(label) for label in quant.kept_labels()), key=lambda p: size(p) if p.is_file() else 0)
+            order = list(dict.fromkeys([p for p in picked + kept if p.is_file()] + order))
+        smoke = self.optional(self.smoke_result)
+        if smoke is not None and order:
+            passed = {Path(f.file).name for f in smoke.files if f.passed}
+            gave_back = {self.gguf(f.label).name for f in (quant.files if quant else []) if f.gave_back}
+            order = ([p for p in order if p.name in passed and p.name not in gave_back]
+                     + [p for p in order if p.name in passed] + order)
+        return order[0] if order else None
 
 
 @dataclass

@@ -8,9 +8,10 @@ from typer.testing import CliRunner
 from edgetune import chat as chat_mod
 from edgetune import cli
 from edgetune.errors import EdgetuneError
+from edgetune.results import QuantResult
 from edgetune.runs import RunFolder, gguf_of
 
-from tui_fixtures import make_run
+from tui_fixtures import EMPTY_GGUF, make_run
 
 
 def test_runs_lists_every_run_and_says_what_is_odd(tmp_path):
@@ -68,12 +69,17 @@ def test_cli_chat_escapes_control_characters_and_keeps_a_runs_conversation(monke
     assert "earlier messages" not in result.output
 
 
-def test_the_model_card_says_how_to_serve_it(tmp_path):
+def test_the_model_card_says_how_to_serve_it(tmp_path, monkeypatch):
     from edgetune import report
     from edgetune.inputs.recipe import from_dict
+    from edgetune.measure import gguf_eval
+    monkeypatch.setattr(gguf_eval, "eog_ids", lambda path: [2])  # the run's GGUF here is an empty stand-in
 
     class Tok:
         eos_token_id = 2
+
+        def __len__(self):
+            return 3
 
         def convert_ids_to_tokens(self, i):
             return "</s>"
@@ -101,3 +107,18 @@ def test_chat_and_serve_open_a_run_or_a_file_by_one_rule(tmp_path):
         gguf_of(tmp_path / "plain")
     with pytest.raises(EdgetuneError, match="gone.gguf: no such file or run folder"):
         gguf_of(tmp_path / "gone.gguf")
+
+
+def test_the_offered_file_passed_the_smoke_check_and_kept_the_fine_tune(tmp_path):
+    run = make_run(tmp_path, "my-run")  # its smoke.json: F16 and Q8_0 passed, Q4_K_M failed
+    run.gguf("Q8_0").write_bytes(EMPTY_GGUF + b"\0" * 64)
+    run.gguf("F16").write_bytes(EMPTY_GGUF + b"\0" * 128)
+    assert run.recommended_gguf() == run.gguf("Q8_0")  # not the smaller Q4_K_M that failed
+
+    def row(label, gave_back):
+        return {"label": label, "type": label, "kept": True, "gain_kept": 0.5 if gave_back else 1.0,
+                "gave_back": gave_back}
+    QuantResult.from_dict({"files": [row("Q8_0", True), row("Q4_K_M", False)]}).write(run.quant_json)
+    assert run.recommended_gguf() == run.gguf("F16")  # Q8_0 gave back half of what training taught
+    run.smoke_json.unlink()  # before the smoke step: the smallest kept file
+    assert run.recommended_gguf() == run.gguf("Q4_K_M")

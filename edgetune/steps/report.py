@@ -88,12 +88,13 @@ def task_verdict(smoke: SmokeResult, train: TrainResult, losses: list[float],
 
 
 def _stop_shares(smoke: SmokeResult) -> list[tuple[str, float, int]]:
-    """(who, share of answers that ended on a stop token, answers) for the fine-tuned model and each file."""
+    """(who, share of answers that ended on a stop token, answers) for the fine-tuned model and each file
+    that passed the file verdict (a failed file's answers say what is wrong with the file, not with training)."""
     shares = []
     if smoke.hf.stopped_at_eos is not None and smoke.hf.answers:
         shares.append(("the fine-tuned model", smoke.hf.stopped_at_eos / len(smoke.hf.answers), len(smoke.hf.answers)))
     for f in smoke.files:
-        if f.answers:
+        if f.answers and f.passed:
             shares.append((f.file, f.stopped_at_eos / len(f.answers), len(f.answers)))
     return shares
 

@@ -374,10 +374,14 @@ def smoke(ggufs: list[Path], ref: HFReference, max_tokens: int, threads: int = 0
     return rows
 
 
-def require_pass(rows: list[FileCheck]) -> None:
+def require_pass(rows: list[FileCheck], offered: Path | None = None) -> None:
+    """Raise on any failed file, naming the file that passed and is offered instead (`offered`)."""
     failed = [r for r in rows if not r.passed]
     if failed:
-        raise EdgetuneError("; ".join(f"{r.path}: {', '.join(r.problems)}" for r in failed))
+        passed = {Path(r.path).name for r in rows if r.passed}
+        instead = (f"; {offered.name} passed: chat and serve open it" if offered is not None and offered.name in passed
+                   else "")
+        raise EdgetuneError("; ".join(f"{r.path}: {', '.join(r.problems)}" for r in failed) + instead)
 
 
 QUICK_PROMPT = "### Instruction:\nWhat is the last word of: red fox tiger\n\n### Response:\n"

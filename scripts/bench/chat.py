@@ -11,6 +11,7 @@ streaming reply takes to stop after Ctrl+S and after Escape (key press to the re
     .venv/bin/python -m scripts.bench.chat                   # Gemma 3 270M Q4_K_M (PyPI package)
     .venv/bin/python -m scripts.bench.chat --model demo      # the demo base, quantized to Q4_K_M
     .venv/bin/python -m scripts.bench.chat --gguf FILE.gguf
+    .venv/bin/python -m scripts.bench.chat --threads 0 --busy # edgetune's thread choice, a busy loop beside
 
 Run it on a quiet machine (flock -x /work/wt/cpu.lock ...). The last line reads `ratio TUI/CLI: 0.97x`.
 """
@@ -162,7 +163,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("gemma3-270m", "demo"), default="gemma3-270m")
     ap.add_argument("--gguf", type=Path, help="any GGUF instead of --model")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="0: edgetune chooses (threads.choose)")
+    ap.add_argument("--busy", action="store_true", help="one CPU-bound process runs beside both paths")
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--rounds", type=int, default=2, help="CLI then TUI, this many times")
     args = ap.parse_args()
@@ -183,6 +185,9 @@ def main() -> None:
         print(f"{gguf.name}: {args.threads} threads, temperature 0, max {args.max_tokens} tokens, "
               f"{len(PROMPTS)} prompts, {args.rounds} rounds, terminal {SIZE[0]}x{SIZE[1]}; "
               f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+        if busy is not None:
+            print(f"a busy loop (pid {busy.pid}) runs beside both paths", flush=True)
         speeds: dict[str, list[float]] = {"CLI": [], "TUI": []}
         stops: dict[str, list[float]] = {}
         for r in range(args.rounds):
@@ -193,6 +198,8 @@ def main() -> None:
                     stops.setdefault(key, []).append(seconds)
                 print(f"round {r + 1} {name}: {tokens} tokens, {tps:.1f} tok/s"
                       + "".join(f", stop after {k} {s * 1000:.0f} ms" for k, s in stopped.items()), flush=True)
+        if busy is not None:
+            busy.kill()
         cli, tui = statistics.median(speeds["CLI"]), statistics.median(speeds["TUI"])
         print("TUI stop latency (worst): " + ", ".join(f"{k} {max(v) * 1000:.0f} ms" for k, v in stops.items()))
         print(f"load average after: {os.getloadavg()[0]:.2f}")

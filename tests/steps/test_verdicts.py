@@ -49,6 +49,9 @@ def test_good_needs_accuracy_up_and_answers_that_stop_in_every_file():
     smoke.files = [_file(REVERSE, 0, 1.0)]  # the GGUF runs on past the answer
     task = report.task_verdict(smoke, _train(), [])
     assert task.verdict == "poor" and "r-Q4_K_M.gguf ended 0 of 3" in task.reasons[0]
+    smoke.files[0].passed, smoke.files[0].problems = False, ["perplexity 74536.59 > 1.5x HF's 2857.20"]
+    # A file that failed its own check is the file verdict's to report, not a cause in training.
+    assert report.task_verdict(smoke, _train(), []).verdict == "good"
 
 
 def test_no_better_than_the_base_names_the_cause_and_what_to_try():

@@ -98,11 +98,13 @@ def measure(path: str | Path, ref: FileReference, rows: Heldout, max_tokens: int
 
 
 def gain_kept(ppl_base: float | None, ppl_finetuned: float, ppl_file: float) -> float | None:
-    """Share of the fine-tune's perplexity gain a file keeps (1 = all of it, 0 = back to the base);
-    None when the fine-tune gained nothing to keep."""
+    """Share of the fine-tune's gain a file keeps (1 = all of it, 0 = back to the base), in loss
+    (log-perplexity): a fine-tune from 5,000,000 to 2,857 whose file reads 74,500 kept 56% of what
+    training taught, not the 99% a ratio of perplexities says. None when the fine-tune gained nothing."""
     if ppl_base is None or not math.isfinite(ppl_base) or ppl_base - ppl_finetuned <= 1e-9:
         return None
-    return (ppl_base - ppl_file) / (ppl_base - ppl_finetuned)
+    gained = math.log(ppl_base) - math.log(ppl_finetuned)
+    return (math.log(ppl_base) - math.log(ppl_file)) / gained if gained > 1e-9 else None
 
 
 def gave_back(kept: float | None) -> bool:

@@ -392,5 +392,5 @@ def report_section(result: QuantResult) -> str:
                      f"{f.top1:.1%} | {f.delta_ppl:+.3f} | {_pct(base.accuracy)} → {_pct(ref.accuracy)} → "
                      f"{_pct(f.accuracy)} | {kept} | {status} |")
     lines += ["", "KLD: KL(F16 ‖ file) of next-token distributions; top-1: same most likely token as F16; "
-              "fine-tune kept: (ppl_base − ppl_file) / (ppl_base − ppl_F16); accuracy: base → F16 → file."]
+              "fine-tune kept: (ln ppl_base − ln ppl_file) / (ln ppl_base − ln ppl_F16); accuracy: base → F16 → file."]
     return "\n".join(lines) + "\n"
