@@ -45,6 +45,15 @@ def test_focus_shows_without_colour():
             rank.focus()
             await pilot.pause()
             assert rank.styles.border_left[0] == "outer" and lr.styles.border_left[0] in ("", "none")
+            await app.pop_screen()
+            await pilot.pause()
+            kinds, path = app.screen.query_one("#kind"), app.screen.query_one("#path")  # full-size fields
+            kinds.focus()
+            await pilot.pause()
+            assert kinds.styles.border_left[0] == "heavy" and path.styles.border_left[0] == "tall"
+            path.focus()
+            await pilot.pause()
+            assert kinds.styles.border_left[0] == "tall" and path.styles.border_left[0] == "heavy"
     asyncio.run(go())
 
 
