@@ -75,12 +75,37 @@ def test_report_html_is_drawn_in_chromium(tmp_path):
     groups = drawn["groups"]
     for gid in ("train-loss", "eval-loss", "learning-rate", "tokens-per-s", "files-kld", "files-top1", "files-accuracy",
                 "files-out-kld", "recommended-kld", "recommended-top1", "recommended-accuracy",
-                "budget-mib-kld", "budget-top1", "budget-accuracy"):
+                "budget-mib-kld", "budget-mib-top1", "budget-mib-accuracy", "budget-top1", "budget-accuracy",
+                "files-unmeasured-kld", "files-unmeasured-accuracy"):
         assert gid in groups, (gid, sorted(groups))
         assert groups[gid]["drawn"] > 0 and groups[gid]["width"] + groups[gid]["height"] > 0, (gid, groups[gid])
     for gid in ("train-loss", "eval-loss", "learning-rate", "tokens-per-s", "recommended-kld"):
         assert groups[gid]["path_chars"] > 20, (gid, groups[gid])  # a real path, not an empty one
     assert drawn["requests"] == 0  # nothing fetched: the file is whole
+    for key in ("kld", "top1", "accuracy"):  # the star is drawn whole, at the panel's edge too
+        assert groups[f"recommended-{key}"]["clipped"] == 0, groups[f"recommended-{key}"]
+
+
+def test_file_names_on_the_same_spot_are_one_label(tmp_path):
+    """A small model's types often fall back to the same file: their names are stacked in one label, and
+    no two labels of a panel overlap, in the browser."""
+    folder = write_finished_run(tmp_path / "runs")
+    quant = json.loads(folder.quant_json.read_text())
+    quant["files"].insert(3, {**quant["files"][2], "label": "Q5_K_S", "type": "Q5_K_S"})  # Q5_K_M's twin
+    folder.quant_json.write_text(json.dumps(quant))
+    _, page = pipeline.write_reports(folder)
+    groups = render(page, tmp_path)["groups"]
+    for key in ("kld", "top1", "accuracy"):
+        labels = [g for gid, g in groups.items() if gid.startswith(f"label-{key}-")]
+        assert len(labels) == 3, sorted(groups)  # Q2_K, Q4_K_M, and Q5_K_M with Q5_K_S
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                apart = (a["left"] + a["width"] <= b["left"] or b["left"] + b["width"] <= a["left"]
+                         or a["top"] + a["height"] <= b["top"] or b["top"] + b["height"] <= a["top"])
+                assert apart, (key, a, b)
+    svg = page.read_text()
+    for key in ("kld", "top1", "accuracy"):  # the twins' names stacked in one label
+        assert re.search(rf'<g id="label-{key}-\d+">\s*<text[^>]*>Q5_K_M</text>\s*<text[^>]*>Q5_K_S</text>', svg), key
 
 
 def test_report_html_content_and_self_contained(tmp_path):
