@@ -26,7 +26,7 @@ from edgetune import __version__
 from edgetune.errors import EdgetuneError
 from edgetune.fsutil import write_text
 from edgetune.inputs.recipe import Recipe
-from edgetune.results import QuantFile, QuantResult, RunState, SmokeResult, TrainLogEntry, TrainResult
+from edgetune.results import FileCheck, QuantFile, QuantResult, RunState, SmokeResult, TrainLogEntry, TrainResult
 from edgetune.runs import RunFolder
 from edgetune.steps.report import verdict_lines
 
@@ -214,6 +214,15 @@ def chosen(quant: QuantResult) -> QuantFile | None:
         return quant.recommended()
     kept = quant.kept_labels()
     return next((f for f in quant.files if kept and f.label == kept[-1]), None)
+
+
+def smoked(smoke: SmokeResult, best: QuantFile | None) -> FileCheck | None:
+    """The smoke test's check of the file `best`, by its file name (by its label in records that lack it)."""
+    if best is None:
+        return None
+    if best.file:
+        return next((f for f in smoke.files if f.file == best.file), None)
+    return next((f for f in smoke.files if f.file.endswith(f"-{best.label}.gguf")), None)
 
 
 def _quantization(rec: RunRecords) -> str:
@@ -424,9 +433,7 @@ def _answers(rec: RunRecords) -> str:
         return _missing("smoke.json: no answers")
     if not smoke.prompts:
         return "<p>No held-out prompts.</p>"
-    best = chosen(rec.quant) if rec.quant else None
-    gguf = next((f for f in smoke.files if best and f.file.endswith(f"-{best.label}.gguf")), None) \
-        or (smoke.files[-1] if smoke.files else None)
+    gguf = smoked(smoke, chosen(rec.quant) if rec.quant else None) or (smoke.files[-1] if smoke.files else None)
     columns = [("base", smoke.base.answers), ("fine-tuned (HF)", smoke.hf.answers)]
     if gguf is not None:
         columns.append((gguf.file, gguf.answers))
@@ -484,4 +491,4 @@ def _numeric(text: str) -> bool:
     return bool(text) and text.lstrip("~+-").replace(".", "", 1).replace("%", "").replace("e-", "").replace("e+", "").isdigit()
 
 
-__all__ = ["RunRecords", "chosen", "open_report", "page", "records", "write"]
+__all__ = ["RunRecords", "chosen", "open_report", "page", "records", "smoked", "write"]

@@ -126,6 +126,24 @@ def test_report_html_content_and_self_contained(tmp_path):
     assert "task verdict: good" in md and "## Quantization" in md
 
 
+def test_answers_are_the_recommended_files(tmp_path):
+    """Both reports show the answers of the recommended file, wherever the smoke test lists it (an auto sweep
+    that keeps every file lists the others after it)."""
+    folder = write_finished_run(tmp_path / "runs")
+    smoke = json.loads(folder.smoke_json.read_text())
+    smoke["files"] = [smoke["files"][0], smoke["files"][2], smoke["files"][1]]  # F16, Q4_K_M (recommended), Q8_0
+    folder.smoke_json.write_text(json.dumps(smoke))
+    md, page = pipeline.write_reports(folder)
+    assert "## Answers of `fake-Q4_K_M.gguf` on held-out prompts" in md.read_text()
+    assert "<th>fake-Q4_K_M.gguf</th>" in page.read_text()
+    quant = json.loads(folder.quant_json.read_text())
+    quant["files"][1]["file"] = "fake-Q8_0.gguf"  # by its file name, where quant.json has it
+    folder.quant_json.write_text(json.dumps(quant))
+    md, page = pipeline.write_reports(folder)
+    assert "## Answers of `fake-Q8_0.gguf` on held-out prompts" in md.read_text()
+    assert "<th>fake-Q8_0.gguf</th>" in page.read_text()
+
+
 def test_fixed_quants_mark_the_modelfile_file(tmp_path):
     folder = write_finished_run(tmp_path / "runs", quants=["Q2_K", "Q4_K_M", "Q5_K_M"])
     quant = folder.quant_result()
@@ -179,6 +197,8 @@ def test_report_command(tmp_path, monkeypatch):
     result = runner.invoke(cli_app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {tmp_path}: not a run folder (no recipe.yaml or state.json)"
+    result = runner.invoke(cli_app, ["report", str(tmp_path / "runs" / "fkae")])  # a typo
+    assert result.exit_code == 2 and result.output.strip() == f"error: {tmp_path / 'runs' / 'fkae'}: no such folder"
 
 
 def test_open_report_needs_a_graphical_browser(tmp_path, monkeypatch):
