@@ -450,3 +450,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt as e:
         interrupted(e)
+
+
+if __name__ == "__main__":  # python -m edgetune.cli, as python -m edgetune
+    main()

@@ -220,6 +220,8 @@ def write_reports(folder: RunFolder, recipe: Recipe | None = None) -> list[Path]
     """(Re)write report.md and report.html of a run folder from its records, an old or unfinished run's
     too: what is missing is named in them. `recipe`: the run's own (default: its recipe.yaml).
     An EdgetuneError for a folder that is not a run."""
+    if not folder.dir.is_dir():  # a mistyped name: not "not a run folder", which suggests a damaged run
+        raise EdgetuneError(f"{folder.dir}: no such folder")
     if not folder.is_run():
         raise EdgetuneError(f"{folder.dir}: not a run folder (no {folder.recipe_yaml.name} or {folder.state_json.name})")
     rec = report_html.records(folder)
@@ -228,7 +230,8 @@ def write_reports(folder: RunFolder, recipe: Recipe | None = None) -> list[Path]
     md = None
     if rec.recipe is not None and rec.train is not None and rec.smoke is not None:
         try:
-            md = report_mod.report(rec.recipe, rec.train, rec.smoke)
+            best = report_html.smoked(rec.smoke, report_html.chosen(rec.quant) if rec.quant is not None else None)
+            md = report_mod.report(rec.recipe, rec.train, rec.smoke, answers_of=best.file if best else None)
         except (IndexError, KeyError, TypeError, ValueError) as e:  # records of another version
             rec.unreadable.append(f"report.md could not be written from them ({type(e).__name__}: {e})")
     if md is None:

@@ -22,7 +22,8 @@ for (const g of document.querySelectorAll("svg g[id]")) {
   const paths = [...g.querySelectorAll("path")].map(p => (p.getAttribute("d") || "").length);
   const drawn = [...g.querySelectorAll("path, use")].filter(e => {
     const b = e.getBoundingClientRect(); return b.width > 0 || b.height > 0; }).length;
-  groups[g.id] = {width: box.width, height: box.height, path_chars: paths.reduce((a, b) => a + b, 0), drawn: drawn};
+  groups[g.id] = {width: box.width, height: box.height, path_chars: paths.reduce((a, b) => a + b, 0), drawn: drawn,
+                  clipped: g.querySelectorAll("[clip-path]").length, left: box.left, top: box.top};
 }
 const svgs = [...document.querySelectorAll("svg")].map(s => {
   const b = s.getBoundingClientRect(); return {width: b.width, height: b.height}; });
@@ -44,7 +45,7 @@ def chromium() -> str:
 
 def render(page: Path, tmp_path: Path) -> dict:
     """Load a copy of `page` in headless Chromium from disk; what it laid out: {"svgs": [{width, height}],
-    "groups": {id: {width, height, path_chars, drawn}}, "requests": count of fetched resources}."""
+    "groups": {id: {width, height, left, top, path_chars, drawn, clipped}}, "requests": count of fetched resources}."""
     binary = chromium()
     copy = tmp_path / "measured.html"
     copy.write_text(page.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), encoding="utf-8")

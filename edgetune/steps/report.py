@@ -115,7 +115,9 @@ def verdict_lines(smoke: SmokeResult) -> list[str]:
     return lines
 
 
-def report(recipe: Recipe, train: TrainResult, smoke: SmokeResult) -> str:
+def report(recipe: Recipe, train: TrainResult, smoke: SmokeResult, answers_of: str | None = None) -> str:
+    """report.md; the answers shown are those of the GGUF file `answers_of` (the recommended one), else of
+    the last file smoke-tested."""
     lines = [f"# edgetune run `{recipe.name}`", "",
              f"- base: `{recipe.base}`; data: `{recipe.data.path}`; chat template: {train.template or 'none'}",
              f"- {train.method} on {train.device} ({train.dtype}), {train.steps} steps, "
@@ -134,7 +136,7 @@ def report(recipe: Recipe, train: TrainResult, smoke: SmokeResult) -> str:
             f"{f.nmse:.2e} | {f.agreement:.0%} | {f.accuracy:.0%} | "
             f"{f.stopped_at_eos}/{len(f.answers)} | {f.chat_path} | {f.prompt_tokens_per_s or 0:.0f} | "
             f"{f.gen_tokens_per_s or 0:.0f} | {'pass' if f.passed else 'FAIL: ' + '; '.join(f.problems)} |")
-    best = smoke.files[-1]
+    best = next((f for f in smoke.files if f.file == answers_of), smoke.files[-1])
     lines += ["", f"## Answers of `{best.file}` on held-out prompts", "",
               "| prompt | expected | base | GGUF |", "|---|---|---|---|"]
     for p, e, b, a in zip(smoke.prompts, smoke.expected, smoke.base.answers, best.answers):

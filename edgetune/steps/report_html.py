@@ -6,8 +6,9 @@ verdicts, the per-file tables and base vs fine-tuned answers on the held-out pro
 Charts are matplotlib figures saved as SVG and embedded inline. Everything is read from the run's typed
 records (RunFolder's readers); a record that is missing or unreadable is shown as such, never raised.
 The chart elements a test or a reader may look for carry ids (matplotlib gids): `train-loss`, `eval-loss`,
-`learning-rate`, `tokens-per-s`, `files-kld`/`-top1`/`-accuracy`, `recommended-kld`/`-top1`/`-accuracy`,
-`budget-*`.
+`learning-rate`, `tokens-per-s`, `files-kld`/`-top1`/`-accuracy` (`files-out-*`: outside the budget,
+`files-unmeasured-*`: sweep candidates with a size only), `recommended-kld`/`-top1`/`-accuracy`, `budget-*`,
+`label-<panel>-<n>` (the files' names).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from edgetune import __version__
 from edgetune.errors import EdgetuneError
 from edgetune.fsutil import write_text
 from edgetune.inputs.recipe import Recipe
-from edgetune.results import QuantFile, QuantResult, RunState, SmokeResult, TrainLogEntry, TrainResult
+from edgetune.results import FileCheck, QuantFile, QuantResult, RunState, SmokeResult, TrainLogEntry, TrainResult
 from edgetune.runs import RunFolder
 from edgetune.steps.report import verdict_lines
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TRAIN, EVAL, ACCENT, MUTED, GOOD, BAD = "#1f77b4", "#d62728", "#ff7f0e", "#8c8c8c", "#2ca02c", "#d62728"
+LABEL_PT = 7  # the files' names on the quantization panels
 SVG_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "edgetune", "font.size": 9,
              "axes.spines.top": False, "axes.spines.right": False}
 
@@ -214,6 +216,15 @@ def chosen(quant: QuantResult) -> QuantFile | None:
     return next((f for f in quant.files if kept and f.label == kept[-1]), None)
 
 
+def smoked(smoke: SmokeResult, best: QuantFile | None) -> FileCheck | None:
+    """The smoke test's check of the file `best`, by its file name (by its label in records that lack it)."""
+    if best is None:
+        return None
+    if best.file:
+        return next((f for f in smoke.files if f.file == best.file), None)
+    return next((f for f in smoke.files if f.file.endswith(f"-{best.label}.gguf")), None)
+
+
 def _quantization(rec: RunRecords) -> str:
     quant = rec.quant
     if quant is None:
@@ -233,14 +244,16 @@ def _quantization(rec: RunRecords) -> str:
     measured = [f for f in quant.files if f.measured]
     if not measured:
         return "\n".join(parts + [_missing("no file was measured against the unquantized one (no held-out rows)")])
-    parts.append(_chart(_quant_figure(rec, measured)))
+    parts.append(_chart(_quant_figure(rec, measured, [f for f in quant.files if not f.measured and f.size])))
     parts.append("<p>Each point is a file; ★ the recommended one; hollow grey points miss the budget; shaded: outside "
-                 "the budget. KLD: KL(F16 ‖ file) of next-token distributions on the held-out rows; top-1: same most "
-                 "likely token as F16.</p>")
+                 "the budget; grey ticks along the bottom: files of the sweep not measured (their size only). KLD: "
+                 "KL(F16 ‖ file) of next-token distributions on the held-out rows; top-1: same most likely token as "
+                 "F16.</p>")
     return "\n".join(parts)
 
 
-def _quant_figure(rec: RunRecords, files: list[QuantFile]) -> Figure:
+def _quant_figure(rec: RunRecords, files: list[QuantFile], unmeasured: list[QuantFile]) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import PercentFormatter
 
@@ -250,27 +263,31 @@ def _quant_figure(rec: RunRecords, files: list[QuantFile]) -> Figure:
     ref_mib = _reference_mib(rec)
     budget = rec.recipe.export if rec.recipe is not None and quant.sweep is not None else None
     fig = Figure(figsize=(11, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure the files' names with, before they are placed
     axes = fig.subplots(1, 3)
+    named = []
     panels = (("kld", "mean KL divergence vs F16 (log)", lambda f: max(f.mean_kld, 1e-6)),
               ("top1", "top-1 agreement with F16", lambda f: f.top1),
               ("accuracy", "held-out accuracy (exact match)", lambda f: f.accuracy))
     for ax, (key, title, value) in zip(axes, panels):
         ax.set(title=title, xlabel="file size (MiB)")
+        ax.margins(0.08, 0.1)  # the star and the labels of the extreme files stay inside the panel
         points = [(f, value(f)) for f in files if value(f) is not None]
         inside = [(f, y) for f, y in points if not f.misses]
         outside = [(f, y) for f, y in points if f.misses]
         if inside:
             ax.scatter([f.size / 2**20 for f, _ in inside], [y for _, y in inside], color=TRAIN, s=28, zorder=3,
-                       gid=f"files-{key}")
+                       clip_on=False, gid=f"files-{key}")
         if outside:
             ax.scatter([f.size / 2**20 for f, _ in outside], [y for _, y in outside], facecolors="none",
-                       edgecolors=MUTED, s=28, zorder=3, gid=f"files-out-{key}")
-        for i, (f, y) in enumerate(sorted(points, key=lambda p: p[0].size)):  # neighbours' labels above and below
-            ax.annotate(f.label, (f.size / 2**20, y), textcoords="offset points", xytext=(5, 4 if i % 2 else -10),
-                        fontsize=7, color="#444")
+                       edgecolors=MUTED, s=28, zorder=3, clip_on=False, gid=f"files-out-{key}")
+        if unmeasured:  # x in MiB, y at the panel's foot: they have a size and nothing else
+            ax.plot([f.size / 2**20 for f in unmeasured], [0.03] * len(unmeasured), linestyle="none", marker="|",
+                    markersize=9, color=MUTED, transform=ax.get_xaxis_transform(), label="not measured",
+                    gid=f"files-unmeasured-{key}")
         if best is not None and value(best) is not None:
             ax.scatter([best.size / 2**20], [value(best)], marker="*", s=220, color=ACCENT, edgecolors="#7a3d00",
-                       zorder=4, label=f"recommended: {best.label}", gid=f"recommended-{key}")
+                       zorder=4, clip_on=False, label=f"recommended: {best.label}", gid=f"recommended-{key}")
         if key == "kld":
             ax.set_yscale("log")
         elif key == "top1":
@@ -288,8 +305,55 @@ def _quant_figure(rec: RunRecords, files: list[QuantFile]) -> Figure:
         if key != "kld":  # shares: no room below 0% or above 100%
             y0, y1 = ax.get_ylim()
             ax.set_ylim(max(y0, -0.03), min(y1, 1.03))
+        named.append((ax, key, points))
         ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.draw_without_rendering()  # the layout, so that the points are where the SVG will have them
+    for ax, key, points in named:
+        _label(ax, key, points, best)
     return fig
+
+
+def _label(ax, key: str, points: list[tuple[QuantFile, float]], best: QuantFile | None) -> None:
+    """The files' names beside their points: each in the first place around its point (right, left, above,
+    below) that is inside the panel and clear of every point and of the names placed before it."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    pt = ax.figure.dpi / 72
+    taken = []
+    for c in ax.collections:  # the scatters' markers: the files, the star, the F16 square
+        r = (max(c.get_sizes(), default=36) ** 0.5 / 2 + 1) * pt
+        taken += [Bbox.from_extents(x - r, y - r, x + r, y + r) for x, y in ax.transData.transform(c.get_offsets())]
+    for i, ((mib, y), labels) in enumerate(_coinciding(points).items()):
+        d = 9 if best is not None and best.label in labels else 5  # clear of the star, or of a dot
+        text = ax.annotate("\n".join(labels), (mib, y), xytext=(d, 0), textcoords="offset points", fontsize=LABEL_PT,
+                           color="#444", gid=f"label-{key}-{i}")
+        places = ((d, 0, "left", "center"), (-d, 0, "right", "center"), (d - 3, d - 3, "left", "bottom"),
+                  (d - 3, 3 - d, "left", "top"), (3 - d, d - 3, "right", "bottom"), (3 - d, 3 - d, "right", "top"),
+                  (0, d, "center", "bottom"), (0, -d, "center", "top"))
+        fits = []  # (place, clear of the others)
+        for dx, dy, ha, va in places:
+            text.xyann = (dx, dy)
+            text.set(ha=ha, va=va)
+            box = text.get_window_extent(renderer)
+            if ax.bbox.contains(box.x0, box.y0) and ax.bbox.contains(box.x1, box.y1):
+                fits.append(((dx, dy, ha, va), not any(box.overlaps(t) for t in taken)))
+        # the first clear place inside the panel; else the first inside it; else to the right, as most are
+        dx, dy, ha, va = next((p for p, clear in fits if clear), fits[0][0] if fits else places[0])
+        text.xyann = (dx, dy)
+        text.set(ha=ha, va=va)
+        taken.append(text.get_window_extent(renderer))
+
+
+def _coinciding(points: list[tuple[QuantFile, float]]) -> dict[tuple[float, float], list[str]]:
+    """The files' labels by point, files drawn on the same spot together (a small model's types often fall
+    back to one and the same file): one label each, their names stacked, not printed over each other."""
+    spots: dict[tuple[float, float], list[str]] = {}
+    for f, y in sorted(points, key=lambda p: p[0].size):
+        spot = next((s for s in spots if abs(s[0] - f.size / 2**20) < 0.005 and abs(s[1] - y) <= 1e-3 * abs(y)),
+                    (f.size / 2**20, y))
+        spots.setdefault(spot, []).append(f.label)
+    return spots
 
 
 def _draw_budget(ax, key: str, budget, ref) -> None:
@@ -298,9 +362,10 @@ def _draw_budget(ax, key: str, budget, ref) -> None:
     shade = dict(color=EVAL, alpha=0.06, linewidth=0)
     ax.autoscale_view()
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    if budget.auto_max_mib and budget.auto_max_mib * 1.05 > x1:  # the limit beyond the files: room on both sides
-        x1 = budget.auto_max_mib * 1.08
-        x0 -= 0.04 * (x1 - x0)
+    if budget.auto_max_mib:  # on every panel: the F16 point lies beyond it on two of them
+        if budget.auto_max_mib * 1.05 > x1:  # the limit beyond the files: room on both sides
+            x1 = budget.auto_max_mib * 1.08
+            x0 -= 0.04 * (x1 - x0)
         ax.axvline(budget.auto_max_mib, label=f"budget: <= {budget.auto_max_mib:g} MiB", gid=f"budget-mib-{key}", **style)
         ax.axvspan(budget.auto_max_mib, x1, **shade)
     floor = None
@@ -368,9 +433,7 @@ def _answers(rec: RunRecords) -> str:
         return _missing("smoke.json: no answers")
     if not smoke.prompts:
         return "<p>No held-out prompts.</p>"
-    best = chosen(rec.quant) if rec.quant else None
-    gguf = next((f for f in smoke.files if best and f.file.endswith(f"-{best.label}.gguf")), None) \
-        or (smoke.files[-1] if smoke.files else None)
+    gguf = smoked(smoke, chosen(rec.quant) if rec.quant else None) or (smoke.files[-1] if smoke.files else None)
     columns = [("base", smoke.base.answers), ("fine-tuned (HF)", smoke.hf.answers)]
     if gguf is not None:
         columns.append((gguf.file, gguf.answers))
@@ -428,4 +491,4 @@ def _numeric(text: str) -> bool:
     return bool(text) and text.lstrip("~+-").replace(".", "", 1).replace("%", "").replace("e-", "").replace("e+", "").isdigit()
 
 
-__all__ = ["RunRecords", "chosen", "open_report", "page", "records", "write"]
+__all__ = ["RunRecords", "chosen", "open_report", "page", "records", "smoked", "write"]

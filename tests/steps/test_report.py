@@ -75,12 +75,37 @@ def test_report_html_is_drawn_in_chromium(tmp_path):
     groups = drawn["groups"]
     for gid in ("train-loss", "eval-loss", "learning-rate", "tokens-per-s", "files-kld", "files-top1", "files-accuracy",
                 "files-out-kld", "recommended-kld", "recommended-top1", "recommended-accuracy",
-                "budget-mib-kld", "budget-top1", "budget-accuracy"):
+                "budget-mib-kld", "budget-mib-top1", "budget-mib-accuracy", "budget-top1", "budget-accuracy",
+                "files-unmeasured-kld", "files-unmeasured-accuracy"):
         assert gid in groups, (gid, sorted(groups))
         assert groups[gid]["drawn"] > 0 and groups[gid]["width"] + groups[gid]["height"] > 0, (gid, groups[gid])
     for gid in ("train-loss", "eval-loss", "learning-rate", "tokens-per-s", "recommended-kld"):
         assert groups[gid]["path_chars"] > 20, (gid, groups[gid])  # a real path, not an empty one
     assert drawn["requests"] == 0  # nothing fetched: the file is whole
+    for key in ("kld", "top1", "accuracy"):  # the star is drawn whole, at the panel's edge too
+        assert groups[f"recommended-{key}"]["clipped"] == 0, groups[f"recommended-{key}"]
+
+
+def test_file_names_on_the_same_spot_are_one_label(tmp_path):
+    """A small model's types often fall back to the same file: their names are stacked in one label, and
+    no two labels of a panel overlap, in the browser."""
+    folder = write_finished_run(tmp_path / "runs")
+    quant = json.loads(folder.quant_json.read_text())
+    quant["files"].insert(3, {**quant["files"][2], "label": "Q5_K_S", "type": "Q5_K_S"})  # Q5_K_M's twin
+    folder.quant_json.write_text(json.dumps(quant))
+    _, page = pipeline.write_reports(folder)
+    groups = render(page, tmp_path)["groups"]
+    for key in ("kld", "top1", "accuracy"):
+        labels = [g for gid, g in groups.items() if gid.startswith(f"label-{key}-")]
+        assert len(labels) == 3, sorted(groups)  # Q2_K, Q4_K_M, and Q5_K_M with Q5_K_S
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                apart = (a["left"] + a["width"] <= b["left"] or b["left"] + b["width"] <= a["left"]
+                         or a["top"] + a["height"] <= b["top"] or b["top"] + b["height"] <= a["top"])
+                assert apart, (key, a, b)
+    svg = page.read_text()
+    for key in ("kld", "top1", "accuracy"):  # the twins' names stacked in one label
+        assert re.search(rf'<g id="label-{key}-\d+">\s*<text[^>]*>Q5_K_M</text>\s*<text[^>]*>Q5_K_S</text>', svg), key
 
 
 def test_report_html_content_and_self_contained(tmp_path):
@@ -99,6 +124,24 @@ def test_report_html_content_and_self_contained(tmp_path):
     assert [h.loss for h in history if h.step == 8] == [1.25] and len([h for h in history if h.eval_loss]) == 3
     md = folder.report_md.read_text()
     assert "task verdict: good" in md and "## Quantization" in md
+
+
+def test_answers_are_the_recommended_files(tmp_path):
+    """Both reports show the answers of the recommended file, wherever the smoke test lists it (an auto sweep
+    that keeps every file lists the others after it)."""
+    folder = write_finished_run(tmp_path / "runs")
+    smoke = json.loads(folder.smoke_json.read_text())
+    smoke["files"] = [smoke["files"][0], smoke["files"][2], smoke["files"][1]]  # F16, Q4_K_M (recommended), Q8_0
+    folder.smoke_json.write_text(json.dumps(smoke))
+    md, page = pipeline.write_reports(folder)
+    assert "## Answers of `fake-Q4_K_M.gguf` on held-out prompts" in md.read_text()
+    assert "<th>fake-Q4_K_M.gguf</th>" in page.read_text()
+    quant = json.loads(folder.quant_json.read_text())
+    quant["files"][1]["file"] = "fake-Q8_0.gguf"  # by its file name, where quant.json has it
+    folder.quant_json.write_text(json.dumps(quant))
+    md, page = pipeline.write_reports(folder)
+    assert "## Answers of `fake-Q8_0.gguf` on held-out prompts" in md.read_text()
+    assert "<th>fake-Q8_0.gguf</th>" in page.read_text()
 
 
 def test_fixed_quants_mark_the_modelfile_file(tmp_path):
@@ -154,6 +197,8 @@ def test_report_command(tmp_path, monkeypatch):
     result = runner.invoke(cli_app, ["report", str(tmp_path)])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {tmp_path}: not a run folder (no recipe.yaml or state.json)"
+    result = runner.invoke(cli_app, ["report", str(tmp_path / "runs" / "fkae")])  # a typo
+    assert result.exit_code == 2 and result.output.strip() == f"error: {tmp_path / 'runs' / 'fkae'}: no such folder"
 
 
 def test_open_report_needs_a_graphical_browser(tmp_path, monkeypatch):
