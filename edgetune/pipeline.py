@@ -186,9 +186,8 @@ def _run_step(recipe: Recipe, folder: RunFolder, name: str, fn, on_event: Callba
 
 def _quantize(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback,
               cancel: CancelToken | None) -> None:
-    result = sweep_mod.quantize_step(recipe, folder, base_path, tok, on_event, cancel)
-    kept = result.kept_labels()  # an auto sweep's recommended file comes first
-    target = folder.gguf(kept[0] if sweep_mod.is_auto(recipe) else kept[-1]) if kept else unquantized(recipe, folder)
+    sweep_mod.quantize_step(recipe, folder, base_path, tok, on_event, cancel)  # writes quant.json
+    target = folder.recommended_gguf() or unquantized(recipe, folder)
     report_mod.write_model_files(folder, target, tok, recipe, _train_result(folder).template)
 
 
@@ -230,8 +229,7 @@ def write_reports(folder: RunFolder, recipe: Recipe | None = None) -> list[Path]
     md = None
     if rec.recipe is not None and rec.train is not None and rec.smoke is not None:
         try:
-            best = report_html.smoked(rec.smoke, report_html.chosen(rec.quant) if rec.quant is not None else None)
-            md = report_mod.report(rec.recipe, rec.train, rec.smoke, answers_of=best.file if best else None)
+            md = report_mod.report(rec.recipe, rec.train, rec.smoke, answers_of=rec.offered)
         except (IndexError, KeyError, TypeError, ValueError) as e:  # records of another version
             rec.unreadable.append(f"report.md could not be written from them ({type(e).__name__}: {e})")
     if md is None:

@@ -50,13 +50,16 @@ class RunRecords:
     quant: QuantResult | None = None
     smoke: SmokeResult | None = None
     state: RunState = field(default_factory=RunState)
+    offered: str | None = None  # the file name RunFolder.recommended_gguf gives: the one chat and serve open
     unreadable: list[str] = field(default_factory=list)  # one line per record that exists but could not be read
 
 
 def records(folder: RunFolder) -> RunRecords:
     """Every record of `folder` that can be read; the others are None, and named in `unreadable` when
     their file exists (another version wrote it, or it is damaged)."""
-    rec = RunRecords(folder.name, history=folder.train_history(), state=folder.state())
+    offered = folder.recommended_gguf()
+    rec = RunRecords(folder.name, history=folder.train_history(), state=folder.state(),
+                     offered=offered.name if offered else None)
     for attr, read, path in (("recipe", folder.recipe, folder.recipe_yaml), ("train", folder.train_result, folder.train_json),
                              ("quant", folder.quant_result, folder.quant_json),
                              ("smoke", folder.smoke_result, folder.smoke_json)):
@@ -208,21 +211,17 @@ def _series(ax, points: list[tuple[int, float | None]], title: str, gid: str, co
 # ---------------------------------------------------------------- quantization picture
 
 
-def chosen(quant: QuantResult) -> QuantFile | None:
-    """The file the run recommends: the auto sweep's pick, else the last kept file (the Modelfile's)."""
-    if quant.recommended():
-        return quant.recommended()
-    kept = quant.kept_labels()
-    return next((f for f in quant.files if kept and f.label == kept[-1]), None)
-
-
-def smoked(smoke: SmokeResult, best: QuantFile | None) -> FileCheck | None:
-    """The smoke test's check of the file `best`, by its file name (by its label in records that lack it)."""
-    if best is None:
+def chosen(rec: RunRecords) -> QuantFile | None:
+    """The quantized file the run offers (RunFolder.recommended_gguf), when it is one of quant.json's:
+    by its file name, by its label in records that lack one."""
+    if rec.quant is None or rec.offered is None:
         return None
-    if best.file:
-        return next((f for f in smoke.files if f.file == best.file), None)
-    return next((f for f in smoke.files if f.file.endswith(f"-{best.label}.gguf")), None)
+    return next((f for f in rec.quant.files if (f.file or f"{rec.name}-{f.label.upper()}.gguf") == rec.offered), None)
+
+
+def smoked(rec: RunRecords) -> FileCheck | None:
+    """The smoke test's check of the file the run offers."""
+    return next((f for f in rec.smoke.files if f.file == rec.offered), None) if rec.smoke is not None else None
 
 
 def _quantization(rec: RunRecords) -> str:
@@ -258,7 +257,7 @@ def _quant_figure(rec: RunRecords, files: list[QuantFile], unmeasured: list[Quan
     from matplotlib.ticker import PercentFormatter
 
     quant = rec.quant
-    best = chosen(quant)
+    best = chosen(rec)
     ref = quant.reference
     ref_mib = _reference_mib(rec)
     budget = rec.recipe.export if rec.recipe is not None and quant.sweep is not None else None
@@ -400,7 +399,7 @@ def _files(rec: RunRecords) -> str:
     parts = []
     quant, smoke = rec.quant, rec.smoke
     if quant is not None and quant.files:
-        best = chosen(quant)
+        best = chosen(rec)
         rows = []
         for f in quant.files:
             mark = "★ " if f is best else ""
@@ -433,7 +432,7 @@ def _answers(rec: RunRecords) -> str:
         return _missing("smoke.json: no answers")
     if not smoke.prompts:
         return "<p>No held-out prompts.</p>"
-    gguf = smoked(smoke, chosen(rec.quant) if rec.quant else None) or (smoke.files[-1] if smoke.files else None)
+    gguf = smoked(rec) or (smoke.files[-1] if smoke.files else None)
     columns = [("base", smoke.base.answers), ("fine-tuned (HF)", smoke.hf.answers)]
     if gguf is not None:
         columns.append((gguf.file, gguf.answers))

@@ -58,6 +58,11 @@ def write_finished_run(runs_dir, name="fake", quants="auto"):
                   {"label": "Q8_0", "type": "Q8_0", "predicted_bytes": int(1.2 * 2**20),
                    "status": "not measured: larger than the recommended file"}]}).write(folder.quant_json)
     smoke = SmokeResult.from_dict(json.loads(json.dumps(FAKE_SUMMARY.to_dict()).replace("my-run", name)))
+    q8, q4 = smoke.files[1], smoke.files[2]  # the failed file is one the run does not offer
+    q8.passed, q8.problems, q4.passed, q4.problems = False, q4.problems, True, []
+    folder.gguf_dir.mkdir()
+    for label, size in (("F16", 3000), ("Q5_K_M", 1000), ("Q4_K_M", 800), ("Q2_K", 500)):
+        folder.gguf(label).write_bytes(b"\0" * size)
     smoke.prompts = ["the last word of red fox", "the word cat said twice", "first word of a b", "x <script>"]
     smoke.expected = ["fox", "cat cat", "a", "y"]
     smoke.write(folder.smoke_json)
@@ -136,12 +141,11 @@ def test_answers_are_the_recommended_files(tmp_path):
     md, page = pipeline.write_reports(folder)
     assert "## Answers of `fake-Q4_K_M.gguf` on held-out prompts" in md.read_text()
     assert "<th>fake-Q4_K_M.gguf</th>" in page.read_text()
-    quant = json.loads(folder.quant_json.read_text())
-    quant["files"][1]["file"] = "fake-Q8_0.gguf"  # by its file name, where quant.json has it
-    folder.quant_json.write_text(json.dumps(quant))
+    smoke["files"][1].update(passed=False, problems=["answers differ"])  # the pick failed: F16 is offered
+    folder.smoke_json.write_text(json.dumps(smoke))
     md, page = pipeline.write_reports(folder)
-    assert "## Answers of `fake-Q8_0.gguf` on held-out prompts" in md.read_text()
-    assert "<th>fake-Q8_0.gguf</th>" in page.read_text()
+    assert "## Answers of `fake-F16.gguf` on held-out prompts" in md.read_text()
+    assert "<th>fake-F16.gguf</th>" in page.read_text() and "★ Q4_K_M" not in page.read_text()
 
 
 def test_fixed_quants_mark_the_modelfile_file(tmp_path):
@@ -151,7 +155,8 @@ def test_fixed_quants_mark_the_modelfile_file(tmp_path):
     for f in quant.files:
         f.kept, f.misses = True, []
     quant.write(folder.quant_json)
-    assert report_html.chosen(quant).label == "Q5_K_M"  # the last kept file, as the Modelfile's
+    # The smallest kept file that passed the smoke test (Q2_K was not tested), as the Modelfile's.
+    assert report_html.chosen(report_html.records(folder)).label == "Q4_K_M"
     page = pipeline.write_reports(folder)[1].read_text()
     assert "Fixed list of types" in page and 'id="recommended-kld"' in page and 'id="budget-top1"' not in page
 
