@@ -8,9 +8,9 @@ beside its final path and renamed only when complete.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import gguf
 import numpy as np
@@ -169,26 +169,65 @@ class Planned:
     unfilled: set  # experts (None for a plain tensor) whose data has not been routed to it yet
 
 
+@dataclass
+class TensorPlan:
+    """Pass 1's result: the GGUF's tensors in index order, and where each HF tensor's data goes."""
+
+    tensors: list[Planned] = field(default_factory=list)
+    routes: dict[str, list[tuple[int, Part]]] = field(default_factory=dict)  # hf name -> (index, part)
+    left_out: dict[str, int] = field(default_factory=dict)  # what a multimodal checkpoint holds beside its text model
+
+
 def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Callback = ignore,
                        tensor_transform: TensorTransform | None = None, metadata: dict | None = None) -> Path:
     """Write `model_dir` as a GGUF at `out_path`; `tensor_transform(hf_name, tensor)` may change
     any weight first (the batch tool adds LoRA deltas there)."""
-    import torch
-
     file_type = direct_type(outtype)
     folder = ModelFolder(model_dir)
     arch = load_arch(folder)
     out_path = Path(out_path)
+    plan = plan_tensors(folder, arch, outtype)
+    extra = arch.extra_tensors()  # written after the checkpoint's own tensors, always F32
+    n_vocab = vocab_size(folder, plan)
+    total = len(plan.tensors) + len(extra)
+    on_event(Event("convert", "start", f"{folder.path} -> {out_path.name} ({arch.arch_name}, {outtype}, "
+                   f"{total} tensors)", total=total))
+    if plan.left_out:
+        on_event(Event("convert", "log", f"{folder.path}: text model only; left out "
+                       + ", ".join(f"the {what} ({n} tensors)" for what, n in plan.left_out.items()),
+                       data={"left_out": plan.left_out}))
 
-    # Pass 1: names, shapes and types from the safetensors headers only. A GGUF tensor may be
-    # built from several HF tensors (one per expert) and an HF tensor may feed several (fused ones).
-    plan: list[Planned] = []
-    index: dict[str, int] = {}
-    routes: dict[str, list[tuple[int, Part]]] = {}  # hf name -> (plan index, where its data goes)
-    left_out: dict[str, int] = {}  # what a multimodal checkpoint holds beside its text model
+    w = gguf.GGUFWriter(None, arch.arch_name)
+    add_header(w, folder, arch, file_type, n_vocab, metadata)
+    for t in plan.tensors:
+        w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes(t.shape, t.qtype), raw_dtype=t.qtype)
+    for gguf_name, data in extra.items():
+        w.add_tensor_info(gguf_name, data.shape, data.dtype, data.nbytes, raw_dtype=gguf.GGMLQuantizationType.F32)
+    with atomic_path(out_path) as tmp, closing_on_error(w):
+        w.write_header_to_file(tmp)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for i, data in tensors_in_order(folder, arch, plan, tensor_transform):
+            w.write_tensor_data(data)
+            del data  # written: not held while the next tensor is read
+            on_event(Event("convert", "progress", plan.tensors[i].name, step=i + 1, total=total))
+        for i, (gguf_name, data) in enumerate(extra.items(), len(plan.tensors) + 1):
+            w.write_tensor_data(data)
+            on_event(Event("convert", "progress", gguf_name, step=i, total=total))
+        w.close()
+    size = out_path.stat().st_size
+    on_event(Event("convert", "done", f"{out_path}: {size / 2**20:.1f} MiB", data={"path": str(out_path), "bytes": size}))
+    return out_path
+
+
+def plan_tensors(folder: ModelFolder, arch: Arch, outtype: str) -> TensorPlan:
+    """Pass 1: names, shapes and types from the safetensors headers only. A GGUF tensor may be
+    built from several HF tensors (one per expert) and an HF tensor may feed several (fused ones)."""
+    plan = TensorPlan()
+    index: dict[str, int] = {}  # gguf name -> its place in plan.tensors
     for hf_name in folder.names():
         if arch.left_out(hf_name):
-            left_out[arch.left_out(hf_name)] = left_out.get(arch.left_out(hf_name), 0) + 1
+            plan.left_out[arch.left_out(hf_name)] = plan.left_out.get(arch.left_out(hf_name), 0) + 1
         if arch.dropped(hf_name):
             continue
         shape = arch.gguf_shape(hf_name, folder.shape(hf_name))
@@ -200,35 +239,35 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
             part_shape = shape if part.rows is None else (*shape[:-2], len(range(shape[-2])[part.rows]), shape[-1])
             gguf_shape = (part.experts, *part_shape) if part.experts else part_shape
             if part.gguf_name not in index:
-                index[part.gguf_name] = len(plan)
+                index[part.gguf_name] = len(plan.tensors)
                 qtype = (gguf.GGMLQuantizationType.F32 if arch.keeps_f32(part.gguf_name)
                          else target_type(part.gguf_name, gguf_shape, outtype))
-                plan.append(Planned(part.gguf_name, gguf_shape, qtype,
-                                    set(range(part.experts)) if part.experts else {None}))
-            planned = plan[index[part.gguf_name]]
+                plan.tensors.append(Planned(part.gguf_name, gguf_shape, qtype,
+                                            set(range(part.experts)) if part.experts else {None}))
+            planned = plan.tensors[index[part.gguf_name]]
             if planned.shape != gguf_shape or part.expert not in planned.unfilled:
                 raise EdgetuneError(f"{folder.shard_of(hf_name)}: tensor '{hf_name}' {shape} does not fit "
                                     f"{part.gguf_name} {planned.shape} (another expert's shape, or written twice)")
             planned.unfilled.discard(part.expert)
-            routes.setdefault(hf_name, []).append((index[part.gguf_name], part))
-    for planned in plan:
+            plan.routes.setdefault(hf_name, []).append((index[part.gguf_name], part))
+    for planned in plan.tensors:
         if planned.unfilled:
             raise EdgetuneError(f"{folder.path}: {planned.name} is missing experts {sorted(planned.unfilled)[:8]} "
                                 "(an incomplete checkpoint?)")
-    extra = arch.extra_tensors()  # written after the checkpoint's own tensors, always F32
-    embedding = [t.shape for t in plan if t.name == "token_embd.weight"]
+    return plan
+
+
+def vocab_size(folder: ModelFolder, plan: TensorPlan) -> int:
+    """Rows of the token embedding: the tokenizer is written (padded) to this many tokens."""
+    embedding = [t.shape for t in plan.tensors if t.name == "token_embd.weight"]
     if not embedding:
         raise EdgetuneError(f"{folder.path}: no token embedding tensor (model.embed_tokens.weight) in the safetensors")
-    n_vocab = embedding[0][0]
-    total = len(plan) + len(extra)
-    on_event(Event("convert", "start", f"{folder.path} -> {out_path.name} ({arch.arch_name}, {outtype}, "
-                   f"{total} tensors)", total=total))
-    if left_out:
-        on_event(Event("convert", "log", f"{folder.path}: text model only; left out "
-                       + ", ".join(f"the {what} ({n} tensors)" for what, n in left_out.items()),
-                       data={"left_out": left_out}))
+    return embedding[0][0]
 
-    w = gguf.GGUFWriter(None, arch.arch_name)
+
+def add_header(w: gguf.GGUFWriter, folder: ModelFolder, arch: Arch, file_type: FileType, n_vocab: int,
+               metadata: dict | None) -> None:
+    """The GGUF's key-values: name and extra general.* metadata, hyperparameters, file type, tokenizer."""
     w.add_type(gguf.GGUFType.MODEL)
     metadata = dict(metadata or {})
     w.add_name(str(metadata.pop("general.name", None) or folder.path.name))
@@ -238,50 +277,40 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
     w.add_file_type(int(file_type.ftype))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_tokenizer(w, folder.path, n_vocab)
-    for t in plan:
-        w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes(t.shape, t.qtype), raw_dtype=t.qtype)
-    for gguf_name, data in extra.items():
-        w.add_tensor_info(gguf_name, data.shape, data.dtype, data.nbytes, raw_dtype=gguf.GGMLQuantizationType.F32)
 
-    # Pass 2: each tensor's data, in the order of the index. A stacked tensor is filled expert by
-    # expert in its encoded form, so at most one layer's experts are held at a time.
+
+def tensors_in_order(folder: ModelFolder, arch: Arch, plan: TensorPlan,
+                     tensor_transform: TensorTransform | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Pass 2: (index, encoded data) of each planned tensor, in the order of the index. A stacked
+    tensor is filled expert by expert in its encoded form, so at most one layer's experts are held
+    at a time."""
+    import torch
+
     pending: dict[int, np.ndarray] = {}
     stacks: dict[int, tuple[np.ndarray, set[int]]] = {}  # plan index -> (encoded stack, experts still to come)
     next_index = 0
-    with atomic_path(out_path) as tmp, closing_on_error(w):
-        w.write_header_to_file(tmp)
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        for hf_name, tensor in folder.tensors():
-            if hf_name not in routes:
+    for hf_name, tensor in folder.tensors():
+        if hf_name not in plan.routes:
+            continue
+        if tensor_transform is not None:
+            tensor = tensor_transform(hf_name, tensor)
+        # Matrices are only permuted (exact in any dtype); 1-D tensors get arithmetic (gemma's +1).
+        tensor = arch.modify(hf_name, tensor if tensor.dim() >= 2 else tensor.to(torch.float32))
+        for i, part in plan.routes[hf_name]:
+            data = encode_tensor(tensor if part.rows is None else tensor[..., part.rows, :], plan.tensors[i].qtype)
+            if part.expert is None:
+                pending[i] = data
                 continue
-            if tensor_transform is not None:
-                tensor = tensor_transform(hf_name, tensor)
-            # Matrices are only permuted (exact in any dtype); 1-D tensors get arithmetic (gemma's +1).
-            tensor = arch.modify(hf_name, tensor if tensor.dim() >= 2 else tensor.to(torch.float32))
-            for i, part in routes[hf_name]:
-                data = encode_tensor(tensor if part.rows is None else tensor[..., part.rows, :], plan[i].qtype)
-                if part.expert is None:
-                    pending[i] = data
-                    continue
-                stack, missing = stacks.get(i) or (np.empty((part.experts, *data.shape), data.dtype),
-                                                   set(range(part.experts)))
-                stack[part.expert] = data
-                missing.discard(part.expert)
-                if missing:
-                    stacks[i] = (stack, missing)
-                else:
-                    stacks.pop(i, None)
-                    pending[i] = stack
-            del tensor
-            while next_index in pending:  # shards may list tensors in another order than the index
-                w.write_tensor_data(pending.pop(next_index))
-                on_event(Event("convert", "progress", plan[next_index].name, step=next_index + 1, total=total))
-                next_index += 1
-        for i, (gguf_name, data) in enumerate(extra.items(), len(plan) + 1):
-            w.write_tensor_data(data)
-            on_event(Event("convert", "progress", gguf_name, step=i, total=total))
-        w.close()
-    size = out_path.stat().st_size
-    on_event(Event("convert", "done", f"{out_path}: {size / 2**20:.1f} MiB", data={"path": str(out_path), "bytes": size}))
-    return out_path
+            stack, missing = stacks.get(i) or (np.empty((part.experts, *data.shape), data.dtype),
+                                               set(range(part.experts)))
+            stack[part.expert] = data
+            missing.discard(part.expert)
+            if missing:
+                stacks[i] = (stack, missing)
+            else:
+                stacks.pop(i, None)
+                pending[i] = stack
+        del tensor
+        while next_index in pending:  # shards may list tensors in another order than the index
+            yield next_index, pending.pop(next_index)
+            next_index += 1

@@ -12,6 +12,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, NoReturn
 
 import gguf
 import yaml
@@ -196,24 +197,39 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", r.name):
         bad("name", f"{r.name!r} must be letters, digits, '.', '_' or '-' (it names the run folder)")
-    if r.data.format not in ("auto", "alpaca", "chat", "text"):
-        bad("data.format", f"{r.data.format!r} is not one of auto, alpaca, chat, text")
-    if not 0 <= r.data.eval_split < 1:
-        bad("data.eval_split", f"{r.data.eval_split} must be in [0, 1)")
-    if r.data.max_length < 16:
-        bad("data.max_length", f"{r.data.max_length} must be at least 16")
-    if r.data.packing not in ("auto", "true", "false"):
-        bad("data.packing", f"{r.data.packing!r} must be auto, true or false")
-    if r.data.template not in TEMPLATE_CHOICES and not r.data.template.endswith(".jinja"):
-        bad("data.template", f"{r.data.template!r} is not one of {', '.join(TEMPLATE_CHOICES)} or a .jinja file")
-    for key, column in r.data.columns.items():
+    _validate_data(r.data, bad)
+    _validate_train(r.train, bad, where)
+    _validate_export(r.export, bad)
+    if r.smoke.prompts < 0 or r.smoke.max_tokens < 1:
+        bad("smoke", "prompts must be >= 0 and max_tokens >= 1")
+    if r.threads < 0:
+        bad("threads", f"{r.threads} must be >= 0 (0: as many as there are CPUs free)")
+    if r.smoke.threads < 0:
+        bad("smoke.threads", f"{r.smoke.threads} must be >= 0 (0: the recipe's threads)")
+    return r
+
+
+def _validate_data(d: DataSpec, bad: Callable[[str, str], NoReturn]) -> None:
+    if d.format not in ("auto", "alpaca", "chat", "text"):
+        bad("data.format", f"{d.format!r} is not one of auto, alpaca, chat, text")
+    if not 0 <= d.eval_split < 1:
+        bad("data.eval_split", f"{d.eval_split} must be in [0, 1)")
+    if d.max_length < 16:
+        bad("data.max_length", f"{d.max_length} must be at least 16")
+    if d.packing not in ("auto", "true", "false"):
+        bad("data.packing", f"{d.packing!r} must be auto, true or false")
+    if d.template not in TEMPLATE_CHOICES and not d.template.endswith(".jinja"):
+        bad("data.template", f"{d.template!r} is not one of {', '.join(TEMPLATE_CHOICES)} or a .jinja file")
+    for key, column in d.columns.items():
         if key not in COLUMN_FIELDS + MESSAGE_TAGS:
             bad(f"data.columns.{key}", f"is not one of {', '.join(COLUMN_FIELDS + MESSAGE_TAGS)}")
         if not column.strip():
             bad(f"data.columns.{key}", "must name a column (or a message key or role), not be empty")
-    if r.data.on_bad_row not in ("error", "skip"):
-        bad("data.on_bad_row", f"{r.data.on_bad_row!r} must be error or skip")
-    t = r.train
+    if d.on_bad_row not in ("error", "skip"):
+        bad("data.on_bad_row", f"{d.on_bad_row!r} must be error or skip")
+
+
+def _validate_train(t: TrainSpec, bad: Callable[[str, str], NoReturn], where: str) -> None:
     if t.method not in ("auto", "qlora", "lora"):
         bad("train.method", f"{t.method!r} is not one of auto, qlora, lora")
     if t.rank < 1:
@@ -245,9 +261,12 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     if t.experts and t.dropout:
         bad("train.dropout", f"{t.dropout} must be 0 with train.experts: true (PEFT's LoRA on stacked expert "
                              "weights has no dropout)")
-    if r.export.outtype.upper() not in DIRECT_TYPES:
-        bad("export.outtype", f"{r.export.outtype!r} is not one of {', '.join(t.outtype for t in DIRECT_TYPES.values())}")
-    e = r.export
+
+
+def _validate_export(e: ExportSpec, bad: Callable[[str, str], NoReturn]) -> None:
+    """Also upper-cases the quant type names (auto alone stays auto)."""
+    if e.outtype.upper() not in DIRECT_TYPES:
+        bad("export.outtype", f"{e.outtype!r} is not one of {', '.join(t.outtype for t in DIRECT_TYPES.values())}")
     if [q.lower() for q in e.quants] == ["auto"]:
         e.quants = ["auto"]
     else:
@@ -273,13 +292,6 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         bad("export.auto_max_accuracy_drop", f"{e.auto_max_accuracy_drop} must be in [0, 1]")
     if e.auto_max_mib < 0:
         bad("export.auto_max_mib", f"{e.auto_max_mib} must be >= 0 (0: no limit)")
-    if r.smoke.prompts < 0 or r.smoke.max_tokens < 1:
-        bad("smoke", "prompts must be >= 0 and max_tokens >= 1")
-    if r.threads < 0:
-        bad("threads", f"{r.threads} must be >= 0 (0: as many as there are CPUs free)")
-    if r.smoke.threads < 0:
-        bad("smoke.threads", f"{r.smoke.threads} must be >= 0 (0: the recipe's threads)")
-    return r
 
 
 MIN_STEPS = 30  # fewer optimizer steps than this rarely teach a new format

@@ -197,6 +197,26 @@ def test_runs_screen_lists_opens_chats_resumes_and_deletes(tmp_path):
     asyncio.run(go())
 
 
+def test_results_start_on_the_recommended_file_and_compare_it_with_f16(tmp_path):
+    make_run(tmp_path / "runs", "my-run")  # the fake smoke table's paths: runs/my-run/gguf/my-run-*.gguf
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner(), chat_session=FakeChatSession, runs_dir="runs")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await pilot.press("o")
+            await pilot.pause()
+            view = app.screen.query_one("ResultsView")
+            assert view.selected() == "runs/my-run/gguf/my-run-Q4_K_M.gguf"  # the one file on disk
+            await pilot.click("#folder")
+            await pilot.pause()
+            assert str(app.screen.query_one("#error").render()) == "output folder: runs/my-run/gguf/"
+            await pilot.click("#compare")
+            await pilot.pause()
+            assert app.screen.initial == ("runs/my-run/gguf/my-run-F16.gguf", "runs/my-run/gguf/my-run-Q4_K_M.gguf")
+    asyncio.run(go())
+
+
 def test_runs_screen_with_no_runs_offers_a_new_run(tmp_path):
     async def go():
         app = EdgetuneApp(runner=FakeRunner(), runs_dir=str(tmp_path / "none"))

@@ -2,12 +2,10 @@
 done, the smoke-test table with buttons to chat with any produced GGUF."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import (
     Button,
@@ -23,19 +21,16 @@ from edgetune import (
     Cancelled,
     CancelToken,
     EdgetuneError,
-    QuantResult,
     RunFolder,
     SmokeResult,
     TrainMetrics,
     progress_line,
-    verdict_lines,
 )
 
-from ..display import base_label, one_line, report_opened, shown_path
+from ..display import base_label, one_line, shown_path
 from ..messages import CoreEvent, JobFinished
 from ..widgets.loss_chart import LossChart
-from ..widgets.quant_view import QuantView
-from ..widgets.serve_panel import ServePanel
+from ..widgets.results_view import ResultsView
 from ..widgets.smoke_table import SmokeTable
 from ..widgets.step_table import StepTable
 from .confirm import ConfirmScreen
@@ -46,14 +41,13 @@ STEP_STATES = {"step_start": "running", "step_done": "done", "step_skip": "skipp
 class RunScreen(Screen):
     # Cancel while it runs; once it has finished, Escape goes back (to the wizard's Summary) instead.
     BINDINGS = [Binding("ctrl+c,escape", "cancel", "Cancel run"), Binding("escape", "back", "Back"),
-                Binding("ctrl+t", "chat_selected", "Chat")]
+                Binding("ctrl+t", "chat", "Chat")]
 
     def __init__(self, recipe):
         super().__init__()
         self.recipe = recipe
         self.cancel_token = CancelToken()
         self.finished = False
-        self.summary: SmokeResult | None = None
 
     def compose(self) -> ComposeResult:
         r = self.recipe
@@ -69,17 +63,7 @@ class RunScreen(Screen):
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False)
             with TabPane("Results", id="results"):
-                with Horizontal(classes="nav", id="result-actions"):  # first: reachable at 80x24
-                    yield Button("Chat", id="chat", disabled=True)
-                    yield Button("Serve", id="serve", disabled=True)
-                    yield Button("Compare with F16", id="compare", disabled=True)
-                    yield Button("Output folder", id="folder", disabled=True)
-                    yield Button("Open report", id="report", disabled=True)
-                with VerticalScroll(id="result-body"):
-                    yield Static("results appear when the smoke test has run", id="accuracy")
-                    yield SmokeTable(id="smoke")
-                    yield QuantView(id="quant")
-                    yield ServePanel(id="serve-info")
+                yield ResultsView("results appear when the smoke test has run")
         yield Static("", id="error", classes="error")
         with Horizontal(classes="nav"):
             yield Static("", id="status", classes="hint")
@@ -89,7 +73,6 @@ class RunScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#again", Button).display = False
-        self.query_one("#quant", QuantView).display = False
         self.set_interval(1.0, self.query_one(StepTable).tick)
         self.start()
 
@@ -127,11 +110,6 @@ class RunScreen(Screen):
         folder = self._run()
         return folder.optional(folder.smoke_result)
 
-    def _quant_summary(self) -> QuantResult | None:
-        """The quantize step's result: every file's KL divergence, the auto sweep."""
-        folder = self._run()
-        return folder.optional(folder.quant_result)
-
     def on_core_event(self, message: CoreEvent) -> None:
         e = message.event
         if e.kind in STEP_STATES:
@@ -162,19 +140,9 @@ class RunScreen(Screen):
         else:
             self.query_one("#status", Static).update(f"done; files in {shown_path(self._run().gguf_dir)}/")
         if summary:
-            self.summary = summary
-            self.query_one("#accuracy", Static).update("\n".join(verdict_lines(summary)))
-            table = self.query_one("#smoke", SmokeTable)
-            table.show(summary.files)
-            recommended = self._run().recommended_gguf()  # Chat and Ctrl+T start on the file to use
-            rows = [Path(f.path).name for f in summary.files]
-            if recommended is not None and recommended.name in rows:
-                table.move_cursor(row=rows.index(recommended.name))
-            self.query_one("#quant", QuantView).show(self._quant_summary())
-            for name in ("chat", "serve", "compare", "folder", "report"):
-                self.query_one(f"#{name}", Button).disabled = False
+            self.query_one(ResultsView).show(self._run(), summary)
             self.query_one(TabbedContent).active = "results"
-            self.query_one("#smoke", SmokeTable).focus()
+            self.query_one(SmokeTable).focus()
 
     def _run(self) -> RunFolder:
         return RunFolder.of(self.recipe)
@@ -205,34 +173,14 @@ class RunScreen(Screen):
         self.app.push_screen(ConfirmScreen("Cancel the run? Finished steps are kept; training stops at its next "
                                            "log step and saves a checkpoint."), answered)
 
-    def _selected_file(self) -> str | None:
-        table = self.query_one("#smoke", SmokeTable)
-        if table.row_count == 0:
-            return None
-        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    def action_chat(self) -> None:
+        self.query_one(ResultsView).chat()
 
-    def action_chat_selected(self) -> None:
-        path = self._selected_file()
-        if path:
-            self.app.action_chat(path)
+    def on_results_view_note(self, message: ResultsView.Note) -> None:
+        self.query_one("#status", Static).update(message.text)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
             self.action_cancel()
         elif event.button.id == "again":
             self.start()
-        elif event.button.id == "chat":
-            self.action_chat_selected()
-        elif event.button.id == "compare" and self.summary:
-            first, selected = self.summary.files[0].path, self._selected_file()
-            other = selected if selected != first else self.summary.files[-1].path
-            self.app.action_chat(first, other)
-        elif event.button.id == "serve":
-            self.query_one(ServePanel).toggle(self._run().dir)
-        elif event.button.id == "folder":
-            self.query_one("#status", Static).update(f"output folder: {self._run().gguf_dir.resolve()}")
-        elif event.button.id == "report":
-            self.open_report()
-
-    def open_report(self) -> None:
-        self.query_one("#status", Static).update(report_opened(self._run()))

@@ -304,19 +304,17 @@ def _memory_mb() -> float:
 def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: CancelToken | None = None) -> Path:
     """Fine-tune `recipe.base` on `recipe.data`; return the adapter folder. Resumes from checkpoints."""
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig
 
-    from edgetune.steps.train import lora_cpu  # imports torch
     from edgetune.steps.train.sft import Trainer  # subclasses TRL's SFTTrainer: importing it loads TRL
 
+    # The plan for this machine, and the data.
     quiet_libraries()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(run_dir, recipe.name)
+    folder.dir.mkdir(parents=True, exist_ok=True)
     t = recipe.train
-    tracking = tracker_args(t, RunFolder(run_dir, recipe.name), on_event)  # a missing package: before any loading
+    tracking = tracker_args(t, folder, on_event)  # a missing package: before any loading
     base = resolve_base(recipe.base, on_event, allow_pickle=t.allow_pickle)
     config = AutoConfig.from_pretrained(base, trust_remote_code=t.trust_remote_code)
     check_embedding_types(recipe, config.get_text_config().hidden_size)  # before minutes of training
@@ -325,20 +323,84 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         on_event(Event("train", "log", "QLoRA on the CPU: slow; bitsandbytes NF4 on CPU, for testing"))
     tokenizer = load_tokenizer(base, t.trust_remote_code)
     train_ds, eval_ds, prepared = build_datasets(recipe, tokenizer, on_event)
-    ds, stats = prepared.dataset, prepared.stats
 
+    # The model with its adapters, and the trainer.
     torch.manual_seed(t.seed)
+    model, checkpointing = lora_model(recipe, base, p, train_ds, on_event)
+    steps_per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * t.grad_accum)))
+    planned_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
+    tokens_per_step = sum(len(x) for x in train_ds["input_ids"]) / steps_per_epoch
+    args = sft_config(recipe, p, folder.checkpoints, planned_steps, evaluate=eval_ds is not None,
+                      gradient_checkpointing=checkpointing,
+                      packing=use_packing(recipe.data.packing, p, model.config), **tracking)
+    progress = _progress_callback(on_event, cancel, folder.train_log, tokens_per_step)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      processing_class=tokenizer, callbacks=[progress])
+    trainer.remove_callback(PrinterCallback)  # our events are the progress display
+    attach_trackers(trainer, folder)
+    on_event(Event("train", "log", trainer.check_loss_head()))
+
+    # Training, from the last checkpoint when there is one.
+    trained, parts = train_resuming(trainer, folder, on_event)
+    if progress.nan:
+        raise EdgetuneError(f"{run_dir}: training stopped, the loss became NaN/inf at step "
+                            f"{trainer.state.global_step} (try a lower train.lr)")
+    if cancel is not None and cancel.cancelled:
+        raise Cancelled(f"training cancelled at step {trainer.state.global_step}; rerun to resume")
+
+    # The result: evaluated, then the adapter and train.json written.
+    trainable, total = model.get_nb_trainable_parameters()
+    result = TrainResult(
+        method=p.method, device=p.device, dtype=p.dtype, base=recipe.base, base_path=base,
+        trainable_params=trainable, total_params=total, steps=trainer.state.global_step,
+        train_loss=trained.training_loss, seconds=round(sum(part["seconds"] for part in parts), 1),
+        parts=len(parts), format=prepared.dataset.format,
+        lost_rows=prepared.lost, template=prepared.template.name if prepared.template else None,
+        train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0,
+        tokens=prepared.stats.to_dict())
+    if eval_ds is not None:
+        evaluate(trainer, result, on_event)
+    if not trainer.is_world_process_zero():
+        return folder.adapter
+    save_adapter(trainer, tokenizer, prepared, folder)
+    result.write(folder.train_json)
+    on_event(Event("train", "done", f"adapter saved: {folder.adapter}", data=result.to_dict()))
+    return folder.adapter
+
+
+def lora_model(recipe: Recipe, base: str, p: Plan, train_ds, on_event: Callback = ignore):
+    """The base loaded as planned, with LoRA adapters on its targets, and whether to checkpoint
+    gradients. Logs the machine's setup, the speed to expect, the targets and what trains."""
+    from peft import prepare_model_for_kbit_training
+
+    t = recipe.train
     model = load_model(base, p, t.trust_remote_code)
     checkpointing = machine_setup(p, t, model.config, max(len(x) for x in train_ds["input_ids"]), on_event,
                                   recipe.threads)
-    lengths = [len(x) for x in train_ds["input_ids"]]
-    loss_tokens = sum(sum(m) for m in train_ds["completion_mask"]) if recipe.data.completion_only else sum(lengths)
-    expected = estimate_throughput(model.config, p.device, p.dtype, p.why, t.batch_size,
-                                   round(sum(lengths) / len(lengths)), loss_tokens / max(1, sum(lengths)),
-                                   n_threads=torch.get_num_threads() if p.device == "cpu" else 0)
+    expected = expected_speed(recipe, p, model.config, train_ds)
     on_event(Event("train", "log", expected.line(), data={"expected_tokens_per_s": expected.tokens_per_s}))
     if p.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    return add_lora(model, p, t, on_event), checkpointing
+
+
+def expected_speed(recipe: Recipe, p: Plan, config, train_ds) -> Estimate:
+    """Expected tokens/s on these rows (the log line that training's own speed is read against)."""
+    import torch
+
+    lengths = [len(x) for x in train_ds["input_ids"]]
+    loss_tokens = sum(sum(m) for m in train_ds["completion_mask"]) if recipe.data.completion_only else sum(lengths)
+    return estimate_throughput(config, p.device, p.dtype, p.why, recipe.train.batch_size,
+                               round(sum(lengths) / len(lengths)), loss_tokens / max(1, sum(lengths)),
+                               n_threads=torch.get_num_threads() if p.device == "cpu" else 0)
+
+
+def add_lora(model, p: Plan, t: TrainSpec, on_event: Callback = ignore):
+    """The PEFT model: LoRA on the modules (and expert parameters) train.targets and train.experts name."""
+    from peft import LoraConfig, get_peft_model
+
+    from edgetune.steps.train import lora_cpu  # imports torch
+
     targets = resolve_targets(model, t.targets)
     left_out = left_out_of_all_linear(model) if t.targets == "all-linear" else []
     experts = resolve_experts(model, t.experts)
@@ -354,15 +416,17 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
     on_event(Event("train", "log", f"{p.method} on {p.device} ({p.dtype}), r={t.rank} alpha={t.alpha} "
                    f"targets={t.targets}: trainable {trainable:,} / {total:,} params "
                    f"({100 * trainable / total:.2f}%)", data={"trainable": trainable, "total": total}))
+    return model
 
-    ckpt_dir = RunFolder(run_dir, recipe.name).checkpoints
-    resume = _last_checkpoint(ckpt_dir)
-    steps_per_epoch = max(1, math.ceil(len(train_ds) / (t.batch_size * t.grad_accum)))
-    planned_steps = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
-    tokens_per_step = sum(len(x) for x in train_ds["input_ids"]) / steps_per_epoch
-    packing = use_packing(recipe.data.packing, p, model.config)
-    args = SFTConfig(
-        output_dir=str(ckpt_dir),
+
+def sft_config(recipe: Recipe, p: Plan, output_dir: Path, planned_steps: int, evaluate: bool, **decided):
+    """TRL's arguments from the recipe and the plan; `decided` on the way: gradient_checkpointing,
+    packing and the trackers' arguments."""
+    from trl import SFTConfig
+
+    t = recipe.train
+    return SFTConfig(
+        output_dir=str(output_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
@@ -377,79 +441,66 @@ def train(recipe: Recipe, run_dir: Path, on_event: Callback = ignore, cancel: Ca
         save_strategy="steps",
         save_steps=min(t.save_steps, planned_steps),
         save_total_limit=2,
-        eval_strategy="steps" if eval_ds is not None else "no",
+        eval_strategy="steps" if evaluate else "no",
         eval_steps=min(t.eval_steps, planned_steps),
         bf16=p.dtype == "bf16",
         fp16=p.dtype == "fp16",
         use_cpu=p.device == "cpu",
         # LoRA: torch's fused AdamW (one kernel for all adapter tensors, not ~10 ops per tensor per step).
         optim="paged_adamw_32bit" if p.method == "qlora" and p.device == "cuda" else "adamw_torch_fused",
-        gradient_checkpointing=checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         max_length=recipe.data.max_length,
-        packing=packing,
         # Unpacked: edgetune.sft.Trainer cuts batches of similar lengths and shuffles them (little padding,
         # no long-to-short curriculum); packed: random rows.
         train_sampling_strategy="random",
         completion_only_loss=recipe.data.completion_only,
         seed=t.seed,
-        **tracking,
         disable_tqdm=True,
         dataloader_num_workers=0,
         save_only_model=False,
+        **decided,
     )
-    log_path = RunFolder(run_dir, recipe.name).train_log
-    progress = _progress_callback(on_event, cancel, log_path, tokens_per_step)
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      processing_class=tokenizer, callbacks=[progress])
-    trainer.remove_callback(PrinterCallback)  # our events are the progress display
-    attach_trackers(trainer, RunFolder(run_dir, recipe.name))
-    on_event(Event("train", "log", trainer.check_loss_head()))
+
+
+def train_resuming(trainer, folder: RunFolder, on_event: Callback = ignore):
+    """trainer.train(), from the last checkpoint when there is one; its output and the parts of
+    training so far. Every part (a first run, then each resume) is counted in train_parts.json: its
+    time and its last step."""
+    resume = _last_checkpoint(folder.checkpoints)
     if resume:
         on_event(Event("train", "log", f"resuming from {resume.name}"))
-    # Every part of training (a first run, then each resume) is counted: its time and its last step.
-    ledger = RunFolder(run_dir, recipe.name).train_parts
-    parts = _read_parts(ledger) if resume else []
+    parts = _read_parts(folder.train_parts) if resume else []
     t0 = time.time()
     try:
         trained = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     except KeyboardInterrupt:  # Ctrl-C: say where; a rerun resumes from the last checkpoint
-        _write_parts(ledger, parts + [{"seconds": round(time.time() - t0, 1), "step": trainer.state.global_step}])
+        _write_parts(folder.train_parts, parts + [{"seconds": round(time.time() - t0, 1),
+                                                   "step": trainer.state.global_step}])
         raise KeyboardInterrupt(f"interrupted at step {trainer.state.global_step} of {trainer.state.max_steps}"
                                 + (f" (last checkpoint: step {last.name.split('-')[-1]})"
-                                   if (last := _last_checkpoint(ckpt_dir)) else "")) from None
+                                   if (last := _last_checkpoint(folder.checkpoints)) else "")) from None
     parts.append({"seconds": round(time.time() - t0, 1), "step": trainer.state.global_step})
-    _write_parts(ledger, parts)
-    if progress.nan:
-        raise EdgetuneError(f"{run_dir}: training stopped, the loss became NaN/inf at step "
-                            f"{trainer.state.global_step} (try a lower train.lr)")
-    if cancel is not None and cancel.cancelled:
-        raise Cancelled(f"training cancelled at step {trainer.state.global_step}; rerun to resume")
+    _write_parts(folder.train_parts, parts)
+    return trained, parts
 
-    result = TrainResult(
-        method=p.method, device=p.device, dtype=p.dtype, base=recipe.base, base_path=base,
-        trainable_params=trainable, total_params=total, steps=trainer.state.global_step,
-        train_loss=trained.training_loss, seconds=round(sum(p["seconds"] for p in parts), 1), parts=len(parts),
-        format=ds.format,
-        lost_rows=prepared.lost, template=prepared.template.name if prepared.template else None,
-        train_rows=len(train_ds), eval_rows=len(eval_ds) if eval_ds is not None else 0, tokens=stats.to_dict())
-    if eval_ds is not None:
-        metrics = trainer.evaluate()
-        result.eval_loss = metrics["eval_loss"]
-        result.eval_perplexity = math.exp(min(metrics["eval_loss"], 50))
-        on_event(TrainMetrics(kind="metric", message=f"eval loss {result.eval_loss:.4f}, perplexity "
-                              f"{result.eval_perplexity:.2f}", eval_loss=result.eval_loss))
-    folder = RunFolder(run_dir, recipe.name)
-    if not trainer.is_world_process_zero():
-        return folder.adapter
+
+def evaluate(trainer, result: TrainResult, on_event: Callback = ignore) -> None:
+    """The eval loss and perplexity after training, into `result`."""
+    metrics = trainer.evaluate()
+    result.eval_loss = metrics["eval_loss"]
+    result.eval_perplexity = math.exp(min(metrics["eval_loss"], 50))
+    on_event(TrainMetrics(kind="metric", message=f"eval loss {result.eval_loss:.4f}, perplexity "
+                          f"{result.eval_perplexity:.2f}", eval_loss=result.eval_loss))
+
+
+def save_adapter(trainer, tokenizer, prepared: data_mod.Prepared, folder: RunFolder) -> None:
+    """The adapter with the tokenizer and generation config it was trained with, whole or not at all."""
+    model = trainer.model
     with atomic_dir(folder.adapter) as tmp:
-        trainer.model.save_pretrained(tmp)
+        model.save_pretrained(tmp)
         store_template(tokenizer, prepared, model.generation_config)
         tokenizer.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
-    result.write(folder.train_json)
-    on_event(Event("train", "done", f"adapter saved: {folder.adapter}", data=result.to_dict()))
-    return folder.adapter
 
 
 def estimate(recipe: Recipe, stats: data_mod.TokenStats | None = None) -> Estimate:
