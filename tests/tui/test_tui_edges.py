@@ -182,3 +182,24 @@ def test_template_reason_is_written_for_a_person(tiny_base):
     chosen = templates.choose("alpaca", load_tokenizer(str(tiny_base)))
     assert chosen.reason == "the template you chose"
     assert json.dumps(chosen.reason).count("recipe") == 0
+
+
+def test_a_failed_runs_whole_error_shows_markup_and_all(tmp_path):
+    from edgetune.tui.screens.results import ResultsScreen
+
+    from tui_fixtures import make_run
+    folder = make_run(tmp_path, "bad", state="failed", smoke=False, gguf=False)
+    error = ("data.csv:2: cannot tell the format from fields ['a'] (need 'instruction'+'output' (alpaca), "
+             "'messages' (chat) or 'text'; or map yours with data.columns, e.g. {instruction: question}) [/b]")
+    folder.mark_outcome("failed", "train", error)
+
+    async def go():
+        app = EdgetuneApp(runner=FakeRunner())
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.push_screen(ResultsScreen(folder))
+            await pilot.pause()
+            title = app.screen.query_one("#run-title")
+            text = " ".join(title.render_line(y).text.strip() for y in range(title.size.height))
+            assert error in text, text
+            assert app.screen.query_one("#chat").disabled and app.screen.query_one("#serve").disabled
+    asyncio.run(go())

@@ -2,6 +2,7 @@
 quantization sweep, and Chat / Serve with its files."""
 from __future__ import annotations
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -24,8 +25,9 @@ class ResultsScreen(Screen):
     def compose(self) -> ComposeResult:
         s = summarize(self.folder)
         yield Header()
-        yield Static(f"run [b]{s.name}[/b]: {base_label(s.base) or '?'} on {base_label(s.data) or '?'}; {s.state}"
-                     + (f" ({s.detail})" if s.detail else ""), id="run-title")
+        where = f"{base_label(s.base) or '?'} on {base_label(s.data) or '?'}; {s.state}"
+        yield Static(f"run [b]{escape(s.name)}[/b]: {escape(where)}" + (f" ({escape(s.detail)})" if s.detail else ""),
+                     id="run-title")
         yield ResultsView()
         yield Static("", id="error", classes="status")
         yield Footer()

@@ -2,6 +2,7 @@
 done, the smoke-test table with buttons to chat with any produced GGUF."""
 from __future__ import annotations
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -52,7 +53,8 @@ class RunScreen(Screen):
     def compose(self) -> ComposeResult:
         r = self.recipe
         yield Header()
-        yield Static(f"run [b]{r.name}[/b]: {base_label(r.base)} on {base_label(r.data.path)}", id="run-title")
+        yield Static(f"run [b]{escape(r.name)}[/b]: {escape(f'{base_label(r.base)} on {base_label(r.data.path)}')}",
+                     id="run-title")
         with TabbedContent(initial="progress"):
             with TabPane("Progress", id="progress"):
                 with Horizontal():
