@@ -303,6 +303,7 @@ def test_a_streaming_reply_is_redrawn_per_frame_not_per_token_and_lays_out_only_
             await pilot.pause()
             t.show_reply(line, "one\ntwo")  # a second line: laid out, with room below the text
             await pilot.pause()
+            await wait_until(pilot, lambda: not line._layout_required)  # the layout above is done (a busy box lags)
             room = line.size.height
             assert room == 2 + transcript.HEADROOM
             t.show_reply(line, "one\ntwo\nthree")  # fits: the line alone is redrawn, nothing laid out
