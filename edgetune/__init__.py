@@ -45,7 +45,7 @@ NAMES = {  # module -> the names the door takes from it
     "edgetune.device": ("estimate_throughput", "lora_flops_per_token", "matmul_peak_gflops"),
     "edgetune.runs": ("RunFolder", "RunSummary", "gguf_of", "list_runs", "summarize"),
     "edgetune.results": ("FileCheck", "QuantFile", "QuantResult", "SmokeResult"),
-    "edgetune.pipeline": ("STEPS",),
+    "edgetune.pipeline": ("STEPS", "write_reports"),
     "edgetune.cli": ("main",),
     "edgetune.inputs.recipe": ("Recipe", "DataSpec", "TrainSpec"),
     "edgetune.inputs.base": ("BUILTIN", "resolve_base", "load_tokenizer", "check_model_folder"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgetune import BUILTIN, RunFolder, open_report
+from edgetune import BUILTIN, EdgetuneError, RunFolder, open_report, write_reports
 
 
 def shown_path(path: str | Path) -> str:
@@ -42,10 +42,14 @@ def show_status(screen, message: str, error: bool = False) -> None:
 
 
 def report_opened(folder: RunFolder) -> str:
-    """Open the run's report.html in the system's browser where there is one; the line saying what happened."""
+    """Open the run's report.html in the system's browser where there is one (built first for a run
+    from before report.html); the line saying what happened."""
     page = folder.report_html
     if not page.is_file():
-        return f"no report yet: edgetune report {shown_path(folder.dir)}"
+        try:
+            write_reports(folder)
+        except EdgetuneError as e:
+            return f"no report: {e}"
     if open_report(page):
         return f"report opened in the browser: {shown_path(page)}"
     return f"report: {shown_path(page)} (no graphical browser here)"
