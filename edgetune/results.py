@@ -256,6 +256,7 @@ class QuantResult(Record):
     files: list[QuantFile] = field(default_factory=list)
     sweep: SweepResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # where the step's time went
+    notes: list[str] = field(default_factory=list)  # what a reader of the files should know (grid_notes)
 
     def kept_labels(self) -> list[str]:
         """The labels the smoke step tests: the recommended file first."""

@@ -24,6 +24,7 @@ class GGUFSummary:
     n_params: int
     n_bytes: int  # of tensor data
     widths: dict[str, int]  # row length of every tensor (GGUF lists it first)
+    file_type: int | None = None  # general.file_type: the llama_ftype the file was written as
 
 
 _read: dict[tuple, GGUFSummary] = {}
@@ -64,7 +65,7 @@ def _walk(buf, size: int) -> GGUFSummary:
     """The header of a GGUF in `buf`: metadata skipped (its alignment kept), the tensor index read."""
     u32, u64 = struct.Struct("<I"), struct.Struct("<Q")
     n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
-    pos, alignment = 24, gguf.GGUF_DEFAULT_ALIGNMENT
+    pos, alignment, file_type = 24, gguf.GGUF_DEFAULT_ALIGNMENT, None
 
     def string(pos: int) -> int:  # the position after a string
         end = pos + 8 + u64.unpack_from(buf, pos)[0]
@@ -94,6 +95,8 @@ def _walk(buf, size: int) -> GGUFSummary:
         name, kind = bytes(buf[pos + 8: end]), u32.unpack_from(buf, end)[0]
         if name == b"general.alignment":
             alignment = u32.unpack_from(buf, end + 4)[0]
+        elif name == b"general.file_type" and kind == gguf.GGUFValueType.UINT32:
+            file_type = u32.unpack_from(buf, end + 4)[0]
         pos = value(end + 4, kind)
     n_params = n_bytes = 0
     widths, ends = {}, []
@@ -115,7 +118,7 @@ def _walk(buf, size: int) -> GGUFSummary:
     data_offset = -(-pos // alignment) * alignment
     if data_offset + max(ends, default=0) > size:
         raise ValueError(f"tensor data ends at byte {data_offset + max(ends)} of a {size}-byte file")
-    return GGUFSummary(data_offset, n_params, n_bytes, widths)
+    return GGUFSummary(data_offset, n_params, n_bytes, widths, file_type)
 
 
 def check_gguf_file(path: Path) -> None:

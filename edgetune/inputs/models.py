@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgetune.convert.filetypes import FileType, by_ftype
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
 from edgetune.fsutil import atomic_dir, cache_dir
-from edgetune.inputs.gguf_io import check_gguf_file
+from edgetune.inputs.gguf_io import check_gguf_file, summary
 
 SOURCE_FILE = "edgetune_source.json"
 
@@ -69,6 +70,17 @@ def import_gguf_base(gguf_path: str | Path, out_dir: str | Path, on_event: Callb
         (tmp / SOURCE_FILE).write_text(json.dumps(source))
     on_event(Event("base", "done", f"imported base: {out_dir}"))
     return out_dir
+
+
+def source_type(model_dir: str | Path) -> tuple[Path, FileType] | None:
+    """The GGUF a base folder was imported from and its file type (None for a base that was not)."""
+    marker = Path(model_dir) / SOURCE_FILE
+    try:
+        source = Path(json.loads(marker.read_text(encoding="utf-8"))["gguf"])
+        file_type = by_ftype(summary(source).file_type)
+    except (OSError, ValueError, KeyError, TypeError, EdgetuneError):
+        return None
+    return (source, file_type) if file_type is not None else None
 
 
 # ---------------------------------------------------------------------------------------------

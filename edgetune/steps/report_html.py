@@ -130,6 +130,7 @@ tr.recommended td { background: #fff4e5; font-weight: 600; }
 .pass { background: #e8f5e9; border-left: 4px solid #2ca02c; }
 .fail { background: #fdecea; border-left: 4px solid #d62728; }
 .missing { color: #8a6d3b; background: #fcf8e3; padding: .4em .8em; border-radius: 4px; }
+.warning { color: #8a6d3b; background: #fcf8e3; padding: .4em .8em; border-left: 4px solid #e0a800; }
 .chart svg { max-width: 100%; height: auto; }
 td.right { color: #2ca02c; } td.wrong { color: #b02a2a; }
 footer { margin-top: 3em; color: #888; font-size: 12px; }
@@ -233,6 +234,7 @@ def _quantization(rec: RunRecords) -> str:
         im = quant.imatrix
         parts.append(f"<p>Importance matrix from {im.tokens:,} training tokens of <code>{_e(im.dataset)}</code>.</p>"
                      if im.path else f"<p>No importance matrix: {_e(im.note)}.</p>")
+    parts += [f'<p class="warning">Warning: {_e(note)}.</p>' for note in quant.notes]
     if quant.sweep:
         s = quant.sweep
         parts.append(f'<div class="verdict {"pass" if s.met else "fail"}">auto sweep, budget {_e(s.budget)}: '

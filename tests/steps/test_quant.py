@@ -1,6 +1,7 @@
 """Task-aware quantization: the file-type registry, the importance matrix from training rows (judged
 against llama.cpp's own forward pass), quantizing with it (IQ types), and KL divergence."""
 import ctypes
+import json
 
 import gguf
 import numpy as np
@@ -182,7 +183,8 @@ def test_a_gguf_is_parsed_once_until_it_changes(llama256, tmp_path, monkeypatch)
         reader = gguf.GGUFReader(str(path), "r")
         assert gguf_io.summary(path) == gguf_io.GGUFSummary(
             int(reader.data_offset), sum(int(t.n_elements) for t in reader.tensors),
-            sum(int(t.n_bytes) for t in reader.tensors), {t.name: int(t.shape[0]) for t in reader.tensors})
+            sum(int(t.n_bytes) for t in reader.tensors), {t.name: int(t.shape[0]) for t in reader.tensors},
+            int(reader.fields["general.file_type"].contents()))
     gguf_io._read.clear()
     walks = []
     monkeypatch.setattr(gguf_io, "_walk", lambda buf, size, _w=gguf_io._walk: walks.append(size) or _w(buf, size))
@@ -422,3 +424,25 @@ def test_tensor_types_that_cannot_fit_are_refused_or_skipped_never_aborted(tiny_
                                 None, events.append)
     assert {c.embedding for c in cands} <= {"default", "Q4_0"} and cands
     assert any("embedding type Q2_K left out: token_embd.weight has rows of 64" in e.message for e in events)
+
+
+def test_a_base_imported_from_a_quantized_gguf_warns_about_types_on_its_grid(tmp_path):
+    """Gemma 3 270M comes as a Q4_K_M GGUF: its fine-tune quantized back to Q4_K_M kept 56% (loss) of what
+    training taught, Q8_0 all of it; the step says why before the smoke test fails the file."""
+    from edgetune.inputs.models import SOURCE_FILE, source_type
+    from edgetune.steps.quantize.quantize import quantize
+    from edgetune.steps.quantize.sweep import grid_notes
+
+    base = tmp_path / "base"
+    base.mkdir()
+    assert grid_notes(str(base), ["Q4_K_M"]) == []  # a base that was not imported from a GGUF
+    f16 = convert_hf_to_gguf(build_llama256(tmp_path / "m"), tmp_path / "m-F16.gguf", "f16")
+    q4 = tmp_path / "m-Q4_K_M.gguf"
+    quantize(f16, q4, "Q4_K_M")
+    (base / SOURCE_FILE).write_text(json.dumps({"gguf": str(q4), "bytes": q4.stat().st_size}))
+    assert source_type(base)[1].name == "Q4_K_M"
+    notes = grid_notes(str(base), ["Q8_0", "Q4_K_M", "Q3_K_M"])
+    assert len(notes) == 1 and "its weights lie on Q4_K_M's grid" in notes[0] and "to Q4_K_M, Q3_K_M can" in notes[0]
+    assert grid_notes(str(base), ["Q8_0", "Q6_K"]) == []
+    (base / SOURCE_FILE).write_text(json.dumps({"gguf": str(f16), "bytes": f16.stat().st_size}))
+    assert grid_notes(str(base), ["Q4_K_M"]) == []  # an F16 source puts the weights on no coarse grid

@@ -21,6 +21,8 @@ def quant_text(result: QuantResult) -> Text:
     im = result.imatrix
     if im and not im.path:
         text.append(f"{im.note}\n", style="yellow")
+    for note in result.notes:
+        text.append(f"{note}\n", style="yellow")
     if not files:
         return text
     text.append(f"{'':2}{'file':22}{'MiB':>8}{'KLD':>9}{'p99':>8}{'top-1':>7}{'acc':>6}{'kept':>6}\n", style="dim")
