@@ -48,12 +48,13 @@ PRE_PROBE = ["Hello world, it's HTTPServer's CamelCase don't I'LL WE'VE", " lead
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
-def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
-    """Vocabulary, merges or scores, special token ids, add-BOS/EOS flags and chat template."""
+def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int, tok=None) -> None:
+    """Vocabulary, merges or scores, special token ids, add-BOS/EOS flags and chat template; `tok`:
+    the folder's tokenizer when the caller has loaded it."""
     # tokenizer.json is read once here: Gemma's is 33 MB, a second parse more than a second
     tj = _tokenizer_json(folder) if (folder / "tokenizer.json").is_file() else None
     kind = tokenizer_kind(folder, tj)
-    tok = _hf_tokenizer(folder)  # transformers' view: ids, added tokens, what it prepends/appends
+    tok = tok if tok is not None else _hf_tokenizer(folder)  # transformers' view: ids, added tokens, what it prepends/appends
     if kind == "spm-model":
         _add_sentencepiece(w, folder, tok, n_vocab)
     elif kind == "spm-json":
