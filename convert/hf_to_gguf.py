@@ -179,9 +179,11 @@ class TensorPlan:
 
 
 def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Callback = ignore,
-                       tensor_transform: TensorTransform | None = None, metadata: dict | None = None) -> Path:
+                       tensor_transform: TensorTransform | None = None, metadata: dict | None = None,
+                       tokenizer=None) -> Path:
     """Write `model_dir` as a GGUF at `out_path`; `tensor_transform(hf_name, tensor)` may change
-    any weight first (the batch tool adds LoRA deltas there)."""
+    any weight first (the batch tool adds LoRA deltas there). `tokenizer`: the folder's own, as
+    AutoTokenizer loads it, when the caller has it already (Gemma's takes seconds to load)."""
     file_type = direct_type(outtype)
     folder = ModelFolder(model_dir)
     arch = load_arch(folder)
@@ -198,7 +200,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
                        data={"left_out": plan.left_out}))
 
     w = gguf.GGUFWriter(None, arch.arch_name)
-    add_header(w, folder, arch, file_type, n_vocab, metadata)
+    add_header(w, folder, arch, file_type, n_vocab, metadata, tokenizer)
     for t in plan.tensors:
         w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes(t.shape, t.qtype), raw_dtype=t.qtype)
     for gguf_name, data in extra.items():
@@ -266,7 +268,7 @@ def vocab_size(folder: ModelFolder, plan: TensorPlan) -> int:
 
 
 def add_header(w: gguf.GGUFWriter, folder: ModelFolder, arch: Arch, file_type: FileType, n_vocab: int,
-               metadata: dict | None) -> None:
+               metadata: dict | None, tokenizer=None) -> None:
     """The GGUF's key-values: name and extra general.* metadata, hyperparameters, file type, tokenizer."""
     w.add_type(gguf.GGUFType.MODEL)
     metadata = dict(metadata or {})
@@ -276,7 +278,7 @@ def add_header(w: gguf.GGUFWriter, folder: ModelFolder, arch: Arch, file_type: F
     arch.add_hparams(w)
     w.add_file_type(int(file_type.ftype))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    add_tokenizer(w, folder.path, n_vocab)
+    add_tokenizer(w, folder.path, n_vocab, tokenizer)
 
 
 def tensors_in_order(folder: ModelFolder, arch: Arch, plan: TensorPlan,

@@ -48,16 +48,19 @@ PRE_PROBE = ["Hello world, it's HTTPServer's CamelCase don't I'LL WE'VE", " lead
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
-def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int) -> None:
-    """Vocabulary, merges or scores, special token ids, add-BOS/EOS flags and chat template."""
-    kind = tokenizer_kind(folder)
-    tok = _hf_tokenizer(folder)  # transformers' view: ids, added tokens, what it prepends/appends
+def add_tokenizer(w: gguf.GGUFWriter, folder: Path, n_vocab: int, tok=None) -> None:
+    """Vocabulary, merges or scores, special token ids, add-BOS/EOS flags and chat template; `tok`:
+    the folder's tokenizer when the caller has loaded it."""
+    # tokenizer.json is read once here: Gemma's is 33 MB, a second parse more than a second
+    tj = _tokenizer_json(folder) if (folder / "tokenizer.json").is_file() else None
+    kind = tokenizer_kind(folder, tj)
+    tok = tok if tok is not None else _hf_tokenizer(folder)  # transformers' view: ids, added tokens, what it prepends/appends
     if kind == "spm-model":
         _add_sentencepiece(w, folder, tok, n_vocab)
     elif kind == "spm-json":
-        _add_sentencepiece_from_json(w, folder, tok, n_vocab)
+        _add_sentencepiece_from_json(w, folder, tj, tok, n_vocab)
     else:
-        _add_bpe(w, folder, tok, n_vocab)
+        _add_bpe(w, folder, tj, tok, n_vocab)
     _add_special(w, tok, n_vocab, _stop_ids(folder))
     _add_chat_template(w, folder)
 
@@ -79,15 +82,16 @@ def _check_byte_level(tj: dict, folder: Path) -> None:
         raise EdgetuneError(f"{folder}/tokenizer.json: ByteLevel add_prefix_space=true has no llama.cpp equivalent")
 
 
-def tokenizer_kind(folder: Path) -> str:
+def tokenizer_kind(folder: Path, tj: dict | None = None) -> str:
     """"bpe" (byte-level, GPT-2 style), "spm-model" (tokenizer.model) or "spm-json" (a SentencePiece
-    BPE that only comes as tokenizer.json: Metaspace or a ' ' -> '▁' normalizer, byte fallback)."""
+    BPE that only comes as tokenizer.json: Metaspace or a ' ' -> '▁' normalizer, byte fallback).
+    `tj`: the folder's tokenizer.json when the caller has read it already."""
     has_model = (folder / "tokenizer.model").is_file()
     if not (folder / "tokenizer.json").is_file():
         if has_model:
             return "spm-model"
         raise EdgetuneError(f"{folder}: no tokenizer.json or tokenizer.model")
-    tj = _tokenizer_json(folder)
+    tj = tj if tj is not None else _tokenizer_json(folder)
     model = tj.get("model") or {}
     if "ByteLevel" in json.dumps(tj.get("pre_tokenizer") or {}):
         return "bpe"
@@ -108,11 +112,10 @@ def _tokenizer_json(folder: Path) -> dict:
         raise EdgetuneError(f"{folder}/tokenizer.json: unreadable ({e})") from None
 
 
-def _add_sentencepiece_from_json(w: gguf.GGUFWriter, folder: Path, tok, n_vocab: int) -> None:
+def _add_sentencepiece_from_json(w: gguf.GGUFWriter, folder: Path, tj: dict, tok, n_vocab: int) -> None:
     """A SentencePiece-style BPE saved only as tokenizer.json (no tokenizer.model): llama.cpp's SPM
     tokenizer merges the adjacent pair whose result scores highest, so a piece made by merge k
     scores -k (HF applies the lowest-ranked merge first). Pieces no merge makes score below all."""
-    tj = _tokenizer_json(folder)
     model = tj.get("model") or {}
     rank: dict[str, int] = {}
     for k, m in enumerate(model.get("merges", [])):
@@ -205,8 +208,7 @@ def _hf_tokenizer(folder: Path):
         raise EdgetuneError(f"{folder}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None
 
 
-def _add_bpe(w: gguf.GGUFWriter, folder: Path, tok, n_vocab: int) -> None:
-    tj = _tokenizer_json(folder)
+def _add_bpe(w: gguf.GGUFWriter, folder: Path, tj: dict, tok, n_vocab: int) -> None:
     model = tj.get("model") or {}
     _check_byte_level(tj, folder)
     pre = bpe_pre_name(tj, str(folder))

@@ -141,8 +141,14 @@ def check_inputs(recipe: Recipe, on_event: Callback = ignore) -> None:
 def _run_steps(recipe: Recipe, folder: RunFolder, on_event: Callback, cancel: CancelToken | None,
                until: str, force: bool, current: list[str]) -> SmokeResult | None:
     @functools.cache
-    def merged_tokenizer():  # once for the sweep, the Modelfile and the smoke test (Gemma's takes seconds)
+    def merged_tokenizer():  # once for convert, the sweep, the Modelfile and the smoke test (Gemma's takes seconds)
         return load_tokenizer(str(folder.merged))
+
+    def converter_tokenizer():
+        """The merged tokenizer for the converter, which writes its pad id: where that is EOS,
+        load_tokenizer may have set it, and the converter loads the folder's own."""
+        tok = merged_tokenizer()
+        return tok if tok.pad_token_id != tok.eos_token_id else None
 
     def base_path() -> str:
         return _train_result(folder).base_path
@@ -151,7 +157,8 @@ def _run_steps(recipe: Recipe, folder: RunFolder, on_event: Callback, cancel: Ca
         "train": lambda: train_mod.train(recipe, folder.dir, on_event, cancel),
         "merge": lambda: merge_mod.merge(base_path(), folder.adapter, folder.merged, on_event),
         "convert": lambda: convert_hf_to_gguf(folder.merged, unquantized(recipe, folder), recipe.export.outtype,
-                                              on_event, metadata={"general.name": recipe.name}),
+                                              on_event, metadata={"general.name": recipe.name},
+                                              tokenizer=converter_tokenizer()),
         "quantize": lambda: _quantize(recipe, folder, base_path(), merged_tokenizer(), on_event, cancel),
         "smoke": lambda: _smoke(recipe, folder, base_path(), merged_tokenizer(), on_event),
     }

@@ -3,6 +3,7 @@ its greedy answers and where they stop, its speed. The llama.cpp side of what hf
 Hugging Face model; the quantize step (kld) and the smoke step read every file through here."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -57,16 +58,31 @@ def logprobs(llm, ids: list[int]) -> np.ndarray:
     return metrics.log_softmax(lg)
 
 
+@contextlib.contextmanager
+def last_logits_only(llm):
+    """While generating, llama.cpp computes the logits of the last position only, as its consumers
+    run a prompt: a file loaded with logits at every position (`load`) otherwise runs the output layer
+    over every prompt token, most of a prompt's cost on a 262k-token vocabulary. llama-cpp-python
+    reads the flag at each eval (its sampler reads the last logits either way)."""
+    saved = llm._logits_all
+    llm._logits_all = False
+    try:
+        yield llm
+    finally:
+        llm._logits_all = saved
+
+
 def greedy(llm, ids: list[int], max_tokens: int) -> tuple[str, int | None, bool]:
     """(answer text, last token, stopped on an end-of-generation token) of greedy decoding."""
     import llama_cpp
 
     llm.reset()
     out: list[int] = []
-    for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
-        out.append(int(token))
-        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(out) >= max_tokens:
-            break
+    with last_logits_only(llm):
+        for token in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+            out.append(int(token))
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token) or len(out) >= max_tokens:
+                break
     eog = bool(out) and llama_cpp.llama_vocab_is_eog(llm._model.vocab, out[-1])
     # Bytes that do not form UTF-8 are dropped, as llama-cpp-python's completion drops them.
     text = llm.detokenize(out[:-1] if eog else out).decode("utf-8", errors="ignore")

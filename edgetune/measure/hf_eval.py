@@ -108,16 +108,39 @@ def logits(model, rows: list[list[int]]) -> list[np.ndarray]:
     return out
 
 
+def response_nlls(model, rows: list[list[int]], masks: list[list[int]]) -> tuple[list[float], list[int]]:
+    """Per row, metrics.response_nll of its logits: the summed NLL of its response tokens and how many.
+    The rows run in the batches `logits` runs them in, but the output layer is applied only at the
+    positions that predict a response token: on Gemma's 262k-token vocabulary it was most of the forward."""
+    import torch
+
+    vocab = model.get_output_embeddings().weight.shape[0]
+    nll, tokens = [0.0] * len(rows), [0] * len(rows)
+    for batch in _batches(rows, vocab):
+        width = len(rows[batch[0]])
+        wanted = {i: [t for t in range(len(rows[i]) - 1) if masks[i][t + 1]] for i in batch}
+        keep = sorted({t for positions in wanted.values() for t in positions})
+        if not keep:
+            continue
+        ids = torch.tensor([rows[i] + [0] * (width - len(rows[i])) for i in batch])
+        mask = torch.tensor([[1] * len(rows[i]) + [0] * (width - len(rows[i])) for i in batch])
+        with torch.no_grad():
+            lg = model(ids, attention_mask=mask, logits_to_keep=torch.tensor(keep)).logits.float().numpy()
+        column = {t: k for k, t in enumerate(keep)}
+        for k, i in enumerate(batch):
+            at = [column[t] for t in wanted[i]]
+            if at:
+                nll[i] = metrics.target_nll(lg[k, at], np.asarray(rows[i])[np.asarray(wanted[i]) + 1])
+                tokens[i] = len(at)
+    return nll, tokens
+
+
 def base_figures(model_dir: str | Path, rows: Heldout, tok, stops: list[int], max_tokens: int) -> BaseFigures:
     """The base model before fine-tuning on the run's held-out rows; its answers stop where the
     fine-tuned model's do (EOS and the template's turn end)."""
     model = load(model_dir)
     try:
-        nll, tokens = [], []
-        for lg, ids, mask in zip(logits(model, rows.ids), rows.ids, rows.masks):
-            total, n = metrics.response_nll(lg, ids, mask)
-            nll.append(total)
-            tokens.append(n)
+        nll, tokens = response_nlls(model, rows.ids, rows.masks)
         texts, stopped = answers(model, tok, rows.prompts, max_tokens, stops)
     finally:
         del model

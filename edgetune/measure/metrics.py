@@ -51,8 +51,13 @@ def response_nll(logits: np.ndarray, ids: list[int], mask: list[int]) -> tuple[f
     keep = np.flatnonzero(np.array(mask[1: m + 1], dtype=bool))
     if not keep.size:
         return 0.0, 0
-    lp = log_softmax(logits[keep])
-    return -float(lp[np.arange(keep.size), np.asarray(ids)[keep + 1]].astype(np.float64).sum()), int(keep.size)
+    return target_nll(logits[keep], np.asarray(ids)[keep + 1]), int(keep.size)
+
+
+def target_nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Summed NLL of `targets` (one per row of `logits`) under the log-softmax of those logits."""
+    lp = log_softmax(logits)
+    return -float(lp[np.arange(len(targets)), targets].astype(np.float64).sum())
 
 
 def perplexity_of(nlls: list[float], counts: list[int]) -> float:

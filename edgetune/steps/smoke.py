@@ -258,7 +258,8 @@ def chat_path(llm, ref: HFReference, answers: list[str], max_tokens: int, row: d
             problems.append(diff)
             continue
         llm.reset()
-        out = llm.create_chat_completion(messages=messages, temperature=0.0, top_k=1, max_tokens=max_tokens)
+        with gguf_eval.last_logits_only(llm):
+            out = llm.create_chat_completion(messages=messages, temperature=0.0, top_k=1, max_tokens=max_tokens)
         chat_answers.append(_norm(out["choices"][0]["message"]["content"] or ""))
         if chat_answers[-1] != answers[k]:
             problems.append(f"chat prompt {k + 1}: the chat path answers {chat_answers[-1][:40]!r}, "
