@@ -24,18 +24,28 @@ def load(path: str | Path, n_ctx: int, threads: int = 0):
                  n_threads=threads_mod.resolve(threads), n_batch=min(512, n_ctx))
 
 
+_eog: dict[tuple, list[int]] = {}
+
+
 def eog_ids(path: str | Path) -> list[int]:
     """Every token llama.cpp ends generation on in the file: its EOS and EOT, and tokens it adds by
-    name (a Qwen-style vocabulary's <|endoftext|> beside <|im_end|>). Every consumer stops there."""
+    name (a Qwen-style vocabulary's <|endoftext|> beside <|im_end|>). Every consumer stops there.
+    Read once per file while it is unchanged (the quantize step, the Modelfile and the smoke step ask)."""
     import llama_cpp
 
-    check_gguf_file(Path(path))
-    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-    try:
-        vocab = llm._model.vocab
-        return [t for t in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, t)]
-    finally:
-        llm.close()
+    path = Path(path)
+    check_gguf_file(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _eog:
+        llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        try:
+            vocab = llm._model.vocab
+            _eog[key] = [t for t in range(llama_cpp.llama_vocab_n_tokens(vocab))
+                         if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        finally:
+            llm.close()
+    return list(_eog[key])
 
 
 def n_ctx(rows: list[list[int]], max_tokens: int) -> int:
@@ -64,12 +74,14 @@ def last_logits_only(llm):
     run a prompt: a file loaded with logits at every position (`load`) otherwise runs the output layer
     over every prompt token, most of a prompt's cost on a 262k-token vocabulary. llama-cpp-python
     reads the flag at each eval (its sampler reads the last logits either way)."""
-    saved = llm._logits_all
-    llm._logits_all = False
+    saved = getattr(llm, "_logits_all", None)  # a private flag: a version without it runs as before
+    if saved is not None:
+        llm._logits_all = False
     try:
         yield llm
     finally:
-        llm._logits_all = saved
+        if saved is not None:
+            llm._logits_all = saved
 
 
 def greedy(llm, ids: list[int], max_tokens: int) -> tuple[str, int | None, bool]:

@@ -190,16 +190,18 @@ def main() -> None:
             print(f"a busy loop (pid {busy.pid}) runs beside both paths", flush=True)
         speeds: dict[str, list[float]] = {"CLI": [], "TUI": []}
         stops: dict[str, list[float]] = {}
-        for r in range(args.rounds):
-            for name, fn in (("CLI", run_cli), ("TUI", run_tui)):
-                (tokens, tps), stopped = fn(plain, args.threads, args.max_tokens, env)
-                speeds[name].append(tps)
-                for key, seconds in stopped.items():
-                    stops.setdefault(key, []).append(seconds)
-                print(f"round {r + 1} {name}: {tokens} tokens, {tps:.1f} tok/s"
-                      + "".join(f", stop after {k} {s * 1000:.0f} ms" for k, s in stopped.items()), flush=True)
-        if busy is not None:
-            busy.kill()
+        try:
+            for r in range(args.rounds):
+                for name, fn in (("CLI", run_cli), ("TUI", run_tui)):
+                    (tokens, tps), stopped = fn(plain, args.threads, args.max_tokens, env)
+                    speeds[name].append(tps)
+                    for key, seconds in stopped.items():
+                        stops.setdefault(key, []).append(seconds)
+                    print(f"round {r + 1} {name}: {tokens} tokens, {tps:.1f} tok/s"
+                          + "".join(f", stop after {k} {s * 1000:.0f} ms" for k, s in stopped.items()), flush=True)
+        finally:  # the busy loop never outlives the bench
+            if busy is not None:
+                busy.kill()
         cli, tui = statistics.median(speeds["CLI"]), statistics.median(speeds["TUI"])
         print("TUI stop latency (worst): " + ", ".join(f"{k} {max(v) * 1000:.0f} ms" for k, v in stops.items()))
         print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
@@ -100,4 +101,10 @@ class ResultsView(Vertical):
         elif name == "folder":
             self.post_message(self.Note(f"output folder: {shown_path(self.folder.gguf_dir)}/"))
         elif name == "report":
-            self.post_message(self.Note(report_opened(self.folder)))
+            self.post_message(self.Note("opening the report…"))
+            self.open_report()
+
+    @work(thread=True, exclusive=True, group="report")
+    def open_report(self) -> None:
+        """Off the UI thread: an older run's page is built first (matplotlib takes seconds on a busy CPU)."""
+        self.post_message(self.Note(report_opened(self.folder)))

@@ -10,6 +10,7 @@ from edgetune import STEPS, duration
 
 STATE_STYLES = {"pending": "dim", "running": "bold yellow", "done": "green", "skipped": "cyan",
                 "failed": "bold red", "stopped": "yellow"}
+TIME_WIDTH = len("123m05s")  # the longest duration() a run shows
 clock = time.monotonic  # tests pin it so snapshots do not show real durations
 
 
@@ -21,8 +22,10 @@ class StepTable(DataTable):
         self.states: dict[str, str] = {}
 
     def on_mount(self) -> None:
-        for column in ("step", "state", "time"):
-            self.add_column(column, key=column)
+        # Fixed widths: a width that follows its cells lags a refresh behind a new time ('<1 m' for '<1 ms').
+        widths = {"step": max(map(len, self.steps)), "state": max(map(len, STATE_STYLES)), "time": TIME_WIDTH}
+        for column, width in widths.items():
+            self.add_column(column, key=column, width=width)
         for name in self.steps:
             self.add_row(name, Text("pending", style="dim"), "", key=name)
             self.states[name] = "pending"
@@ -44,7 +47,7 @@ class StepTable(DataTable):
 
     def _show_time(self, name: str) -> None:
         if name in self.started and self.states[name] != "skipped":
-            self.update_cell(name, "time", duration(clock() - self.started[name]), update_width=True)
+            self.update_cell(name, "time", duration(clock() - self.started[name]))
             if self.states[name] != "running":
                 del self.started[name]  # frozen at its final value
 
