@@ -24,6 +24,7 @@ from .arch.base import Part
 from .filetypes import DIRECT_TYPES, FileType
 from .model_folder import ModelFolder
 from .tokenizer import add_tokenizer, check_tokenizer
+from .writer import Writer
 
 SUPPORTED_ARCHITECTURES = {name: gguf.MODEL_ARCH_NAMES[cls.gguf_arch] for name, cls in ARCHITECTURES.items()}
 
@@ -49,7 +50,7 @@ def check_convertible(model_dir) -> Arch:
     Run before training, so an unconvertible base fails in seconds, not after the adapter is made."""
     folder = ModelFolder(model_dir)
     arch = load_arch(folder)
-    arch.add_hparams(gguf.GGUFWriter(None, arch.arch_name))  # in memory: raises what conversion would
+    arch.add_hparams(Writer(None, arch.arch_name))  # in memory: raises what conversion would
     check_tokenizer(folder.path)
     return arch
 
@@ -199,7 +200,7 @@ def convert_hf_to_gguf(model_dir, out_path, outtype: str = "f16", on_event: Call
                        + ", ".join(f"the {what} ({n} tensors)" for what, n in plan.left_out.items()),
                        data={"left_out": plan.left_out}))
 
-    w = gguf.GGUFWriter(None, arch.arch_name)
+    w = Writer(None, arch.arch_name)
     add_header(w, folder, arch, file_type, n_vocab, metadata, tokenizer)
     for t in plan.tensors:
         w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), nbytes(t.shape, t.qtype), raw_dtype=t.qtype)

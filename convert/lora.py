@@ -23,6 +23,7 @@ from edgetune.fsutil import atomic_path
 from .arch import Arch
 from .hf_to_gguf import closing_on_error, direct_type, encode, load_arch, nbytes, target_type
 from .model_folder import ModelFolder
+from .writer import Writer
 
 
 def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", on_event: Callback = ignore) -> Path:
@@ -41,7 +42,7 @@ def convert_lora_to_gguf(adapter_dir, base_dir, out_path, outtype: str = "f16", 
     on_event(Event("convert", "start", f"{where.name} -> {Path(out_path).name} (LoRA, {len(plan)} pairs)",
                    total=len(plan)))
 
-    w = gguf.GGUFWriter(None, arch.arch_name)
+    w = Writer(None, arch.arch_name)
     w.add_type(gguf.GGUFType.ADAPTER)
     w.add_name(where.name)
     w.add_string(gguf.Keys.Adapter.TYPE, "lora")

@@ -56,7 +56,7 @@ NAMES = {  # module -> the names the door takes from it
     "edgetune.steps.train.train": ("Plan", "plan", "estimate", "tracker_problem"),
     "edgetune.steps.quantize.sweep": ("budget_text",),
     "edgetune.steps.quantize.mixed": ("LADDER",),
-    "edgetune.steps.smoke": ("perplexity",),
+    "edgetune.measure.metrics": ("logits_perplexity",),
     "edgetune.steps.report": ("verdict_lines",),
     "edgetune.steps.report_html": ("open_report",),
     "edgetune.measure.heldout": ("Heldout",),

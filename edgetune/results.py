@@ -151,6 +151,18 @@ class ImatrixInfo(Record):
 
 
 @dataclass
+class LogitCheck(Record):
+    """A GGUF's logits against the merged HF model's on the smoke test's rows: the smoke test's logit
+    figures, made by the quantize step where it evaluates each file on those rows anyway."""
+
+    rows: int  # the first this many held-out rows (smoke.prompts)
+    finite: bool
+    nmse: float
+    perplexity: float
+    prompt_tokens_per_s: float | None = None
+
+
+@dataclass
 class QuantReference(Record):
     """The unquantized file every quantized one is measured against."""
 
@@ -161,6 +173,7 @@ class QuantReference(Record):
     rows: int
     answers: list[str] = field(default_factory=list)  # its greedy answers to the held-out prompts
     stopped_at_eos: int = 0
+    logit_check: LogitCheck | None = None
 
 
 @dataclass
@@ -206,6 +219,7 @@ class QuantFile(Record):
     stopped_at_eos: int = 0  # of its answers, how many stopped on an end-of-generation token
     gain_kept: float | None = None  # share of the fine-tune's loss gain (log perplexity) the file keeps
     gave_back: bool = False
+    logit_check: LogitCheck | None = None
     misses: list[str] = field(default_factory=list)  # why it is outside the auto budget
     kept: bool = False
     recommended: bool = False
@@ -253,6 +267,7 @@ class QuantResult(Record):
     imatrix: ImatrixInfo | None = None
     reference: QuantReference | None = None
     base: BaseFigures | None = None
+    hf: ModelAnswers | None = None  # the merged HF model on the smoke test's rows and prompts
     files: list[QuantFile] = field(default_factory=list)
     sweep: SweepResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # where the step's time went

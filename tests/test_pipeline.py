@@ -84,6 +84,34 @@ def test_verdicts(finished_run):
     assert task.verdict in ("good", "poor") and (task.reasons == []) == (task.verdict == "good")
 
 
+def test_smoke_reads_back_what_the_quantize_step_measured(finished_run):
+    """The quantize step compares every file's logits with the merged model's on the smoke rows (it runs
+    them anyway); the smoke step reads those figures back instead of running the rows and the merged
+    model again, and they are the figures it computes itself."""
+    import dataclasses
+
+    from edgetune import QuantResult
+    from edgetune import smoke as smoke_mod
+
+    r, summary, _ = finished_run
+    run = RunFolder.of(r)
+    quant = QuantResult.read(run.quant_json)
+    assert quant.hf is not None and quant.hf.answers == summary.hf.answers
+    checks = [quant.reference.logit_check] + [f.logit_check for f in quant.files]
+    assert all(c is not None and c.rows == len(summary.files[0].answers) for c in checks)
+    # The same step with nothing measured by the quantize step but the base's figures and the answers.
+    bare = dataclasses.replace(quant, hf=None, reference=dataclasses.replace(quant.reference, logit_check=None),
+                               files=[dataclasses.replace(f, logit_check=None) for f in quant.files])
+    files = [Path(f.path) for f in summary.files]
+    alone = smoke_mod.smoke_run(run.merged, run.train_result().base_path, files, r, run.modelfile, quant=bare)
+    assert alone.hf == summary.hf
+    for ours, theirs in zip(summary.files, alone.files):
+        assert (ours.file, ours.finite, ours.passed) == (theirs.file, theirs.finite, theirs.passed)
+        assert ours.nmse == pytest.approx(theirs.nmse, rel=1e-6) and ours.perplexity == pytest.approx(theirs.perplexity)
+        assert ours.hf_perplexity == theirs.hf_perplexity and ours.answers == theirs.answers
+        assert ours.prompt_tokens_per_s > 0 and theirs.prompt_tokens_per_s > 0
+
+
 def test_report_and_modelfile(finished_run):
     r, summary, _ = finished_run
     run = RunFolder.of(r)

@@ -4,7 +4,9 @@ Hugging Face model; the quantize step (kld) and the smoke step read every file t
 from __future__ import annotations
 
 import contextlib
+import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import edgetune.threads as threads_mod
 from edgetune.errors import EdgetuneError
 from edgetune.inputs.gguf_io import check_gguf_file
 from edgetune.measure import metrics
+from edgetune.results import LogitCheck
 
 
 def load(path: str | Path, n_ctx: int, threads: int = 0):
@@ -60,12 +63,57 @@ def logits(llm, ids: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
 
 
-def logprobs(llm, ids: list[int]) -> np.ndarray:
-    """[len(ids) - 1, vocab] next-token log-probabilities of one row."""
-    lg = logits(llm, ids)[:-1]
+def logprobs(llm, ids: list[int], tally: LogitTally | None = None, mask: list[int] | None = None) -> np.ndarray:
+    """[len(ids) - 1, vocab] next-token log-probabilities of one row; its whole-row logits go to
+    `tally` first (with the row's response mask) when it wants the row."""
+    t0 = time.perf_counter()
+    lg = logits(llm, ids)
+    if tally is not None and tally.wants():
+        tally.add(lg, ids, mask, time.perf_counter() - t0)
     if not np.isfinite(lg).all():
         raise EdgetuneError("logits are not finite")
-    return metrics.log_softmax(lg)
+    return metrics.log_softmax(lg[:-1], inplace=True)
+
+
+@dataclass
+class LogitTally:
+    """A file's whole-row logits on the first rows against the HF model's logits of those rows, taken
+    row by row (no row is kept): the smoke test's logit figures, as a LogitCheck."""
+
+    hf_logits: list[np.ndarray]
+    finite: bool = True
+    squared_error: float = 0.0
+    squared_ref: float = 0.0
+    nll: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def wants(self) -> bool:
+        return len(self.counts) < len(self.hf_logits)
+
+    def add(self, logits: np.ndarray, ids: list[int], mask: list[int], seconds: float) -> None:
+        """The next row: its logits ([len(ids), vocab]) and the seconds they took to evaluate."""
+        hf = self.hf_logits[len(self.counts)]
+        self.tokens += len(ids)
+        self.seconds += seconds
+        if not np.isfinite(logits).all():
+            self.finite = False
+            self.counts.append(0)
+            return
+        err, ref = metrics.nmse_terms(logits, hf)
+        self.squared_error += err
+        self.squared_ref += ref
+        nll, n = metrics.response_nll(logits, ids, mask)
+        self.nll.append(nll)
+        self.counts.append(n)
+
+    def check(self) -> LogitCheck:
+        finite = self.finite
+        return LogitCheck(rows=len(self.counts), finite=finite,
+                          nmse=self.squared_error / max(self.squared_ref, 1e-30) if finite else math.inf,
+                          perplexity=metrics.perplexity_of(self.nll, self.counts) if finite else math.inf,
+                          prompt_tokens_per_s=self.tokens / self.seconds if self.seconds > 0 else None)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ where its generation stops, and its log-probabilities. The base's figures are co
 (by the quantize step, which needs them first) and read back by the smoke step."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,23 @@ def response_nlls(model, rows: list[list[int]], masks: list[list[int]]) -> tuple
                 nll[i] = metrics.target_nll(lg[k, at], np.asarray(rows[i])[np.asarray(wanted[i]) + 1])
                 tokens[i] = len(at)
     return nll, tokens
+
+
+@dataclass
+class Outputs:
+    """An HF model on held-out rows: its greedy answers to the prompts (and how many ended on a stop
+    token), its whole-row logits and the response perplexity they give."""
+
+    answers: list[str]
+    stopped: int
+    logits: list[np.ndarray]  # per row [len(row), vocab] float32
+    perplexity: float
+
+
+def outputs(model, tok, rows: Heldout, max_tokens: int, stops: list[int]) -> Outputs:
+    texts, stopped = answers(model, tok, rows.prompts, max_tokens, stops)
+    lg = logits(model, rows.ids)
+    return Outputs(texts, stopped, lg, metrics.logits_perplexity(lg, rows.ids, rows.masks))
 
 
 def base_figures(model_dir: str | Path, rows: Heldout, tok, stops: list[int], max_tokens: int) -> BaseFigures:

@@ -31,7 +31,7 @@ from edgetune.inputs import templates
 from edgetune.inputs.gguf_io import bits_per_weight, check_gguf_file
 from edgetune.measure import gguf_eval, heldout, hf_eval, metrics
 from edgetune.measure.heldout import Heldout
-from edgetune.results import FileCheck, ModelAnswers, QuantResult, SmokeResult
+from edgetune.results import FileCheck, LogitCheck, ModelAnswers, QuantResult, SmokeResult
 
 PARITY_STRINGS = [
     "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
@@ -70,50 +70,48 @@ def _norm(s: str) -> str:
 
 
 def hf_reference(hf_dir: str | Path, rows: Heldout, max_tokens: int, on_event: Callback = ignore,
-                 tokenizer=None, gguf_file: str | Path | None = None) -> HFReference:
+                 tokenizer=None, gguf_file: str | Path | None = None, known: ModelAnswers | None = None) -> HFReference:
     """The merged HF model on `rows`: its answers, logits and perplexity, and the tokenizer's ids
     of the parity strings and chat probes. Given one of the run's GGUFs, its answers stop wherever
-    llama.cpp stops (hf_eval.folder_stop_ids)."""
+    llama.cpp stops (hf_eval.folder_stop_ids). `known`: its answers and perplexity on these rows from
+    the quantize step, which compared every file's logits with its own: the model is not run again
+    (and the reference has no logits)."""
     from transformers import AutoTokenizer
 
     tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(hf_dir))
-    model = hf_eval.load(hf_dir)
-    try:
-        stops = hf_eval.folder_stop_ids(hf_dir, tok, gguf_file)
-        answers, stopped = hf_eval.answers(model, tok, rows.prompts, max_tokens, stops)
-        logits = hf_eval.logits(model, rows.ids)
-    finally:
-        del model
+    stops = hf_eval.folder_stop_ids(hf_dir, tok, gguf_file)
+    if known is not None:
+        out = hf_eval.Outputs(known.answers, known.stopped_at_eos or 0, [], known.perplexity)
+    else:
+        model = hf_eval.load(hf_dir)
+        try:
+            out = hf_eval.outputs(model, tok, rows, max_tokens, stops)
+        finally:
+            del model
     specials = [s for s in (tok.eos_token, tok.bos_token) if s]
     parity_texts = PARITY_STRINGS + [f"{s}text{s} more" for s in specials]
     parity_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in parity_texts]
     template = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else None
     probe_ids = {name: hf_eval.chat_ids(tok, m) for name, m in templates.PROBES.items()} if template else {}
-    on_event(Event("smoke", "log", f"HF reference: {len(rows.prompts)} prompts, {len(rows.ids)} eval rows"))
-    return HFReference(rows.prompts, answers, rows.expected, rows.ids, rows.masks, logits,
-                     perplexity(logits, rows.ids, rows.masks), parity_ids, tok.eos_token_id, parity_texts,
-                     stops, rows.messages, template, probe_ids, stopped)
-
-
-def perplexity(logits: list[np.ndarray], ids: list[list[int]], masks: list[list[int]] | None = None) -> float:
-    """Response perplexity from whole-row logits ([len(row), vocab]: the last predicts past the row)."""
-    if masks is None:
-        return metrics.perplexity([metrics.log_softmax(lg[: len(seq) - 1]) for lg, seq in zip(logits, ids)], ids)
-    rows = [metrics.response_nll(lg, seq, mask) for lg, seq, mask in zip(logits, ids, masks)]
-    return metrics.perplexity_of([r[0] for r in rows], [r[1] for r in rows])
+    on_event(Event("smoke", "log", f"HF reference: {len(rows.prompts)} prompts, {len(rows.ids)} eval rows"
+                   + (" (answers and logits from the quantize step)" if known is not None else "")))
+    return HFReference(rows.prompts, out.answers, rows.expected, rows.ids, rows.masks, out.logits, out.perplexity,
+                       parity_ids, tok.eos_token_id, parity_texts, stops, rows.messages, template, probe_ids,
+                       out.stopped)
 
 
 def check_gguf(path: str | Path, ref: HFReference, max_tokens: int, threads: int = 0,
                on_event: Callback = ignore, modelfile: Path | None = None,
-               answered: tuple[list[str], int] | None = None) -> FileCheck:
+               answered: tuple[list[str], int] | None = None, checked: LogitCheck | None = None) -> FileCheck:
     """All smoke measures for one GGUF file, and its verdict. `answered`: the file's greedy answers
-    to ref's prompts and how many stopped, when the quantize step has generated them already."""
+    to ref's prompts and how many stopped, and `checked`: its logits against HF's on ref's rows, when
+    the quantize step has made them already."""
     path = Path(path)
     llm = gguf_eval.load(path, gguf_eval.n_ctx(ref.eval_ids + ref.prompt_ids, max_tokens), threads)
     ftype = llm.metadata.get("general.file_type", "")
     row: dict = {"file": path.name, "path": str(path), "bytes": path.stat().st_size,
                  "bits_per_weight": round(bits_per_weight(path), 3), "file_type": ftype}
-    row |= _logit_figures(llm, ref)
+    row |= _logit_figures(checked or _evaluate(llm, ref), ref)
     answers, stopped = answered or gguf_eval.answers(llm, ref.prompt_ids, max_tokens)
     row |= _answer_figures(llm, ref, answers, stopped)
     row |= _tokenizer_figures(llm, ref)
@@ -129,18 +127,20 @@ def check_gguf(path: str | Path, ref: HFReference, max_tokens: int, threads: int
     return check
 
 
-def _logit_figures(llm, ref: HFReference) -> dict:
+def _evaluate(llm, ref: HFReference) -> LogitCheck:
+    """The file's logits on the eval rows against HF's."""
+    tally = gguf_eval.LogitTally(ref.logits)
+    for ids, mask in zip(ref.eval_ids, ref.eval_masks):
+        t0 = time.perf_counter()
+        logits = gguf_eval.logits(llm, ids)
+        tally.add(logits, ids, mask, time.perf_counter() - t0)
+    return tally.check()
+
+
+def _logit_figures(check: LogitCheck, ref: HFReference) -> dict:
     """Logits against HF's on the eval rows: finite, NMSE, perplexity, prompt speed."""
-    logits = []
-    t0, n_prompt = time.perf_counter(), 0
-    for ids in ref.eval_ids:
-        logits.append(gguf_eval.logits(llm, ids))
-        n_prompt += len(ids)
-    prompt_s = time.perf_counter() - t0
-    finite = bool(all(np.isfinite(lg).all() for lg in logits))
-    return {"finite": finite, "nmse": metrics.nmse(logits, ref.logits) if finite else float("inf"),
-            "perplexity": perplexity(logits, ref.eval_ids, ref.eval_masks) if finite else float("inf"),
-            "hf_perplexity": ref.perplexity, "prompt_tokens_per_s": n_prompt / prompt_s if prompt_s > 0 else None}
+    return {"finite": check.finite, "nmse": check.nmse, "perplexity": check.perplexity,
+            "hf_perplexity": ref.perplexity, "prompt_tokens_per_s": check.prompt_tokens_per_s}
 
 
 def _answer_figures(llm, ref: HFReference, answers: list[str], stopped: int) -> dict:
@@ -315,8 +315,9 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
     """The smoke step of a run: the merged HF model is the reference, every GGUF is checked against
     it on the first smoke.prompts held-out rows. What the quantize step measured on the same rows
     (`quant`) is not measured again: the base model's figures, which say what training changed (computed
-    here when absent), and each file's greedy answers. `tok` is the merged folder's tokenizer when the
-    caller has it loaded already."""
+    here when absent), the merged model's answers and perplexity, and each file's greedy answers and
+    logits against the merged model's. `tok` is the merged folder's tokenizer when the caller has it
+    loaded already."""
     from transformers import AutoTokenizer
 
     spec = recipe.smoke
@@ -329,8 +330,11 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
         raise EdgetuneError(f"{recipe.data.path}: no held-out rows to smoke-test with (data.eval_split is 0)")
     rows = heldout.rows(prepared.eval, tok, recipe.data.max_length, spec.prompts).first(spec.prompts)
     seconds = {}
+    checked = _checked(quant, len(rows.ids))
+    known = quant.hf if quant is not None and all(Path(f).name in checked for f in files) else None
     t0 = time.perf_counter()
-    ref = hf_reference(merged, rows, spec.max_tokens, on_event, tokenizer=tok, gguf_file=files[0] if files else None)
+    ref = hf_reference(merged, rows, spec.max_tokens, on_event, tokenizer=tok, gguf_file=files[0] if files else None,
+                       known=known)
     seconds["reference"] = time.perf_counter() - t0
     base = quant.base if quant is not None else None
     if base is None or not base.row_tokens:  # not measured by the quantize step (an older run folder)
@@ -338,7 +342,7 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
         base = hf_eval.base_figures(base_path, rows, tok, ref.stop_ids, spec.max_tokens)
         seconds["base"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    checks = smoke(files, ref, spec.max_tokens, threads, on_event, modelfile, _answered(quant))
+    checks = smoke(files, ref, spec.max_tokens, threads, on_event, modelfile, _answered(quant), checked)
     seconds["files"] = time.perf_counter() - t0
     return SmokeResult(
         prompts=[tok.decode(ids, skip_special_tokens=True) for ids in ref.prompt_ids], expected=ref.expected,
@@ -357,6 +361,14 @@ def _answered(quant: QuantResult | None) -> dict[str, tuple[list[str], int]]:
     return known
 
 
+def _checked(quant: QuantResult | None, n_rows: int) -> dict[str, LogitCheck]:
+    """{file name: its logits against HF's} of the files the quantize step compared on these rows."""
+    if quant is None or quant.reference is None:
+        return {}
+    pairs = [(quant.reference.file, quant.reference.logit_check)] + [(f.file, f.logit_check) for f in quant.files]
+    return {name: c for name, c in pairs if name and c is not None and c.rows == n_rows}
+
+
 def accuracy(answers: list[str], expected: list[str]) -> float:
     """Exact-match share of `answers` against `expected` (0 when there is nothing to match)."""
     return metrics.accuracy(answers, expected) or 0.0
@@ -364,13 +376,16 @@ def accuracy(answers: list[str], expected: list[str]) -> float:
 
 def smoke(ggufs: list[Path], ref: HFReference, max_tokens: int, threads: int = 0,
           on_event: Callback = ignore, modelfile: Path | None = None,
-          answered: dict[str, tuple[list[str], int]] | None = None) -> list[FileCheck]:
-    """check_gguf on every file; `answered` maps a file name to its answers already generated."""
+          answered: dict[str, tuple[list[str], int]] | None = None,
+          checked: dict[str, LogitCheck] | None = None) -> list[FileCheck]:
+    """check_gguf on every file; `answered` and `checked` map a file name to its answers and its logits
+    against HF's, already measured."""
     on_event(Event("smoke", "start", f"smoke-testing {len(ggufs)} GGUF files", total=len(ggufs)))
     rows = []
     for i, path in enumerate(ggufs, 1):
-        rows.append(check_gguf(path, ref, max_tokens, threads, on_event, modelfile,
-                               (answered or {}).get(Path(path).name)))
+        name = Path(path).name
+        rows.append(check_gguf(path, ref, max_tokens, threads, on_event, modelfile, (answered or {}).get(name),
+                               (checked or {}).get(name)))
         on_event(Event("smoke", "progress", Path(path).name, step=i, total=len(ggufs)))
     return rows
 

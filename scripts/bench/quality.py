@@ -44,7 +44,7 @@ def main() -> None:
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edgetune import bits_per_weight, perplexity, quantize, resolve_base
+    from edgetune import bits_per_weight, logits_perplexity, quantize, resolve_base
     from edgetune.convert import convert_hf_to_gguf
 
     spec = a.model or ("demo" if a.quick else "gemma3-270m")
@@ -54,7 +54,7 @@ def main() -> None:
     ids = tok(held_out_text(spec), add_special_tokens=True)["input_ids"][:n_tokens]
     hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
-        hf_ppl = perplexity([hf(torch.tensor([ids])).logits[0].numpy()], [ids])
+        hf_ppl = logits_perplexity([hf(torch.tensor([ids])).logits[0].numpy()], [ids])
     del hf
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +70,7 @@ def main() -> None:
                 llm.eval(ids)
                 row[f"pp{threads}"] = len(ids) / (time.perf_counter() - t0)
                 if threads == 1:
-                    row["ppl"] = perplexity([np.array(llm.scores[: len(ids)])], [ids])
+                    row["ppl"] = logits_perplexity([np.array(llm.scores[: len(ids)])], [ids])
                 llm.reset()
                 t0 = time.perf_counter()
                 out = llm.create_completion(ids[:16], max_tokens=64, temperature=0.0, top_k=1)

@@ -364,3 +364,33 @@ def test_real_o200k_vocabulary_tokenizes_as_in_hf(tmp_path):
     o200k = quicktok.get_encoding("o200k_base")
     assert all(tok(s, add_special_tokens=False)["input_ids"] == o200k.encode(s) for s in texts)
     _token_parity(path, tok, texts + ["<|user|>Hi 12345678 ünï<|end|><|assistant|>", "x<|endoftext|>y<|endofprompt|>"])
+
+
+def test_writer_packs_metadata_arrays_as_gguf_does(tmp_path):
+    """convert.writer packs a whole array at once; the file is byte for byte what gguf's own writer writes,
+    for the arrays a vocabulary is made of and for those it leaves to gguf (mixed items, bools, nesting)."""
+    import gguf
+
+    from edgetune.convert.writer import Writer
+
+    arrays = {"tokens": ["a", "ü", "", "<|im_end|>"] * 50, "scores": [0.5, -1e30, 3.25] * 40,
+              "types": [gguf.TokenType.NORMAL, gguf.TokenType.CONTROL, 1] * 30, "ints": list(range(-5, 300)),
+              "bools": [True, False], "nested": [[1, 2], [3]], "one": ["x"]}
+    written = []
+    for cls in (gguf.GGUFWriter, Writer):
+        w = cls(None, "llama")
+        for key, value in arrays.items():
+            w.add_array(f"test.{key}", value)
+        w.add_key_value("test.typed", [1, 2, 3], gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.UINT32)
+        w.add_key_value("test.floats", [1, 2], gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT32)
+        path = tmp_path / f"{cls.__name__}.gguf"
+        w.write_header_to_file(path)
+        w.write_kv_data_to_file()
+        w.close()
+        written.append(path.read_bytes())
+        mixed = cls(None, "llama")
+        mixed.add_array("test.mixed", [1, 2.5])
+        with pytest.raises(ValueError, match="same type"):
+            mixed.write_header_to_file(tmp_path / "mixed.gguf")
+            mixed.write_kv_data_to_file()
+    assert written[0] == written[1]

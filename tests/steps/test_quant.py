@@ -260,7 +260,7 @@ def constructed_sweep(monkeypatch, tmp_path, metrics, cancel_at=None, **budget):
         dst.write_bytes(b"x" * int(metrics[q][0] * 2**20))
         return {"path": str(dst), "bytes": dst.stat().st_size, "bits_per_weight": 4.0}
 
-    def fake_measure(path, ref, rows, max_tokens, threads):
+    def fake_measure(path, ref, rows, max_tokens, threads, hf_logits=None):
         q = path.rsplit("-", 1)[-1].removesuffix(".gguf")
         cancel.check()
         return kld.Measure(1 - metrics[q][1], 1.0, metrics[q][1], 10, 2.0, 1.0, metrics[q][2], [])

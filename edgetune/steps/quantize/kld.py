@@ -24,6 +24,7 @@ import numpy as np
 from edgetune.errors import EdgetuneError
 from edgetune.measure import gguf_eval, metrics
 from edgetune.measure.heldout import LOGPROB_BYTES, Heldout
+from edgetune.results import LogitCheck
 
 GAIN_LOSS_FLAG = 0.10  # a file that gives back more than this share of the fine-tune's gain is flagged
 
@@ -37,17 +38,21 @@ class FileReference:
     answers: list[str]
     positions: int
     stopped_at_eos: int = 0  # of its answers, how many stopped on an end-of-generation token
+    logit_check: LogitCheck | None = None  # against the HF model's logits, when given them
 
 
-def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> FileReference:
-    """The reference file's log-probabilities (as many rows as fit LOGPROB_BYTES), perplexity and answers."""
+def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: int = 0,
+              hf_logits: list[np.ndarray] | None = None) -> FileReference:
+    """The reference file's log-probabilities (as many rows as fit LOGPROB_BYTES), perplexity and answers;
+    given the HF model's logits of the first rows, its LogitCheck against them too."""
     if not rows.ids:
         raise EdgetuneError(f"{path}: no held-out rows to measure quantization on (data.eval_split is 0?)")
+    tally = gguf_eval.LogitTally(hf_logits) if hf_logits else None
     llm = gguf_eval.load(path, gguf_eval.n_ctx(rows.ids + rows.prompts, max_tokens), threads)
     try:
         logprobs, used = [], 0
-        for ids in rows.ids:
-            lp = gguf_eval.logprobs(llm, ids)
+        for ids, mask in zip(rows.ids, rows.masks):
+            lp = gguf_eval.logprobs(llm, ids, tally, mask)
             if logprobs and used + lp.nbytes > LOGPROB_BYTES:
                 break
             logprobs.append(lp)
@@ -57,7 +62,8 @@ def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: in
         llm.close()
     n = len(logprobs)
     return FileReference(str(path), logprobs, metrics.perplexity(logprobs, rows.ids[:n], rows.masks[:n]),
-                     metrics.accuracy(answers, rows.expected), answers, sum(len(lp) for lp in logprobs), stopped)
+                         metrics.accuracy(answers, rows.expected), answers, sum(len(lp) for lp in logprobs), stopped,
+                         tally.check() if tally else None)
 
 
 @dataclass
@@ -73,15 +79,19 @@ class Measure:
     accuracy: float | None
     answers: list[str]
     stopped_at_eos: int = 0
+    logit_check: LogitCheck | None = None
 
 
-def measure(path: str | Path, ref: FileReference, rows: Heldout, max_tokens: int = 32, threads: int = 0) -> Measure:
-    """KLD, top-1 agreement, perplexity and accuracy of one file against the reference."""
+def measure(path: str | Path, ref: FileReference, rows: Heldout, max_tokens: int = 32, threads: int = 0,
+            hf_logits: list[np.ndarray] | None = None) -> Measure:
+    """KLD, top-1 agreement, perplexity and accuracy of one file against the reference; given the HF
+    model's logits of the first rows, its LogitCheck against them too."""
+    tally = gguf_eval.LogitTally(hf_logits) if hf_logits else None
     llm = gguf_eval.load(path, gguf_eval.n_ctx(rows.ids + rows.prompts, max_tokens), threads)
     try:
         klds, same, logprobs = [], 0, []
-        for ref_lp, ids in zip(ref.logprobs, rows.ids):
-            lp = gguf_eval.logprobs(llm, ids)
+        for ref_lp, ids, mask in zip(ref.logprobs, rows.ids, rows.masks):
+            lp = gguf_eval.logprobs(llm, ids, tally, mask)
             logprobs.append(lp)
             klds.append(metrics.kld(ref_lp, lp))
             same += metrics.top1_same(ref_lp, lp)
@@ -94,7 +104,7 @@ def measure(path: str | Path, ref: FileReference, rows: Heldout, max_tokens: int
                    p99_kld=float(np.percentile(k, 99)) if k.size else float("nan"),
                    top1=same / max(k.size, 1), positions=int(k.size), perplexity=ppl,
                    delta_ppl=ppl - ref.perplexity, accuracy=metrics.accuracy(answers, rows.expected), answers=answers,
-                   stopped_at_eos=stopped)
+                   stopped_at_eos=stopped, logit_check=tally.check() if tally else None)
 
 
 def gain_kept(ppl_base: float | None, ppl_finetuned: float, ppl_file: float) -> float | None:

@@ -28,11 +28,12 @@ from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Cancelled, CancelToken, Event, ignore
 from edgetune.inputs.models import source_type
 from edgetune.inputs.recipe import ExportSpec, Recipe
-from edgetune.measure import heldout, hf_eval
+from edgetune.measure import heldout, hf_eval, metrics
 from edgetune.measure.heldout import Heldout
 from edgetune.results import (
     ImatrixInfo,
     MixedInfo,
+    ModelAnswers,
     QuantFile,
     QuantReference,
     QuantResult,
@@ -67,16 +68,23 @@ class Measuring:
     threads: int
     on_event: Callback = ignore
     cancel: CancelToken | None = None
+    hf_logits: list | None = None  # the merged model's logits of the smoke test's rows: each file's LogitCheck
 
     def measured(self, f: QuantFile) -> QuantFile:
-        """`f` with its KLD, top-1, perplexity and answers against the reference."""
-        return dataclasses.replace(f, **vars(kld.measure(f.path, self.ref, self.rows, self.max_tokens, self.threads)))
+        """`f` with its KLD, top-1, perplexity and answers against the reference (and its LogitCheck)."""
+        return dataclasses.replace(f, **vars(kld.measure(f.path, self.ref, self.rows, self.max_tokens, self.threads,
+                                                         self.hf_logits)))
 
 
 def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_event: Callback = ignore,
                   cancel: CancelToken | None = None) -> QuantResult:
     """The whole quantize step; returns (and writes to the folder's quant.json) its result. `tok` is
-    the merged folder's tokenizer (loaded once by the caller: Gemma's takes seconds)."""
+    the merged folder's tokenizer (loaded once by the caller: Gemma's takes seconds).
+
+    The merged model is loaded once, for the importance matrix and for its own answers and logits on
+    the smoke test's rows: each file's logits are compared with those here, where every file is
+    evaluated on those rows anyway, and the smoke step reads the figures back (QuantResult.hf,
+    logit_check)."""
     spec, max_tokens = recipe.export, recipe.smoke.max_tokens
     threads = threads_mod.log_choice("quantize", threads_mod.for_recipe(recipe, measurements=True), on_event, "threads")
     threads_mod.set_torch_threads(threads)  # the importance matrix and the base's figures run in torch
@@ -93,10 +101,25 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
     for note in result.notes:
         on_event(Event("quantize", "log", f"warning: {note}"))
     clock = _Clock(result.seconds)
+    stops = hf_eval.folder_stop_ids(merged, tok, unquantized) if rows.ids else []
+    smoke_rows = rows.first(recipe.smoke.prompts)
+    wants_imatrix = spec.imatrix and bool(auto or quants)
+    hf = None
     im_path = None
-    if spec.imatrix and (auto or quants):
-        with clock("imatrix"):
-            im_path, result.imatrix = _imatrix(recipe, folder, merged, prepared.train, tok, on_event, cancel)
+    if rows.ids or wants_imatrix:
+        with clock("load"):
+            model = hf_eval.load(merged)
+        try:
+            if rows.ids:
+                with clock("hf"):
+                    hf = hf_eval.outputs(model, tok, smoke_rows, max_tokens, stops)
+                result.hf = ModelAnswers(hf.answers, metrics.accuracy(hf.answers, smoke_rows.expected) or 0.0,
+                                         hf.perplexity, hf.stopped)
+            if wants_imatrix:
+                with clock("imatrix"):
+                    im_path, result.imatrix = _imatrix(recipe, folder, model, prepared.train, tok, on_event, cancel)
+        finally:
+            del model
     if not auto:  # an IQ type without an importance matrix: say so before quantizing anything
         for q in quants:
             if FILE_TYPES[q].needs_imatrix and im_path is None:
@@ -104,17 +127,17 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
                 raise EdgetuneError(f"export.quants: {q} needs an importance matrix, and there is none ({why})")
 
     ref = None
+    hf_logits = hf.logits if hf is not None else None
     if rows.ids:
         on_event(Event("quantize", "log", f"measuring against {unquantized.name} on {len(rows.ids)} held-out rows"))
         with clock("reference"):
-            ref = kld.reference(unquantized, rows, max_tokens, threads)
+            ref = kld.reference(unquantized, rows, max_tokens, threads, hf_logits)
         with clock("base"):  # the base before fine-tuning, once per run: the smoke step reads it back
-            result.base = hf_eval.base_figures(base_path, rows, tok, hf_eval.folder_stop_ids(merged, tok, unquantized),
-                                                     max_tokens)
+            result.base = hf_eval.base_figures(base_path, rows, tok, stops, max_tokens)
         result.reference = QuantReference(unquantized.name, ref.perplexity, ref.accuracy, ref.positions,
-                                          len(ref.logprobs), ref.answers, ref.stopped_at_eos)
+                                          len(ref.logprobs), ref.answers, ref.stopped_at_eos, ref.logit_check)
 
-    m = Measuring(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens, threads, on_event, cancel)
+    m = Measuring(unquantized, spec, im_path, ref, rows, folder.gguf, max_tokens, threads, on_event, cancel, hf_logits)
     if auto:
         with clock("sweep"):
             result.files, result.sweep = sweep(m)
@@ -168,7 +191,7 @@ def grid_notes(base_path: str, types: list[str]) -> list[str]:
             "('fine-tune kept' and the smoke test say how much stayed); wider types (Q6_K, Q8_0) keep them"]
 
 
-def _imatrix(recipe, folder: RunFolder, merged, train_ex, tok, on_event, cancel) -> tuple[Path | None, ImatrixInfo]:
+def _imatrix(recipe, folder: RunFolder, model, train_ex, tok, on_event, cancel) -> tuple[Path | None, ImatrixInfo]:
     spec = recipe.export
     calib = imatrix_mod.calibration_rows(train_ex, tok, recipe.data.max_length, spec.imatrix_tokens)
     n_tokens = sum(len(r) for r in calib)
@@ -179,7 +202,7 @@ def _imatrix(recipe, folder: RunFolder, merged, train_ex, tok, on_event, cancel)
         on_event(Event("quantize", "log", note))
         return None, ImatrixInfo(tokens=n_tokens, note=note)
     t0 = time.time()
-    im = imatrix_mod.compute(merged, calib, dataset, on_event, cancel)
+    im = imatrix_mod.collect(model, folder.merged, calib, dataset, on_event, cancel)
     path = imatrix_mod.write(im, folder.imatrix)
     info = ImatrixInfo(tokens=n_tokens, path=str(path), file=path.name, dataset=dataset, rows=len(calib),
                        chunks=im.chunk_count, entries=len(im.sums), seconds=round(time.time() - t0, 1))
