@@ -9,6 +9,7 @@ printed too, so a faster road can be checked to report the same.
     .venv/bin/python -m scripts.bench.export --base gemma3-270m --steps 24
     .venv/bin/python -m scripts.bench.export --base demo --steps 24
     .venv/bin/python -m scripts.bench.export --baseline ../old-checkout   # both, the baseline first
+    .venv/bin/python -m scripts.bench.export --busy   # one CPU-bound process beside the runs (a user's machine)
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from scripts.bench.contention import busy_loop
 from scripts.bench.harness import child
 from scripts.bench.train import make_data
 
@@ -89,13 +91,21 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="a checkout of another edgetune, run first in the same way")
     ap.add_argument("--keep", help="folder for the runs (default: a temp folder)")
     ap.add_argument("--reuse-baseline", action="store_true", help="read a finished baseline run in --keep")
+    ap.add_argument("--busy", action="store_true", help="one CPU-bound process runs beside every run")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="edgetune-bench-export-"))
     ratios = {}
-    if args.baseline:
-        ratios["baseline"] = run_once(work / "baseline", args.base, args.steps, args.rows, args.baseline.resolve(),
-                                      args.reuse_baseline)
-    ratios["ours"] = run_once(work / "ours", args.base, args.steps, args.rows, None)
+    busy = busy_loop() if args.busy else None
+    if busy is not None:
+        print(f"a busy loop (pid {busy.pid}) runs beside every run", flush=True)
+    try:
+        if args.baseline:
+            ratios["baseline"] = run_once(work / "baseline", args.base, args.steps, args.rows,
+                                          args.baseline.resolve(), args.reuse_baseline)
+        ratios["ours"] = run_once(work / "ours", args.base, args.steps, args.rows, None)
+    finally:  # the busy loop never outlives the bench
+        if busy is not None:
+            busy.kill()
     if args.baseline:
         print(f"ratio after-training/training: baseline {ratios['baseline']:.2f}x, ours {ratios['ours']:.2f}x")
     else:
