@@ -160,6 +160,7 @@ class LogitCheck(Record):
     nmse: float
     perplexity: float
     prompt_tokens_per_s: float | None = None
+    stamp: str = ""  # the file's size and modification time when measured: a file changed since is measured again
 
 
 @dataclass

@@ -112,6 +112,25 @@ def test_smoke_reads_back_what_the_quantize_step_measured(finished_run):
         assert ours.prompt_tokens_per_s > 0 and theirs.prompt_tokens_per_s > 0
 
 
+def test_a_file_changed_since_the_quantize_step_is_measured_again(finished_run):
+    """What the quantize step recorded of a file is reused only while the file is the one it measured."""
+    import dataclasses
+
+    from edgetune import QuantResult
+    from edgetune import smoke as smoke_mod
+
+    r, summary, _ = finished_run
+    run = RunFolder.of(r)
+    quant = QuantResult.read(run.quant_json)
+    marked = [dataclasses.replace(f, logit_check=dataclasses.replace(f.logit_check, nmse=123.0)) for f in quant.files]
+    marked[0].logit_check.stamp = "1:2"  # as if the first quantized file had been rewritten since
+    files = [run.gguf(r.export.outtype)] + [Path(f.path) for f in marked]
+    result = smoke_mod.smoke_run(run.merged, run.train_result().base_path, files, r, run.modelfile,
+                                 quant=dataclasses.replace(quant, files=marked))
+    nmse = {f.file: f.nmse for f in result.files}
+    assert nmse[marked[0].file] < 1 and nmse[marked[1].file] == 123.0
+
+
 def test_report_and_modelfile(finished_run):
     r, summary, _ = finished_run
     run = RunFolder.of(r)

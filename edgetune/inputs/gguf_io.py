@@ -128,6 +128,12 @@ def _walk(buf, size: int) -> GGUFSummary:
     return GGUFSummary(data_offset, n_params, n_bytes, widths, file_type)
 
 
+def stamp(path: str | Path) -> str:
+    """The file's size and modification time: what says it is the file a record was made from."""
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def check_gguf_file(path: Path) -> None:
     """A clear error for what llama.cpp would only crash or print on."""
     summary(path)

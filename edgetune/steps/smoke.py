@@ -27,11 +27,11 @@ import edgetune.threads as threads_mod
 from edgetune.convert.filetypes import FILE_TYPES, by_ftype
 from edgetune.errors import EdgetuneError
 from edgetune.events import Callback, Event, ignore
-from edgetune.inputs import templates
+from edgetune.inputs import gguf_io, templates
 from edgetune.inputs.gguf_io import bits_per_weight, check_gguf_file
 from edgetune.measure import gguf_eval, heldout, hf_eval, metrics
 from edgetune.measure.heldout import Heldout
-from edgetune.results import FileCheck, LogitCheck, ModelAnswers, QuantResult, SmokeResult
+from edgetune.results import FileCheck, LogitCheck, ModelAnswers, QuantFile, QuantReference, QuantResult, SmokeResult
 
 PARITY_STRINGS = [
     "Hello world", " leading space", "trailing space ", "multiple   spaces\tand\ttabs",
@@ -330,7 +330,9 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
         raise EdgetuneError(f"{recipe.data.path}: no held-out rows to smoke-test with (data.eval_split is 0)")
     rows = heldout.rows(prepared.eval, tok, recipe.data.max_length, spec.prompts).first(spec.prompts)
     seconds = {}
-    checked = _checked(quant, len(rows.ids))
+    reusable = _reusable(quant, files)
+    answered = {r.file: (r.answers, r.stopped_at_eos) for r in reusable if r.answers}
+    checked = {r.file: r.logit_check for r in reusable if r.logit_check and r.logit_check.rows == len(rows.ids)}
     known = quant.hf if quant is not None and all(Path(f).name in checked for f in files) else None
     t0 = time.perf_counter()
     ref = hf_reference(merged, rows, spec.max_tokens, on_event, tokenizer=tok, gguf_file=files[0] if files else None,
@@ -342,7 +344,7 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
         base = hf_eval.base_figures(base_path, rows, tok, ref.stop_ids, spec.max_tokens)
         seconds["base"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    checks = smoke(files, ref, spec.max_tokens, threads, on_event, modelfile, _answered(quant), checked)
+    checks = smoke(files, ref, spec.max_tokens, threads, on_event, modelfile, answered, checked)
     seconds["files"] = time.perf_counter() - t0
     return SmokeResult(
         prompts=[tok.decode(ids, skip_special_tokens=True) for ids in ref.prompt_ids], expected=ref.expected,
@@ -352,21 +354,18 @@ def smoke_run(merged: Path, base_path: str, files: list[Path], recipe, modelfile
         files=checks, seconds={k: round(v, 2) for k, v in seconds.items()})
 
 
-def _answered(quant: QuantResult | None) -> dict[str, tuple[list[str], int]]:
-    """{file name: (greedy answers, how many stopped)} of the files the quantize step answered with."""
-    if quant is None or quant.reference is None or not quant.reference.answers:
-        return {}
-    known = {quant.reference.file: (quant.reference.answers, quant.reference.stopped_at_eos)}
-    known.update({f.file: (f.answers, f.stopped_at_eos) for f in quant.files if f.measured and f.file})
-    return known
-
-
-def _checked(quant: QuantResult | None, n_rows: int) -> dict[str, LogitCheck]:
-    """{file name: its logits against HF's} of the files the quantize step compared on these rows."""
+def _reusable(quant: QuantResult | None, files: list[Path]) -> list[QuantReference | QuantFile]:
+    """The quantize step's records (its reference and measured files) of `files`, each still the file it
+    measured (a record of an older edgetune has no stamp, and is trusted as before)."""
     if quant is None or quant.reference is None:
-        return {}
-    pairs = [(quant.reference.file, quant.reference.logit_check)] + [(f.file, f.logit_check) for f in quant.files]
-    return {name: c for name, c in pairs if name and c is not None and c.rows == n_rows}
+        return []
+    on_disk = {Path(f).name: Path(f) for f in files}
+    records = [quant.reference] + [f for f in quant.files if f.measured]
+    return [r for r in records if r.file in on_disk and not _changed(r.logit_check, on_disk[r.file])]
+
+
+def _changed(check: LogitCheck | None, path: Path) -> bool:
+    return check is not None and bool(check.stamp) and path.is_file() and gguf_io.stamp(path) != check.stamp
 
 
 def accuracy(answers: list[str], expected: list[str]) -> float:

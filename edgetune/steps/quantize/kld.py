@@ -15,6 +15,7 @@ is 0); the held-out rows (edgetune.heldout) are already as many as fit in LOGPRO
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetune.errors import EdgetuneError
+from edgetune.inputs import gguf_io
 from edgetune.measure import gguf_eval, metrics
 from edgetune.measure.heldout import LOGPROB_BYTES, Heldout
 from edgetune.results import LogitCheck
@@ -63,7 +65,7 @@ def reference(path: str | Path, rows: Heldout, max_tokens: int = 32, threads: in
     n = len(logprobs)
     return FileReference(str(path), logprobs, metrics.perplexity(logprobs, rows.ids[:n], rows.masks[:n]),
                          metrics.accuracy(answers, rows.expected), answers, sum(len(lp) for lp in logprobs), stopped,
-                         tally.check() if tally else None)
+                         _checked(tally, path))
 
 
 @dataclass
@@ -104,7 +106,11 @@ def measure(path: str | Path, ref: FileReference, rows: Heldout, max_tokens: int
                    p99_kld=float(np.percentile(k, 99)) if k.size else float("nan"),
                    top1=same / max(k.size, 1), positions=int(k.size), perplexity=ppl,
                    delta_ppl=ppl - ref.perplexity, accuracy=metrics.accuracy(answers, rows.expected), answers=answers,
-                   stopped_at_eos=stopped, logit_check=tally.check() if tally else None)
+                   stopped_at_eos=stopped, logit_check=_checked(tally, path))
+
+
+def _checked(tally: gguf_eval.LogitTally | None, path: str | Path) -> LogitCheck | None:
+    return dataclasses.replace(tally.check(), stamp=gguf_io.stamp(path)) if tally else None
 
 
 def gain_kept(ppl_base: float | None, ppl_finetuned: float, ppl_file: float) -> float | None:
