@@ -111,6 +111,8 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
             model = hf_eval.load(merged)
         try:
             if rows.ids:
+                on_event(Event("quantize", "log", f"{merged.name} model: answers to {len(smoke_rows.prompts)} held-out "
+                               f"prompts and logits of {len(smoke_rows.ids)} rows (what every file is compared with)"))
                 with clock("hf"):
                     hf = hf_eval.outputs(model, tok, smoke_rows, max_tokens, stops)
                 result.hf = ModelAnswers(hf.answers, metrics.accuracy(hf.answers, smoke_rows.expected) or 0.0,
