@@ -23,6 +23,7 @@ class FileType:
     bits: float  # nominal bits per weight
     about: str  # one line for menus and reports
     needs_imatrix: bool = False  # we refuse to write it without an importance matrix
+    uses_imatrix: bool = True  # llama.cpp's quantizer weighs its rounding by one (Q8_0 rounds each block alone)
     direct: Q | None = None  # our converter writes it in one pass (no llama.cpp quantizer)
     offered: bool = False  # in the wizard's and batch screen's short list
     swept: bool = False  # a candidate of export.quants: auto (the recipe's auto_types default)
@@ -45,10 +46,11 @@ class FileType:
 
 
 FILE_TYPES: dict[str, FileType] = {t.name: t for t in (
-    FileType("F32", 32, "full precision", direct=Q.F32),
-    FileType("F16", 16, "half precision, the reference file", direct=Q.F16, offered=True),
-    FileType("BF16", 16, "bfloat16, the training dtype of most bases", direct=Q.BF16),
-    FileType("Q8_0", 8.5, "near lossless", direct=Q.Q8_0, offered=True, swept=True, pure_type=Q.Q8_0),
+    FileType("F32", 32, "full precision", direct=Q.F32, uses_imatrix=False),
+    FileType("F16", 16, "half precision, the reference file", direct=Q.F16, offered=True, uses_imatrix=False),
+    FileType("BF16", 16, "bfloat16, the training dtype of most bases", direct=Q.BF16, uses_imatrix=False),
+    FileType("Q8_0", 8.5, "near lossless", direct=Q.Q8_0, offered=True, swept=True, pure_type=Q.Q8_0,
+             uses_imatrix=False),
     FileType("Q6_K", 6.6, "very close to F16", offered=True, swept=True, pure_type=Q.Q6_K),
     FileType("Q5_1", 6.0, "legacy 5-bit with offsets", pure_type=Q.Q5_1),
     FileType("Q5_K_M", 5.7, "close to F16", offered=True, swept=True, pure_type=Q.Q5_K),

@@ -14,6 +14,7 @@ from edgetune import imatrix as imatrix_mod
 from edgetune.convert import convert_hf_to_gguf
 from edgetune.convert.filetypes import DIRECT_TYPES, FILE_TYPES, by_ftype, file_type
 from edgetune.errors import EdgetuneError
+from edgetune.inputs.gguf_io import summary
 from edgetune.runs import RunFolder
 from edgetune.steps.quantize.quantize import predicted_size, quantize
 
@@ -446,3 +447,32 @@ def test_a_base_imported_from_a_quantized_gguf_warns_about_types_on_its_grid(tmp
     assert grid_notes(str(base), ["Q8_0", "Q6_K"]) == []
     (base / SOURCE_FILE).write_text(json.dumps({"gguf": str(f16), "bytes": f16.stat().st_size}))
     assert grid_notes(str(base), ["Q4_K_M"]) == []  # an F16 source puts the weights on no coarse grid
+
+
+def test_types_that_do_not_use_an_importance_matrix_are_the_same_without_one(llama256, llama256_imatrix, tmp_path):
+    """FILE_TYPES' uses_imatrix=False (the quantize step then computes none): llama.cpp writes the same
+    tensors with and without one; a K-quant's differ."""
+    _model_dir, f16 = llama256
+    for q in [t.name for t in FILE_TYPES.values() if not t.uses_imatrix and not t.unquantized] + ["Q4_K_M"]:
+        data = []
+        for imatrix in (llama256_imatrix, None):
+            out = tmp_path / f"m-{q}-{imatrix is None}.gguf"
+            quantize(f16, out, q, imatrix=imatrix)
+            data.append(out.read_bytes()[summary(out).data_offset:])
+        assert (data[0] == data[1]) == (not FILE_TYPES[q].uses_imatrix), q
+
+
+def test_a_run_of_q8_0_alone_computes_no_importance_matrix(tiny_base, demo_jsonl, trained_copy):
+    """Q8_0 does not read one: the quantize step skips the matrix's pass over the training rows and says why,
+    and still measures the file against F16 and the merged model."""
+    from conftest import make_recipe
+    r = make_recipe(tiny_base, demo_jsonl, trained_copy, export={"quants": ["Q8_0"]})
+    events = []
+    pipeline.run(r, events.append, until="quantize")
+    run = RunFolder.of(r)
+    q = run.quant_result()
+    assert q.imatrix.path is None and q.imatrix.note == "Q8_0 does not use an importance matrix: none computed"
+    assert q.imatrix.note in [e.message for e in events]
+    assert not (run.gguf_dir / "t.imatrix.gguf").exists()
+    assert "quantize.imatrix.file" not in gguf.GGUFReader(str(run.gguf("Q8_0"))).fields
+    assert q.files[0].mean_kld is not None and q.files[0].logit_check is not None and q.hf is not None

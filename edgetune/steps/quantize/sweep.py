@@ -104,6 +104,11 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
     stops = hf_eval.folder_stop_ids(merged, tok, unquantized) if rows.ids else []
     smoke_rows = rows.first(recipe.smoke.prompts)
     wants_imatrix = spec.imatrix and bool(auto or quants)
+    if wants_imatrix and not auto and not any(FILE_TYPES[q].uses_imatrix for q in quants):
+        wants_imatrix = False  # its fp32 pass over the training rows would change no byte of these files
+        note = f"{', '.join(quants)} {'does' if len(quants) == 1 else 'do'} not use an importance matrix: none computed"
+        result.imatrix = ImatrixInfo(tokens=0, note=note)
+        on_event(Event("quantize", "log", note))
     hf = None
     im_path = None
     if rows.ids or wants_imatrix:
