@@ -102,31 +102,8 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
         on_event(Event("quantize", "log", f"warning: {note}"))
     clock = _Clock(result.seconds)
     stops = hf_eval.folder_stop_ids(merged, tok, unquantized) if rows.ids else []
-    smoke_rows = rows.first(recipe.smoke.prompts)
-    wants_imatrix = spec.imatrix and bool(auto or quants)
-    if wants_imatrix and not auto and not any(FILE_TYPES[q].uses_imatrix for q in quants):
-        wants_imatrix = False  # its fp32 pass over the training rows would change no byte of these files
-        note = f"{', '.join(quants)} {'does' if len(quants) == 1 else 'do'} not use an importance matrix: none computed"
-        result.imatrix = ImatrixInfo(tokens=0, note=note)
-        on_event(Event("quantize", "log", note))
-    hf = None
-    im_path = None
-    if rows.ids or wants_imatrix:
-        with clock("load"):
-            model = hf_eval.load(merged)
-        try:
-            if rows.ids:
-                on_event(Event("quantize", "log", f"{merged.name} model: answers to {len(smoke_rows.prompts)} held-out "
-                               f"prompts and logits of {len(smoke_rows.ids)} rows (what every file is compared with)"))
-                with clock("hf"):
-                    hf = hf_eval.outputs(model, tok, smoke_rows, max_tokens, stops)
-                result.hf = ModelAnswers(hf.answers, metrics.accuracy(hf.answers, smoke_rows.expected) or 0.0,
-                                         hf.perplexity, hf.stopped)
-            if wants_imatrix:
-                with clock("imatrix"):
-                    im_path, result.imatrix = _imatrix(recipe, folder, model, prepared.train, tok, on_event, cancel)
-        finally:
-            del model
+    step = _Step(recipe, folder, tok, clock, on_event, cancel)
+    hf_logits, im_path = _from_merged_model(step, prepared.train, rows, quants, stops, result)
     if not auto:  # an IQ type without an importance matrix: say so before quantizing anything
         for q in quants:
             if FILE_TYPES[q].needs_imatrix and im_path is None:
@@ -134,7 +111,6 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
                 raise EdgetuneError(f"export.quants: {q} needs an importance matrix, and there is none ({why})")
 
     ref = None
-    hf_logits = hf.logits if hf is not None else None
     if rows.ids:
         on_event(Event("quantize", "log", f"measuring against {unquantized.name} on {len(rows.ids)} held-out rows"))
         with clock("reference"):
@@ -163,6 +139,54 @@ def quantize_step(recipe: Recipe, folder: RunFolder, base_path: str, tok, on_eve
             f.gave_back = kld.gave_back(f.gain_kept)
     result.write(folder.quant_json)
     return result
+
+
+@dataclass
+class _Step:
+    """What the parts of one quantize step share."""
+
+    recipe: Recipe
+    folder: RunFolder
+    tok: object  # the merged folder's tokenizer
+    clock: _Clock
+    on_event: Callback = ignore
+    cancel: CancelToken | None = None
+
+
+def _from_merged_model(step: _Step, train_ex, rows: Heldout, quants: list[str], stops: list[int],
+                       result: QuantResult) -> tuple[list | None, Path | None]:
+    """The merged model, loaded once, for its answers and logits on the smoke test's rows (result.hf; the
+    logits are returned: every file is compared with them) and for the importance matrix (result.imatrix;
+    its path is returned) where the files' types use one. Returns (logits or None, imatrix path or None)."""
+    recipe, folder, tok, clock, on_event = step.recipe, step.folder, step.tok, step.clock, step.on_event
+    spec = recipe.export
+    wants_imatrix = spec.imatrix and bool(is_auto(recipe) or quants)
+    if wants_imatrix and quants and not any(FILE_TYPES[q].uses_imatrix for q in quants):
+        wants_imatrix = False  # its fp32 pass over the training rows would change no byte of these files
+        note = f"{', '.join(quants)} {'does' if len(quants) == 1 else 'do'} not use an importance matrix: none computed"
+        result.imatrix = ImatrixInfo(tokens=0, note=note)
+        on_event(Event("quantize", "log", note))
+    hf_logits = im_path = None
+    if not (rows.ids or wants_imatrix):
+        return hf_logits, im_path
+    with clock("load"):
+        model = hf_eval.load(folder.merged)
+    try:
+        if rows.ids:
+            smoke_rows = rows.first(recipe.smoke.prompts)
+            on_event(Event("quantize", "log", f"{folder.merged.name} model: answers to {len(smoke_rows.prompts)} "
+                           f"held-out prompts and logits of {len(smoke_rows.ids)} rows (what every file is compared with)"))
+            with clock("hf"):
+                hf = hf_eval.outputs(model, tok, smoke_rows, recipe.smoke.max_tokens, stops)
+            result.hf = ModelAnswers(hf.answers, metrics.accuracy(hf.answers, smoke_rows.expected) or 0.0,
+                                     hf.perplexity, hf.stopped)
+            hf_logits = hf.logits
+        if wants_imatrix:
+            with clock("imatrix"):
+                im_path, result.imatrix = _imatrix(step, model, train_ex)
+    finally:
+        del model
+    return hf_logits, im_path
 
 
 class _Clock:
@@ -198,7 +222,8 @@ def grid_notes(base_path: str, types: list[str]) -> list[str]:
             "('fine-tune kept' and the smoke test say how much stayed); wider types (Q6_K, Q8_0) keep them"]
 
 
-def _imatrix(recipe, folder: RunFolder, model, train_ex, tok, on_event, cancel) -> tuple[Path | None, ImatrixInfo]:
+def _imatrix(step: _Step, model, train_ex) -> tuple[Path | None, ImatrixInfo]:
+    recipe, folder, tok, on_event = step.recipe, step.folder, step.tok, step.on_event
     spec = recipe.export
     calib = imatrix_mod.calibration_rows(train_ex, tok, recipe.data.max_length, spec.imatrix_tokens)
     n_tokens = sum(len(r) for r in calib)
@@ -209,7 +234,7 @@ def _imatrix(recipe, folder: RunFolder, model, train_ex, tok, on_event, cancel) 
         on_event(Event("quantize", "log", note))
         return None, ImatrixInfo(tokens=n_tokens, note=note)
     t0 = time.time()
-    im = imatrix_mod.collect(model, folder.merged, calib, dataset, on_event, cancel)
+    im = imatrix_mod.collect(model, folder.merged, calib, dataset, on_event, step.cancel)
     path = imatrix_mod.write(im, folder.imatrix)
     info = ImatrixInfo(tokens=n_tokens, path=str(path), file=path.name, dataset=dataset, rows=len(calib),
                        chunks=im.chunk_count, entries=len(im.sums), seconds=round(time.time() - t0, 1))
