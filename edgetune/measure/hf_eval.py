@@ -3,6 +3,7 @@ where its generation stops, and its log-probabilities. The base's figures are co
 (by the quantize step, which needs them first) and read back by the smoke step."""
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +163,7 @@ def base_figures(model_dir: str | Path, rows: Heldout, tok, stops: list[int], ma
         texts, stopped = answers(model, tok, rows.prompts, max_tokens, stops)
     finally:
         del model
+        gc.collect()  # an HF model holds reference cycles: its weights would wait for the next collection
     return BaseFigures(perplexity=metrics.perplexity_of(nll, tokens),
                        accuracy=metrics.accuracy(texts, rows.expected), answers=texts, stopped_at_eos=stopped,
                        row_nll=nll, row_tokens=tokens)

@@ -16,6 +16,7 @@ training helped is the task verdict (`task_verdict`).
 """
 from __future__ import annotations
 
+import gc
 import re
 import time
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ def hf_reference(hf_dir: str | Path, rows: Heldout, max_tokens: int, on_event: C
             out = hf_eval.outputs(model, tok, rows, max_tokens, stops)
         finally:
             del model
+            gc.collect()  # an HF model holds reference cycles: its weights would wait for the next collection
     specials = [s for s in (tok.eos_token, tok.bos_token) if s]
     parity_texts = PARITY_STRINGS + [f"{s}text{s} more" for s in specials]
     parity_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in parity_texts]

@@ -21,6 +21,7 @@ The file is llama.cpp's imatrix GGUF, readable by `llama-quantize --imatrix`:
 """
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -205,6 +206,7 @@ def compute(merged_dir: str | Path, rows: list[list[int]], dataset: str, on_even
         return collect(model, merged_dir, rows, dataset, on_event, cancel)
     finally:
         del model
+        gc.collect()  # an HF model holds reference cycles: its weights would wait for the next collection
 
 
 def calibration_rows(examples, tokenizer, max_length: int, max_tokens: int) -> list[list[int]]:

@@ -91,17 +91,19 @@ def measure(path: str | Path, ref: FileReference, rows: Heldout, max_tokens: int
     tally = gguf_eval.LogitTally(hf_logits) if hf_logits else None
     llm = gguf_eval.load(path, gguf_eval.n_ctx(rows.ids + rows.prompts, max_tokens), threads)
     try:
-        klds, same, logprobs = [], 0, []
+        klds, same, nlls, counts = [], 0, [], []
         for ref_lp, ids, mask in zip(ref.logprobs, rows.ids, rows.masks):
-            lp = gguf_eval.logprobs(llm, ids, tally, mask)
-            logprobs.append(lp)
+            lp = gguf_eval.logprobs(llm, ids, tally, mask)  # a row's log-probabilities are not kept past it
             klds.append(metrics.kld(ref_lp, lp))
             same += metrics.top1_same(ref_lp, lp)
+            nll, n = metrics.nll(lp, ids, mask)
+            nlls.append(nll)
+            counts.append(n)
         answers, stopped = gguf_eval.answers(llm, rows.prompts, max_tokens)
     finally:
         llm.close()
     k = np.concatenate(klds) if klds else np.zeros(0)
-    ppl = metrics.perplexity(logprobs, rows.ids[: len(logprobs)], rows.masks[: len(logprobs)])
+    ppl = metrics.perplexity_of(nlls, counts)
     return Measure(mean_kld=float(k.mean()) if k.size else float("nan"),
                    p99_kld=float(np.percentile(k, 99)) if k.size else float("nan"),
                    top1=same / max(k.size, 1), positions=int(k.size), perplexity=ppl,
