@@ -36,8 +36,7 @@ def summary(path: str | Path) -> GGUFSummary:
     path = Path(path)
     if not path.is_file():
         raise EdgetuneError(f"{path}: GGUF file not found")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stamp(path))
     if key in _read:
         return _read[key]
     with open(path, "rb") as f:
@@ -49,7 +48,7 @@ def summary(path: str | Path) -> GGUFSummary:
             raise EdgetuneError(f"{path}: GGUF version {version} is not supported (2 or 3)")
         try:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                _read[key] = _walk(buf, stat.st_size)
+                _read[key] = _walk(buf, path.stat().st_size)
         except (struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as e:
             raise EdgetuneError(f"{path}: truncated or corrupt GGUF ({str(e).splitlines()[0][:120]})") from None
     return _read[key]

@@ -13,6 +13,7 @@ import numpy as np
 
 import edgetune.threads as threads_mod
 from edgetune.errors import EdgetuneError
+from edgetune.inputs import gguf_io
 from edgetune.inputs.gguf_io import check_gguf_file
 from edgetune.measure import metrics
 from edgetune.results import LogitCheck
@@ -38,8 +39,7 @@ def eog_ids(path: str | Path) -> list[int]:
 
     path = Path(path)
     check_gguf_file(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), gguf_io.stamp(path))
     if key not in _eog:
         llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
         try:

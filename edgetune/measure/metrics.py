@@ -104,8 +104,8 @@ def logits_perplexity(logits: list[np.ndarray], ids: list[list[int]], masks: lis
 
 
 def nmse(ours: list[np.ndarray], ref: list[np.ndarray]) -> float:
-    num, den = zip(*(nmse_terms(a, b) for a, b in zip(ours, ref))) if ref else ((0.0,), (0.0,))
-    return sum(num) / max(sum(den), 1e-30)
+    terms = [nmse_terms(a, b) for a, b in zip(ours, ref)]
+    return sum(t[0] for t in terms) / max(sum(t[1] for t in terms), 1e-30)
 
 
 def nmse_terms(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:

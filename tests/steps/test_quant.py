@@ -471,8 +471,10 @@ def test_a_run_of_q8_0_alone_computes_no_importance_matrix(tiny_base, demo_jsonl
     pipeline.run(r, events.append, until="quantize")
     run = RunFolder.of(r)
     q = run.quant_result()
-    assert q.imatrix.path is None and q.imatrix.note == "Q8_0 does not use an importance matrix: none computed"
-    assert q.imatrix.note in [e.message for e in events]
+    assert q.imatrix.path is None and q.imatrix.note == "Q8_0 does not use one, so none was computed"
+    assert f"no importance matrix: {q.imatrix.note}" in [e.message for e in events]
+    from edgetune.steps.quantize.sweep import report_section
+    assert "No importance matrix: Q8_0 does not use one, so none was computed." in report_section(q)
     assert not (run.gguf_dir / "t.imatrix.gguf").exists()
     assert "quantize.imatrix.file" not in gguf.GGUFReader(str(run.gguf("Q8_0"))).fields
     assert q.files[0].mean_kld is not None and q.files[0].logit_check is not None and q.hf is not None

@@ -20,7 +20,7 @@ def quant_text(result: QuantResult) -> Text:
         text.append(f"{result.sweep.why}\n", style="bold" if result.sweep.met else "bold red")
     im = result.imatrix
     if im and not im.path:
-        text.append(f"{im.note}\n", style="yellow")
+        text.append(f"No importance matrix: {im.note}\n", style="yellow")
     for note in result.notes:
         text.append(f"{note}\n", style="yellow")
     if not files:

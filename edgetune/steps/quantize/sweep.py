@@ -165,9 +165,9 @@ def _from_merged_model(step: _Step, train_ex, rows: Heldout, quants: list[str], 
     wants_imatrix = spec.imatrix and bool(is_auto(recipe) or quants)
     if wants_imatrix and quants and not any(FILE_TYPES[q].uses_imatrix for q in quants):
         wants_imatrix = False  # its fp32 pass over the training rows would change no byte of these files
-        note = f"{', '.join(quants)} {'does' if len(quants) == 1 else 'do'} not use an importance matrix: none computed"
+        note = f"{', '.join(quants)} {'does' if len(quants) == 1 else 'do'} not use one, so none was computed"
         result.imatrix = ImatrixInfo(tokens=0, note=note)
-        on_event(Event("quantize", "log", note))
+        on_event(Event("quantize", "log", f"no importance matrix: {note}"))
     hf_logits = im_path = None
     if not (rows.ids or wants_imatrix):
         return hf_logits, im_path
